@@ -1,0 +1,284 @@
+//! Finding CPython in the target: which mapped file holds the interpreter (an executable with
+//! Python linked in statically, or libpython), where it is loaded, its symbols and its version.
+
+use crate::error::LeakspyError;
+use crate::memory::maps::{MemoryMap, openable_paths};
+use goblin::elf::Elf;
+use rustc_hash::FxHashMap;
+use std::path::PathBuf;
+
+/// The symbols leakspy looks up. `_PyRuntime` (3.7+) anchors everything; 3.6 has no runtime
+/// struct, so its interpreter list and GC generations are found through their own globals.
+pub const WANTED_SYMBOLS: &[&str] = &[
+    "_PyRuntime",
+    "Py_Version",
+    "interp_head",
+    "_PyGC_generation0",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PythonVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl std::fmt::Display for PythonVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+impl PythonVersion {
+    /// Decodes PY_VERSION_HEX (0x030B07F0 is 3.11.7 final).
+    pub fn from_hex(hex: u64) -> PythonVersion {
+        PythonVersion {
+            major: ((hex >> 24) & 0xff) as u32,
+            minor: ((hex >> 16) & 0xff) as u32,
+            patch: ((hex >> 8) & 0xff) as u32,
+        }
+    }
+
+    /// Parses "3.9.18", "3.9.18+" or "3.10.0rc2".
+    pub fn parse(text: &str) -> Option<PythonVersion> {
+        let mut parts = text.splitn(3, '.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        let patch_text = parts.next()?;
+        let digits: String = patch_text
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        let patch = digits.parse().ok()?;
+        Some(PythonVersion {
+            major,
+            minor,
+            patch,
+        })
+    }
+}
+
+/// The ELF file that holds the interpreter, as loaded in the target.
+#[derive(Debug)]
+pub struct PythonBinary {
+    /// The path as the target sees it.
+    pub path: String,
+    /// Added to a symbol's link-time address to get its address in the target.
+    pub load_bias: u64,
+    symbols: FxHashMap<&'static str, u64>,
+    /// PY_VERSION as found in the file's read-only data, for versions without `Py_Version`.
+    pub embedded_version: Option<PythonVersion>,
+    /// "3.9" from libpython3.9.so or python3.9, the last resort for the version.
+    pub name_version: Option<(u32, u32)>,
+}
+
+impl PythonBinary {
+    /// The symbol's address in the target.
+    pub fn symbol(&self, name: &str) -> Option<u64> {
+        self.symbols
+            .get(name)
+            .map(|a| a.wrapping_add(self.load_bias))
+    }
+
+    pub fn has_runtime_symbols(&self) -> bool {
+        self.symbols.contains_key("_PyRuntime") || self.symbols.contains_key("interp_head")
+    }
+}
+
+/// Finds the file with CPython's symbols among the target's mappings: libpython if one is
+/// mapped (pyenv, embedding applications), else the main executable (Debian's static builds).
+pub fn find_python(pid: i32, maps: &MemoryMap) -> Result<PythonBinary, LeakspyError> {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let exe = exe.strip_suffix(" (deleted)").unwrap_or(&exe).to_string();
+
+    let mut candidates: Vec<&str> = Vec::new();
+    for m in &maps.mappings {
+        if m.is_file()
+            && m.file_name().starts_with("libpython")
+            && !candidates.contains(&m.path.as_str())
+        {
+            candidates.push(&m.path);
+        }
+    }
+    if let Some(m) = maps
+        .mappings
+        .iter()
+        .find(|m| m.path == exe || m.path.strip_suffix(" (deleted)") == Some(&exe))
+        && !candidates.contains(&m.path.as_str())
+    {
+        candidates.push(&m.path);
+    }
+
+    let mut looked_at = Vec::new();
+    for path in candidates {
+        let binary = match load_binary(pid, maps, path) {
+            Ok(b) => b,
+            Err(why) => {
+                looked_at.push(format!("{path} ({why})"));
+                continue;
+            }
+        };
+        if let Some((major, minor)) = binary.name_version
+            && major < 3
+        {
+            return Err(LeakspyError::UnsupportedVersion {
+                pid,
+                version: format!("{major}.{minor}"),
+                detail: "leakspy reads CPython 3.6 to 3.15".into(),
+            });
+        }
+        if binary.has_runtime_symbols() {
+            return Ok(binary);
+        }
+        looked_at.push(format!("{path} (no _PyRuntime symbol)"));
+    }
+    let detail = if looked_at.is_empty() {
+        format!(
+            "its executable is {} and no libpython is loaded; point leakspy at the Python process itself (not a shell or launcher)",
+            if exe.is_empty() { "unknown" } else { &exe }
+        )
+    } else {
+        format!(
+            "no CPython interpreter symbols found in {}; is this CPython (not PyPy), and not a free-threaded or stripped-of-.dynsym build?",
+            looked_at.join(", ")
+        )
+    };
+    Err(LeakspyError::NotPython { pid, detail })
+}
+
+fn load_binary(pid: i32, maps: &MemoryMap, path: &str) -> Result<PythonBinary, String> {
+    let first = maps
+        .mappings
+        .iter()
+        .find(|m| m.path == path && m.offset == 0)
+        .ok_or("no mapping at file offset 0")?;
+    let bytes = openable_paths(pid, first)
+        .iter()
+        .find_map(|p: &PathBuf| std::fs::read(p).ok())
+        .ok_or("cannot open the file through /proc/PID/root or map_files")?;
+    let elf = Elf::parse(&bytes).map_err(|e| format!("not a readable ELF file: {e}"))?;
+
+    let mut symbols = FxHashMap::default();
+    let tables = [(&elf.dynsyms, &elf.dynstrtab), (&elf.syms, &elf.strtab)];
+    for (syms, strtab) in tables {
+        for sym in syms.iter() {
+            if sym.st_value == 0 {
+                continue;
+            }
+            if let Some(name) = strtab.get_at(sym.st_name)
+                && let Some(wanted) = WANTED_SYMBOLS.iter().find(|w| **w == name)
+            {
+                symbols.entry(*wanted).or_insert(sym.st_value);
+            }
+        }
+    }
+
+    // The segment that starts at file offset 0 is mapped at the lowest address; the bias is
+    // where it landed minus where it was linked (0 for shared objects and PIE executables).
+    let first_load_vaddr = elf
+        .program_headers
+        .iter()
+        .filter(|ph| ph.p_type == goblin::elf::program_header::PT_LOAD)
+        .map(|ph| ph.p_vaddr - ph.p_offset)
+        .min()
+        .unwrap_or(0);
+    let load_bias = first.start.wrapping_sub(first_load_vaddr & !0xfff);
+
+    let name_version = version_from_file_name(first.file_name());
+    let embedded_version = rodata_version(&elf, &bytes, name_version);
+    Ok(PythonBinary {
+        path: path.to_string(),
+        load_bias,
+        symbols,
+        embedded_version,
+        name_version,
+    })
+}
+
+/// "python3.11", "libpython3.9m.so.1.0", "libpython3.14.so" -> (3, 11) ...
+fn version_from_file_name(name: &str) -> Option<(u32, u32)> {
+    let rest = name
+        .strip_prefix("lib")
+        .unwrap_or(name)
+        .strip_prefix("python")?;
+    let mut parts = rest.splitn(2, '.');
+    let major = parts.next()?.parse().ok()?;
+    let minor_text: String = parts
+        .next()?
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    Some((major, minor_text.parse().ok()?))
+}
+
+/// Looks for PY_VERSION ("3.9.18") in .rodata; when the file name gave a minor version, only
+/// a string of that minor is accepted. The linker merges string literals that are the tail of
+/// a longer one, so PY_VERSION is often the end of another string (the build directory,
+/// ".../Python-3.8.18"): NUL-terminated tails count too.
+fn rodata_version(
+    elf: &Elf,
+    bytes: &[u8],
+    name_version: Option<(u32, u32)>,
+) -> Option<PythonVersion> {
+    let rodata = elf
+        .section_headers
+        .iter()
+        .find(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(".rodata"))?;
+    let start = rodata.sh_offset as usize;
+    let data = bytes.get(start..start.checked_add(rodata.sh_size as usize)?)?;
+    data.split(|&b| b == 0)
+        .find_map(|string| version_suffix(string, name_version))
+}
+
+/// The version at the end of `string`, e.g. "3.8.18" in "Python-3.8.18" (but not "13.8.1").
+fn version_suffix(string: &[u8], name_version: Option<(u32, u32)>) -> Option<PythonVersion> {
+    let tail_start = string.len().saturating_sub(12);
+    (tail_start..string.len()).find_map(|i| {
+        let tail = &string[i..];
+        let boundary = i == 0 || !(string[i - 1].is_ascii_digit() || string[i - 1] == b'.');
+        if !boundary
+            || !tail.starts_with(b"3.")
+            || !tail
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || *c == b'.' || *c == b'+')
+        {
+            return None;
+        }
+        let v = PythonVersion::parse(std::str::from_utf8(tail).ok()?)?;
+        name_version
+            .is_none_or(|(major, minor)| (major, minor) == (v.major, v.minor))
+            .then_some(v)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_from_names_and_strings() {
+        assert_eq!(version_from_file_name("libpython3.9.so.1.0"), Some((3, 9)));
+        assert_eq!(version_from_file_name("libpython3.6m.so.1.0"), Some((3, 6)));
+        assert_eq!(version_from_file_name("python3.11"), Some((3, 11)));
+        assert_eq!(version_from_file_name("libpython2.7.so.1.0"), Some((2, 7)));
+        assert_eq!(version_from_file_name("uwsgi"), None);
+        let v = PythonVersion::parse("3.10.0rc2").unwrap();
+        assert_eq!((v.major, v.minor, v.patch), (3, 10, 0));
+        assert_eq!(PythonVersion::from_hex(0x030B07F0).to_string(), "3.11.7");
+        assert!(PythonVersion::parse("3.x").is_none());
+        let found = |s: &[u8], name| version_suffix(s, name).map(|v| v.to_string());
+        assert_eq!(
+            found(b"/tmp/build/Python-3.8.18", Some((3, 8))).as_deref(),
+            Some("3.8.18")
+        );
+        assert_eq!(found(b"3.9.18+", None).as_deref(), Some("3.9.18"));
+        assert_eq!(found(b"Python-3.8.18", Some((3, 9))), None);
+        assert_eq!(found(b"libfoo-13.8.1", None), None);
+        assert_eq!(
+            found(b"f-string: only in Python 3.8 and greater", None),
+            None
+        );
+    }
+}

@@ -1,0 +1,367 @@
+//! CPython's struct layouts, per minor version, as data.
+//!
+//! The tables in python_offsets/ are generated from each version's real headers by
+//! scripts/gen_offsets.py and compiled into the binary. This module turns a table into typed
+//! layouts. It is the one place that knows how versions differ in *shape* (where the GC state
+//! lives, which dict-keys format is used); it decides that from which keys a table has, never
+//! from the version number, so a new version needs a new table, not new branches.
+
+use rustc_hash::FxHashMap;
+
+/// (minor version, table text) for every supported version.
+const TABLES: &[(u32, &str)] = &[
+    (6, include_str!("../../python_offsets/3.6.toml")),
+    (7, include_str!("../../python_offsets/3.7.toml")),
+    (8, include_str!("../../python_offsets/3.8.toml")),
+    (9, include_str!("../../python_offsets/3.9.toml")),
+    (10, include_str!("../../python_offsets/3.10.toml")),
+    (11, include_str!("../../python_offsets/3.11.toml")),
+    (12, include_str!("../../python_offsets/3.12.toml")),
+    (13, include_str!("../../python_offsets/3.13.toml")),
+    (14, include_str!("../../python_offsets/3.14.toml")),
+    (15, include_str!("../../python_offsets/3.15.toml")),
+];
+
+pub fn supported_minors() -> impl Iterator<Item = u32> {
+    TABLES.iter().map(|(minor, _)| *minor)
+}
+
+/// Raw `key = value` pairs of one table.
+#[derive(Debug, Clone)]
+pub struct OffsetTable {
+    values: FxHashMap<String, u64>,
+}
+
+impl OffsetTable {
+    pub fn parse(text: &str) -> Result<OffsetTable, String> {
+        let mut values = FxHashMap::default();
+        for (lineno, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let (key, value) = line
+                .split_once('=')
+                .ok_or_else(|| format!("line {}: expected `key = value`", lineno + 1))?;
+            let value: u64 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("line {}: `{}` is not a number", lineno + 1, value.trim()))?;
+            values.insert(key.trim().to_string(), value);
+        }
+        Ok(OffsetTable { values })
+    }
+
+    pub fn get(&self, key: &str) -> Option<u64> {
+        self.values.get(key).copied()
+    }
+
+    fn need(&self, key: &str) -> Result<usize, String> {
+        self.get(key)
+            .map(|v| v as usize)
+            .ok_or_else(|| format!("offset table lacks `{key}`"))
+    }
+
+    fn opt(&self, key: &str) -> Option<usize> {
+        self.get(key).map(|v| v as usize)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ObjectLayout {
+    pub ob_refcnt: usize,
+    pub ob_type: usize,
+    /// 8 up to 3.13; 4 from 3.14, where the upper half of the word holds flags.
+    pub refcnt_size: usize,
+    /// 3.12+: refcounts whose low 32 bits are negative as i32 mark immortal objects.
+    pub has_immortal: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TypeLayout {
+    pub tp_name: usize,
+    pub tp_flags: usize,
+    pub tp_dict: usize,
+    pub ht_qualname: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct GcHeadLayout {
+    pub size: usize,
+    pub next: usize,
+    pub prev: usize,
+}
+
+/// Where the GC state (the generation lists) is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcLocation {
+    /// 3.9+: each interpreter has its own, at this offset in PyInterpreterState.
+    Interpreter(usize),
+    /// 3.7, 3.8: one per process, at this offset in _PyRuntime.
+    Runtime(usize),
+    /// 3.6: the generations array itself, pointed to by the global `_PyGC_generation0`.
+    Generation0Symbol,
+}
+
+#[derive(Debug, Clone)]
+pub struct GcLayout {
+    pub location: GcLocation,
+    pub state_size: Option<usize>,
+    /// Offset of generations[0] in the GC state (0 for 3.6's bare array).
+    pub generations: usize,
+    pub generation_count: usize,
+    pub generation_size: usize,
+    pub generation_head: usize,
+    pub generation_count_field: usize,
+    pub permanent_generation: Option<usize>,
+    pub enabled: Option<usize>,
+    pub collecting: Option<usize>,
+}
+
+/// Where the list of interpreters starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InterpretersHead {
+    /// 3.7+: a field of _PyRuntime.
+    Runtime(usize),
+    /// 3.6: the static `interp_head` in pystate.c (found in .symtab).
+    Symbol,
+}
+
+#[derive(Debug, Clone)]
+pub struct InterpreterLayout {
+    pub head: InterpretersHead,
+    pub next: usize,
+    pub id: Option<usize>,
+    pub threads_head: usize,
+    pub tstate_next: usize,
+    pub tstate_interp: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct UnicodeLayout {
+    pub length: usize,
+    pub state: usize,
+    pub ascii_size: usize,
+    pub compact_size: usize,
+}
+
+/// The two dict-keys formats: 3.6-3.10 store the table size, 3.11+ its log2 and a kind.
+#[derive(Debug, Clone)]
+pub enum DictKeysFormat {
+    SizeField {
+        dk_size: usize,
+    },
+    Log2 {
+        dk_log2_size: usize,
+        dk_log2_index_bytes: usize,
+        dk_kind: usize,
+        unicode_entry_size: usize,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct DictLayout {
+    pub ma_keys: usize,
+    pub ma_values: usize,
+    pub dk_nentries: usize,
+    pub dk_indices: usize,
+    pub entry_size: usize,
+    pub format: DictKeysFormat,
+}
+
+/// A field that 3.13+ targets publish about themselves in `_Py_DebugOffsets`, paired with the
+/// value our table expects.
+#[derive(Debug, Clone)]
+pub struct DebugOffsetCheck {
+    pub name: String,
+    /// Offset of the value inside `_Py_DebugOffsets` (which starts `_PyRuntime`).
+    pub at: usize,
+    pub expected: u64,
+    /// A mismatch in a field leakspy dereferences is fatal; a size mismatch only warns.
+    pub fatal: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub minor: u32,
+    /// PY_VERSION_HEX of the headers the table came from.
+    pub headers_version_hex: Option<u64>,
+    pub object: ObjectLayout,
+    pub type_: TypeLayout,
+    pub gc_head: GcHeadLayout,
+    pub gc: GcLayout,
+    pub interp: InterpreterLayout,
+    pub unicode: UnicodeLayout,
+    pub dict: DictLayout,
+    pub debug_offsets: Vec<DebugOffsetCheck>,
+}
+
+/// The layout for CPython 3.`minor`, or `None` if there is no table for it.
+pub fn layout_for(minor: u32) -> Option<Result<Layout, String>> {
+    let (_, text) = TABLES.iter().find(|(m, _)| *m == minor)?;
+    Some(OffsetTable::parse(text).and_then(|t| Layout::from_table(minor, &t)))
+}
+
+impl Layout {
+    pub fn from_table(minor: u32, t: &OffsetTable) -> Result<Layout, String> {
+        let gc_location = if let Some(off) = t.opt("interp.gc") {
+            GcLocation::Interpreter(off)
+        } else if let Some(off) = t.opt("runtime.gc") {
+            GcLocation::Runtime(off)
+        } else {
+            GcLocation::Generation0Symbol
+        };
+        let head = match t.opt("runtime.interpreters_head") {
+            Some(off) => InterpretersHead::Runtime(off),
+            None => InterpretersHead::Symbol,
+        };
+        let format = match t.opt("dictkeys.dk_log2_size") {
+            Some(dk_log2_size) => DictKeysFormat::Log2 {
+                dk_log2_size,
+                dk_log2_index_bytes: t.need("dictkeys.dk_log2_index_bytes")?,
+                dk_kind: t.need("dictkeys.dk_kind")?,
+                unicode_entry_size: t.need("dictkeys.unicode_entry_size")?,
+            },
+            None => DictKeysFormat::SizeField {
+                dk_size: t.need("dictkeys.dk_size")?,
+            },
+        };
+        Ok(Layout {
+            minor,
+            headers_version_hex: t.get("version.hex"),
+            object: ObjectLayout {
+                ob_refcnt: t.need("object.ob_refcnt")?,
+                ob_type: t.need("object.ob_type")?,
+                refcnt_size: t.need("object.refcnt_size")?,
+                has_immortal: t.get("object.immortal") == Some(1),
+            },
+            type_: TypeLayout {
+                tp_name: t.need("type.tp_name")?,
+                tp_flags: t.need("type.tp_flags")?,
+                tp_dict: t.need("type.tp_dict")?,
+                ht_qualname: t.need("heaptype.ht_qualname")?,
+            },
+            gc_head: GcHeadLayout {
+                size: t.need("gc_head.size")?,
+                next: t.need("gc_head.next")?,
+                prev: t.need("gc_head.prev")?,
+            },
+            gc: GcLayout {
+                location: gc_location,
+                state_size: t.opt("gc_state.size"),
+                generations: t.opt("gc_state.generations").unwrap_or(0),
+                generation_count: t.opt("gc_state.generation_count").unwrap_or(3),
+                generation_size: t.need("gc_generation.size")?,
+                generation_head: t.need("gc_generation.head")?,
+                generation_count_field: t.need("gc_generation.count")?,
+                permanent_generation: t.opt("gc_state.permanent_generation"),
+                enabled: t.opt("gc_state.enabled"),
+                collecting: t.opt("gc_state.collecting"),
+            },
+            interp: InterpreterLayout {
+                head,
+                next: t.need("interp.next")?,
+                id: t.opt("interp.id"),
+                threads_head: t.need("interp.threads_head")?,
+                tstate_next: t.need("tstate.next")?,
+                tstate_interp: t.need("tstate.interp")?,
+            },
+            unicode: UnicodeLayout {
+                length: t.need("unicode.length")?,
+                state: t.need("unicode.state")?,
+                ascii_size: t.need("unicode.ascii_size")?,
+                compact_size: t.need("unicode.compact_size")?,
+            },
+            dict: DictLayout {
+                ma_keys: t.need("dict.ma_keys")?,
+                ma_values: t.need("dict.ma_values")?,
+                dk_nentries: t.need("dictkeys.dk_nentries")?,
+                dk_indices: t.need("dictkeys.dk_indices")?,
+                entry_size: t.need("dictkeys.entry_size")?,
+                format,
+            },
+            debug_offsets: debug_offset_checks(t),
+        })
+    }
+}
+
+/// Pairs each `_Py_DebugOffsets` field the table locates with the table's own value for it.
+fn debug_offset_checks(t: &OffsetTable) -> Vec<DebugOffsetCheck> {
+    const PAIRS: &[(&str, &str, bool)] = &[
+        (
+            "runtime_state.interpreters_head",
+            "runtime.interpreters_head",
+            true,
+        ),
+        ("interpreter_state.next", "interp.next", true),
+        (
+            "interpreter_state.threads_head",
+            "interp.threads_head",
+            true,
+        ),
+        ("interpreter_state.gc", "interp.gc", true),
+        ("thread_state.interp", "tstate.interp", true),
+        ("thread_state.next", "tstate.next", true),
+        ("gc.size", "gc_state.size", true),
+        ("gc.collecting", "gc_state.collecting", true),
+        ("runtime_state.size", "runtime.size", false),
+        ("interpreter_state.size", "interp.size", false),
+    ];
+    PAIRS
+        .iter()
+        .filter_map(|(debug_key, table_key, fatal)| {
+            Some(DebugOffsetCheck {
+                name: debug_key.to_string(),
+                at: t.opt(&format!("debug_offsets.{debug_key}"))?,
+                expected: t.get(table_key)?,
+                fatal: *fatal,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_checked_in_table_builds_a_layout() {
+        for minor in supported_minors() {
+            let layout = layout_for(minor)
+                .unwrap()
+                .unwrap_or_else(|e| panic!("3.{minor}: {e}"));
+            assert_eq!(layout.minor, minor);
+            assert!(layout.gc_head.size >= 16, "3.{minor}");
+            if minor >= 13 {
+                assert!(
+                    !layout.debug_offsets.is_empty(),
+                    "3.{minor} has _Py_DebugOffsets"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_version_differences_come_from_the_tables() {
+        let l = |m| layout_for(m).unwrap().unwrap();
+        assert_eq!(l(6).gc.location, GcLocation::Generation0Symbol);
+        assert_eq!(l(6).interp.head, InterpretersHead::Symbol);
+        assert!(matches!(l(8).gc.location, GcLocation::Runtime(_)));
+        assert_eq!(l(11).gc.location, GcLocation::Interpreter(648));
+        assert_eq!(l(14).gc.location, GcLocation::Interpreter(7408));
+        assert!(matches!(
+            l(10).dict.format,
+            DictKeysFormat::SizeField { .. }
+        ));
+        assert!(matches!(l(11).dict.format, DictKeysFormat::Log2 { .. }));
+        assert!(!l(11).object.has_immortal && l(12).object.has_immortal);
+        assert_eq!(l(14).object.refcnt_size, 4);
+    }
+
+    #[test]
+    fn malformed_tables_are_errors() {
+        assert!(OffsetTable::parse("a = b").is_err());
+        assert!(OffsetTable::parse("novalue").is_err());
+        assert!(Layout::from_table(11, &OffsetTable::parse("pointer_size = 8").unwrap()).is_err());
+    }
+}

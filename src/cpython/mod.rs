@@ -1,0 +1,8 @@
+//! Knowing CPython: which binary, which version, which struct layout, which interpreters and
+//! where their GC lists are. Offsets stop here; the heap walker above sees addresses of list
+//! heads and a [`layout::Layout`] it uses only through typed fields.
+
+pub mod binary;
+pub mod layout;
+pub mod objects;
+pub mod process;

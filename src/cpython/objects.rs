@@ -1,0 +1,191 @@
+//! Typed reads of CPython objects: type names, str contents, dict entries. Every length and
+//! pointer read here comes from a process that keeps running, so each is bounded and checked.
+
+use super::layout::{DictKeysFormat, Layout};
+use crate::memory::{ReadError, RemoteMemory, u32_at, u64_at};
+
+/// Py_TPFLAGS_HEAPTYPE: the type was allocated at run time (a `class` statement or
+/// PyType_FromSpec), so its qualified name and module live in the type object and its dict
+/// rather than in the C string tp_name. The bit has not changed since Python 2.
+const TPFLAGS_HEAPTYPE: u64 = 1 << 9;
+/// Py_TPFLAGS_UNICODE_SUBCLASS: set on str and its subclasses since 3.0; checked before a
+/// pointer is decoded as a str, since a dict value can be anything.
+const TPFLAGS_UNICODE_SUBCLASS: u64 = 1 << 28;
+
+/// Longest str leakspy decodes: names and keys, not data.
+const MAX_NAME_CHARS: u64 = 4096;
+/// A class dict with more entries than this is not a class dict.
+const MAX_DICT_ENTRIES: u64 = 1 << 16;
+
+/// The name under which a type is reported everywhere: `qualname` for builtins, else
+/// `module.qualname`, the way Python code would spell it.
+pub fn type_name(
+    mem: &mut dyn RemoteMemory,
+    layout: &Layout,
+    type_addr: u64,
+) -> Result<String, ReadError> {
+    let t = &layout.type_;
+    let flags = mem.read_u64(type_addr + t.tp_flags as u64)?;
+    if flags & TPFLAGS_HEAPTYPE != 0 {
+        let qualname_ptr = mem.read_u64(type_addr + t.ht_qualname as u64)?;
+        let qualname = read_str(mem, layout, qualname_ptr)?;
+        if let Some(qualname) = qualname {
+            let dict = mem.read_u64(type_addr + t.tp_dict as u64)?;
+            let module = dict_get_str(mem, layout, dict, "__module__")?;
+            return Ok(match module {
+                Some(module) if module != "builtins" => format!("{module}.{qualname}"),
+                _ => qualname,
+            });
+        }
+    }
+    // Static types: tp_name is "module.qualname", or just the name for builtins.
+    let name_ptr = mem.read_u64(type_addr + t.tp_name as u64)?;
+    let name = mem
+        .read_c_string(name_ptr, 512)?
+        .ok_or(ReadError::Unmapped {
+            addr: name_ptr,
+            len: 512,
+        })?;
+    Ok(name
+        .strip_prefix("builtins.")
+        .map(str::to_string)
+        .unwrap_or(name))
+}
+
+/// The contents of a str object; `None` if `addr` is NULL or the object is not a plausible
+/// str (a stale pointer read mid-update).
+pub fn read_str(
+    mem: &mut dyn RemoteMemory,
+    layout: &Layout,
+    addr: u64,
+) -> Result<Option<String>, ReadError> {
+    if addr == 0 || !addr.is_multiple_of(8) {
+        return Ok(None);
+    }
+    let ob_type = mem.read_u64(addr + layout.object.ob_type as u64)?;
+    if ob_type == 0
+        || mem.read_u64(ob_type + layout.type_.tp_flags as u64)? & TPFLAGS_UNICODE_SUBCLASS == 0
+    {
+        return Ok(None);
+    }
+    let u = &layout.unicode;
+    let mut header = vec![0u8; u.compact_size + 8];
+    mem.read(addr, &mut header)?;
+    let length = u64_at(&header, u.length);
+    let state = u32_at(&header, u.state);
+    // The state bitfield has kept these positions since PEP 393 (3.3): interned:2, kind:3,
+    // compact:1, ascii:1.
+    let kind = (state >> 2) & 7;
+    let compact = (state >> 5) & 1 == 1;
+    let ascii = (state >> 6) & 1 == 1;
+    if length > MAX_NAME_CHARS || !matches!(kind, 1 | 2 | 4) {
+        return Ok(None);
+    }
+    let data = match (compact, ascii) {
+        (true, true) => addr + u.ascii_size as u64,
+        (true, false) => addr + u.compact_size as u64,
+        // Legacy (non-compact) strings keep their characters behind a pointer.
+        (false, _) => u64_at(&header, u.compact_size),
+    };
+    let mut bytes = vec![0u8; (length * kind as u64) as usize];
+    mem.read(data, &mut bytes)?;
+    let text = match kind {
+        1 => bytes.iter().map(|&b| b as char).collect(),
+        2 => char::decode_utf16(
+            bytes
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]])),
+        )
+        .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+        .collect(),
+        _ => bytes
+            .chunks_exact(4)
+            .map(|c| {
+                char::from_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .unwrap_or(char::REPLACEMENT_CHARACTER)
+            })
+            .collect(),
+    };
+    Ok(Some(text))
+}
+
+/// (key, value) object pointers of a dict with a combined table. Split-table dicts (instance
+/// dicts sharing their keys) are not needed for type dicts and return an empty list for now.
+pub fn dict_entries(
+    mem: &mut dyn RemoteMemory,
+    layout: &Layout,
+    dict: u64,
+) -> Result<Vec<(u64, u64)>, ReadError> {
+    if dict == 0 {
+        return Ok(Vec::new());
+    }
+    let d = &layout.dict;
+    let keys = mem.read_u64(dict + d.ma_keys as u64)?;
+    let values = mem.read_u64(dict + d.ma_values as u64)?;
+    if keys == 0 || values != 0 {
+        return Ok(Vec::new());
+    }
+    let nentries = mem.read_u64(keys + d.dk_nentries as u64)?;
+    let (index_bytes, entry_size) = match d.format {
+        DictKeysFormat::SizeField { dk_size } => {
+            let size = mem.read_u64(keys + dk_size as u64)?;
+            if size > MAX_DICT_ENTRIES * 2 {
+                return Ok(Vec::new());
+            }
+            let width = match size {
+                0..=0xff => 1,
+                0x100..=0xffff => 2,
+                0x1_0000..=0xffff_ffff => 4,
+                _ => 8,
+            };
+            (size * width, d.entry_size as u64)
+        }
+        DictKeysFormat::Log2 {
+            dk_log2_index_bytes,
+            dk_kind,
+            unicode_entry_size,
+            ..
+        } => {
+            let log2_index_bytes = mem.read_u8(keys + dk_log2_index_bytes as u64)?;
+            let kind = mem.read_u8(keys + dk_kind as u64)?;
+            if log2_index_bytes > 24 {
+                return Ok(Vec::new());
+            }
+            // DICT_KEYS_GENERAL (0) entries carry the hash; unicode and split ones do not.
+            let entry = if kind == 0 {
+                d.entry_size
+            } else {
+                unicode_entry_size
+            };
+            (1u64 << log2_index_bytes, entry as u64)
+        }
+    };
+    if nentries > MAX_DICT_ENTRIES {
+        return Ok(Vec::new());
+    }
+    let entries_at = keys + d.dk_indices as u64 + index_bytes;
+    let mut raw = vec![0u8; (nentries * entry_size) as usize];
+    mem.read(entries_at, &mut raw)?;
+    // Both entry formats end with (key, value): {hash, key, value} or {key, value}.
+    let key_at = entry_size as usize - 16;
+    Ok(raw
+        .chunks_exact(entry_size as usize)
+        .map(|e| (u64_at(e, key_at), u64_at(e, key_at + 8)))
+        .filter(|(k, v)| *k != 0 && *v != 0)
+        .collect())
+}
+
+/// The str value stored under the str key `wanted`, if any.
+pub fn dict_get_str(
+    mem: &mut dyn RemoteMemory,
+    layout: &Layout,
+    dict: u64,
+    wanted: &str,
+) -> Result<Option<String>, ReadError> {
+    for (key, value) in dict_entries(mem, layout, dict)? {
+        if read_str(mem, layout, key)?.as_deref() == Some(wanted) {
+            return read_str(mem, layout, value);
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,75 @@
+//! The failures a user can cause, each with one actionable sentence and its own exit code,
+//! so that scripts and cron jobs can tell "target gone" from "not allowed" without parsing text.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum LeakspyError {
+    #[error(
+        "no process with PID {pid}: check the PID (ps -ef | grep python) and that it is still running"
+    )]
+    NoSuchProcess { pid: i32 },
+
+    #[error(
+        "permission denied reading process {pid}: {detail}. Run leakspy as root (sudo) or as the target's \
+         user with ptrace allowed (kernel.yama.ptrace_scope is {ptrace_scope}; 0 allows it, 1 allows it only \
+         for descendants, 2 needs CAP_SYS_PTRACE, 3 forbids it); in a container grant CAP_SYS_PTRACE \
+         (docker run --cap-add SYS_PTRACE, or securityContext.capabilities.add: [SYS_PTRACE])"
+    )]
+    PermissionDenied {
+        pid: i32,
+        detail: String,
+        ptrace_scope: String,
+    },
+
+    #[error("process {pid} is not a CPython process: {detail}")]
+    NotPython { pid: i32, detail: String },
+
+    #[error("process {pid} runs Python {version}, which leakspy does not support: {detail}")]
+    UnsupportedVersion {
+        pid: i32,
+        version: String,
+        detail: String,
+    },
+
+    #[error(
+        "process {pid} (Python {version}) does not match leakspy's struct offsets: {detail}. \
+         Refusing to read garbage; please report this with the output of `python -VV` of the target"
+    )]
+    LayoutMismatch {
+        pid: i32,
+        version: String,
+        detail: String,
+    },
+
+    #[error("process {pid} exited while leakspy was reading it; nothing was written")]
+    ProcessExited { pid: i32 },
+
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl LeakspyError {
+    /// Distinct exit codes, documented in the README; 2 is left to clap for usage errors.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            LeakspyError::Other(_) => 1,
+            LeakspyError::NoSuchProcess { .. } => 3,
+            LeakspyError::PermissionDenied { .. } => 4,
+            LeakspyError::NotPython { .. } => 5,
+            LeakspyError::UnsupportedVersion { .. } => 6,
+            LeakspyError::LayoutMismatch { .. } => 7,
+            LeakspyError::ProcessExited { .. } => 8,
+        }
+    }
+}
+
+/// The current ptrace policy, quoted in the permission-denied message because it is the first
+/// thing a user has to know; "not set (no Yama)" when the kernel has no Yama module.
+pub fn ptrace_scope() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "not set (no Yama LSM)".to_string())
+}
+
+pub type Result<T, E = LeakspyError> = std::result::Result<T, E>;

@@ -1,0 +1,215 @@
+//! A census: per type, how many GC-tracked objects are alive and the sum of their refcounts.
+//! Plain data, serialisable, the unit everything over time is built from.
+
+use super::walk::{ObjectHeader, WalkLimits, WalkStats, Walker};
+use crate::cpython::layout::ObjectLayout;
+use crate::cpython::objects::type_name;
+use crate::cpython::process::{PythonProcess, read_error};
+use crate::error::LeakspyError;
+use crate::memory::RemoteMemory;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::time::{Instant, SystemTime};
+
+/// Bumped when a field changes meaning or disappears; adding fields does not bump it.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TypeCount {
+    #[serde(rename = "type")]
+    pub name: String,
+    pub count: u64,
+    /// Sum of refcounts of the mortal objects of this type.
+    pub refcount_sum: u64,
+    /// Immortal objects (3.12+) are counted in `count` but not in `refcount_sum`.
+    pub immortal: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GenerationCount {
+    pub interpreter: i64,
+    pub generation: String,
+    pub objects: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Census {
+    pub schema_version: u32,
+    pub pid: i32,
+    pub python_version: String,
+    pub python_binary: String,
+    /// RFC 3339, UTC, when the read started.
+    pub timestamp: String,
+    pub duration_ms: f64,
+    pub objects_total: u64,
+    pub immortal_total: u64,
+    pub interpreters: u64,
+    /// False unless the target was paused during the read: a running target may change
+    /// under the walk, and `torn_links` says how much that showed.
+    pub consistent: bool,
+    pub torn_links: u64,
+    pub resynced_objects: u64,
+    pub broken_lists: u64,
+    /// Objects whose type could not be read (freed or being rewritten during the walk).
+    pub unreadable_objects: u64,
+    /// The walk hit its object limit; counts are a lower bound.
+    pub truncated: bool,
+    /// A GC collection was running during the read (explains torn links).
+    pub gc_collecting: bool,
+    pub generations: Vec<GenerationCount>,
+    /// Sorted by count, largest first.
+    pub types: Vec<TypeCount>,
+    pub warnings: Vec<String>,
+}
+
+/// Per-type totals while counting; type objects are resolved once per address.
+#[derive(Default)]
+struct Tally {
+    by_type_addr: FxHashMap<u64, Option<usize>>,
+    by_name: FxHashMap<String, usize>,
+    types: Vec<TypeCount>,
+    immortal_total: u64,
+    unreadable: u64,
+}
+
+impl Tally {
+    fn add(&mut self, mem: &mut dyn RemoteMemory, process: &PythonProcess, object: ObjectHeader) {
+        let slot = match self.by_type_addr.get(&object.type_addr) {
+            Some(slot) => *slot,
+            None => {
+                let slot = match type_name(mem, &process.layout, object.type_addr) {
+                    Ok(name) => Some(*self.by_name.entry(name.clone()).or_insert_with(|| {
+                        self.types.push(TypeCount {
+                            name,
+                            count: 0,
+                            refcount_sum: 0,
+                            immortal: 0,
+                        });
+                        self.types.len() - 1
+                    })),
+                    Err(_) => None,
+                };
+                self.by_type_addr.insert(object.type_addr, slot);
+                slot
+            }
+        };
+        let Some(slot) = slot else {
+            self.unreadable += 1;
+            return;
+        };
+        let entry = &mut self.types[slot];
+        entry.count += 1;
+        match refcount(&process.layout.object, object.refcnt_word) {
+            Some(rc) => entry.refcount_sum += rc,
+            None => {
+                entry.immortal += 1;
+                self.immortal_total += 1;
+            }
+        }
+    }
+}
+
+/// The refcount, or `None` for an immortal object.
+fn refcount(layout: &ObjectLayout, word: u64) -> Option<u64> {
+    let low = word as u32;
+    if layout.has_immortal && (low as i32) < 0 {
+        return None;
+    }
+    Some(if layout.refcnt_size == 4 {
+        low as u64
+    } else {
+        word
+    })
+}
+
+/// Takes one census of the target's GC-tracked objects, without stopping it.
+pub fn take_census(
+    process: &PythonProcess,
+    mem: &mut dyn RemoteMemory,
+    limits: WalkLimits,
+) -> Result<Census, LeakspyError> {
+    let started = Instant::now();
+    let timestamp = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    let interpreters = process.interpreters(mem)?;
+    let states = process.gc_states(mem, &interpreters)?;
+
+    let mut walker = Walker::new(&process.layout, limits);
+    let mut tally = Tally::default();
+    let mut generations = Vec::new();
+    let mut objects_total = 0;
+    for state in &states {
+        for list in &state.lists {
+            let objects = walker
+                .walk(mem, list.head, &mut |mem, h| tally.add(mem, process, h))
+                .map_err(|e| read_error(process.pid, e))?;
+            objects_total += objects;
+            generations.push(GenerationCount {
+                interpreter: list.interpreter_id,
+                generation: list.generation.clone(),
+                objects,
+            });
+        }
+    }
+    let WalkStats {
+        torn_links,
+        resynced,
+        broken_lists,
+        truncated,
+    } = walker.stats;
+
+    let mut types = tally.types;
+    types.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
+    Ok(Census {
+        schema_version: SCHEMA_VERSION,
+        pid: process.pid,
+        python_version: process.version.to_string(),
+        python_binary: process.binary.path.clone(),
+        timestamp,
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        objects_total: objects_total - tally.unreadable,
+        immortal_total: tally.immortal_total,
+        interpreters: interpreters.len() as u64,
+        consistent: false,
+        torn_links,
+        resynced_objects: resynced,
+        broken_lists,
+        unreadable_objects: tally.unreadable,
+        truncated,
+        gc_collecting: states.iter().any(|s| s.collecting),
+        generations,
+        types,
+        warnings: process.warnings.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object_layout(refcnt_size: usize, has_immortal: bool) -> ObjectLayout {
+        ObjectLayout {
+            ob_refcnt: 0,
+            ob_type: 8,
+            refcnt_size,
+            has_immortal,
+        }
+    }
+
+    #[test]
+    fn refcounts_follow_the_version_rules() {
+        // 3.11: the whole word, no immortals.
+        assert_eq!(
+            refcount(&object_layout(8, false), 0xFFFF_FFFF),
+            Some(0xFFFF_FFFF)
+        );
+        // 3.12/3.13: immortal when the low half is negative as i32.
+        assert_eq!(refcount(&object_layout(8, true), 0xFFFF_FFFF), None);
+        assert_eq!(refcount(&object_layout(8, true), 7), Some(7));
+        // 3.14: a 32-bit count; the upper half holds flags and must be ignored.
+        assert_eq!(
+            refcount(&object_layout(4, true), 0x0001_0000_0000_0005),
+            Some(5)
+        );
+        assert_eq!(refcount(&object_layout(4, true), 0xC000_0000), None);
+    }
+}

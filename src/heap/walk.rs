@@ -1,0 +1,202 @@
+//! Walking one GC generation list of a process that keeps running while we read it.
+//!
+//! A generation is a circular doubly linked list of PyGC_Head, each just before its object.
+//! The target may be moving objects between lists or freeing them as we go, so every link is
+//! checked (`next->prev == self`), every object is visited at most once, every walk has an
+//! object budget, and a broken forward walk is resumed backwards from the head so that one
+//! torn pointer loses as little of the list as possible. What could not be trusted is counted
+//! and reported, never silently dropped.
+
+use crate::cpython::layout::Layout;
+use crate::memory::{ReadError, RemoteMemory, u64_at};
+use rustc_hash::FxHashSet;
+
+/// The low bits of `_gc_next`/`_gc_prev` carry flags (collecting, finalized, unreachable,
+/// the incremental collector's space bit); heads are at least 8-byte aligned.
+const FLAG_BITS: u64 = 0b111;
+
+/// How far a walk may go. Generous by default; the point is that it ends.
+#[derive(Debug, Clone, Copy)]
+pub struct WalkLimits {
+    pub max_objects: u64,
+}
+
+impl Default for WalkLimits {
+    fn default() -> Self {
+        WalkLimits {
+            max_objects: 200_000_000,
+        }
+    }
+}
+
+/// What went wrong during the walks of one sample.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WalkStats {
+    /// Links whose back-pointer did not match, or that led to an object already seen.
+    pub torn_links: u64,
+    /// Objects reached by walking backwards after the forward walk broke.
+    pub resynced: u64,
+    /// Lists whose walk stopped at an unreadable or invalid pointer.
+    pub broken_lists: u64,
+    /// True if the object budget ran out: the census is incomplete.
+    pub truncated: bool,
+}
+
+/// What the walker hands to its visitor for each object: enough for a census without a
+/// second read. The visitor also gets the memory source, to resolve what it has not seen.
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectHeader {
+    pub addr: u64,
+    pub type_addr: u64,
+    /// The raw refcount word (the layout says how wide and how to read immortality).
+    pub refcnt_word: u64,
+}
+
+pub struct Walker<'a> {
+    layout: &'a Layout,
+    /// PyGC_Head plus the PyObject header, read as one copy per object.
+    header_len: usize,
+    seen: FxHashSet<u64>,
+    budget: u64,
+    pub stats: WalkStats,
+}
+
+enum Step {
+    Next(u64),
+    End,
+    Broken,
+}
+
+impl<'a> Walker<'a> {
+    pub fn new(layout: &'a Layout, limits: WalkLimits) -> Walker<'a> {
+        let o = &layout.object;
+        let header_len = layout.gc_head.size + o.ob_refcnt.max(o.ob_type) + 8;
+        Walker {
+            layout,
+            header_len,
+            seen: FxHashSet::default(),
+            budget: limits.max_objects,
+            stats: WalkStats::default(),
+        }
+    }
+
+    /// Walks the list whose head is at `head`, calling `visit` once per object. Fails only if
+    /// the process is gone or reading is denied; torn lists are counted, not errors.
+    pub fn walk(
+        &mut self,
+        mem: &mut dyn RemoteMemory,
+        head: u64,
+        visit: &mut dyn FnMut(&mut dyn RemoteMemory, ObjectHeader),
+    ) -> Result<u64, ReadError> {
+        let g = &self.layout.gc_head;
+        let mut visited = 0u64;
+        let mut previous = head;
+        let mut current = mem.read_u64(head + g.next as u64)? & !FLAG_BITS;
+        let mut buf = vec![0u8; self.header_len];
+        let forward_complete = loop {
+            match self.step(
+                mem, &mut buf, current, previous, g.next, g.prev, head, visit,
+            )? {
+                Step::End => break true,
+                Step::Broken => break false,
+                Step::Next(next) => {
+                    visited += 1;
+                    previous = current;
+                    current = next;
+                }
+            }
+            if self.stats.truncated {
+                return Ok(visited);
+            }
+        };
+        if !forward_complete {
+            self.stats.broken_lists += 1;
+            visited += self.resync_backwards(mem, &mut buf, head, visit)?;
+        }
+        Ok(visited)
+    }
+
+    /// Walks from the head along `prev` links until meeting an object the forward walk saw.
+    fn resync_backwards(
+        &mut self,
+        mem: &mut dyn RemoteMemory,
+        buf: &mut [u8],
+        head: u64,
+        visit: &mut dyn FnMut(&mut dyn RemoteMemory, ObjectHeader),
+    ) -> Result<u64, ReadError> {
+        let g = &self.layout.gc_head;
+        let mut recovered = 0;
+        let mut following = head;
+        let mut current = mem.read_u64(head + g.prev as u64)? & !FLAG_BITS;
+        while let Step::Next(prev) =
+            self.step(mem, buf, current, following, g.prev, g.next, head, visit)?
+        {
+            recovered += 1;
+            following = current;
+            current = prev;
+            if self.stats.truncated {
+                break;
+            }
+        }
+        self.stats.resynced += recovered;
+        Ok(recovered)
+    }
+
+    /// Visits `current` (reached from `from` through the link at `link_off`) and returns the
+    /// next address in the same direction. `back_off` is the link that must point back.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        mem: &mut dyn RemoteMemory,
+        buf: &mut [u8],
+        current: u64,
+        from: u64,
+        link_off: usize,
+        back_off: usize,
+        head: u64,
+        visit: &mut dyn FnMut(&mut dyn RemoteMemory, ObjectHeader),
+    ) -> Result<Step, ReadError> {
+        if current == head {
+            return Ok(Step::End);
+        }
+        if current == 0 || current & FLAG_BITS != 0 {
+            self.stats.torn_links += 1;
+            return Ok(Step::Broken);
+        }
+        match mem.read(current, buf) {
+            Ok(()) => {}
+            Err(ReadError::Unmapped { .. }) => {
+                self.stats.torn_links += 1;
+                return Ok(Step::Broken);
+            }
+            Err(e) => return Err(e),
+        }
+        if !self.seen.insert(current) {
+            // Either the list loops without passing the head, or the object moved to another
+            // list under us; following it further would walk the wrong list.
+            self.stats.torn_links += 1;
+            return Ok(Step::Broken);
+        }
+        if u64_at(buf, back_off) & !FLAG_BITS != from {
+            // Mid-update, or `_gc_prev` temporarily holding gc_refs during a collection: the
+            // object itself is still a live object on a GC list, so it is counted.
+            self.stats.torn_links += 1;
+        }
+        let o = &self.layout.object;
+        let object = current + self.layout.gc_head.size as u64;
+        let at = self.layout.gc_head.size;
+        visit(
+            mem,
+            ObjectHeader {
+                addr: object,
+                type_addr: u64_at(buf, at + o.ob_type),
+                refcnt_word: u64_at(buf, at + o.ob_refcnt),
+            },
+        );
+        self.budget = self.budget.saturating_sub(1);
+        if self.budget == 0 {
+            self.stats.truncated = true;
+        }
+        Ok(Step::Next(u64_at(buf, link_off) & !FLAG_BITS))
+    }
+}

@@ -1,0 +1,228 @@
+//! Memory of a live process, read without stopping it.
+//!
+//! A heap walk touches millions of small objects. One syscall each would cost more than the
+//! walk itself, so reads go through a cache of 64 KiB blocks filled by `process_vm_readv`
+//! (falling back to /proc/PID/mem where that syscall is unavailable). The cache is
+//! direct-mapped and bounded, so leakspy's memory stays far below the target's however big the
+//! heap is. libc is called directly rather than through a wrapper crate because filling a
+//! block needs the byte count of a partial read (a block may end in an unmapped page), which
+//! the wrappers turn into an error.
+
+use super::{ReadError, RemoteMemory};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+const BLOCK_SIZE: usize = 64 * 1024;
+/// 1024 blocks of 64 KiB: 64 MiB at most, enough to keep the dense parts of a large heap hot.
+const DEFAULT_BLOCKS: usize = 1024;
+
+struct Block {
+    /// Block-aligned address this slot holds, or `u64::MAX` when empty.
+    addr: u64,
+    /// How many bytes from `addr` were readable when the block was filled.
+    valid: usize,
+    data: Box<[u8]>,
+}
+
+/// Counters for benchmarks and the JSON output: how much leakspy had to read.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReadStats {
+    pub syscalls: u64,
+    pub bytes_read: u64,
+}
+
+pub struct LiveProcess {
+    pid: i32,
+    blocks: Vec<Block>,
+    mem_file: Option<File>,
+    /// Set once process_vm_readv turns out to be unavailable (ENOSYS, or EPERM under some
+    /// seccomp profiles), so that every later read goes straight to /proc/PID/mem.
+    use_mem_file: bool,
+    pub stats: ReadStats,
+}
+
+impl LiveProcess {
+    pub fn new(pid: i32) -> LiveProcess {
+        LiveProcess::with_cache_blocks(pid, DEFAULT_BLOCKS)
+    }
+
+    pub fn with_cache_blocks(pid: i32, blocks: usize) -> LiveProcess {
+        let blocks = (0..blocks.max(1))
+            .map(|_| Block {
+                addr: u64::MAX,
+                valid: 0,
+                data: Vec::new().into_boxed_slice(),
+            })
+            .collect();
+        LiveProcess {
+            pid,
+            blocks,
+            mem_file: None,
+            use_mem_file: false,
+            stats: ReadStats::default(),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Forgets everything cached: the next sample must see the target's memory as it is now.
+    pub fn invalidate(&mut self) {
+        for block in &mut self.blocks {
+            block.addr = u64::MAX;
+        }
+    }
+
+    /// Reads as many bytes as are readable from `addr` on, up to `buf.len()`.
+    fn read_raw(&mut self, addr: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
+        self.stats.syscalls += 1;
+        if !self.use_mem_file {
+            match process_vm_read(self.pid, addr, buf) {
+                Ok(n) => {
+                    self.stats.bytes_read += n as u64;
+                    return Ok(n);
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) => {
+                    // Fall through to /proc/PID/mem, which some setups allow when the syscall
+                    // is filtered; if it is denied too, that error is the one reported.
+                    self.use_mem_file = true;
+                }
+                Err(e) => return Err(classify(self.pid, addr, buf.len(), e)),
+            }
+        }
+        if self.mem_file.is_none() {
+            let file = File::open(format!("/proc/{}/mem", self.pid))
+                .map_err(|e| classify(self.pid, addr, buf.len(), e))?;
+            self.mem_file = Some(file);
+        }
+        let file = self.mem_file.as_ref().expect("opened above");
+        let mut done = 0;
+        while done < buf.len() {
+            match file.read_at(&mut buf[done..], addr + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                // Bytes already read before an unmapped page are a valid partial read.
+                Err(_) if done > 0 => break,
+                Err(e) => return Err(classify(self.pid, addr, buf.len(), e)),
+            }
+        }
+        self.stats.bytes_read += done as u64;
+        Ok(done)
+    }
+}
+
+impl RemoteMemory for LiveProcess {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = addr.checked_add(done as u64).ok_or(ReadError::Unmapped {
+                addr,
+                len: buf.len(),
+            })?;
+            let block_addr = at & !(BLOCK_SIZE as u64 - 1);
+            let in_block = (at - block_addr) as usize;
+            let n = (BLOCK_SIZE - in_block).min(buf.len() - done);
+            let slot = ((block_addr / BLOCK_SIZE as u64) as usize) % self.blocks.len();
+            if self.blocks[slot].addr != block_addr {
+                let mut data = std::mem::take(&mut self.blocks[slot].data);
+                if data.len() != BLOCK_SIZE {
+                    data = vec![0u8; BLOCK_SIZE].into_boxed_slice();
+                }
+                // A failed fill (first page unmapped) is not yet an error: the bytes asked
+                // for may lie in a later, mapped part of the block; the direct read below
+                // decides.
+                let valid = match self.read_raw(block_addr, &mut data) {
+                    Ok(valid) => valid,
+                    Err(ReadError::Unmapped { .. }) => 0,
+                    Err(e) => return Err(e),
+                };
+                self.blocks[slot] = Block {
+                    addr: block_addr,
+                    valid,
+                    data,
+                };
+            }
+            let block = &self.blocks[slot];
+            if in_block + n <= block.valid {
+                buf[done..done + n].copy_from_slice(&block.data[in_block..in_block + n]);
+            } else {
+                // The block is only partly readable (a mapping edge inside it): read exactly
+                // what was asked, uncached.
+                let got = self.read_raw(at, &mut buf[done..done + n])?;
+                if got < n {
+                    return Err(ReadError::Unmapped {
+                        addr,
+                        len: buf.len(),
+                    });
+                }
+            }
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+fn process_vm_read(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as usize as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: `local` describes `buf`, which is valid for writes of its length for the whole
+    // call; the remote iovec is only interpreted by the kernel in the other process.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Turns an OS error into what it means for the caller; a vanished process is told apart from a
+/// bad address by looking at /proc, because both can surface as ESRCH or EIO.
+fn classify(pid: i32, addr: u64, len: usize, e: io::Error) -> ReadError {
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return ReadError::ProcessGone;
+    }
+    match e.raw_os_error() {
+        Some(libc::ESRCH) => ReadError::ProcessGone,
+        Some(libc::EPERM) | Some(libc::EACCES) => ReadError::Denied(e),
+        Some(libc::EFAULT) | Some(libc::EIO) | Some(libc::EINVAL) => {
+            ReadError::Unmapped { addr, len }
+        }
+        _ => ReadError::Io(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_memory_through_the_cache_across_block_edges() {
+        let data: Vec<u8> = (0..(3 * BLOCK_SIZE)).map(|i| (i % 251) as u8).collect();
+        let mut mem = LiveProcess::with_cache_blocks(std::process::id() as i32, 2);
+        let base = data.as_ptr() as u64;
+        let mut buf = vec![0u8; BLOCK_SIZE + 100];
+        let start = BLOCK_SIZE - 50;
+        mem.read(base + start as u64, &mut buf).unwrap();
+        assert_eq!(&buf[..], &data[start..start + buf.len()]);
+        assert_eq!(mem.read_u8(base + 7).unwrap(), 7);
+    }
+
+    #[test]
+    fn unmapped_addresses_are_errors_not_panics() {
+        let mut mem = LiveProcess::new(std::process::id() as i32);
+        let mut buf = [0u8; 16];
+        assert!(matches!(
+            mem.read(8, &mut buf),
+            Err(ReadError::Unmapped { .. })
+        ));
+        assert!(mem.read(u64::MAX - 4, &mut buf).is_err());
+    }
+}

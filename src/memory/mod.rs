@@ -1,0 +1,78 @@
+//! Where bytes come from. Everything above this module asks "give me these bytes at this
+//! address" and does not know whether they come from a live process or (later) a core file.
+
+pub mod live;
+pub mod maps;
+
+use std::io;
+
+/// Why a read failed. The difference matters to the caller: an unmapped address in a running
+/// target is a stale or torn pointer (skip it), a vanished process ends the sample, and a
+/// denied read is a configuration problem the user must fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("address {addr:#x} (+{len}) is not readable in the target")]
+    Unmapped { addr: u64, len: usize },
+    #[error("the target process is gone")]
+    ProcessGone,
+    #[error("reading the target's memory was denied: {0}")]
+    Denied(io::Error),
+    #[error("reading the target's memory failed: {0}")]
+    Io(io::Error),
+}
+
+/// A source of target memory. `&mut self` because real sources cache.
+pub trait RemoteMemory {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError>;
+
+    fn read_u64(&mut self, addr: u64) -> Result<u64, ReadError> {
+        let mut b = [0u8; 8];
+        self.read(addr, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn read_u32(&mut self, addr: u64) -> Result<u32, ReadError> {
+        let mut b = [0u8; 4];
+        self.read(addr, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn read_u8(&mut self, addr: u64) -> Result<u8, ReadError> {
+        let mut b = [0u8; 1];
+        self.read(addr, &mut b)?;
+        Ok(b[0])
+    }
+
+    /// Reads a NUL-terminated C string of at most `max` bytes; `None` when no NUL is found,
+    /// which for a type name means the pointer is not what we think it is.
+    fn read_c_string(&mut self, addr: u64, max: usize) -> Result<Option<String>, ReadError> {
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 64];
+        while out.len() < max {
+            // Never read across a 4 KiB page we were not asked for: the string may end just
+            // before an unmapped page.
+            let to_page_end = 4096 - ((addr as usize + out.len()) % 4096);
+            let n = chunk.len().min(to_page_end);
+            self.read(addr + out.len() as u64, &mut chunk[..n])?;
+            if let Some(end) = chunk[..n].iter().position(|&b| b == 0) {
+                out.extend_from_slice(&chunk[..end]);
+                return Ok(Some(String::from_utf8_lossy(&out).into_owned()));
+            }
+            out.extend_from_slice(&chunk[..n]);
+        }
+        Ok(None)
+    }
+}
+
+/// Little-endian field access into a buffer already copied from the target.
+pub fn u64_at(buf: &[u8], offset: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&buf[offset..offset + 8]);
+    u64::from_le_bytes(b)
+}
+
+pub fn u32_at(buf: &[u8], offset: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&buf[offset..offset + 4]);
+    u32::from_le_bytes(b)
+}

@@ -1,0 +1,256 @@
+//! Finding the interpreters on this machine and running target scripts under them.
+//!
+//! Ground truth always comes from the target itself: a script under tests/targets/ builds a
+//! heap, counts it with gc.get_objects(), writes the result, prints READY and blocks.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const LEAKSPY: &str = env!("CARGO_BIN_EXE_leakspy");
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone)]
+pub struct Interpreter {
+    /// "pyenv 3.11.7", "debian /usr/bin/python3.11", "sid-chroot python3.14".
+    pub label: String,
+    /// The executable as the target sees it.
+    pub exe: PathBuf,
+    /// Set for interpreters inside a chroot (our container case).
+    pub chroot: Option<PathBuf>,
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl Interpreter {
+    pub fn is_supported(&self) -> bool {
+        self.major == 3 && self.minor >= 6
+    }
+}
+
+pub fn sid_root() -> PathBuf {
+    std::env::var_os("LEAKSPY_SID_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/leakspy/sid"))
+}
+
+fn pyenv_root() -> Option<PathBuf> {
+    if let Some(root) = std::env::var_os("PYENV_ROOT") {
+        return Some(PathBuf::from(root));
+    }
+    let out = Command::new("pyenv").arg("root").output().ok()?;
+    if out.status.success() {
+        return Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    }
+    std::env::var_os("HOME").map(|h| Path::new(&h).join(".pyenv"))
+}
+
+/// "python3.11" -> (3, 11); "3.11.7" -> (3, 11).
+fn major_minor(text: &str) -> Option<(u32, u32)> {
+    let text = text.trim_start_matches("python");
+    let mut parts = text.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+fn versioned_pythons(dir: &Path) -> Vec<(String, u32, u32)> {
+    let mut found: Vec<(String, u32, u32)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rest = name.strip_prefix("python")?;
+            if rest.chars().all(|c| c.is_ascii_digit() || c == '.') && rest.contains('.') {
+                let (major, minor) = major_minor(rest)?;
+                Some((name, major, minor))
+            } else {
+                None
+            }
+        })
+        .collect();
+    found.sort_by_key(|(_, major, minor)| (*major, *minor));
+    found
+}
+
+/// Every interpreter present: pyenv builds, Debian's own python3.X, and the sid chroot's.
+pub fn interpreters() -> Vec<Interpreter> {
+    let mut all = Vec::new();
+    if let Some(root) = pyenv_root() {
+        let mut versions: Vec<PathBuf> = std::fs::read_dir(root.join("versions"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        versions.sort();
+        for dir in versions {
+            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+            let exe = dir.join("bin/python");
+            if let (Some((major, minor)), true) = (major_minor(&name), exe.exists()) {
+                all.push(Interpreter {
+                    label: format!("pyenv {name}"),
+                    exe,
+                    chroot: None,
+                    major,
+                    minor,
+                });
+            }
+        }
+    }
+    for (name, major, minor) in versioned_pythons(Path::new("/usr/bin")) {
+        let exe = PathBuf::from("/usr/bin").join(&name);
+        if !std::fs::symlink_metadata(&exe)
+            .map(|m| m.file_type().is_symlink())
+            .unwrap_or(true)
+        {
+            all.push(Interpreter {
+                label: format!("debian {}", exe.display()),
+                exe,
+                chroot: None,
+                major,
+                minor,
+            });
+        }
+    }
+    let sid = sid_root();
+    for (name, major, minor) in versioned_pythons(&sid.join("usr/bin")) {
+        all.push(Interpreter {
+            label: format!("sid-chroot {name}"),
+            exe: PathBuf::from("/usr/bin").join(&name),
+            chroot: Some(sid.clone()),
+            major,
+            minor,
+        });
+    }
+    all.sort_by_key(|i| (i.major, i.minor, i.chroot.is_some()));
+    all
+}
+
+pub fn supported_interpreters() -> Vec<Interpreter> {
+    let all: Vec<Interpreter> = interpreters()
+        .into_iter()
+        .filter(Interpreter::is_supported)
+        .collect();
+    assert!(
+        !all.is_empty(),
+        "no Python 3.6+ interpreter found: run scripts/setup.sh"
+    );
+    all
+}
+
+/// A running target script. Killed when dropped.
+pub struct Target {
+    pub child: Child,
+    pub pid: i32,
+    pub truth: Value,
+    pub label: String,
+    pub minor: u32,
+}
+
+static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Target {
+    /// Starts tests/targets/`script` under `interp` and waits for it to print READY.
+    pub fn start(interp: &Interpreter, script: &str, args: &[&str]) -> Target {
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let tag = format!("leakspy-test-{}-{}", std::process::id(), n);
+        let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/targets")
+            .join(script);
+        // Paths as the target sees them, and where those are on the host.
+        let host_root = interp.chroot.clone().unwrap_or_else(|| PathBuf::from("/"));
+        let inner_dir = PathBuf::from("/tmp").join(&tag);
+        let host_dir = host_root.join(inner_dir.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(&host_dir).unwrap();
+        std::fs::copy(&source, host_dir.join(script)).unwrap();
+        let truth_inner = inner_dir.join("truth.json");
+        let mut cmd = match &interp.chroot {
+            Some(root) => {
+                let mut c = Command::new("chroot");
+                c.arg(root).arg(&interp.exe);
+                c
+            }
+            None => Command::new(&interp.exe),
+        };
+        cmd.arg(inner_dir.join(script)).arg(&truth_inner).args(args);
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}: cannot start {}: {e}",
+                    interp.label,
+                    interp.exe.display()
+                )
+            });
+        let pid = child.id() as i32;
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(READY_TIMEOUT).unwrap_or_default();
+        if line.trim() != "READY" {
+            let _ = child.kill();
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!(
+                "{}: {script} did not get ready (printed {line:?}); stderr:\n{err}",
+                interp.label
+            );
+        }
+        let truth_host = host_dir.join("truth.json");
+        let truth = std::fs::read_to_string(&truth_host)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null);
+        let _ = std::fs::remove_dir_all(&host_dir);
+        Target {
+            child,
+            pid,
+            truth,
+            label: interp.label.clone(),
+            minor: interp.minor,
+        }
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn leakspy(args: &[&str]) -> Output {
+    Command::new(LEAKSPY)
+        .args(args)
+        .output()
+        .expect("run leakspy")
+}
+
+/// Runs `leakspy snapshot PID --json` and parses the census.
+pub fn snapshot_json(pid: i32) -> Result<Value, String> {
+    let out = leakspy(&["snapshot", &pid.to_string(), "--json"]);
+    if !out.status.success() {
+        return Err(format!(
+            "exit {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("bad JSON: {e}"))
+}

@@ -5,9 +5,7 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum LeakspyError {
-    #[error(
-        "no process with PID {pid}: check the PID (ps -ef | grep python) and that it is still running"
-    )]
+    #[error("no process with PID {pid}: check the PID (ps -ef | grep python) and that it is still running")]
     NoSuchProcess { pid: i32 },
 
     #[error(
@@ -16,31 +14,19 @@ pub enum LeakspyError {
          for descendants, 2 needs CAP_SYS_PTRACE, 3 forbids it); in a container grant CAP_SYS_PTRACE \
          (docker run --cap-add SYS_PTRACE, or securityContext.capabilities.add: [SYS_PTRACE])"
     )]
-    PermissionDenied {
-        pid: i32,
-        detail: String,
-        ptrace_scope: String,
-    },
+    PermissionDenied { pid: i32, detail: String, ptrace_scope: String },
 
     #[error("process {pid} is not a CPython process: {detail}")]
     NotPython { pid: i32, detail: String },
 
     #[error("process {pid} runs Python {version}, which leakspy does not support: {detail}")]
-    UnsupportedVersion {
-        pid: i32,
-        version: String,
-        detail: String,
-    },
+    UnsupportedVersion { pid: i32, version: String, detail: String },
 
     #[error(
         "process {pid} (Python {version}) does not match leakspy's struct offsets: {detail}. \
          Refusing to read garbage; please report this with the output of `python -VV` of the target"
     )]
-    LayoutMismatch {
-        pid: i32,
-        version: String,
-        detail: String,
-    },
+    LayoutMismatch { pid: i32, version: String, detail: String },
 
     #[error("process {pid} exited while leakspy was reading it; nothing was written")]
     ProcessExited { pid: i32 },

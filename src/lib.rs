@@ -4,6 +4,7 @@
 //! mean for this interpreter) -> `heap` (walk and count) -> `output` (what the user sees).
 
 pub mod analysis;
+pub mod cli;
 pub mod cpython;
 pub mod error;
 pub mod heap;

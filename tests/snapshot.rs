@@ -20,10 +20,7 @@ fn types_of(census: &Value) -> BTreeMap<String, (u64, u64, u64)> {
         .iter()
         .map(|t| {
             let n = |k: &str| t[k].as_u64().unwrap_or(0);
-            (
-                t["type"].as_str().unwrap().to_string(),
-                (n("count"), n("refcount_sum"), n("immortal")),
-            )
+            (t["type"].as_str().unwrap().to_string(), (n("count"), n("refcount_sum"), n("immortal")))
         })
         .collect()
 }
@@ -44,18 +41,9 @@ fn truth_types(truth: &Value) -> BTreeMap<String, (u64, u64, u64)> {
 fn differences(census: &Value, truth: &Value) -> Vec<String> {
     let ours = types_of(census);
     let theirs = truth_types(truth);
-    let own: Vec<&str> = truth["own_types"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let own: Vec<&str> = truth["own_types"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     let mut problems = Vec::new();
-    for name in ours
-        .keys()
-        .chain(theirs.keys())
-        .collect::<std::collections::BTreeSet<_>>()
-    {
+    for name in ours.keys().chain(theirs.keys()).collect::<std::collections::BTreeSet<_>>() {
         let (c1, r1, i1) = ours.get(name).copied().unwrap_or_default();
         let (c2, r2, i2) = theirs.get(name).copied().unwrap_or_default();
         if c1 != c2 {
@@ -64,20 +52,13 @@ fn differences(census: &Value, truth: &Value) -> Vec<String> {
         if i1 != i2 {
             problems.push(format!("{name}: {i1} immortal, target says {i2}"));
         }
-        let slack = if own.contains(&name.as_str()) {
-            0
-        } else {
-            REFCOUNT_SLACK_PER_TYPE
-        };
+        let slack = if own.contains(&name.as_str()) { 0 } else { REFCOUNT_SLACK_PER_TYPE };
         if (r1 as i64 - r2 as i64).abs() > slack {
             problems.push(format!("{name}: refcount sum {r1}, target says {r2}"));
         }
     }
     if census["objects_total"] != truth["objects_total"] {
-        problems.push(format!(
-            "objects_total {} vs {}",
-            census["objects_total"], truth["objects_total"]
-        ));
+        problems.push(format!("objects_total {} vs {}", census["objects_total"], truth["objects_total"]));
     }
     if let Some(frozen) = truth["frozen"].as_u64() {
         let permanent: u64 = census["generations"]
@@ -88,16 +69,12 @@ fn differences(census: &Value, truth: &Value) -> Vec<String> {
             .map(|g| g["objects"].as_u64().unwrap())
             .sum();
         if permanent != frozen {
-            problems.push(format!(
-                "permanent generation {permanent}, gc.get_freeze_count() {frozen}"
-            ));
+            problems.push(format!("permanent generation {permanent}, gc.get_freeze_count() {frozen}"));
         }
     }
     for own_type in &own {
         if !theirs.contains_key(*own_type) && !ours.contains_key(*own_type) {
-            problems.push(format!(
-                "{own_type} is in neither census: the target did not build its heap"
-            ));
+            problems.push(format!("{own_type} is in neither census: the target did not build its heap"));
         }
     }
     problems
@@ -135,10 +112,5 @@ fn census_equals_the_targets_own_on_every_interpreter() {
         }
     }
     println!("passed:\n  {}", passed.join("\n  "));
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }

@@ -1,4 +1,5 @@
 //! Analysis over time: pure functions over census series (no I/O), so they can be tested on
 //! synthetic series and shared by `attach`, `trend` and `diff`.
 
+pub mod series;
 pub mod trend;

@@ -45,21 +45,14 @@ pub fn analyse(points: &[(f64, f64)]) -> Option<Trend> {
     let points = thinned.as_slice();
     let slope = theil_sen(points);
     let intercept = median(points.iter().map(|(t, v)| v - slope * t).collect());
-    let residuals: Vec<f64> = points
-        .iter()
-        .map(|(t, v)| v - (intercept + slope * t))
-        .collect();
+    let residuals: Vec<f64> = points.iter().map(|(t, v)| v - (intercept + slope * t)).collect();
     let res_median = median(residuals.clone());
     let scatter = 1.4826 * median(residuals.iter().map(|r| (r - res_median).abs()).collect());
     let span = points[points.len() - 1].0 - points[0].0;
     let added = slope * span;
     let z_all = mann_kendall_z(points);
     let recent = &points[points.len() / 2..];
-    let z_recent = if recent.len() >= MIN_SAMPLES / 2 {
-        mann_kendall_z(recent)
-    } else {
-        0.0
-    };
+    let z_recent = if recent.len() >= MIN_SAMPLES / 2 { mann_kendall_z(recent) } else { 0.0 };
     // The recent half has half the samples, so for the same trend its z is about sqrt(2)
     // smaller; its bar is scaled down to match, but never below the 95% one-sided level.
     let recent_bar = (Z_SIGNIFICANT * std::f64::consts::FRAC_1_SQRT_2).max(1.645);
@@ -68,16 +61,7 @@ pub fn analyse(points: &[(f64, f64)]) -> Option<Trend> {
         && z_recent >= recent_bar
         && added > GROWTH_OVER_SCATTER * scatter.max(0.5);
     let confidence = normal_cdf(z_all.min(z_recent * std::f64::consts::SQRT_2));
-    Some(Trend {
-        slope_per_sec: slope,
-        added,
-        z_all,
-        z_recent,
-        scatter,
-        samples: points.len(),
-        growing,
-        confidence,
-    })
+    Some(Trend { slope_per_sec: slope, added, z_all, z_recent, scatter, samples: points.len(), growing, confidence })
 }
 
 fn thin(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
@@ -85,9 +69,7 @@ fn thin(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
         return points.to_vec();
     }
     let step = (points.len() - 1) as f64 / (MAX_POINTS - 1) as f64;
-    (0..MAX_POINTS)
-        .map(|i| points[(i as f64 * step).round() as usize])
-        .collect()
+    (0..MAX_POINTS).map(|i| points[(i as f64 * step).round() as usize]).collect()
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -100,10 +82,7 @@ fn median(mut values: Vec<f64>) -> f64 {
     if values.len() % 2 == 1 {
         upper
     } else {
-        let lower = values[..mid]
-            .iter()
-            .copied()
-            .fold(f64::NEG_INFINITY, f64::max);
+        let lower = values[..mid].iter().copied().fold(f64::NEG_INFINITY, f64::max);
         (lower + upper) / 2.0
     }
 }
@@ -128,9 +107,7 @@ fn mann_kendall_z(points: &[(f64, f64)]) -> f64 {
     let mut s: i64 = 0;
     for i in 0..n {
         for j in i + 1..n {
-            s += (points[j].1 - points[i].1)
-                .partial_cmp(&0.0)
-                .map_or(0, |o| o as i64);
+            s += (points[j].1 - points[i].1).partial_cmp(&0.0).map_or(0, |o| o as i64);
         }
     }
     let mut values: Vec<f64> = points.iter().map(|p| p.1).collect();
@@ -166,9 +143,7 @@ fn mann_kendall_z(points: &[(f64, f64)]) -> f64 {
 fn normal_cdf(z: f64) -> f64 {
     let x = z / std::f64::consts::SQRT_2;
     let t = 1.0 / (1.0 + 0.3275911 * x.abs());
-    let poly = t
-        * (0.254829592
-            + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
     let erf = 1.0 - poly * (-x * x).exp();
     let erf = if x >= 0.0 { erf } else { -erf };
     0.5 * (1.0 + erf)
@@ -180,9 +155,7 @@ mod tests {
 
     /// Deterministic noise in [-1, 1).
     fn noise(i: usize) -> f64 {
-        let x = (i as u64)
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        let x = (i as u64).wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((x >> 33) as f64 / (1u64 << 31) as f64) - 1.0
     }
 
@@ -213,11 +186,7 @@ mod tests {
 
     #[test]
     fn a_warm_up_jump_is_not() {
-        let t = analyse(&series(
-            30,
-            |i| if i < 3 { 100.0 } else { 50_000.0 } + 20.0 * noise(i),
-        ))
-        .unwrap();
+        let t = analyse(&series(30, |i| if i < 3 { 100.0 } else { 50_000.0 } + 20.0 * noise(i))).unwrap();
         assert!(!t.growing, "{t:?}");
     }
 

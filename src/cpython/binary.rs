@@ -9,12 +9,7 @@ use std::path::PathBuf;
 
 /// The symbols leakspy looks up. `_PyRuntime` (3.7+) anchors everything; 3.6 has no runtime
 /// struct, so its interpreter list and GC generations are found through their own globals.
-pub const WANTED_SYMBOLS: &[&str] = &[
-    "_PyRuntime",
-    "Py_Version",
-    "interp_head",
-    "_PyGC_generation0",
-];
+pub const WANTED_SYMBOLS: &[&str] = &["_PyRuntime", "Py_Version", "interp_head", "_PyGC_generation0"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PythonVersion {
@@ -45,21 +40,14 @@ impl PythonVersion {
         let major = parts.next()?.parse().ok()?;
         let minor = parts.next()?.parse().ok()?;
         let patch_text = parts.next()?;
-        let digits: String = patch_text
-            .chars()
-            .take_while(|c| c.is_ascii_digit())
-            .collect();
+        let digits: String = patch_text.chars().take_while(|c| c.is_ascii_digit()).collect();
         let patch = digits.parse().ok()?;
-        Some(PythonVersion {
-            major,
-            minor,
-            patch,
-        })
+        Some(PythonVersion { major, minor, patch })
     }
 }
 
 /// The ELF file that holds the interpreter, as loaded in the target.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PythonBinary {
     /// The path as the target sees it.
     pub path: String,
@@ -75,9 +63,7 @@ pub struct PythonBinary {
 impl PythonBinary {
     /// The symbol's address in the target.
     pub fn symbol(&self, name: &str) -> Option<u64> {
-        self.symbols
-            .get(name)
-            .map(|a| a.wrapping_add(self.load_bias))
+        self.symbols.get(name).map(|a| a.wrapping_add(self.load_bias))
     }
 
     pub fn has_runtime_symbols(&self) -> bool {
@@ -88,24 +74,17 @@ impl PythonBinary {
 /// Finds the file with CPython's symbols among the target's mappings: libpython if one is
 /// mapped (pyenv, embedding applications), else the main executable (Debian's static builds).
 pub fn find_python(pid: i32, maps: &MemoryMap) -> Result<PythonBinary, LeakspyError> {
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let exe =
+        std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
     let exe = exe.strip_suffix(" (deleted)").unwrap_or(&exe).to_string();
 
     let mut candidates: Vec<&str> = Vec::new();
     for m in &maps.mappings {
-        if m.is_file()
-            && m.file_name().starts_with("libpython")
-            && !candidates.contains(&m.path.as_str())
-        {
+        if m.is_file() && m.file_name().starts_with("libpython") && !candidates.contains(&m.path.as_str()) {
             candidates.push(&m.path);
         }
     }
-    if let Some(m) = maps
-        .mappings
-        .iter()
-        .find(|m| m.path == exe || m.path.strip_suffix(" (deleted)") == Some(&exe))
+    if let Some(m) = maps.mappings.iter().find(|m| m.path == exe || m.path.strip_suffix(" (deleted)") == Some(&exe))
         && !candidates.contains(&m.path.as_str())
     {
         candidates.push(&m.path);
@@ -149,11 +128,7 @@ pub fn find_python(pid: i32, maps: &MemoryMap) -> Result<PythonBinary, LeakspyEr
 }
 
 fn load_binary(pid: i32, maps: &MemoryMap, path: &str) -> Result<PythonBinary, String> {
-    let first = maps
-        .mappings
-        .iter()
-        .find(|m| m.path == path && m.offset == 0)
-        .ok_or("no mapping at file offset 0")?;
+    let first = maps.mappings.iter().find(|m| m.path == path && m.offset == 0).ok_or("no mapping at file offset 0")?;
     let bytes = openable_paths(pid, first)
         .iter()
         .find_map(|p: &PathBuf| std::fs::read(p).ok())
@@ -188,28 +163,15 @@ fn load_binary(pid: i32, maps: &MemoryMap, path: &str) -> Result<PythonBinary, S
 
     let name_version = version_from_file_name(first.file_name());
     let embedded_version = rodata_version(&elf, &bytes, name_version);
-    Ok(PythonBinary {
-        path: path.to_string(),
-        load_bias,
-        symbols,
-        embedded_version,
-        name_version,
-    })
+    Ok(PythonBinary { path: path.to_string(), load_bias, symbols, embedded_version, name_version })
 }
 
 /// "python3.11", "libpython3.9m.so.1.0", "libpython3.14.so" -> (3, 11) ...
 fn version_from_file_name(name: &str) -> Option<(u32, u32)> {
-    let rest = name
-        .strip_prefix("lib")
-        .unwrap_or(name)
-        .strip_prefix("python")?;
+    let rest = name.strip_prefix("lib").unwrap_or(name).strip_prefix("python")?;
     let mut parts = rest.splitn(2, '.');
     let major = parts.next()?.parse().ok()?;
-    let minor_text: String = parts
-        .next()?
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
+    let minor_text: String = parts.next()?.chars().take_while(|c| c.is_ascii_digit()).collect();
     Some((major, minor_text.parse().ok()?))
 }
 
@@ -217,19 +179,11 @@ fn version_from_file_name(name: &str) -> Option<(u32, u32)> {
 /// a string of that minor is accepted. The linker merges string literals that are the tail of
 /// a longer one, so PY_VERSION is often the end of another string (the build directory,
 /// ".../Python-3.8.18"): NUL-terminated tails count too.
-fn rodata_version(
-    elf: &Elf,
-    bytes: &[u8],
-    name_version: Option<(u32, u32)>,
-) -> Option<PythonVersion> {
-    let rodata = elf
-        .section_headers
-        .iter()
-        .find(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(".rodata"))?;
+fn rodata_version(elf: &Elf, bytes: &[u8], name_version: Option<(u32, u32)>) -> Option<PythonVersion> {
+    let rodata = elf.section_headers.iter().find(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(".rodata"))?;
     let start = rodata.sh_offset as usize;
     let data = bytes.get(start..start.checked_add(rodata.sh_size as usize)?)?;
-    data.split(|&b| b == 0)
-        .find_map(|string| version_suffix(string, name_version))
+    data.split(|&b| b == 0).find_map(|string| version_suffix(string, name_version))
 }
 
 /// The version at the end of `string`, e.g. "3.8.18" in "Python-3.8.18" (but not "13.8.1").
@@ -240,16 +194,12 @@ fn version_suffix(string: &[u8], name_version: Option<(u32, u32)>) -> Option<Pyt
         let boundary = i == 0 || !(string[i - 1].is_ascii_digit() || string[i - 1] == b'.');
         if !boundary
             || !tail.starts_with(b"3.")
-            || !tail
-                .iter()
-                .all(|c| c.is_ascii_alphanumeric() || *c == b'.' || *c == b'+')
+            || !tail.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'.' || *c == b'+')
         {
             return None;
         }
         let v = PythonVersion::parse(std::str::from_utf8(tail).ok()?)?;
-        name_version
-            .is_none_or(|(major, minor)| (major, minor) == (v.major, v.minor))
-            .then_some(v)
+        name_version.is_none_or(|(major, minor)| (major, minor) == (v.major, v.minor)).then_some(v)
     })
 }
 
@@ -269,16 +219,10 @@ mod tests {
         assert_eq!(PythonVersion::from_hex(0x030B07F0).to_string(), "3.11.7");
         assert!(PythonVersion::parse("3.x").is_none());
         let found = |s: &[u8], name| version_suffix(s, name).map(|v| v.to_string());
-        assert_eq!(
-            found(b"/tmp/build/Python-3.8.18", Some((3, 8))).as_deref(),
-            Some("3.8.18")
-        );
+        assert_eq!(found(b"/tmp/build/Python-3.8.18", Some((3, 8))).as_deref(), Some("3.8.18"));
         assert_eq!(found(b"3.9.18+", None).as_deref(), Some("3.9.18"));
         assert_eq!(found(b"Python-3.8.18", Some((3, 9))), None);
         assert_eq!(found(b"libfoo-13.8.1", None), None);
-        assert_eq!(
-            found(b"f-string: only in Python 3.8 and greater", None),
-            None
-        );
+        assert_eq!(found(b"f-string: only in Python 3.8 and greater", None), None);
     }
 }

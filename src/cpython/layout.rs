@@ -8,22 +8,51 @@
 
 use rustc_hash::FxHashMap;
 
-/// (minor version, table text) for every supported version.
-const TABLES: &[(u32, &str)] = &[
-    (6, include_str!("../../python_offsets/3.6.toml")),
-    (7, include_str!("../../python_offsets/3.7.toml")),
-    (8, include_str!("../../python_offsets/3.8.toml")),
-    (9, include_str!("../../python_offsets/3.9.toml")),
-    (10, include_str!("../../python_offsets/3.10.toml")),
-    (11, include_str!("../../python_offsets/3.11.toml")),
-    (12, include_str!("../../python_offsets/3.12.toml")),
-    (13, include_str!("../../python_offsets/3.13.toml")),
-    (14, include_str!("../../python_offsets/3.14.toml")),
-    (15, include_str!("../../python_offsets/3.15.toml")),
+/// Every table, named like its file: `3.X` is the table for a minor version, `3.X.Y` a
+/// variant generated from another patch release's headers where the layout changed within
+/// the minor version (3.13.18 aligned PyGC_Head differently from 3.13.0).
+const TABLES: &[(&str, &str)] = &[
+    ("3.6", include_str!("../../python_offsets/3.6.toml")),
+    ("3.7", include_str!("../../python_offsets/3.7.toml")),
+    ("3.8", include_str!("../../python_offsets/3.8.toml")),
+    ("3.9", include_str!("../../python_offsets/3.9.toml")),
+    ("3.10", include_str!("../../python_offsets/3.10.toml")),
+    ("3.11", include_str!("../../python_offsets/3.11.toml")),
+    ("3.12", include_str!("../../python_offsets/3.12.toml")),
+    ("3.13", include_str!("../../python_offsets/3.13.toml")),
+    ("3.13.18", include_str!("../../python_offsets/3.13.18.toml")),
+    ("3.14", include_str!("../../python_offsets/3.14.toml")),
+    ("3.15", include_str!("../../python_offsets/3.15.toml")),
 ];
 
+fn table_minor(name: &str) -> Option<u32> {
+    name.split('.').nth(1)?.parse().ok()
+}
+
 pub fn supported_minors() -> impl Iterator<Item = u32> {
-    TABLES.iter().map(|(minor, _)| *minor)
+    let mut minors: Vec<u32> = TABLES.iter().filter_map(|(name, _)| table_minor(name)).collect();
+    minors.dedup();
+    minors.into_iter()
+}
+
+/// The layouts that may fit CPython 3.`minor`.`patch`, most likely first: tables generated
+/// from the nearest patch release at or below it, then the ones above. The caller verifies
+/// each against the target and keeps the first that fits.
+pub fn candidate_layouts(minor: u32, patch: u32) -> Result<Vec<Layout>, String> {
+    let mut layouts = TABLES
+        .iter()
+        .filter(|(name, _)| table_minor(name) == Some(minor))
+        .map(|(name, text)| {
+            OffsetTable::parse(text)
+                .and_then(|t| Layout::from_table(minor, &t))
+                .map_err(|e| format!("python_offsets/{name}.toml: {e}"))
+        })
+        .collect::<Result<Vec<Layout>, String>>()?;
+    layouts.sort_by_key(|l| {
+        let header_patch = l.headers_patch();
+        if header_patch <= patch { (0, patch - header_patch) } else { (1, header_patch - patch) }
+    });
+    Ok(layouts)
 }
 
 /// Raw `key = value` pairs of one table.
@@ -40,13 +69,10 @@ impl OffsetTable {
             if line.is_empty() {
                 continue;
             }
-            let (key, value) = line
-                .split_once('=')
-                .ok_or_else(|| format!("line {}: expected `key = value`", lineno + 1))?;
-            let value: u64 = value
-                .trim()
-                .parse()
-                .map_err(|_| format!("line {}: `{}` is not a number", lineno + 1, value.trim()))?;
+            let (key, value) =
+                line.split_once('=').ok_or_else(|| format!("line {}: expected `key = value`", lineno + 1))?;
+            let value: u64 =
+                value.trim().parse().map_err(|_| format!("line {}: `{}` is not a number", lineno + 1, value.trim()))?;
             values.insert(key.trim().to_string(), value);
         }
         Ok(OffsetTable { values })
@@ -57,9 +83,7 @@ impl OffsetTable {
     }
 
     fn need(&self, key: &str) -> Result<usize, String> {
-        self.get(key)
-            .map(|v| v as usize)
-            .ok_or_else(|| format!("offset table lacks `{key}`"))
+        self.get(key).map(|v| v as usize).ok_or_else(|| format!("offset table lacks `{key}`"))
     }
 
     fn opt(&self, key: &str) -> Option<usize> {
@@ -91,6 +115,12 @@ pub struct GcHeadLayout {
     pub next: usize,
     pub prev: usize,
 }
+
+/// The low two bits of `_gc_next`/`_gc_prev` carry flags (collecting, finalized,
+/// unreachable, the incremental collector's space bit). Only two: list heads inside the GC
+/// state can be merely 4-byte aligned (Debian's 3.13.18 declares PyGC_Head with 4-byte
+/// alignment, putting generations[1] at an address ending in 4).
+pub const GC_LINK_FLAG_BITS: u64 = 0b11;
 
 /// Where the GC state (the generation lists) is found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,15 +178,8 @@ pub struct UnicodeLayout {
 /// The two dict-keys formats: 3.6-3.10 store the table size, 3.11+ its log2 and a kind.
 #[derive(Debug, Clone)]
 pub enum DictKeysFormat {
-    SizeField {
-        dk_size: usize,
-    },
-    Log2 {
-        dk_log2_size: usize,
-        dk_log2_index_bytes: usize,
-        dk_kind: usize,
-        unicode_entry_size: usize,
-    },
+    SizeField { dk_size: usize },
+    Log2 { dk_log2_size: usize, dk_log2_index_bytes: usize, dk_kind: usize, unicode_entry_size: usize },
 }
 
 #[derive(Debug, Clone)]
@@ -170,15 +193,13 @@ pub struct DictLayout {
 }
 
 /// A field that 3.13+ targets publish about themselves in `_Py_DebugOffsets`, paired with the
-/// value our table expects.
+/// value our table expects; a mismatch means we would follow the wrong pointers.
 #[derive(Debug, Clone)]
 pub struct DebugOffsetCheck {
     pub name: String,
     /// Offset of the value inside `_Py_DebugOffsets` (which starts `_PyRuntime`).
     pub at: usize,
     pub expected: u64,
-    /// A mismatch in a field leakspy dereferences is fatal; a size mismatch only warns.
-    pub fatal: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -196,13 +217,17 @@ pub struct Layout {
     pub debug_offsets: Vec<DebugOffsetCheck>,
 }
 
-/// The layout for CPython 3.`minor`, or `None` if there is no table for it.
-pub fn layout_for(minor: u32) -> Option<Result<Layout, String>> {
-    let (_, text) = TABLES.iter().find(|(m, _)| *m == minor)?;
-    Some(OffsetTable::parse(text).and_then(|t| Layout::from_table(minor, &t)))
-}
-
 impl Layout {
+    /// The patch release whose headers produced this table.
+    pub fn headers_patch(&self) -> u32 {
+        self.headers_version_hex.map_or(0, |hex| ((hex >> 8) & 0xff) as u32)
+    }
+
+    /// "3.13.18", for messages.
+    pub fn headers_version(&self) -> String {
+        format!("3.{}.{}", self.minor, self.headers_patch())
+    }
+
     pub fn from_table(minor: u32, t: &OffsetTable) -> Result<Layout, String> {
         let gc_location = if let Some(off) = t.opt("interp.gc") {
             GcLocation::Interpreter(off)
@@ -222,9 +247,7 @@ impl Layout {
                 dk_kind: t.need("dictkeys.dk_kind")?,
                 unicode_entry_size: t.need("dictkeys.unicode_entry_size")?,
             },
-            None => DictKeysFormat::SizeField {
-                dk_size: t.need("dictkeys.dk_size")?,
-            },
+            None => DictKeysFormat::SizeField { dk_size: t.need("dictkeys.dk_size")? },
         };
         Ok(Layout {
             minor,
@@ -287,34 +310,25 @@ impl Layout {
 
 /// Pairs each `_Py_DebugOffsets` field the table locates with the table's own value for it.
 fn debug_offset_checks(t: &OffsetTable) -> Vec<DebugOffsetCheck> {
-    const PAIRS: &[(&str, &str, bool)] = &[
-        (
-            "runtime_state.interpreters_head",
-            "runtime.interpreters_head",
-            true,
-        ),
-        ("interpreter_state.next", "interp.next", true),
-        (
-            "interpreter_state.threads_head",
-            "interp.threads_head",
-            true,
-        ),
-        ("interpreter_state.gc", "interp.gc", true),
-        ("thread_state.interp", "tstate.interp", true),
-        ("thread_state.next", "tstate.next", true),
-        ("gc.size", "gc_state.size", true),
-        ("gc.collecting", "gc_state.collecting", true),
-        ("runtime_state.size", "runtime.size", false),
-        ("interpreter_state.size", "interp.size", false),
+    // Only fields leakspy follows: whole-struct sizes differ between builds of one patch
+    // release (Debian's 3.15 is built with the JIT, which adds fields) without moving them.
+    const PAIRS: &[(&str, &str)] = &[
+        ("runtime_state.interpreters_head", "runtime.interpreters_head"),
+        ("interpreter_state.next", "interp.next"),
+        ("interpreter_state.threads_head", "interp.threads_head"),
+        ("interpreter_state.gc", "interp.gc"),
+        ("thread_state.interp", "tstate.interp"),
+        ("thread_state.next", "tstate.next"),
+        ("gc.size", "gc_state.size"),
+        ("gc.collecting", "gc_state.collecting"),
     ];
     PAIRS
         .iter()
-        .filter_map(|(debug_key, table_key, fatal)| {
+        .filter_map(|(debug_key, table_key)| {
             Some(DebugOffsetCheck {
                 name: debug_key.to_string(),
                 at: t.opt(&format!("debug_offsets.{debug_key}"))?,
                 expected: t.get(table_key)?,
-                fatal: *fatal,
             })
         })
         .collect()
@@ -326,33 +340,37 @@ mod tests {
 
     #[test]
     fn every_checked_in_table_builds_a_layout() {
+        assert_eq!(supported_minors().collect::<Vec<_>>(), (6..=15).collect::<Vec<_>>());
         for minor in supported_minors() {
-            let layout = layout_for(minor)
-                .unwrap()
-                .unwrap_or_else(|e| panic!("3.{minor}: {e}"));
-            assert_eq!(layout.minor, minor);
-            assert!(layout.gc_head.size >= 16, "3.{minor}");
-            if minor >= 13 {
-                assert!(
-                    !layout.debug_offsets.is_empty(),
-                    "3.{minor} has _Py_DebugOffsets"
-                );
+            for layout in candidate_layouts(minor, 0).unwrap_or_else(|e| panic!("3.{minor}: {e}")) {
+                assert_eq!(layout.minor, minor);
+                assert!(layout.gc_head.size >= 16, "3.{minor}");
+                if minor >= 13 {
+                    assert!(!layout.debug_offsets.is_empty(), "3.{minor} has _Py_DebugOffsets");
+                }
             }
         }
     }
 
     #[test]
+    fn the_nearest_patch_release_at_or_below_comes_first() {
+        let order =
+            |patch| candidate_layouts(13, patch).unwrap().iter().map(Layout::headers_version).collect::<Vec<_>>();
+        assert_eq!(order(0), ["3.13.0", "3.13.18"]);
+        assert_eq!(order(17), ["3.13.0", "3.13.18"]);
+        assert_eq!(order(20), ["3.13.18", "3.13.0"]);
+        assert!(candidate_layouts(99, 0).unwrap().is_empty());
+    }
+
+    #[test]
     fn the_version_differences_come_from_the_tables() {
-        let l = |m| layout_for(m).unwrap().unwrap();
+        let l = |m| candidate_layouts(m, 0).unwrap().remove(0);
         assert_eq!(l(6).gc.location, GcLocation::Generation0Symbol);
         assert_eq!(l(6).interp.head, InterpretersHead::Symbol);
         assert!(matches!(l(8).gc.location, GcLocation::Runtime(_)));
         assert_eq!(l(11).gc.location, GcLocation::Interpreter(648));
         assert_eq!(l(14).gc.location, GcLocation::Interpreter(7408));
-        assert!(matches!(
-            l(10).dict.format,
-            DictKeysFormat::SizeField { .. }
-        ));
+        assert!(matches!(l(10).dict.format, DictKeysFormat::SizeField { .. }));
         assert!(matches!(l(11).dict.format, DictKeysFormat::Log2 { .. }));
         assert!(!l(11).object.has_immortal && l(12).object.has_immortal);
         assert_eq!(l(14).object.refcnt_size, 4);

@@ -19,11 +19,7 @@ const MAX_DICT_ENTRIES: u64 = 1 << 16;
 
 /// The name under which a type is reported everywhere: `qualname` for builtins, else
 /// `module.qualname`, the way Python code would spell it.
-pub fn type_name(
-    mem: &mut dyn RemoteMemory,
-    layout: &Layout,
-    type_addr: u64,
-) -> Result<String, ReadError> {
+pub fn type_name(mem: &mut dyn RemoteMemory, layout: &Layout, type_addr: u64) -> Result<String, ReadError> {
     let t = &layout.type_;
     let flags = mem.read_u64(type_addr + t.tp_flags as u64)?;
     if flags & TPFLAGS_HEAPTYPE != 0 {
@@ -40,32 +36,18 @@ pub fn type_name(
     }
     // Static types: tp_name is "module.qualname", or just the name for builtins.
     let name_ptr = mem.read_u64(type_addr + t.tp_name as u64)?;
-    let name = mem
-        .read_c_string(name_ptr, 512)?
-        .ok_or(ReadError::Unmapped {
-            addr: name_ptr,
-            len: 512,
-        })?;
-    Ok(name
-        .strip_prefix("builtins.")
-        .map(str::to_string)
-        .unwrap_or(name))
+    let name = mem.read_c_string(name_ptr, 512)?.ok_or(ReadError::Unmapped { addr: name_ptr, len: 512 })?;
+    Ok(name.strip_prefix("builtins.").map(str::to_string).unwrap_or(name))
 }
 
 /// The contents of a str object; `None` if `addr` is NULL or the object is not a plausible
 /// str (a stale pointer read mid-update).
-pub fn read_str(
-    mem: &mut dyn RemoteMemory,
-    layout: &Layout,
-    addr: u64,
-) -> Result<Option<String>, ReadError> {
+pub fn read_str(mem: &mut dyn RemoteMemory, layout: &Layout, addr: u64) -> Result<Option<String>, ReadError> {
     if addr == 0 || !addr.is_multiple_of(8) {
         return Ok(None);
     }
     let ob_type = mem.read_u64(addr + layout.object.ob_type as u64)?;
-    if ob_type == 0
-        || mem.read_u64(ob_type + layout.type_.tp_flags as u64)? & TPFLAGS_UNICODE_SUBCLASS == 0
-    {
+    if ob_type == 0 || mem.read_u64(ob_type + layout.type_.tp_flags as u64)? & TPFLAGS_UNICODE_SUBCLASS == 0 {
         return Ok(None);
     }
     let u = &layout.unicode;
@@ -91,18 +73,13 @@ pub fn read_str(
     mem.read(data, &mut bytes)?;
     let text = match kind {
         1 => bytes.iter().map(|&b| b as char).collect(),
-        2 => char::decode_utf16(
-            bytes
-                .chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]])),
-        )
-        .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
-        .collect(),
+        2 => char::decode_utf16(bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])))
+            .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+            .collect(),
         _ => bytes
             .chunks_exact(4)
             .map(|c| {
-                char::from_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .unwrap_or(char::REPLACEMENT_CHARACTER)
+                char::from_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]])).unwrap_or(char::REPLACEMENT_CHARACTER)
             })
             .collect(),
     };
@@ -111,11 +88,7 @@ pub fn read_str(
 
 /// (key, value) object pointers of a dict with a combined table. Split-table dicts (instance
 /// dicts sharing their keys) are not needed for type dicts and return an empty list for now.
-pub fn dict_entries(
-    mem: &mut dyn RemoteMemory,
-    layout: &Layout,
-    dict: u64,
-) -> Result<Vec<(u64, u64)>, ReadError> {
+pub fn dict_entries(mem: &mut dyn RemoteMemory, layout: &Layout, dict: u64) -> Result<Vec<(u64, u64)>, ReadError> {
     if dict == 0 {
         return Ok(Vec::new());
     }
@@ -140,23 +113,14 @@ pub fn dict_entries(
             };
             (size * width, d.entry_size as u64)
         }
-        DictKeysFormat::Log2 {
-            dk_log2_index_bytes,
-            dk_kind,
-            unicode_entry_size,
-            ..
-        } => {
+        DictKeysFormat::Log2 { dk_log2_index_bytes, dk_kind, unicode_entry_size, .. } => {
             let log2_index_bytes = mem.read_u8(keys + dk_log2_index_bytes as u64)?;
             let kind = mem.read_u8(keys + dk_kind as u64)?;
             if log2_index_bytes > 24 {
                 return Ok(Vec::new());
             }
             // DICT_KEYS_GENERAL (0) entries carry the hash; unicode and split ones do not.
-            let entry = if kind == 0 {
-                d.entry_size
-            } else {
-                unicode_entry_size
-            };
+            let entry = if kind == 0 { d.entry_size } else { unicode_entry_size };
             (1u64 << log2_index_bytes, entry as u64)
         }
     };

@@ -59,7 +59,6 @@ pub struct Census {
     pub generations: Vec<GenerationCount>,
     /// Sorted by count, largest first.
     pub types: Vec<TypeCount>,
-    pub warnings: Vec<String>,
 }
 
 /// Per-type totals while counting; type objects are resolved once per address.
@@ -79,12 +78,7 @@ impl Tally {
             None => {
                 let slot = match type_name(mem, &process.layout, object.type_addr) {
                     Ok(name) => Some(*self.by_name.entry(name.clone()).or_insert_with(|| {
-                        self.types.push(TypeCount {
-                            name,
-                            count: 0,
-                            refcount_sum: 0,
-                            immortal: 0,
-                        });
+                        self.types.push(TypeCount { name, count: 0, refcount_sum: 0, immortal: 0 });
                         self.types.len() - 1
                     })),
                     Err(_) => None,
@@ -115,11 +109,7 @@ fn refcount(layout: &ObjectLayout, word: u64) -> Option<u64> {
     if layout.has_immortal && (low as i32) < 0 {
         return None;
     }
-    Some(if layout.refcnt_size == 4 {
-        low as u64
-    } else {
-        word
-    })
+    Some(if layout.refcnt_size == 4 { low as u64 } else { word })
 }
 
 /// Takes one census of the target's GC-tracked objects, without stopping it.
@@ -150,12 +140,7 @@ pub fn take_census(
             });
         }
     }
-    let WalkStats {
-        torn_links,
-        resynced,
-        broken_lists,
-        truncated,
-    } = walker.stats;
+    let WalkStats { torn_links, resynced, broken_lists, truncated } = walker.stats;
 
     let mut types = tally.types;
     types.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
@@ -178,7 +163,6 @@ pub fn take_census(
         gc_collecting: states.iter().any(|s| s.collecting),
         generations,
         types,
-        warnings: process.warnings.clone(),
     })
 }
 
@@ -187,29 +171,18 @@ mod tests {
     use super::*;
 
     fn object_layout(refcnt_size: usize, has_immortal: bool) -> ObjectLayout {
-        ObjectLayout {
-            ob_refcnt: 0,
-            ob_type: 8,
-            refcnt_size,
-            has_immortal,
-        }
+        ObjectLayout { ob_refcnt: 0, ob_type: 8, refcnt_size, has_immortal }
     }
 
     #[test]
     fn refcounts_follow_the_version_rules() {
         // 3.11: the whole word, no immortals.
-        assert_eq!(
-            refcount(&object_layout(8, false), 0xFFFF_FFFF),
-            Some(0xFFFF_FFFF)
-        );
+        assert_eq!(refcount(&object_layout(8, false), 0xFFFF_FFFF), Some(0xFFFF_FFFF));
         // 3.12/3.13: immortal when the low half is negative as i32.
         assert_eq!(refcount(&object_layout(8, true), 0xFFFF_FFFF), None);
         assert_eq!(refcount(&object_layout(8, true), 7), Some(7));
         // 3.14: a 32-bit count; the upper half holds flags and must be ignored.
-        assert_eq!(
-            refcount(&object_layout(4, true), 0x0001_0000_0000_0005),
-            Some(5)
-        );
+        assert_eq!(refcount(&object_layout(4, true), 0x0001_0000_0000_0005), Some(5));
         assert_eq!(refcount(&object_layout(4, true), 0xC000_0000), None);
     }
 }

@@ -7,13 +7,11 @@
 //! torn pointer loses as little of the list as possible. What could not be trusted is counted
 //! and reported, never silently dropped.
 
-use crate::cpython::layout::Layout;
+use crate::cpython::layout::{GC_LINK_FLAG_BITS, Layout};
 use crate::memory::{ReadError, RemoteMemory, u64_at};
 use rustc_hash::FxHashSet;
 
-/// The low bits of `_gc_next`/`_gc_prev` carry flags (collecting, finalized, unreachable,
-/// the incremental collector's space bit); heads are at least 8-byte aligned.
-const FLAG_BITS: u64 = 0b111;
+const FLAG_BITS: u64 = GC_LINK_FLAG_BITS;
 
 /// How far a walk may go. Generous by default; the point is that it ends.
 #[derive(Debug, Clone, Copy)]
@@ -23,9 +21,7 @@ pub struct WalkLimits {
 
 impl Default for WalkLimits {
     fn default() -> Self {
-        WalkLimits {
-            max_objects: 200_000_000,
-        }
+        WalkLimits { max_objects: 200_000_000 }
     }
 }
 
@@ -94,9 +90,7 @@ impl<'a> Walker<'a> {
         let mut current = mem.read_u64(head + g.next as u64)? & !FLAG_BITS;
         let mut buf = vec![0u8; self.header_len];
         let forward_complete = loop {
-            match self.step(
-                mem, &mut buf, current, previous, g.next, g.prev, head, visit,
-            )? {
+            match self.step(mem, &mut buf, current, previous, g.next, g.prev, head, visit)? {
                 Step::End => break true,
                 Step::Broken => break false,
                 Step::Next(next) => {
@@ -128,9 +122,7 @@ impl<'a> Walker<'a> {
         let mut recovered = 0;
         let mut following = head;
         let mut current = mem.read_u64(head + g.prev as u64)? & !FLAG_BITS;
-        while let Step::Next(prev) =
-            self.step(mem, buf, current, following, g.prev, g.next, head, visit)?
-        {
+        while let Step::Next(prev) = self.step(mem, buf, current, following, g.prev, g.next, head, visit)? {
             recovered += 1;
             following = current;
             current = prev;

@@ -49,19 +49,9 @@ impl LiveProcess {
 
     pub fn with_cache_blocks(pid: i32, blocks: usize) -> LiveProcess {
         let blocks = (0..blocks.max(1))
-            .map(|_| Block {
-                addr: u64::MAX,
-                valid: 0,
-                data: Vec::new().into_boxed_slice(),
-            })
+            .map(|_| Block { addr: u64::MAX, valid: 0, data: Vec::new().into_boxed_slice() })
             .collect();
-        LiveProcess {
-            pid,
-            blocks,
-            mem_file: None,
-            use_mem_file: false,
-            stats: ReadStats::default(),
-        }
+        LiveProcess { pid, blocks, mem_file: None, use_mem_file: false, stats: ReadStats::default() }
     }
 
     pub fn pid(&self) -> i32 {
@@ -93,8 +83,8 @@ impl LiveProcess {
             }
         }
         if self.mem_file.is_none() {
-            let file = File::open(format!("/proc/{}/mem", self.pid))
-                .map_err(|e| classify(self.pid, addr, buf.len(), e))?;
+            let file =
+                File::open(format!("/proc/{}/mem", self.pid)).map_err(|e| classify(self.pid, addr, buf.len(), e))?;
             self.mem_file = Some(file);
         }
         let file = self.mem_file.as_ref().expect("opened above");
@@ -117,10 +107,7 @@ impl RemoteMemory for LiveProcess {
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
         let mut done = 0usize;
         while done < buf.len() {
-            let at = addr.checked_add(done as u64).ok_or(ReadError::Unmapped {
-                addr,
-                len: buf.len(),
-            })?;
+            let at = addr.checked_add(done as u64).ok_or(ReadError::Unmapped { addr, len: buf.len() })?;
             let block_addr = at & !(BLOCK_SIZE as u64 - 1);
             let in_block = (at - block_addr) as usize;
             let n = (BLOCK_SIZE - in_block).min(buf.len() - done);
@@ -138,11 +125,7 @@ impl RemoteMemory for LiveProcess {
                     Err(ReadError::Unmapped { .. }) => 0,
                     Err(e) => return Err(e),
                 };
-                self.blocks[slot] = Block {
-                    addr: block_addr,
-                    valid,
-                    data,
-                };
+                self.blocks[slot] = Block { addr: block_addr, valid, data };
             }
             let block = &self.blocks[slot];
             if in_block + n <= block.valid {
@@ -152,10 +135,7 @@ impl RemoteMemory for LiveProcess {
                 // what was asked, uncached.
                 let got = self.read_raw(at, &mut buf[done..done + n])?;
                 if got < n {
-                    return Err(ReadError::Unmapped {
-                        addr,
-                        len: buf.len(),
-                    });
+                    return Err(ReadError::Unmapped { addr, len: buf.len() });
                 }
             }
             done += n;
@@ -165,22 +145,12 @@ impl RemoteMemory for LiveProcess {
 }
 
 fn process_vm_read(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
-    let local = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let remote = libc::iovec {
-        iov_base: addr as usize as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
+    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let remote = libc::iovec { iov_base: addr as usize as *mut libc::c_void, iov_len: buf.len() };
     // SAFETY: `local` describes `buf`, which is valid for writes of its length for the whole
     // call; the remote iovec is only interpreted by the kernel in the other process.
     let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
 
 /// Turns an OS error into what it means for the caller; a vanished process is told apart from a
@@ -192,9 +162,7 @@ fn classify(pid: i32, addr: u64, len: usize, e: io::Error) -> ReadError {
     match e.raw_os_error() {
         Some(libc::ESRCH) => ReadError::ProcessGone,
         Some(libc::EPERM) | Some(libc::EACCES) => ReadError::Denied(e),
-        Some(libc::EFAULT) | Some(libc::EIO) | Some(libc::EINVAL) => {
-            ReadError::Unmapped { addr, len }
-        }
+        Some(libc::EFAULT) | Some(libc::EIO) | Some(libc::EINVAL) => ReadError::Unmapped { addr, len },
         _ => ReadError::Io(e),
     }
 }
@@ -219,10 +187,7 @@ mod tests {
     fn unmapped_addresses_are_errors_not_panics() {
         let mut mem = LiveProcess::new(std::process::id() as i32);
         let mut buf = [0u8; 16];
-        assert!(matches!(
-            mem.read(8, &mut buf),
-            Err(ReadError::Unmapped { .. })
-        ));
+        assert!(matches!(mem.read(8, &mut buf), Err(ReadError::Unmapped { .. })));
         assert!(mem.read(u64::MAX - 4, &mut buf).is_err());
     }
 }

@@ -65,11 +65,7 @@ impl MemoryMap {
 
     /// Total size of writable private mappings: where a Python heap can live.
     pub fn writable_bytes(&self) -> u64 {
-        self.mappings
-            .iter()
-            .filter(|m| m.writable)
-            .map(|m| m.end - m.start)
-            .sum()
+        self.mappings.iter().filter(|m| m.writable).map(|m| m.end - m.start).sum()
     }
 }
 
@@ -97,16 +93,10 @@ fn parse_line(line: &str) -> Option<Mapping> {
 /// chroot or container resolves its own paths, with /proc/PID/map_files as a fallback that
 /// still works when the file was deleted or replaced on disk.
 pub fn openable_paths(pid: i32, mapping: &Mapping) -> Vec<PathBuf> {
-    let path = mapping
-        .path
-        .strip_suffix(" (deleted)")
-        .unwrap_or(&mapping.path);
+    let path = mapping.path.strip_suffix(" (deleted)").unwrap_or(&mapping.path);
     vec![
         PathBuf::from(format!("/proc/{pid}/root{path}")),
-        PathBuf::from(format!(
-            "/proc/{pid}/map_files/{:x}-{:x}",
-            mapping.start, mapping.end
-        )),
+        PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", mapping.start, mapping.end)),
     ]
 }
 
@@ -130,10 +120,7 @@ mod tests {
         assert_eq!(map.mappings[3].file_name(), "libpython3.9.so.1.0");
         assert!(map.is_readable(0x55d0c0a00ff0, 0x20));
         assert!(!map.is_readable(0x7f0000020ff0, 0x20));
-        assert_eq!(
-            map.find(0x7f0000000010).map(|m| m.start),
-            Some(0x7f0000000000)
-        );
+        assert_eq!(map.find(0x7f0000000010).map(|m| m.start), Some(0x7f0000000000));
         assert!(map.find(0x10).is_none());
     }
 }

@@ -11,14 +11,8 @@ pub enum SortKey {
 
 pub fn sort_types(types: &mut [TypeCount], key: SortKey) {
     match key {
-        SortKey::Count => {
-            types.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)))
-        }
-        SortKey::Refs => types.sort_by(|a, b| {
-            b.refcount_sum
-                .cmp(&a.refcount_sum)
-                .then_with(|| a.name.cmp(&b.name))
-        }),
+        SortKey::Count => types.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name))),
+        SortKey::Refs => types.sort_by(|a, b| b.refcount_sum.cmp(&a.refcount_sum).then_with(|| a.name.cmp(&b.name))),
     }
 }
 
@@ -52,58 +46,24 @@ pub fn render(census: &Census, top: usize, sort: SortKey) -> String {
         .generations
         .iter()
         .map(|g| {
-            let interp = if census.interpreters > 1 {
-                format!("i{}:", g.interpreter)
-            } else {
-                String::new()
-            };
+            let interp = if census.interpreters > 1 { format!("i{}:", g.interpreter) } else { String::new() };
             format!("{interp}gen {} {}", g.generation, thousands(g.objects))
         })
         .collect();
     let _ = writeln!(out, "{}", gens.join("  "));
-    let width = types
-        .iter()
-        .take(top)
-        .map(|t| t.name.len())
-        .max()
-        .unwrap_or(4)
-        .clamp(4, 60);
-    let _ = writeln!(
-        out,
-        "\n{:>12}  {:>14}  {:<width$}",
-        "COUNT", "REFCOUNT SUM", "TYPE"
-    );
+    let width = types.iter().take(top).map(|t| t.name.len()).max().unwrap_or(4).clamp(4, 60);
+    let _ = writeln!(out, "\n{:>12}  {:>14}  {:<width$}", "COUNT", "REFCOUNT SUM", "TYPE");
     for t in types.iter().take(top) {
-        let immortal = if t.immortal > 0 {
-            format!("  ({} immortal)", thousands(t.immortal))
-        } else {
-            String::new()
-        };
-        let _ = writeln!(
-            out,
-            "{:>12}  {:>14}  {}{}",
-            thousands(t.count),
-            thousands(t.refcount_sum),
-            t.name,
-            immortal
-        );
+        let immortal = if t.immortal > 0 { format!("  ({} immortal)", thousands(t.immortal)) } else { String::new() };
+        let _ = writeln!(out, "{:>12}  {:>14}  {}{}", thousands(t.count), thousands(t.refcount_sum), t.name, immortal);
     }
     if types.len() > top {
         let rest: u64 = types.iter().skip(top).map(|t| t.count).sum();
-        let _ = writeln!(
-            out,
-            "{:>12}  {:>14}  ({} more types)",
-            thousands(rest),
-            "",
-            types.len() - top
-        );
+        let _ = writeln!(out, "{:>12}  {:>14}  ({} more types)", thousands(rest), "", types.len() - top);
     }
     let mut notes = Vec::new();
     if census.immortal_total > 0 {
-        notes.push(format!(
-            "{} immortal objects counted, not in refcount sums",
-            thousands(census.immortal_total)
-        ));
+        notes.push(format!("{} immortal objects counted, not in refcount sums", thousands(census.immortal_total)));
     }
     if census.torn_links > 0 || census.unreadable_objects > 0 {
         notes.push(format!(
@@ -117,7 +77,6 @@ pub fn render(census: &Census, top: usize, sort: SortKey) -> String {
     if census.truncated {
         notes.push("the walk stopped at --max-objects: counts are a lower bound".into());
     }
-    notes.extend(census.warnings.iter().cloned());
     for note in notes {
         let _ = writeln!(out, "note: {note}");
     }

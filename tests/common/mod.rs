@@ -34,9 +34,7 @@ impl Interpreter {
 }
 
 pub fn sid_root() -> PathBuf {
-    std::env::var_os("LEAKSPY_SID_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/leakspy/sid"))
+    std::env::var_os("LEAKSPY_SID_ROOT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/lib/leakspy/sid"))
 }
 
 fn pyenv_root() -> Option<PathBuf> {
@@ -83,40 +81,21 @@ fn versioned_pythons(dir: &Path) -> Vec<(String, u32, u32)> {
 pub fn interpreters() -> Vec<Interpreter> {
     let mut all = Vec::new();
     if let Some(root) = pyenv_root() {
-        let mut versions: Vec<PathBuf> = std::fs::read_dir(root.join("versions"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .collect();
+        let mut versions: Vec<PathBuf> =
+            std::fs::read_dir(root.join("versions")).into_iter().flatten().flatten().map(|e| e.path()).collect();
         versions.sort();
         for dir in versions {
             let name = dir.file_name().unwrap().to_string_lossy().into_owned();
             let exe = dir.join("bin/python");
             if let (Some((major, minor)), true) = (major_minor(&name), exe.exists()) {
-                all.push(Interpreter {
-                    label: format!("pyenv {name}"),
-                    exe,
-                    chroot: None,
-                    major,
-                    minor,
-                });
+                all.push(Interpreter { label: format!("pyenv {name}"), exe, chroot: None, major, minor });
             }
         }
     }
     for (name, major, minor) in versioned_pythons(Path::new("/usr/bin")) {
         let exe = PathBuf::from("/usr/bin").join(&name);
-        if !std::fs::symlink_metadata(&exe)
-            .map(|m| m.file_type().is_symlink())
-            .unwrap_or(true)
-        {
-            all.push(Interpreter {
-                label: format!("debian {}", exe.display()),
-                exe,
-                chroot: None,
-                major,
-                minor,
-            });
+        if !std::fs::symlink_metadata(&exe).map(|m| m.file_type().is_symlink()).unwrap_or(true) {
+            all.push(Interpreter { label: format!("debian {}", exe.display()), exe, chroot: None, major, minor });
         }
     }
     let sid = sid_root();
@@ -134,14 +113,8 @@ pub fn interpreters() -> Vec<Interpreter> {
 }
 
 pub fn supported_interpreters() -> Vec<Interpreter> {
-    let all: Vec<Interpreter> = interpreters()
-        .into_iter()
-        .filter(Interpreter::is_supported)
-        .collect();
-    assert!(
-        !all.is_empty(),
-        "no Python 3.6+ interpreter found: run scripts/setup.sh"
-    );
+    let all: Vec<Interpreter> = interpreters().into_iter().filter(Interpreter::is_supported).collect();
+    assert!(!all.is_empty(), "no Python 3.6+ interpreter found: run scripts/setup.sh");
     all
 }
 
@@ -161,9 +134,7 @@ impl Target {
     pub fn start(interp: &Interpreter, script: &str, args: &[&str]) -> Target {
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let tag = format!("leakspy-test-{}-{}", std::process::id(), n);
-        let source = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/targets")
-            .join(script);
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/targets").join(script);
         // Paths as the target sees them, and where those are on the host.
         let host_root = interp.chroot.clone().unwrap_or_else(|| PathBuf::from("/"));
         let inner_dir = PathBuf::from("/tmp").join(&tag);
@@ -185,13 +156,7 @@ impl Target {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{}: cannot start {}: {e}",
-                    interp.label,
-                    interp.exe.display()
-                )
-            });
+            .unwrap_or_else(|e| panic!("{}: cannot start {}: {e}", interp.label, interp.exe.display()));
         let pid = child.id() as i32;
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
@@ -207,10 +172,7 @@ impl Target {
             if let Some(mut e) = child.stderr.take() {
                 let _ = e.read_to_string(&mut err);
             }
-            panic!(
-                "{}: {script} did not get ready (printed {line:?}); stderr:\n{err}",
-                interp.label
-            );
+            panic!("{}: {script} did not get ready (printed {line:?}); stderr:\n{err}", interp.label);
         }
         let truth_host = host_dir.join("truth.json");
         let truth = std::fs::read_to_string(&truth_host)
@@ -218,13 +180,7 @@ impl Target {
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or(Value::Null);
         let _ = std::fs::remove_dir_all(&host_dir);
-        Target {
-            child,
-            pid,
-            truth,
-            label: interp.label.clone(),
-            minor: interp.minor,
-        }
+        Target { child, pid, truth, label: interp.label.clone(), minor: interp.minor }
     }
 }
 
@@ -236,21 +192,14 @@ impl Drop for Target {
 }
 
 pub fn leakspy(args: &[&str]) -> Output {
-    Command::new(LEAKSPY)
-        .args(args)
-        .output()
-        .expect("run leakspy")
+    Command::new(LEAKSPY).args(args).output().expect("run leakspy")
 }
 
 /// Runs `leakspy snapshot PID --json` and parses the census.
 pub fn snapshot_json(pid: i32) -> Result<Value, String> {
     let out = leakspy(&["snapshot", &pid.to_string(), "--json"]);
     if !out.status.success() {
-        return Err(format!(
-            "exit {:?}: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        ));
+        return Err(format!("exit {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr)));
     }
     serde_json::from_slice(&out.stdout).map_err(|e| format!("bad JSON: {e}"))
 }

@@ -1,0 +1,448 @@
+#!/usr/bin/env python3
+"""Generate python_offsets/3.X[.Y].toml: CPython struct offsets, measured from real headers.
+
+leakspy reads a live interpreter's memory from outside, so it must know where fields sit in
+CPython's structs for every supported minor version. Rather than transcribing layouts by hand
+(and getting padding, bitfields or #ifdefs wrong), this script writes a small C program that
+includes that version's headers with Py_BUILD_CORE (the runtime, interpreter and GC state
+structs are internal), prints `key = value` lines using offsetof/sizeof, compiles it with gcc
+and runs it.
+
+Which fields exist changes from version to version. Instead of a hand-kept per-version list,
+each key has one or more C expressions to try; the program is compiled, gcc's error lines are
+mapped back to the keys that caused them, those keys move on to their next expression (or are
+dropped), and the build is retried. A key absent from a version's file means "no such field".
+
+Every header set found is measured. A minor version's primary table, python_offsets/3.X.toml,
+comes from its preferred header set (pyenv's build up to 3.13, the Debian sid chroot from
+3.14). Layouts can change within a minor version (3.13.18 aligned PyGC_Head, moving fields of
+the GC state), so any other header set of that minor whose values differ from the primary's
+in any key (PY_VERSION_HEX aside) gets a variant table named by its exact version,
+python_offsets/3.X.Y.toml. One that agrees with the primary gets no file.
+
+    python3 scripts/gen_offsets.py             regenerate every table whose headers exist
+                                               (and delete variants that are no longer needed)
+    python3 scripts/gen_offsets.py --check     compare each checked-in table with what its own
+                                               headers give, exit 1 on a difference, a missing
+                                               variant or an unneeded one
+    python3 scripts/gen_offsets.py --only 3.11 limit to one minor version
+
+A table whose headers are not installed on this machine is skipped, never deleted.
+
+Needs only gcc and this file; run with the system python3.
+"""
+
+import argparse
+import collections
+import difflib
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT_DIR = ROOT / "python_offsets"
+MINORS = range(6, 16)
+MULTIARCH = "x86_64-linux-gnu"
+
+# Trailing comment for values that come from layouts declared below rather than from headers.
+DECLARED = '"declared, not from installed headers"'
+
+
+def off(struct, member):
+    return f"offsetof({struct}, {member})"
+
+
+def size(struct):
+    return f"sizeof({struct})"
+
+
+RT, IS, TS = "_PyRuntimeState", "PyInterpreterState", "PyThreadState"
+GC, DO = "struct _gc_runtime_state", "_Py_DebugOffsets"
+GEN, OLD_GEN = "struct gc_generation", "struct leakspy_gc_generation"
+DK, OLD_DK = "PyDictKeysObject", "struct leakspy_dictkeys"
+
+# (key, alternatives) in output order. An alternative is a C expression, or (expression,
+# C string expression for a trailing comment). The first alternative that compiles wins.
+KEYS = [
+    ("pointer_size", ["sizeof(void *)"]),
+    ("version.hex", ["PY_VERSION_HEX"]),
+    ("object.ob_refcnt", [off("PyObject", "ob_refcnt")]),
+    ("object.ob_type", [off("PyObject", "ob_type")]),
+    # 3.14+ splits the refcount word: a 32-bit count, then overflow and flag fields.
+    ("object.refcnt_size", ["sizeof(((PyObject *)0)->ob_refcnt)"]),
+    # Only "does the macro exist": an undefined name fails to compile and the key is dropped.
+    ("object.immortal", ["((void)_Py_IMMORTAL_INITIAL_REFCNT, 1)",
+                         "((void)_Py_IMMORTAL_REFCNT, 1)"]),
+    ("varobject.ob_size", [off("PyVarObject", "ob_size")]),
+    *[(f"type.{m}", [off("PyTypeObject", m)])
+      for m in ("tp_name", "tp_basicsize", "tp_itemsize", "tp_flags", "tp_base", "tp_dict",
+                "tp_mro")],
+    ("type.size", [size("PyTypeObject")]),
+    *[(f"heaptype.{m}", [off("PyHeapTypeObject", m)])
+      for m in ("ht_name", "ht_qualname", "ht_module")],
+    # 3.6/3.7: a union of a `gc` struct and a long double; 3.8+: two uintptr_t words.
+    ("gc_head.size", [size("PyGC_Head")]),
+    ("gc_head.next", [off("PyGC_Head", "_gc_next"), off("PyGC_Head", "gc.gc_next")]),
+    ("gc_head.prev", [off("PyGC_Head", "_gc_prev"), off("PyGC_Head", "gc.gc_prev")]),
+    # 3.6 keeps struct gc_generation private to Modules/gcmodule.c: declared below.
+    ("gc_generation.size", [size(GEN), (size(OLD_GEN), DECLARED)]),
+    *[(f"gc_generation.{m}", [off(GEN, m), (off(OLD_GEN, m), DECLARED)])
+      for m in ("head", "threshold", "count")],
+    # struct _gc_runtime_state: in _PyRuntimeState for 3.7/3.8, per interpreter from 3.9.
+    # 3.6 has no such struct (module-level statics in gcmodule.c), so these drop out.
+    ("gc_state.size", [size(GC)]),
+    ("gc_state.enabled", [off(GC, "enabled")]),
+    ("gc_state.debug", [off(GC, "debug")]),
+    # Free-threaded builds have young/old[2] instead; these headers are the default build.
+    ("gc_state.generations", [off(GC, "generations")]),
+    ("gc_state.generation_count", ["NUM_GENERATIONS", ("LEAKSPY_NUM_GENERATIONS", DECLARED)]),
+    ("gc_state.permanent_generation", [off(GC, "permanent_generation")]),
+    # 3.15 turned the inline generation_stats[] array into a pointer: say so in the file.
+    ("gc_state.generation_stats", [(off(GC, "generation_stats"),
+                                    f"sizeof((({GC} *)0)->generation_stats) == sizeof(void *)"
+                                    ' ? "a pointer here, not an array" : ""')]),
+    ("gc_state.generation_stats_size", [size("struct gc_generation_stats")]),
+    ("gc_state.collecting", [off(GC, "collecting")]),
+    ("gc_state.garbage", [off(GC, "garbage")]),
+    ("gc_state.callbacks", [off(GC, "callbacks")]),
+    ("runtime.interpreters_head", [off(RT, "interpreters.head")]),
+    ("runtime.interpreters_main", [off(RT, "interpreters.main")]),
+    ("runtime.gc", [off(RT, "gc")]),
+    ("runtime.size", [size(RT)]),
+    ("interp.next", [off(IS, "next")]),
+    ("interp.id", [off(IS, "id")]),
+    ("interp.threads_head", [off(IS, "threads.head"), off(IS, "tstate_head")]),
+    ("interp.gc", [off(IS, "gc")]),
+    # 3.12 moved sys.modules into the `imports` sub-struct.
+    ("interp.modules", [off(IS, "modules"), (off(IS, "imports.modules"), '"imports.modules"')]),
+    ("interp.sysdict", [off(IS, "sysdict")]),
+    ("interp.size", [size(IS)]),
+    *[(f"tstate.{m}", [off(TS, m)])
+      for m in ("prev", "next", "interp", "thread_id", "native_thread_id", "c_profilefunc",
+                "c_tracefunc", "c_profileobj", "c_traceobj")],
+    *[(f"unicode.{m}", [off("PyASCIIObject", m)]) for m in ("length", "hash", "state")],
+    ("unicode.ascii_size", [size("PyASCIIObject")]),
+    ("unicode.compact_size", [size("PyCompactUnicodeObject")]),
+    *[(f"dict.{m}", [off("PyDictObject", m)]) for m in ("ma_used", "ma_keys", "ma_values")],
+    ("dict.size", [size("PyDictObject")]),
+    # Up to 3.10 the dict-keys structs live in Objects/dict-common.h (not installed): the
+    # header expression fails (incomplete type) and the declared mirror is used instead.
+    ("dictkeys.dk_size", [off(DK, "dk_size"), (off(OLD_DK, "dk_size"), DECLARED)]),
+    ("dictkeys.dk_log2_size", [off(DK, "dk_log2_size")]),
+    ("dictkeys.dk_log2_index_bytes", [off(DK, "dk_log2_index_bytes")]),
+    ("dictkeys.dk_kind", [off(DK, "dk_kind")]),
+    ("dictkeys.dk_nentries", [off(DK, "dk_nentries"), (off(OLD_DK, "dk_nentries"), DECLARED)]),
+    ("dictkeys.dk_indices", [off(DK, "dk_indices"), (off(OLD_DK, "dk_indices"), DECLARED)]),
+    ("dictkeys.entry_size", [size("PyDictKeyEntry"),
+                             (size("struct leakspy_dictkeyentry"), DECLARED)]),
+    ("dictkeys.unicode_entry_size", [size("PyDictUnicodeEntry")]),
+    # 3.13+: where, inside _Py_DebugOffsets (the start of _PyRuntime), the target itself
+    # records each value. leakspy reads those and compares them with this table.
+    ("debug_offsets.version", [off(DO, "version")]),
+    *[(f"debug_offsets.{m}", [off(DO, m)])
+      for m in ("runtime_state.size", "runtime_state.interpreters_head",
+                "interpreter_state.size", "interpreter_state.next",
+                "interpreter_state.threads_head", "interpreter_state.gc",
+                "thread_state.interp", "thread_state.next", "gc.size", "gc.collecting")],
+]
+
+# Internal headers holding the structs above. __has_include picks whichever exist in the
+# version at hand (3.7: internal/pystate.h; 3.8: pycore_pystate.h; 3.9+: pycore_runtime.h...).
+INTERNAL_HEADERS = ["pystate.h", "pycore_pystate.h", "pycore_runtime.h", "pycore_interp.h",
+                    "pycore_gc.h", "pycore_dict.h", "pycore_debug_offsets.h"]
+
+# Layouts no installed header provides, declared for exactly the versions that need them.
+DECLARATIONS = """
+#if PY_VERSION_HEX < 0x03070000
+/* Mirrors Modules/gcmodule.c of CPython 3.6. */
+struct leakspy_gc_generation { PyGC_Head head; int threshold; int count; };
+#define LEAKSPY_NUM_GENERATIONS 3
+#endif
+#if PY_VERSION_HEX < 0x030B0000
+/* Mirrors Objects/dict-common.h of CPython 3.6-3.10. */
+struct leakspy_dictkeyentry { Py_hash_t me_hash; PyObject *me_key; PyObject *me_value; };
+struct leakspy_dictkeys {
+    Py_ssize_t dk_refcnt;
+    Py_ssize_t dk_size;
+    void *dk_lookup;              /* dict_lookup_func: a function pointer */
+    Py_ssize_t dk_usable;
+    Py_ssize_t dk_nentries;
+#if PY_VERSION_HEX < 0x03070000
+    union { int8_t as_1[8]; int16_t as_2[4]; int32_t as_4[2]; int64_t as_8[1]; } dk_indices;
+#else
+    char dk_indices[];
+#endif
+};
+#endif
+"""
+
+
+# One installed set of headers: `inc` holds Python.h, `label` is how the file names it.
+HeaderSet = collections.namedtuple("HeaderSet", "minor origin label inc")
+
+
+def pyenv_root():
+    if os.environ.get("PYENV_ROOT"):
+        return Path(os.environ["PYENV_ROOT"])
+    if shutil.which("pyenv"):
+        out = subprocess.run(["pyenv", "root"], capture_output=True, text=True)
+        if out.returncode == 0 and out.stdout.strip():
+            return Path(out.stdout.strip())
+    return Path.home() / ".pyenv"
+
+
+def pyenv_headers(minor):
+    root = pyenv_root()
+    builds = [p for p in (root / "versions").glob(f"3.{minor}.*")
+              if re.fullmatch(rf"3\.{minor}\.\d+", p.name)]  # skip 3.13.0t and the like
+    for build in sorted(builds, key=lambda p: int(p.name.split(".")[2]), reverse=True):
+        for inc in (build / f"include/python3.{minor}", build / f"include/python3.{minor}m"):
+            if (inc / "Python.h").exists() and (inc / "pyconfig.h").exists():
+                # The label is written into the file, so keep it independent of this machine.
+                label = f"$(pyenv root)/versions/{build.name}/include/{inc.name}"
+                return HeaderSet(minor, "pyenv", label, inc)
+    return None
+
+
+def sid_headers(minor):
+    root = Path(os.environ.get("LEAKSPY_SID_ROOT", "/var/lib/leakspy/sid"))
+    inc = root / "usr/include" / f"python3.{minor}"
+    if not (inc / "Python.h").exists() or not (inc / "internal").is_dir():
+        return None
+    label = f"${{LEAKSPY_SID_ROOT:-/var/lib/leakspy/sid}}/usr/include/python3.{minor}"
+    return HeaderSet(minor, "sid", label, inc)
+
+
+def header_sets(minor):
+    """The set 3.X.toml is generated from (None if absent), and the others found, which get a
+    variant table where they disagree with it."""
+    found = {"pyenv": pyenv_headers(minor), "sid": sid_headers(minor)}
+    primary = "pyenv" if minor <= 13 else "sid"
+    return found[primary], [h for o, h in found.items() if o != primary and h]
+
+
+def c_program(keys):
+    """The C source, and which key each source line belongs to."""
+    lines = ["/* Written by scripts/gen_offsets.py; compiled, run and deleted. */",
+             "#define Py_BUILD_CORE 1", "#include <stddef.h>", "#include <stdio.h>",
+             "#include <stdint.h>", '#include "Python.h"']
+    for h in INTERNAL_HEADERS:
+        lines += [f'#if __has_include("internal/{h}")', f'#  include "internal/{h}"', "#endif"]
+    lines += DECLARATIONS.strip().splitlines()
+    line_of = {}
+    # One function per key, so that gcc reports each undeclared name on every key using it.
+    for i, (key, expr, note) in enumerate(keys):
+        line_of[len(lines) + 1] = key
+        lines.append(f'static void k{i}(void) {{ const char *n = {note}; '
+                     f'printf("%s = %llu%s%s\\n", "{key}", (unsigned long long)({expr}), '
+                     '*n ? "  # " : "", n); }')
+    lines.append("int main(void) {")
+    lines.append('    printf("python_version = %s\\n", PY_VERSION);')
+    lines += [f"    k{i}();" for i in range(len(keys))]
+    lines += ["    return 0;", "}"]
+    return "\n".join(lines) + "\n", line_of
+
+
+def measure(hs):
+    """Compile and run the probe for one header set: (PY_VERSION, [(key, value, comment)])."""
+    choice = {key: 0 for key, _ in KEYS}  # index of the alternative being tried, per key
+    with tempfile.TemporaryDirectory(prefix="gen_offsets.") as tmp:
+        tmp = Path(tmp)
+        flags = [f"-I{hs.inc}"]
+        if hs.origin == "sid":
+            # Debian's pyconfig.h is a wrapper including <x86_64-linux-gnu/python3.X/pyconfig.h>.
+            # Expose just that multiarch directory: -I on the chroot's usr/include would also
+            # put its libc headers in front of the host compiler's own.
+            shim = tmp / "shim"
+            shim.mkdir()
+            (shim / MULTIARCH).symlink_to(hs.inc.parent / MULTIARCH)
+            flags.append(f"-I{shim}")
+        while True:
+            keys = []
+            for key, alts in KEYS:
+                if choice[key] < len(alts):
+                    alt = alts[choice[key]]
+                    expr, note = alt if isinstance(alt, tuple) else (alt, '""')
+                    keys.append((key, expr, note))
+            src, line_of = c_program(keys)
+            (tmp / "probe.c").write_text(src)
+            cc = subprocess.run(["gcc", "-w", "-o", str(tmp / "probe"), str(tmp / "probe.c"),
+                                 *flags], capture_output=True, text=True)
+            if cc.returncode == 0:
+                break
+            failed = {line_of.get(int(n)) for n in
+                      re.findall(r"^[^:\n]*probe\.c:(\d+):\d+: error:", cc.stderr, re.M)}
+            if not failed or None in failed:
+                # An error outside the key lines (in a header, in the declarations): a real
+                # problem with this header set, not a missing field.
+                sys.exit(f"gen_offsets: 3.{hs.minor} ({hs.label}) does not compile:\n{cc.stderr}")
+            for key in failed:
+                choice[key] += 1
+        run = subprocess.run([str(tmp / "probe")], capture_output=True, text=True, check=True)
+    values, version = [], None
+    for line in run.stdout.splitlines():
+        key, _, rest = line.partition(" = ")
+        if key == "python_version":
+            version = rest
+        else:
+            value, _, comment = rest.partition("  # ")
+            values.append((key, int(value), comment))
+    return version, values
+
+
+def render(hs, version, values, variant):
+    out = [f"# CPython 3.{hs.minor} struct offsets for x86_64, generated by scripts/gen_offsets.py",
+           f"# from {hs.label} (Python {version}). Do not edit: regenerate."]
+    if variant:
+        # Only this header set's own version goes in: the file must not depend on the primary
+        # headers, so that it can be checked on a machine that lacks them.
+        out.append(f"# A variant of 3.{hs.minor}.toml for this patch release, "
+                   "whose headers give different values.")
+    for key, value, comment in values:
+        out.append(f"{key} = {value}" + (f"  # {comment}" if comment else ""))
+    return "\n".join(out) + "\n"
+
+
+def variant_path(minor, version):
+    """python_offsets/3.X.Y.toml for a PY_VERSION such as "3.13.18" or Debian's "3.13.18+"."""
+    m = re.fullmatch(rf"(3\.{minor}\.\d+(?:(?:a|b|rc)\d+)?)\+?", version)
+    if not m:
+        sys.exit(f"gen_offsets: cannot name a 3.{minor} table after Python version {version!r}")
+    return OUT_DIR / f"{m.group(1)}.toml"
+
+
+def variant_files(minor):
+    """The variant tables of one minor version currently in python_offsets/."""
+    return sorted(p for p in OUT_DIR.glob(f"3.{minor}.*.toml")
+                  if re.fullmatch(rf"3\.{minor}\.\d+\w*\.toml", p.name))
+
+
+def differences(main_values, values):
+    """(key, value in main, value in other) wherever two measurements disagree. PY_VERSION_HEX
+    is left out: it always differs between patch releases and says nothing about layout."""
+    a = {k: v for k, v, _ in main_values if k != "version.hex"}
+    b = {k: v for k, v, _ in values if k != "version.hex"}
+    return [(k, a.get(k, "absent"), b.get(k, "absent"))
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+# A file python_offsets/ should hold: its path, its content and where that came from.
+Table = collections.namedtuple("Table", "path text source")
+
+
+def rel(path):
+    return path.relative_to(ROOT)
+
+
+def plan(minor):
+    """Measure every header set of one minor version and work out the files it needs.
+
+    Returns (tables, unneeded, notes): the tables to write or check, variant files present
+    whose header set agrees with the primary one, and lines to print after the tables' status.
+    Variant files whose header set is not installed only get a "skipped" note.
+    """
+    primary, others = header_sets(minor)
+    tables, unneeded, notes, measured = [], [], [], set()
+    main_values = None
+    if primary is None:
+        notes.append(f"python_offsets/3.{minor}.toml skipped (headers absent)")
+    else:
+        version, main_values = measure(primary)
+        tables.append(Table(OUT_DIR / f"3.{minor}.toml",
+                            render(primary, version, main_values, variant=False),
+                            f"{primary.label} (Python {version})"))
+    for hs in others:
+        version, values = measure(hs)
+        path = variant_path(minor, version)
+        if path in measured:
+            sys.exit(f"gen_offsets: two header sets would both write {rel(path)}")
+        measured.add(path)
+        source = f"{hs.label} (Python {version})"
+        table = Table(path, render(hs, version, values, variant=True), source)
+        if main_values is None:
+            # Without the primary headers there is nothing to decide with; an existing variant
+            # can still be checked against its own headers.
+            if path.exists():
+                tables.append(table)
+            else:
+                notes.append(f"{source} not compared (headers of 3.{minor}.toml absent)")
+            continue
+        diffs = differences(main_values, values)
+        if diffs:
+            notes.append(f"{source} differs from 3.{minor}.toml, hence {path.name}:")
+            notes += [f"  {key}: {a} in 3.{minor}.toml, {b} in {path.name}"
+                      for key, a, b in diffs]
+            tables.append(table)
+        else:
+            notes.append(f"{source} agrees with 3.{minor}.toml, no variant needed")
+            if path.exists():
+                unneeded.append(path)
+    for path in variant_files(minor):
+        if path not in measured:
+            notes.append(f"{rel(path)} skipped (headers absent)")
+    return tables, unneeded, notes
+
+
+def check(minor, table):
+    """Compare a checked-in table with what its headers give; print a diff if they differ."""
+    old = table.path.read_text() if table.path.exists() else None
+    if old == table.text:
+        print(f"3.{minor}: {rel(table.path)} is up to date ({table.source})")
+        return True
+    if old is None:
+        print(f"3.{minor}: {rel(table.path)} is missing; {table.source} gives:")
+    else:
+        print(f"3.{minor}: {rel(table.path)} differs from what {table.source} gives:")
+    sys.stdout.writelines(difflib.unified_diff(
+        (old or "").splitlines(True), table.text.splitlines(True),
+        f"{rel(table.path)} (checked in)", table.source))
+    return False
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true",
+                    help="compare with the checked-in files instead of writing them")
+    ap.add_argument("--only", metavar="3.X", help="only this minor version")
+    args = ap.parse_args()
+    if platform.machine() != "x86_64":
+        sys.exit("gen_offsets: the tables describe x86_64; run this on an x86_64 machine")
+    if shutil.which("gcc") is None:
+        sys.exit("gen_offsets: gcc not found (it compiles the offset probe)")
+    minors = list(MINORS)
+    if args.only:
+        m = re.fullmatch(r"3\.(\d+)", args.only)
+        if not m or int(m.group(1)) not in MINORS:
+            sys.exit(f"gen_offsets: --only expects one of 3.{MINORS[0]} .. 3.{MINORS[-1]}")
+        minors = [int(m.group(1))]
+
+    ok = True
+    for minor in minors:
+        tables, unneeded, notes = plan(minor)
+        if args.check:
+            for table in tables:
+                ok = check(minor, table) and ok
+            for path in unneeded:
+                ok = False
+                print(f"3.{minor}: {rel(path)} is not needed: its headers agree with "
+                      f"3.{minor}.toml (running the script without --check deletes it)")
+        else:
+            OUT_DIR.mkdir(exist_ok=True)
+            for table in tables:
+                table.path.write_text(table.text)
+                print(f"3.{minor}: wrote {rel(table.path)} from {table.source}")
+            for path in unneeded:
+                path.unlink()
+                print(f"3.{minor}: deleted {rel(path)}: its headers agree with 3.{minor}.toml")
+        for note in notes:
+            print(f"3.{minor}: {note}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

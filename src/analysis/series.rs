@@ -1,0 +1,230 @@
+//! A census series held compactly: per type, its count and refcount sum at each sample, with
+//! older samples thinned so that memory stays bounded however long leakspy runs.
+
+use super::trend::{MIN_SAMPLES, analyse};
+use crate::heap::census::Census;
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+
+/// Past this many samples every other one is dropped: the trend statistics thin to fewer
+/// points anyway, and a day at one sample per second must not grow without bound.
+const MAX_KEPT_SAMPLES: usize = 1200;
+
+#[derive(Debug, Default, Clone)]
+struct TypeSeries {
+    counts: Vec<u64>,
+    refcount_sums: Vec<u64>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Series {
+    /// Seconds since the first sample, per kept sample.
+    times: Vec<f64>,
+    types: FxHashMap<String, TypeSeries>,
+    /// Samples added, including those thinned out.
+    pub samples_taken: usize,
+}
+
+/// A type named as a probable leak.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Suspect {
+    #[serde(rename = "type")]
+    pub name: String,
+    /// What grows: "count" (more objects) or "refcount" (more references to the same objects).
+    pub metric: &'static str,
+    pub growth_per_minute: f64,
+    /// Net change of the metric from the first to the last sample.
+    pub added: i64,
+    pub now: u64,
+    /// 0..1: how sure the trend test is (see analysis::trend).
+    pub confidence: f64,
+    /// Samples the call rests on.
+    pub samples: usize,
+}
+
+/// Per type, what the live view and the summary show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypeChange {
+    pub name: String,
+    pub count: u64,
+    pub refcount_sum: u64,
+    pub since_first: i64,
+    pub since_previous: i64,
+}
+
+impl Series {
+    /// Adds a census taken `at_secs` after the first.
+    pub fn push(&mut self, at_secs: f64, census: &Census) {
+        let index = self.times.len();
+        self.times.push(at_secs);
+        self.samples_taken += 1;
+        for t in &census.types {
+            let series = self.types.entry(t.name.clone()).or_default();
+            // A type first seen now had no objects before.
+            series.counts.resize(index, 0);
+            series.refcount_sums.resize(index, 0);
+            series.counts.push(t.count);
+            series.refcount_sums.push(t.refcount_sum);
+        }
+        for series in self.types.values_mut() {
+            series.counts.resize(index + 1, 0);
+            series.refcount_sums.resize(index + 1, 0);
+        }
+        if self.times.len() > MAX_KEPT_SAMPLES {
+            self.thin();
+        }
+    }
+
+    /// Keeps every other sample, and always the newest.
+    fn thin(&mut self) {
+        fn keep_even<T: Copy>(v: &mut Vec<T>) {
+            let newest_is_odd = v.len() % 2 == 0;
+            let newest = v.last().copied();
+            *v = v.iter().step_by(2).copied().collect();
+            if let (true, Some(newest)) = (newest_is_odd, newest) {
+                v.push(newest);
+            }
+        }
+        keep_even(&mut self.times);
+        for s in self.types.values_mut() {
+            keep_even(&mut s.counts);
+            keep_even(&mut s.refcount_sums);
+        }
+    }
+
+    pub fn kept_samples(&self) -> usize {
+        self.times.len()
+    }
+
+    /// Count and changes per type at the latest sample.
+    pub fn changes(&self) -> Vec<TypeChange> {
+        let n = self.times.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        self.types
+            .iter()
+            .map(|(name, s)| TypeChange {
+                name: name.clone(),
+                count: s.counts[n - 1],
+                refcount_sum: s.refcount_sums[n - 1],
+                since_first: s.counts[n - 1] as i64 - s.counts[0] as i64,
+                since_previous: if n > 1 { s.counts[n - 1] as i64 - s.counts[n - 2] as i64 } else { 0 },
+            })
+            .collect()
+    }
+
+    /// Types whose count grows steadily, then types whose count does not but whose refcount
+    /// sum does; each list ranked by growth.
+    pub fn suspects(&self) -> Vec<Suspect> {
+        if self.times.len() < MIN_SAMPLES {
+            return Vec::new();
+        }
+        let mut by_count = Vec::new();
+        let mut by_refs = Vec::new();
+        for (name, s) in &self.types {
+            if let Some(suspect) = self.suspect(name, "count", &s.counts) {
+                by_count.push(suspect);
+            } else if let Some(suspect) = self.suspect(name, "refcount", &s.refcount_sums) {
+                by_refs.push(suspect);
+            }
+        }
+        for list in [&mut by_count, &mut by_refs] {
+            list.sort_by(|a, b| b.growth_per_minute.total_cmp(&a.growth_per_minute).then_with(|| a.name.cmp(&b.name)));
+        }
+        by_count.extend(by_refs);
+        by_count
+    }
+
+    fn suspect(&self, name: &str, metric: &'static str, values: &[u64]) -> Option<Suspect> {
+        let (first, last) = (*values.first()?, *values.last()?);
+        // Cheap filter first: the statistics are quadratic and most types do not grow.
+        if last <= first {
+            return None;
+        }
+        let points: Vec<(f64, f64)> = self.times.iter().zip(values).map(|(t, v)| (*t, *v as f64)).collect();
+        let trend = analyse(&points)?;
+        trend.growing.then(|| Suspect {
+            name: name.to_string(),
+            metric,
+            growth_per_minute: trend.slope_per_sec * 60.0,
+            added: last as i64 - first as i64,
+            now: last,
+            confidence: trend.confidence,
+            samples: trend.samples,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::heap::census::TypeCount;
+
+    fn census(types: &[(&str, u64, u64)]) -> Census {
+        let json = serde_json::json!({
+            "schema_version": 1, "pid": 1, "python_version": "3.11.7", "python_binary": "x",
+            "timestamp": "t", "duration_ms": 1.0, "objects_total": 0, "immortal_total": 0,
+            "interpreters": 1, "consistent": false, "torn_links": 0, "resynced_objects": 0,
+            "broken_lists": 0, "unreadable_objects": 0, "truncated": false, "gc_collecting": false,
+            "generations": [], "types": []
+        });
+        let mut c: Census = serde_json::from_value(json).unwrap();
+        c.types = types
+            .iter()
+            .map(|(name, count, refs)| TypeCount {
+                name: name.to_string(),
+                count: *count,
+                refcount_sum: *refs,
+                immortal: 0,
+            })
+            .collect();
+        c
+    }
+
+    #[test]
+    fn a_growing_type_is_named_and_a_flat_one_is_not() {
+        let mut s = Series::default();
+        for i in 0..20u64 {
+            let wobble = (i * 7919) % 13;
+            s.push(
+                i as f64,
+                &census(&[
+                    ("Order", 100 + 10 * i, 200 + 20 * i),
+                    ("dict", 500 + wobble, 900),
+                    ("Conn", 50, 100 + 30 * i),
+                ]),
+            );
+        }
+        let suspects = s.suspects();
+        assert_eq!(suspects.len(), 2, "{suspects:?}");
+        assert_eq!((suspects[0].name.as_str(), suspects[0].metric), ("Order", "count"));
+        assert!((suspects[0].growth_per_minute - 600.0).abs() < 1.0);
+        assert_eq!(suspects[0].added, 190);
+        assert_eq!((suspects[1].name.as_str(), suspects[1].metric), ("Conn", "refcount"));
+    }
+
+    #[test]
+    fn types_appearing_late_are_backfilled_and_changes_are_relative() {
+        let mut s = Series::default();
+        s.push(0.0, &census(&[("a", 5, 5)]));
+        s.push(1.0, &census(&[("a", 7, 7), ("b", 3, 3)]));
+        let mut changes = s.changes();
+        changes.sort_by(|x, y| x.name.cmp(&y.name));
+        assert_eq!(changes[0].since_first, 2);
+        assert_eq!(changes[1].since_first, 3);
+        assert_eq!(changes[1].since_previous, 3);
+    }
+
+    #[test]
+    fn memory_stays_bounded_on_long_runs() {
+        let mut s = Series::default();
+        for i in 0..5000u64 {
+            s.push(i as f64, &census(&[("x", i, i)]));
+        }
+        assert!(s.kept_samples() <= MAX_KEPT_SAMPLES);
+        assert_eq!(s.samples_taken, 5000);
+        assert_eq!(s.changes()[0].count, 4999, "the newest sample is always kept");
+        assert_eq!(s.suspects()[0].name, "x");
+    }
+}

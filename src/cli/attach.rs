@@ -1,0 +1,244 @@
+//! `leakspy attach PID` and `leakspy run -- CMD`: sample again and again, show what grows,
+//! and name the leak suspects when sampling ends.
+
+use super::{open_target, rss_bytes};
+use crate::analysis::series::Series;
+use crate::cpython::process::PythonProcess;
+use crate::error::LeakspyError;
+use crate::heap::census::{Census, take_census};
+use crate::heap::walk::WalkLimits;
+use crate::memory::live::LiveProcess;
+use crate::output::live::{LiveSort, render_live, render_summary};
+use anyhow::Context;
+use serde::Serialize;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long `run` waits for the new program's interpreter to come up.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(clap::Args, Clone)]
+pub struct SamplingArgs {
+    /// Time between samples: seconds ("0.5") or with a unit ("500ms", "2s", "1m").
+    #[arg(long, default_value = "1", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Stop after this long.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Stop after this many samples.
+    #[arg(long)]
+    pub samples: Option<u64>,
+    /// JSON Lines on stdout (the default when stdout is not a terminal).
+    #[arg(long)]
+    pub json: bool,
+    /// Also append every sample to FILE as JSON Lines (the snapshot schema), for `trend`.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Rows in the live table.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    /// Order of the live table.
+    #[arg(long, value_enum, default_value_t = LiveSort::Growth)]
+    pub sort: LiveSort,
+    /// Safety bound on objects walked per sample.
+    #[arg(long, default_value_t = WalkLimits::default().max_objects)]
+    pub max_objects: u64,
+}
+
+#[derive(clap::Args)]
+pub struct AttachArgs {
+    /// PID of the Python process.
+    pub pid: i32,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// The program and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let parsed = match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => Ok(Duration::from_secs_f64(secs)),
+        Ok(_) => Err("must be a positive number of seconds".to_string()),
+        Err(_) => humantime::parse_duration(text).map_err(|e| e.to_string()),
+    }?;
+    if parsed.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(parsed)
+}
+
+pub fn run_attach(args: AttachArgs) -> Result<(), LeakspyError> {
+    let (process, mut mem) = open_target(args.pid)?;
+    sample(&process, &mut mem, &args.sampling, None)
+}
+
+pub fn run_program(args: RunArgs) -> Result<(), LeakspyError> {
+    let mut child = Command::new(&args.command[0])
+        .args(&args.command[1..])
+        .spawn()
+        .with_context(|| format!("starting {}", args.command[0]))?;
+    let pid = child.id() as i32;
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    // The interpreter is not there at exec: libpython loads, then Python initialises.
+    let opened = loop {
+        match open_target(pid) {
+            Ok(opened) => break Ok(opened),
+            Err(e) if child.try_wait().ok().flatten().is_some() => break Err(e),
+            Err(LeakspyError::NotPython { .. } | LeakspyError::LayoutMismatch { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    let result = opened.and_then(|(process, mut mem)| sample(&process, &mut mem, &args.sampling, Some(&mut child)));
+    if result.is_err() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    result
+}
+
+/// One JSON Lines record: a census plus where it falls in the series.
+#[derive(Serialize)]
+struct SampleLine<'a> {
+    sample: u64,
+    elapsed_s: f64,
+    #[serde(flatten)]
+    census: &'a Census,
+}
+
+#[derive(Serialize)]
+struct SummaryLine<'a> {
+    summary: bool,
+    pid: i32,
+    python_version: String,
+    samples: u64,
+    elapsed_s: f64,
+    ended_because: &'a str,
+    suspects: Vec<crate::analysis::series::Suspect>,
+}
+
+fn json_line<T: Serialize>(value: &T) -> Result<String, LeakspyError> {
+    let mut line = serde_json::to_string(value).map_err(anyhow::Error::from)?;
+    line.push('\n');
+    Ok(line)
+}
+
+/// Set by Ctrl-C (once per process: the handler can only be installed once).
+fn interrupted() -> Arc<AtomicBool> {
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let setter = flag.clone();
+        let _ = ctrlc::set_handler(move || setter.store(true, Ordering::SeqCst));
+        flag
+    })
+    .clone()
+}
+
+fn sample(
+    process: &PythonProcess,
+    mem: &mut LiveProcess,
+    args: &SamplingArgs,
+    mut child: Option<&mut Child>,
+) -> Result<(), LeakspyError> {
+    let stop = interrupted();
+    let live = !args.json && std::io::stdout().is_terminal();
+    let mut stdout = std::io::stdout();
+    let mut record = match &args.record {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {} to record samples", path.display()))?,
+        ),
+        None => None,
+    };
+    let start = Instant::now();
+    let mut series = Series::default();
+    let mut taken = 0u64;
+    let mut behind = false;
+    let ended_because = loop {
+        if stop.load(Ordering::SeqCst) {
+            break "interrupted";
+        }
+        if args.samples.is_some_and(|n| taken >= n) {
+            break "sample count reached";
+        }
+        if args.duration.is_some_and(|d| start.elapsed() >= d) {
+            break "duration reached";
+        }
+        if let Some(child) = child.as_deref_mut() {
+            if child.try_wait().ok().flatten().is_some() {
+                break "target exited";
+            }
+        }
+        let spinner = (taken == 0 && live).then(|| {
+            let bar = indicatif::ProgressBar::new_spinner()
+                .with_message(format!("reading the heap of process {}", process.pid));
+            bar.enable_steady_tick(Duration::from_millis(100));
+            bar
+        });
+        mem.invalidate();
+        let sampled_at = start.elapsed().as_secs_f64();
+        let census = match take_census(process, mem, WalkLimits { max_objects: args.max_objects }) {
+            Ok(c) => c,
+            Err(LeakspyError::ProcessExited { .. } | LeakspyError::NoSuchProcess { .. }) => break "target exited",
+            Err(e) => return Err(e),
+        };
+        if let Some(bar) = spinner {
+            bar.finish_and_clear();
+        }
+        taken += 1;
+        series.push(sampled_at, &census);
+        let line = json_line(&SampleLine { sample: taken, elapsed_s: sampled_at, census: &census })?;
+        if let Some(file) = record.as_mut() {
+            // One write per line: a crash leaves at most a partial last line.
+            file.write_all(line.as_bytes()).and_then(|_| file.flush()).context("writing the record file")?;
+        }
+        if live {
+            let screen =
+                render_live(&census, &series, start.elapsed(), rss_bytes(process.pid), behind, args.top, args.sort);
+            let _ = write!(stdout, "\x1b[H\x1b[2J{screen}");
+        } else {
+            let _ = stdout.write_all(line.as_bytes());
+        }
+        let _ = stdout.flush();
+        let next_due = start + args.interval.mul_f64(taken as f64);
+        behind = Instant::now() > next_due;
+        while Instant::now() < next_due && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep((next_due - Instant::now()).min(Duration::from_millis(50)));
+        }
+    };
+    let suspects = series.suspects();
+    if live {
+        let _ = write!(stdout, "{}", render_summary(&series, &suspects, ended_because));
+    } else {
+        let _ = stdout.write_all(
+            json_line(&SummaryLine {
+                summary: true,
+                pid: process.pid,
+                python_version: process.version.to_string(),
+                samples: taken,
+                elapsed_s: start.elapsed().as_secs_f64(),
+                ended_because,
+                suspects,
+            })?
+            .as_bytes(),
+        );
+    }
+    let _ = stdout.flush();
+    Ok(())
+}

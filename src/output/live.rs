@@ -1,0 +1,121 @@
+//! The live view of `attach` on a terminal, and the summary printed when sampling ends.
+
+use super::table::thousands;
+use crate::analysis::series::{Series, Suspect};
+use crate::heap::census::Census;
+use std::fmt::Write;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LiveSort {
+    /// Largest change since the first sample first.
+    Growth,
+    Count,
+    Refs,
+}
+
+fn signed(n: i64) -> String {
+    if n > 0 {
+        format!("+{}", thousands(n as u64))
+    } else if n < 0 {
+        format!("-{}", thousands(n.unsigned_abs()))
+    } else {
+        "0".into()
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn clock(d: Duration) -> String {
+    let s = d.as_secs();
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+pub fn render_live(
+    census: &Census,
+    series: &Series,
+    elapsed: Duration,
+    rss: Option<u64>,
+    behind: bool,
+    top: usize,
+    sort: LiveSort,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "leakspy  PID {}  Python {}  sample {}  elapsed {}  census {:.0} ms  RSS {}  objects {}   (Ctrl-C to stop)",
+        census.pid,
+        census.python_version,
+        series.samples_taken,
+        clock(elapsed),
+        census.duration_ms,
+        rss.map_or("?".into(), mib),
+        thousands(census.objects_total),
+    );
+    if behind {
+        let _ = writeln!(out, "note: a census takes longer than --interval; sampling back to back");
+    }
+    if census.torn_links > 0 {
+        let _ =
+            writeln!(out, "note: {} torn links in this sample (the target changed during the read)", census.torn_links);
+    }
+    let suspects = series.suspects();
+    let mut rows = series.changes();
+    match sort {
+        LiveSort::Growth => rows.sort_by(|a, b| b.since_first.cmp(&a.since_first).then_with(|| b.count.cmp(&a.count))),
+        LiveSort::Count => rows.sort_by(|a, b| b.count.cmp(&a.count)),
+        LiveSort::Refs => rows.sort_by(|a, b| b.refcount_sum.cmp(&a.refcount_sum)),
+    }
+    let _ = writeln!(
+        out,
+        "\n  {:<48} {:>12} {:>10} {:>9} {:>10} {:>14}",
+        "TYPE", "COUNT", "+FIRST", "+LAST", "/MIN", "REFCOUNT SUM"
+    );
+    for row in rows.iter().take(top) {
+        let suspect = suspects.iter().find(|s| s.name == row.name);
+        let mark = if suspect.is_some() { "!" } else { " " };
+        let rate = suspect.map_or(String::new(), |s| format!("{:.0}", s.growth_per_minute));
+        let name: String = row.name.chars().take(48).collect();
+        let _ = writeln!(
+            out,
+            "{mark} {:<48} {:>12} {:>10} {:>9} {:>10} {:>14}",
+            name,
+            thousands(row.count),
+            signed(row.since_first),
+            signed(row.since_previous),
+            rate,
+            thousands(row.refcount_sum)
+        );
+    }
+    if !suspects.is_empty() {
+        let names: Vec<&str> = suspects.iter().take(5).map(|s| s.name.as_str()).collect();
+        let _ = writeln!(out, "\n! leak suspects (steady growth): {}", names.join(", "));
+    }
+    out
+}
+
+pub fn render_summary(series: &Series, suspects: &[Suspect], ended_because: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "\nSampling ended ({ended_because}) after {} samples.", series.samples_taken);
+    if suspects.is_empty() {
+        let _ = writeln!(out, "No leak suspects: no type grew steadily over the series.");
+        return out;
+    }
+    let _ = writeln!(out, "Leak suspects, by growth:");
+    for s in suspects {
+        let what = if s.metric == "count" { "objects" } else { "references (count flat)" };
+        let _ = writeln!(
+            out,
+            "  {}: +{:.0} {what}/min ({} added, {} now), confidence {:.0}% over {} samples",
+            s.name,
+            s.growth_per_minute,
+            signed(s.added),
+            thousands(s.now),
+            s.confidence * 100.0,
+            s.samples
+        );
+    }
+    out
+}

@@ -78,7 +78,7 @@ impl Series {
     /// Keeps every other sample, and always the newest.
     fn thin(&mut self) {
         fn keep_even<T: Copy>(v: &mut Vec<T>) {
-            let newest_is_odd = v.len() % 2 == 0;
+            let newest_is_odd = v.len().is_multiple_of(2);
             let newest = v.last().copied();
             *v = v.iter().step_by(2).copied().collect();
             if let (true, Some(newest)) = (newest_is_odd, newest) {

@@ -180,10 +180,10 @@ fn sample(
         if args.duration.is_some_and(|d| start.elapsed() >= d) {
             break "duration reached";
         }
-        if let Some(child) = child.as_deref_mut() {
-            if child.try_wait().ok().flatten().is_some() {
-                break "target exited";
-            }
+        if let Some(child) = child.as_deref_mut()
+            && child.try_wait().ok().flatten().is_some()
+        {
+            break "target exited";
         }
         let spinner = (taken == 0 && live).then(|| {
             let bar = indicatif::ProgressBar::new_spinner()

@@ -65,8 +65,8 @@ pub fn render_live(
     let mut rows = series.changes();
     match sort {
         LiveSort::Growth => rows.sort_by(|a, b| b.since_first.cmp(&a.since_first).then_with(|| b.count.cmp(&a.count))),
-        LiveSort::Count => rows.sort_by(|a, b| b.count.cmp(&a.count)),
-        LiveSort::Refs => rows.sort_by(|a, b| b.refcount_sum.cmp(&a.refcount_sum)),
+        LiveSort::Count => rows.sort_by_key(|r| std::cmp::Reverse(r.count)),
+        LiveSort::Refs => rows.sort_by_key(|r| std::cmp::Reverse(r.refcount_sum)),
     }
     let _ = writeln!(
         out,

@@ -13,20 +13,13 @@ fn stderr_of(out: &std::process::Output) -> String {
 fn assert_one_line_error(out: &std::process::Output, code: i32, needle: &str) {
     let err = stderr_of(out);
     assert_eq!(out.status.code(), Some(code), "stderr: {err}");
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one line expected, got: {err}"
-    );
+    assert_eq!(err.trim_end().lines().count(), 1, "one line expected, got: {err}");
     assert!(err.starts_with("leakspy: error: "), "{err}");
     assert!(err.contains(needle), "expected {needle:?} in: {err}");
 }
 
 fn modern_python() -> Interpreter {
-    supported_interpreters()
-        .into_iter()
-        .find(|i| i.chroot.is_none())
-        .expect("a host python 3")
+    supported_interpreters().into_iter().find(|i| i.chroot.is_none()).expect("a host python 3")
 }
 
 #[test]
@@ -34,11 +27,7 @@ fn no_such_pid() {
     let mut child = Command::new("true").spawn().unwrap();
     let pid = child.id();
     child.wait().unwrap();
-    assert_one_line_error(
-        &leakspy(&["snapshot", &pid.to_string()]),
-        3,
-        "no process with PID",
-    );
+    assert_one_line_error(&leakspy(&["snapshot", &pid.to_string()]), 3, "no process with PID");
     assert_one_line_error(&leakspy(&["snapshot", "0"]), 3, "no process with PID");
 }
 
@@ -53,21 +42,14 @@ fn not_a_python_process() {
 
 #[test]
 fn unsupported_versions_are_named() {
-    let old: Vec<Interpreter> = interpreters()
-        .into_iter()
-        .filter(|i| !i.is_supported())
-        .collect();
+    let old: Vec<Interpreter> = interpreters().into_iter().filter(|i| !i.is_supported()).collect();
     if old.is_empty() {
         println!("no interpreter older than 3.6 on this machine: nothing to check");
     }
     for interp in old {
         let target = Target::start(&interp, "idle_target.py", &[]);
         let out = leakspy(&["snapshot", &target.pid.to_string()]);
-        assert_one_line_error(
-            &out,
-            6,
-            &format!("runs Python {}.{}", interp.major, interp.minor),
-        );
+        assert_one_line_error(&out, 6, &format!("runs Python {}.{}", interp.major, interp.minor));
     }
 }
 
@@ -76,22 +58,12 @@ fn permission_denied_explains_ptrace() {
     // The target runs as root; leakspy as nobody may not read it, whatever ptrace_scope says.
     let target = Target::start(&modern_python(), "idle_target.py", &[]);
     let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            LEAKSPY,
-            "snapshot",
-            &target.pid.to_string(),
-        ])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", LEAKSPY, "snapshot", &target.pid.to_string()])
         .output()
         .expect("setpriv");
     assert_one_line_error(&out, 4, "permission denied");
     let err = stderr_of(&out);
-    assert!(
-        err.contains("ptrace_scope") && err.contains("CAP_SYS_PTRACE"),
-        "{err}"
-    );
+    assert!(err.contains("ptrace_scope") && err.contains("CAP_SYS_PTRACE"), "{err}");
 }
 
 #[test]
@@ -100,28 +72,13 @@ fn output_file_is_written_whole_or_not_at_all() {
     let dir = std::env::temp_dir().join(format!("leakspy-out-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("census.json");
-    let out = leakspy(&[
-        "snapshot",
-        &target.pid.to_string(),
-        "--json",
-        "-o",
-        file.to_str().unwrap(),
-    ]);
+    let out = leakspy(&["snapshot", &target.pid.to_string(), "--json", "-o", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     let census: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(census["pid"], target.pid);
-    assert_eq!(
-        std::fs::read_dir(&dir).unwrap().count(),
-        1,
-        "no temporary file left behind"
-    );
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left behind");
     let missing = dir.join("no/such/dir/census.json");
-    let out = leakspy(&[
-        "snapshot",
-        &target.pid.to_string(),
-        "-o",
-        missing.to_str().unwrap(),
-    ]);
+    let out = leakspy(&["snapshot", &target.pid.to_string(), "-o", missing.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr_of(&out).contains("creating"), "{}", stderr_of(&out));
     assert!(!missing.exists());
@@ -145,18 +102,9 @@ fn target_exiting_mid_read_is_reported_not_a_crash() {
         drop(target);
         let out = run.wait_with_output().unwrap();
         let code = out.status.code();
-        assert!(
-            matches!(code, Some(0) | Some(3) | Some(8)),
-            "run {i}: exit {code:?}: {}",
-            stderr_of(&out)
-        );
+        assert!(matches!(code, Some(0) | Some(3) | Some(8)), "run {i}: exit {code:?}: {}", stderr_of(&out));
         if code != Some(0) {
-            assert_eq!(
-                stderr_of(&out).trim_end().lines().count(),
-                1,
-                "{}",
-                stderr_of(&out)
-            );
+            assert_eq!(stderr_of(&out).trim_end().lines().count(), 1, "{}", stderr_of(&out));
         }
     }
 }

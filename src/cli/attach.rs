@@ -191,7 +191,6 @@ fn sample(
             bar.enable_steady_tick(Duration::from_millis(100));
             bar
         });
-        mem.invalidate();
         let sampled_at = start.elapsed().as_secs_f64();
         let census = match take_census(process, mem, WalkLimits { max_objects: args.max_objects }) {
             Ok(c) => c,

@@ -12,7 +12,7 @@ const DEBUG_COOKIE: &[u8; 8] = b"xdebugpy";
 /// More interpreters than this in one process means the list is corrupt or we misread it.
 const MAX_INTERPRETERS: usize = 4096;
 /// How often a GC list head is re-read before a layout is rejected.
-const PROBE_ATTEMPTS: usize = 5;
+const PROBE_ATTEMPTS: usize = 20;
 /// Threads to step through when checking that an interpreter's threads point back to it.
 const MAX_THREADS_CHECKED: usize = 64;
 
@@ -66,6 +66,19 @@ pub fn read_error(pid: i32, e: ReadError) -> LeakspyError {
 impl PythonProcess {
     /// Identifies the target: does it exist, may we read it, is it CPython, which version.
     pub fn inspect(pid: i32, mem: &mut dyn RemoteMemory) -> Result<PythonProcess, LeakspyError> {
+        match Self::inspect_running(pid, mem) {
+            // A process that exits while we look at it fails in many odd ways (files gone,
+            // maps half-read); say what really happened.
+            Err(LeakspyError::NotPython { .. } | LeakspyError::LayoutMismatch { .. } | LeakspyError::Other(_))
+                if has_exited(pid) =>
+            {
+                Err(LeakspyError::ProcessExited { pid })
+            }
+            other => other,
+        }
+    }
+
+    fn inspect_running(pid: i32, mem: &mut dyn RemoteMemory) -> Result<PythonProcess, LeakspyError> {
         if pid <= 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             return Err(LeakspyError::NoSuchProcess { pid });
         }
@@ -80,11 +93,12 @@ impl PythonProcess {
         })?;
         let maps = MemoryMap::parse(&maps_text);
         if maps.mappings.is_empty() {
-            if is_exiting(pid) {
-                return Err(LeakspyError::ProcessExited { pid });
-            }
-            // Kernel threads have no memory map either.
-            return Err(LeakspyError::NotPython { pid, detail: "it has no memory mappings (a kernel thread)".into() });
+            // Only kernel threads and processes that are exiting have no memory map.
+            return Err(if is_kernel_thread(pid) {
+                LeakspyError::NotPython { pid, detail: "it is a kernel thread".into() }
+            } else {
+                LeakspyError::ProcessExited { pid }
+            });
         }
         let binary = find_python(pid, &maps)?;
         let (version, version_source) = detect_version(pid, mem, &binary)?;
@@ -126,30 +140,35 @@ impl PythonProcess {
     fn verify_layout(&self, mem: &mut dyn RemoteMemory) -> Result<(), LeakspyError> {
         self.check_debug_offsets(mem)?;
         let interpreters = self.interpreters(mem)?;
-        // A list head is rewritten for an instant when an object is linked in or out; a few
-        // tries tell a moving list from a wrong offset.
-        let mut last_problem = String::new();
-        for _ in 0..PROBE_ATTEMPTS {
-            let states = self.gc_states(mem, &interpreters[..1])?;
-            match states.iter().flat_map(|s| &s.lists).find_map(|list| self.list_head_problem(mem, list.head)) {
-                None => return Ok(()),
-                Some(problem) => last_problem = problem,
+        let states = self.gc_states(mem, &interpreters[..1])?;
+        for list in states.iter().flat_map(|s| &s.lists) {
+            // In a busy process a list head is relinked all the time; a wrong offset never
+            // links back, so one consistent read out of a few tries is proof enough.
+            let linked = (0..PROBE_ATTEMPTS).any(|attempt| {
+                if attempt > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    mem.invalidate();
+                }
+                self.links_back(mem, list.head)
+            });
+            if !linked {
+                return Err(self.mismatch(format!(
+                    "the GC list head of generation {} at {:#x} does not link back to itself",
+                    list.generation, list.head
+                )));
             }
-            std::thread::sleep(std::time::Duration::from_millis(2));
         }
-        Err(self.mismatch(last_problem))
+        Ok(())
     }
 
-    /// Why the PyGC_Head at `head` is not the head of a circular list, if it is not.
-    fn list_head_problem(&self, mem: &mut dyn RemoteMemory, head: u64) -> Option<String> {
+    /// True if the PyGC_Head at `head` is linked to by its neighbour on either side, as the
+    /// head of a circular list is.
+    fn links_back(&self, mem: &mut dyn RemoteMemory, head: u64) -> bool {
         let g = &self.layout.gc_head;
         let mut link = |at: u64, off: usize| mem.read_u64(at + off as u64).map(|p| p & !GC_LINK_FLAG_BITS).ok();
-        let (next, prev) = (link(head, g.next), link(head, g.prev));
-        let linked_back = match (next, prev) {
-            (Some(next), Some(prev)) => link(next, g.prev) == Some(head) && link(prev, g.next) == Some(head),
-            _ => false,
-        };
-        (!linked_back).then(|| format!("the GC list head at {head:#x} does not link back to itself"))
+        let next_back = link(head, g.next).and_then(|next| link(next, g.prev));
+        let prev_forward = link(head, g.prev).and_then(|prev| link(prev, g.next));
+        next_back == Some(head) || prev_forward == Some(head)
     }
 
     fn runtime(&self) -> Option<u64> {
@@ -198,7 +217,12 @@ impl PythonProcess {
         let mut addr = mem.read_u64(head_ptr).map_err(|e| read_error(self.pid, e))?;
         let mut found = Vec::new();
         while addr != 0 && found.len() < MAX_INTERPRETERS {
-            if let Err(why) = self.validate_interpreter(mem, addr) {
+            let problem = match self.interpreter_problem(mem, addr) {
+                Ok(problem) => problem,
+                Err(ReadError::Unmapped { addr, .. }) => Some(format!("{addr:#x} is not readable")),
+                Err(e) => return Err(read_error(self.pid, e)),
+            };
+            if let Some(why) = problem {
                 if found.is_empty() {
                     return Err(LeakspyError::LayoutMismatch {
                         pid: self.pid,
@@ -228,22 +252,23 @@ impl PythonProcess {
         Ok(found)
     }
 
-    fn validate_interpreter(&self, mem: &mut dyn RemoteMemory, addr: u64) -> Result<(), String> {
+    /// Why `addr` is not an interpreter, if it is not: its threads must point back at it.
+    fn interpreter_problem(&self, mem: &mut dyn RemoteMemory, addr: u64) -> Result<Option<String>, ReadError> {
         let l = &self.layout.interp;
         if !addr.is_multiple_of(8) || !self.maps.is_readable(addr, 8) {
-            return Err("not a readable, aligned address".into());
+            return Ok(Some("not a readable, aligned address".into()));
         }
-        let mut tstate = mem.read_u64(addr + l.threads_head as u64).map_err(|e| e.to_string())?;
+        let mut tstate = mem.read_u64(addr + l.threads_head as u64)?;
         let mut checked = 0;
         while tstate != 0 && checked < MAX_THREADS_CHECKED {
-            let back = mem.read_u64(tstate + l.tstate_interp as u64).map_err(|e| e.to_string())?;
+            let back = mem.read_u64(tstate + l.tstate_interp as u64)?;
             if back != addr {
-                return Err(format!("its thread {tstate:#x} points to interpreter {back:#x}"));
+                return Ok(Some(format!("its thread {tstate:#x} points to interpreter {back:#x}")));
             }
-            tstate = mem.read_u64(tstate + l.tstate_next as u64).map_err(|e| e.to_string())?;
+            tstate = mem.read_u64(tstate + l.tstate_next as u64)?;
             checked += 1;
         }
-        Ok(())
+        Ok(None)
     }
 
     /// The GC lists to walk: one state per interpreter from 3.9, one per process before.
@@ -292,12 +317,25 @@ impl PythonProcess {
     }
 }
 
-/// True for a zombie or dead process: it has exited, even if its parent has not reaped it.
-fn is_exiting(pid: i32) -> bool {
+/// Gone, a zombie, or dead: the process has exited even if its parent has not reaped it.
+fn has_exited(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])))
         .unwrap_or(true)
+}
+
+/// PF_KTHREAD in the flags field of /proc/PID/stat.
+fn is_kernel_thread(pid: i32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the parenthesised command name: state is the first, flags the seventh.
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.split_whitespace().nth(6)?.parse::<u64>().ok()
+        })
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
 }
 
 /// The exact version: `Py_Version` (3.11+), else PY_VERSION in the binary's data, and last

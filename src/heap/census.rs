@@ -119,6 +119,8 @@ pub fn take_census(
     limits: WalkLimits,
 ) -> Result<Census, LeakspyError> {
     let started = Instant::now();
+    // Each census reads the target as it is now, not as an earlier sample saw it.
+    mem.invalidate();
     let timestamp = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
     let interpreters = process.interpreters(mem)?;
     let states = process.gc_states(mem, &interpreters)?;
@@ -140,7 +142,7 @@ pub fn take_census(
             });
         }
     }
-    let WalkStats { torn_links, resynced, broken_lists, truncated } = walker.stats;
+    let WalkStats { torn_links, resynced, broken_lists, in_collection, truncated } = walker.stats;
 
     let mut types = tally.types;
     types.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
@@ -160,7 +162,7 @@ pub fn take_census(
         broken_lists,
         unreadable_objects: tally.unreadable,
         truncated,
-        gc_collecting: states.iter().any(|s| s.collecting),
+        gc_collecting: in_collection > 0 || states.iter().any(|s| s.collecting),
         generations,
         types,
     })

@@ -12,6 +12,9 @@ use crate::memory::{ReadError, RemoteMemory, u64_at};
 use rustc_hash::FxHashSet;
 
 const FLAG_BITS: u64 = GC_LINK_FLAG_BITS;
+/// 3.8+ sets this bit of `_gc_prev` while a collection uses the field for gc_refs. Before
+/// 3.8 `gc_prev` is always a pointer, whose low bits are clear.
+const PREV_MASK_COLLECTING: u64 = 0b10;
 
 /// How far a walk may go. Generous by default; the point is that it ends.
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +37,8 @@ pub struct WalkStats {
     pub resynced: u64,
     /// Lists whose walk stopped at an unreadable or invalid pointer.
     pub broken_lists: u64,
+    /// Objects seen in the middle of a collection (their back link was not a pointer).
+    pub in_collection: u64,
     /// True if the object budget ran out: the census is incomplete.
     pub truncated: bool,
 }
@@ -169,9 +174,13 @@ impl<'a> Walker<'a> {
             self.stats.torn_links += 1;
             return Ok(Step::Broken);
         }
-        if u64_at(buf, back_off) & !FLAG_BITS != from {
-            // Mid-update, or `_gc_prev` temporarily holding gc_refs during a collection: the
-            // object itself is still a live object on a GC list, so it is counted.
+        let back = u64_at(buf, back_off);
+        if back_off == self.layout.gc_head.prev && back & PREV_MASK_COLLECTING != 0 {
+            // A collection is running over this object and `_gc_prev` holds its gc_refs, not
+            // a pointer: nothing to check, and nothing torn.
+            self.stats.in_collection += 1;
+        } else if back & !FLAG_BITS != from {
+            // Mid-update: the object is still a live object on a GC list, so it is counted.
             self.stats.torn_links += 1;
         }
         let o = &self.layout.object;

@@ -58,13 +58,6 @@ impl LiveProcess {
         self.pid
     }
 
-    /// Forgets everything cached: the next sample must see the target's memory as it is now.
-    pub fn invalidate(&mut self) {
-        for block in &mut self.blocks {
-            block.addr = u64::MAX;
-        }
-    }
-
     /// Reads as many bytes as are readable from `addr` on, up to `buf.len()`.
     fn read_raw(&mut self, addr: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
         self.stats.syscalls += 1;
@@ -104,6 +97,12 @@ impl LiveProcess {
 }
 
 impl RemoteMemory for LiveProcess {
+    fn invalidate(&mut self) {
+        for block in &mut self.blocks {
+            block.addr = u64::MAX;
+        }
+    }
+
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
         let mut done = 0usize;
         while done < buf.len() {

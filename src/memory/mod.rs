@@ -25,6 +25,9 @@ pub enum ReadError {
 pub trait RemoteMemory {
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError>;
 
+    /// Forgets anything cached, so that the next read sees the target's memory as it is now.
+    fn invalidate(&mut self) {}
+
     fn read_u64(&mut self, addr: u64) -> Result<u64, ReadError> {
         let mut b = [0u8; 8];
         self.read(addr, &mut b)?;

@@ -4,7 +4,8 @@
 #  - debootstrap, and a Debian sid chroot with CPython 3.13/3.14/3.15 (static, stripped
 #    executables: our "container" case, seen through /proc/PID/root) plus their -dev headers
 #    (internal pycore_*.h) for scripts/gen_offsets.py;
-#  - gcc and python3 (the offset generator), setpriv (the permission-denied test).
+#  - gcc and python3 (the offset generator), setpriv (the permission-denied test), tmux (the
+#    live-view test), prometheus_client (the Prometheus format test).
 # pyenv's interpreters (3.6-3.13, libpython shared) come with the machine; tests use whatever
 # is present.
 set -euo pipefail
@@ -17,10 +18,18 @@ command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 command -v gcc >/dev/null || need_apt+=(gcc)
 command -v python3 >/dev/null || need_apt+=(python3)
 command -v setpriv >/dev/null || need_apt+=(util-linux)
+command -v tmux >/dev/null || need_apt+=(tmux)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# The Prometheus test checks our text format with the reference parser.
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+    echo "setup: installing prometheus_client (PyPI) for the Prometheus format test"
+    python3 -m pip install -q --root-user-action=ignore prometheus_client 2>/dev/null \
+        || python3 -m pip install -q --break-system-packages prometheus_client
 fi
 
 chroot_complete() {

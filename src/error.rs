@@ -8,6 +8,12 @@ pub enum LeakspyError {
     #[error("no process with PID {pid}: check the PID (ps -ef | grep python) and that it is still running")]
     NoSuchProcess { pid: i32 },
 
+    #[error("no process's command line contains {pattern:?}: check it with `ps -eo pid,args`")]
+    NoMatchingProcess { pattern: String },
+
+    #[error("growth threshold crossed: {detail}")]
+    GrowthThreshold { detail: String },
+
     #[error(
         "permission denied reading process {pid}: {detail}. Run leakspy as root (sudo) or as the target's \
          user with ptrace allowed (kernel.yama.ptrace_scope is {ptrace_scope}; 0 allows it, 1 allows it only \
@@ -40,12 +46,13 @@ impl LeakspyError {
     pub fn exit_code(&self) -> i32 {
         match self {
             LeakspyError::Other(_) => 1,
-            LeakspyError::NoSuchProcess { .. } => 3,
+            LeakspyError::NoSuchProcess { .. } | LeakspyError::NoMatchingProcess { .. } => 3,
             LeakspyError::PermissionDenied { .. } => 4,
             LeakspyError::NotPython { .. } => 5,
             LeakspyError::UnsupportedVersion { .. } => 6,
             LeakspyError::LayoutMismatch { .. } => 7,
             LeakspyError::ProcessExited { .. } => 8,
+            LeakspyError::GrowthThreshold { .. } => 9,
         }
     }
 }

@@ -8,5 +8,6 @@ pub mod cli;
 pub mod cpython;
 pub mod error;
 pub mod heap;
+pub mod history;
 pub mod memory;
 pub mod output;

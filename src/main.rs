@@ -1,5 +1,5 @@
 use clap::{Parser, Subcommand};
-use leakspy::cli::{attach, snapshot};
+use leakspy::cli::{attach, history, snapshot};
 use leakspy::error::LeakspyError;
 
 #[derive(Parser)]
@@ -21,6 +21,10 @@ enum Command {
     Attach(attach::AttachArgs),
     /// Start a Python program and attach to it: `leakspy run -- python app.py`.
     Run(attach::RunArgs),
+    /// Compare two recorded censuses, per type.
+    Diff(history::DiffArgs),
+    /// Name leak suspects over a history file, one series per process run.
+    Trend(history::TrendArgs),
 }
 
 fn main() {
@@ -29,6 +33,8 @@ fn main() {
         Command::Snapshot(args) => snapshot::run(args),
         Command::Attach(args) => attach::run_attach(args),
         Command::Run(args) => attach::run_program(args),
+        Command::Diff(args) => history::run_diff(args),
+        Command::Trend(args) => history::run_trend(args),
     };
     if let Err(e) = result {
         let message = match &e {

@@ -1,5 +1,7 @@
 //! Analysis over time: pure functions over census series (no I/O), so they can be tested on
 //! synthetic series and shared by `attach`, `trend` and `diff`.
 
+pub mod diff;
+pub mod runs;
 pub mod series;
 pub mod trend;

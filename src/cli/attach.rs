@@ -1,13 +1,14 @@
 //! `leakspy attach PID` and `leakspy run -- CMD`: sample again and again, show what grows,
 //! and name the leak suspects when sampling ends.
 
-use super::{open_target, rss_bytes};
+use super::{TargetArgs, open_target, take_census_of_process};
 use crate::analysis::series::Series;
 use crate::cpython::process::PythonProcess;
 use crate::error::LeakspyError;
-use crate::heap::census::{Census, take_census};
+use crate::heap::census::Census;
 use crate::heap::walk::WalkLimits;
 use crate::memory::live::LiveProcess;
+use crate::memory::proc_info::rss_bytes;
 use crate::output::live::{LiveSort, render_live, render_summary};
 use anyhow::Context;
 use serde::Serialize;
@@ -51,8 +52,8 @@ pub struct SamplingArgs {
 
 #[derive(clap::Args)]
 pub struct AttachArgs {
-    /// PID of the Python process.
-    pub pid: i32,
+    #[command(flatten)]
+    pub target: TargetArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
 }
@@ -79,7 +80,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 pub fn run_attach(args: AttachArgs) -> Result<(), LeakspyError> {
-    let (process, mut mem) = open_target(args.pid)?;
+    let (process, mut mem) = open_target(args.target.resolve()?)?;
     sample(&process, &mut mem, &args.sampling, None)
 }
 
@@ -192,7 +193,7 @@ fn sample(
             bar
         });
         let sampled_at = start.elapsed().as_secs_f64();
-        let census = match take_census(process, mem, WalkLimits { max_objects: args.max_objects }) {
+        let census = match take_census_of_process(process, mem, args.max_objects) {
             Ok(c) => c,
             Err(LeakspyError::ProcessExited { .. } | LeakspyError::NoSuchProcess { .. }) => break "target exited",
             Err(e) => return Err(e),

@@ -1,24 +1,39 @@
-//! `leakspy snapshot PID`: one census, as a table or JSON, to stdout or a file.
+//! `leakspy snapshot`: one census, as a table, JSON or Prometheus text, to stdout, a file, or
+//! appended to a history.
 
-use super::open_target;
+use super::{TargetArgs, open_target, take_census_of_process};
 use crate::error::LeakspyError;
-use crate::heap::census::take_census;
 use crate::heap::walk::WalkLimits;
 use crate::output::table::{SortKey, render, sort_types};
-use crate::output::write_atomic;
+use crate::output::{prometheus, write_atomic};
 use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    /// node_exporter textfile-collector format.
+    Prometheus,
+}
 
 #[derive(clap::Args)]
 pub struct SnapshotArgs {
-    /// PID of the Python process.
-    pub pid: i32,
-    /// Print the census as JSON (schema in the README).
-    #[arg(long)]
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Output format (default: table).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Same as --format json.
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
     /// Write to FILE instead of stdout (atomically: a reader never sees half a file).
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Number of types in the table.
+    /// Append the census as one JSON line to the history FILE (locked against concurrent
+    /// runs). Prints nothing else unless --format or -o is given.
+    #[arg(long, value_name = "FILE")]
+    pub append: Option<PathBuf>,
+    /// Number of types in the table, or in Prometheus output (the rest go to type="(other)").
     #[arg(long, default_value_t = 25)]
     pub top: usize,
     /// Order of the table.
@@ -30,15 +45,22 @@ pub struct SnapshotArgs {
 }
 
 pub fn run(args: SnapshotArgs) -> Result<(), LeakspyError> {
-    let (process, mut mem) = open_target(args.pid)?;
-    let mut census = take_census(&process, &mut mem, WalkLimits { max_objects: args.max_objects })?;
-    let text = if args.json {
-        sort_types(&mut census.types, args.sort);
-        let mut json = serde_json::to_string_pretty(&census).map_err(anyhow::Error::from)?;
-        json.push('\n');
-        json
-    } else {
-        render(&census, args.top, args.sort)
+    let (process, mut mem) = open_target(args.target.resolve()?)?;
+    let mut census = take_census_of_process(&process, &mut mem, args.max_objects)?;
+    sort_types(&mut census.types, args.sort);
+    if let Some(history) = &args.append {
+        crate::history::append(history, &census)?;
+    }
+    let format = match (args.format, args.json) {
+        (Some(format), _) => format,
+        (None, true) => Format::Json,
+        (None, false) if args.append.is_some() && args.output.is_none() => return Ok(()),
+        (None, false) => Format::Table,
+    };
+    let text = match format {
+        Format::Json => serde_json::to_string_pretty(&census).map_err(anyhow::Error::from)? + "\n",
+        Format::Table => render(&census, args.top, args.sort),
+        Format::Prometheus => prometheus::render(&census, args.top),
     };
     match args.output {
         Some(path) => write_atomic(&path, text.as_bytes())?,

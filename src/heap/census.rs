@@ -7,6 +7,7 @@ use crate::cpython::objects::type_name;
 use crate::cpython::process::{PythonProcess, read_error};
 use crate::error::LeakspyError;
 use crate::memory::RemoteMemory;
+use crate::memory::proc_info::ProcessInfo;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::time::{Instant, SystemTime};
@@ -57,6 +58,10 @@ pub struct Census {
     /// A GC collection was running during the read (explains torn links).
     pub gc_collecting: bool,
     pub generations: Vec<GenerationCount>,
+    /// Who the process is (start time, command line, host, RSS): filled in by the commands,
+    /// absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessInfo>,
     /// Sorted by count, largest first.
     pub types: Vec<TypeCount>,
 }
@@ -164,13 +169,47 @@ pub fn take_census(
         truncated,
         gc_collecting: in_collection > 0 || states.iter().any(|s| s.collecting),
         generations,
+        process: None,
         types,
     })
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A census with only the given (type, count, refcount sum) rows, for analysis tests.
+    pub(crate) fn census_with(types: &[(&str, u64, u64)]) -> Census {
+        Census {
+            schema_version: SCHEMA_VERSION,
+            pid: 1,
+            python_version: "3.11.7".into(),
+            python_binary: "python".into(),
+            timestamp: "2026-11-26T10:00:00.000Z".into(),
+            duration_ms: 1.0,
+            objects_total: types.iter().map(|t| t.1).sum(),
+            immortal_total: 0,
+            interpreters: 1,
+            consistent: false,
+            torn_links: 0,
+            resynced_objects: 0,
+            broken_lists: 0,
+            unreadable_objects: 0,
+            truncated: false,
+            gc_collecting: false,
+            generations: Vec::new(),
+            process: None,
+            types: types
+                .iter()
+                .map(|(name, count, refs)| TypeCount {
+                    name: name.to_string(),
+                    count: *count,
+                    refcount_sum: *refs,
+                    immortal: 0,
+                })
+                .collect(),
+        }
+    }
 
     fn object_layout(refcnt_size: usize, has_immortal: bool) -> ObjectLayout {
         ObjectLayout { ob_refcnt: 0, ob_type: 8, refcnt_size, has_immortal }

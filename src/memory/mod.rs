@@ -3,6 +3,7 @@
 
 pub mod live;
 pub mod maps;
+pub mod proc_info;
 
 use std::io;
 

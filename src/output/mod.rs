@@ -1,6 +1,8 @@
 //! Output: human tables and files. The only place (with main.rs) that prints.
 
 pub mod live;
+pub mod prometheus;
+pub mod report;
 pub mod table;
 
 use anyhow::{Context, Result};

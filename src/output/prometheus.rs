@@ -1,0 +1,109 @@
+//! The node_exporter textfile-collector format: gauges per type for the top types plus an
+//! `(other)` bucket, so that label cardinality stays bounded however many types a heap has.
+
+use crate::heap::census::Census;
+use std::fmt::Write;
+
+/// Label values may hold anything a type name or command line holds.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// A short, stable name for the `process` label: the program and the script or module it
+/// runs ("python3 app.py", "python3 -m gunicorn"), not the whole command line, whose
+/// arguments would make every restart a new series.
+fn process_name(cmdline: &str) -> String {
+    let base = |word: &str| word.rsplit('/').next().unwrap_or(word).to_string();
+    let mut words = cmdline.split_whitespace();
+    let Some(program) = words.next() else { return String::new() };
+    let mut name = base(program);
+    while let Some(word) = words.next() {
+        match word {
+            "-m" => return format!("{name} -m {}", words.next().unwrap_or("")),
+            "-c" => return format!("{name} -c"),
+            // Interpreter options that take a value.
+            "-X" | "-W" | "-Q" => {
+                words.next();
+                continue;
+            }
+            _ => {}
+        }
+        if !word.starts_with('-') {
+            name = format!("{name} {}", base(word));
+            break;
+        }
+    }
+    name
+}
+
+pub fn render(census: &Census, top: usize) -> String {
+    let process = census.process.as_ref().map_or(String::new(), |p| process_name(&p.cmdline));
+    let common = format!(
+        "pid=\"{}\",process=\"{}\",python_version=\"{}\"",
+        census.pid,
+        escape(&process),
+        escape(&census.python_version)
+    );
+    let mut types = census.types.clone();
+    types.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
+    let (shown, rest) = types.split_at(top.min(types.len()));
+    let other = (rest.iter().map(|t| t.count).sum::<u64>(), rest.iter().map(|t| t.refcount_sum).sum::<u64>());
+
+    let mut out = String::new();
+    let mut per_type = |name: &str, help: &str, value: &dyn Fn(u64, u64) -> u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for t in shown {
+            let _ = writeln!(out, "{name}{{{common},type=\"{}\"}} {}", escape(&t.name), value(t.count, t.refcount_sum));
+        }
+        if !rest.is_empty() {
+            let _ = writeln!(out, "{name}{{{common},type=\"(other)\"}} {}", value(other.0, other.1));
+        }
+    };
+    per_type(
+        "leakspy_objects",
+        "Live GC-tracked objects per type (top types; the rest in type=\"(other)\").",
+        &|count, _| count,
+    );
+    per_type("leakspy_refcount_sum", "Sum of the refcounts of the objects of a type.", &|_, refs| refs);
+    let totals: [(&str, &str, f64); 5] = [
+        ("leakspy_objects_total", "All live GC-tracked objects.", census.objects_total as f64),
+        ("leakspy_types_total", "Distinct types among them.", census.types.len() as f64),
+        ("leakspy_census_duration_seconds", "Time the census took.", census.duration_ms / 1000.0),
+        ("leakspy_torn_links", "List links that changed during the read.", census.torn_links as f64),
+        (
+            "leakspy_process_resident_bytes",
+            "Resident set size of the target.",
+            census.process.as_ref().map_or(0, |p| p.rss_bytes) as f64,
+        ),
+    ];
+    for (name, help, value) in totals {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{common}}} {value}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::heap::census::tests::census_with;
+
+    #[test]
+    fn process_names_are_short_and_stable() {
+        assert_eq!(process_name("/usr/bin/python3 -u /srv/app/main.py --port 80"), "python3 main.py");
+        assert_eq!(process_name("python3 -X dev -m gunicorn app:wsgi"), "python3 -m gunicorn");
+        assert_eq!(process_name("/usr/bin/uwsgi"), "uwsgi");
+        assert_eq!(process_name(""), "");
+    }
+
+    #[test]
+    fn top_types_an_other_bucket_and_escaping() {
+        let c = census_with(&[("a\"b\\c", 10, 11), ("dict", 5, 6), ("x", 1, 1), ("y", 2, 2)]);
+        let text = render(&c, 2);
+        assert!(
+            text.contains("leakspy_objects{pid=\"1\",process=\"\",python_version=\"3.11.7\",type=\"a\\\"b\\\\c\"} 10")
+        );
+        assert!(text.contains("type=\"(other)\"} 3\n"));
+        assert!(!text.contains("type=\"x\""));
+        assert!(text.contains("leakspy_objects_total{pid=\"1\",process=\"\",python_version=\"3.11.7\"} 18"));
+    }
+}

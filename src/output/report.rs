@@ -1,0 +1,167 @@
+//! Reports over recorded censuses: `diff` and `trend`, as text and as JSON documents.
+
+use super::table::thousands;
+use crate::analysis::diff::CensusDiff;
+use crate::analysis::runs::Runs;
+use serde::Serialize;
+use std::fmt::Write;
+
+fn signed(n: i64) -> String {
+    if n < 0 { format!("-{}", thousands(n.unsigned_abs())) } else { format!("+{}", thousands(n as u64)) }
+}
+
+pub fn render_diff(d: &CensusDiff, top: usize) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "From {} (PID {}) to {} (PID {}): {} objects",
+        d.from_timestamp,
+        d.from_pid,
+        d.to_timestamp,
+        d.to_pid,
+        signed(d.objects_total_change)
+    );
+    if d.from_pid != d.to_pid {
+        let _ =
+            writeln!(out, "note: different processes (a restart?): changes include everything a new process builds");
+    }
+    for (title, status) in [("Grew or shrank", "changed"), ("New types", "new"), ("Vanished types", "vanished")] {
+        let rows: Vec<_> = d.types.iter().filter(|t| t.status == status).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let _ =
+            writeln!(out, "\n{title}:\n{:>12} {:>12} {:>12} {:>14}  TYPE", "BEFORE", "AFTER", "CHANGE", "REFCOUNT CHG");
+        for t in rows.iter().take(top) {
+            let _ = writeln!(
+                out,
+                "{:>12} {:>12} {:>12} {:>14}  {}",
+                thousands(t.count_before),
+                thousands(t.count_after),
+                signed(t.count_change),
+                signed(t.refcount_change),
+                t.name
+            );
+        }
+        if rows.len() > top {
+            let _ = writeln!(out, "{:>12} ({} more)", "", rows.len() - top);
+        }
+    }
+    out
+}
+
+#[derive(Debug, Serialize)]
+pub struct TrendSuspect {
+    #[serde(rename = "type")]
+    pub name: String,
+    pub metric: &'static str,
+    pub growth_per_hour: f64,
+    pub growth_per_day: f64,
+    pub added: i64,
+    pub now: u64,
+    pub confidence: f64,
+    pub samples: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TrendRun {
+    pub hostname: String,
+    pub pid: i32,
+    pub start_time: String,
+    pub cmdline: String,
+    pub python_version: String,
+    pub first_timestamp: String,
+    pub last_timestamp: String,
+    pub samples: usize,
+    /// PID of the previous run of the same command on the same host.
+    pub restart_of: Option<i32>,
+    pub suspects: Vec<TrendSuspect>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TrendReport {
+    pub runs: Vec<TrendRun>,
+    pub skipped_lines: usize,
+}
+
+pub fn trend_report(runs: &Runs, skipped_lines: usize) -> TrendReport {
+    TrendReport {
+        runs: runs
+            .runs
+            .iter()
+            .map(|run| TrendRun {
+                hostname: run.hostname.clone(),
+                pid: run.pid,
+                start_time: run.start_time.clone(),
+                cmdline: run.cmdline.clone(),
+                python_version: run.python_version.clone(),
+                first_timestamp: run.first_timestamp.clone(),
+                last_timestamp: run.last_timestamp.clone(),
+                samples: run.series.samples_taken,
+                restart_of: run.restart_of,
+                suspects: run
+                    .suspects()
+                    .into_iter()
+                    .map(|s| TrendSuspect {
+                        growth_per_hour: s.growth_per_minute * 60.0,
+                        growth_per_day: s.growth_per_minute * 60.0 * 24.0,
+                        name: s.name,
+                        metric: s.metric,
+                        added: s.added,
+                        now: s.now,
+                        confidence: s.confidence,
+                        samples: s.samples,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        skipped_lines,
+    }
+}
+
+pub fn render_trend(report: &TrendReport, source: &str) -> String {
+    let mut out = String::new();
+    if report.runs.is_empty() {
+        let _ = writeln!(out, "{source}: no census records in the selected window");
+    }
+    for run in &report.runs {
+        let _ = writeln!(
+            out,
+            "PID {} on {} ({}), Python {}, started {}\n  {} samples from {} to {}",
+            run.pid,
+            if run.hostname.is_empty() { "?" } else { &run.hostname },
+            run.cmdline,
+            run.python_version,
+            run.start_time,
+            run.samples,
+            run.first_timestamp,
+            run.last_timestamp
+        );
+        if let Some(previous) = run.restart_of {
+            let _ = writeln!(out, "  the process restarted (previously PID {previous}): a new series starts here");
+        }
+        if run.samples < crate::analysis::trend::MIN_SAMPLES {
+            let _ = writeln!(out, "  too few samples for a trend (need {})", crate::analysis::trend::MIN_SAMPLES);
+        } else if run.suspects.is_empty() {
+            let _ = writeln!(out, "  no leak suspects: no type grew steadily");
+        }
+        for s in &run.suspects {
+            let what = if s.metric == "count" { "objects" } else { "references, count flat" };
+            let _ = writeln!(
+                out,
+                "  ! {}: {:+.0}/hour, {:+.0}/day {what} ({} over the series, {} now), confidence {:.0}%",
+                s.name,
+                s.growth_per_hour,
+                s.growth_per_day,
+                signed(s.added),
+                thousands(s.now),
+                s.confidence * 100.0
+            );
+        }
+        let _ = writeln!(out);
+    }
+    if report.skipped_lines > 0 {
+        let _ = writeln!(out, "{} lines of {source} were not census records (see warnings)", report.skipped_lines);
+    }
+    out
+}

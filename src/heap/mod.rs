@@ -1,4 +1,5 @@
 //! Reading the heap: walking the GC lists of a running process and counting what is on them.
 
+pub mod address_set;
 pub mod census;
 pub mod walk;

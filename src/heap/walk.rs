@@ -7,9 +7,9 @@
 //! torn pointer loses as little of the list as possible. What could not be trusted is counted
 //! and reported, never silently dropped.
 
+use super::address_set::AddressSet;
 use crate::cpython::layout::{GC_LINK_FLAG_BITS, Layout};
 use crate::memory::{ReadError, RemoteMemory, u64_at};
-use rustc_hash::FxHashSet;
 
 const FLAG_BITS: u64 = GC_LINK_FLAG_BITS;
 /// 3.8+ sets this bit of `_gc_prev` while a collection uses the field for gc_refs. Before
@@ -57,7 +57,7 @@ pub struct Walker<'a> {
     layout: &'a Layout,
     /// PyGC_Head plus the PyObject header, read as one copy per object.
     header_len: usize,
-    seen: FxHashSet<u64>,
+    seen: AddressSet,
     budget: u64,
     pub stats: WalkStats,
 }
@@ -75,7 +75,7 @@ impl<'a> Walker<'a> {
         Walker {
             layout,
             header_len,
-            seen: FxHashSet::default(),
+            seen: AddressSet::default(),
             budget: limits.max_objects,
             stats: WalkStats::default(),
         }

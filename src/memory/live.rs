@@ -15,7 +15,7 @@ use std::os::unix::fs::FileExt;
 
 const BLOCK_SIZE: usize = 64 * 1024;
 /// 1024 blocks of 64 KiB: 64 MiB at most, enough to keep the dense parts of a large heap hot.
-const DEFAULT_BLOCKS: usize = 1024;
+const DEFAULT_BLOCKS: usize = 256;
 
 struct Block {
     /// Block-aligned address this slot holds, or `u64::MAX` when empty.

@@ -6,11 +6,15 @@ pub mod history;
 pub mod snapshot;
 
 use crate::cpython::process::PythonProcess;
+use crate::cpython::process::read_error;
 use crate::error::LeakspyError;
 use crate::heap::census::{Census, take_census};
 use crate::heap::walk::WalkLimits;
 use crate::memory::live::LiveProcess;
+use crate::memory::maps::MemoryMap;
+use crate::memory::pause::{CopiedMemory, Pause};
 use crate::memory::proc_info::ProcessInfo;
+use std::time::Instant;
 
 /// Which process to read: cron jobs rarely know a PID, so a PID file or a command-line match
 /// will do too.
@@ -51,13 +55,41 @@ pub fn open_target(pid: i32) -> Result<(PythonProcess, LiveProcess), LeakspyErro
     Ok((process, mem))
 }
 
-/// A census with the process's identity attached, as every command records it.
+/// A census with the process's identity attached, as every command records it. With
+/// `pause`, the target's threads are stopped while its writable memory is copied, and the
+/// census is decoded from that copy after they run again.
 pub fn take_census_of_process(
     process: &PythonProcess,
     mem: &mut LiveProcess,
     max_objects: u64,
+    pause: bool,
 ) -> Result<Census, LeakspyError> {
-    let mut census = take_census(process, mem, WalkLimits { max_objects })?;
+    let limits = WalkLimits { max_objects };
+    let mut census = if pause {
+        let pid = process.pid;
+        let maps = MemoryMap::read(pid).map_err(|_| LeakspyError::ProcessExited { pid })?;
+        let started = Instant::now();
+        let frozen = Pause::freeze(pid).map_err(|e| read_error(pid, e))?;
+        let copy = CopiedMemory::copy(mem, &maps);
+        hold_pause_for_tests();
+        drop(frozen);
+        let paused_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let mut copy = copy.map_err(|e| read_error(pid, e))?;
+        let mut census = take_census(process, &mut copy, limits)?;
+        census.consistent = true;
+        census.paused_ms = Some(paused_ms);
+        census
+    } else {
+        take_census(process, mem, limits)?
+    };
     census.process = Some(ProcessInfo::read(process.pid));
     Ok(census)
+}
+
+/// Test hook: LEAKSPY_TEST_HOLD_PAUSE_MS keeps the target stopped that long, so that a test can
+/// kill leakspy mid-pause and check that the target runs on.
+fn hold_pause_for_tests() {
+    if let Some(ms) = std::env::var("LEAKSPY_TEST_HOLD_PAUSE_MS").ok().and_then(|v| v.parse().ok()) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
 }

@@ -39,6 +39,10 @@ pub struct SnapshotArgs {
     /// Order of the table.
     #[arg(long, value_enum, default_value_t = SortKey::Count)]
     pub sort: SortKey,
+    /// Stop the target's threads while its memory is copied (milliseconds), for a census
+    /// that is exactly consistent; decoding happens after they run again.
+    #[arg(long)]
+    pub pause: bool,
     /// Stop walking after this many objects (a safety bound; the census says if it was hit).
     #[arg(long, default_value_t = WalkLimits::default().max_objects)]
     pub max_objects: u64,
@@ -46,7 +50,7 @@ pub struct SnapshotArgs {
 
 pub fn run(args: SnapshotArgs) -> Result<(), LeakspyError> {
     let (process, mut mem) = open_target(args.target.resolve()?)?;
-    let mut census = take_census_of_process(&process, &mut mem, args.max_objects)?;
+    let mut census = take_census_of_process(&process, &mut mem, args.max_objects, args.pause)?;
     sort_types(&mut census.types, args.sort);
     if let Some(history) = &args.append {
         crate::history::append(history, &census)?;

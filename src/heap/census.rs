@@ -48,6 +48,9 @@ pub struct Census {
     /// False unless the target was paused during the read: a running target may change
     /// under the walk, and `torn_links` says how much that showed.
     pub consistent: bool,
+    /// With --pause: how long the target's threads were stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_ms: Option<f64>,
     pub torn_links: u64,
     pub resynced_objects: u64,
     pub broken_lists: u64,
@@ -162,6 +165,7 @@ pub fn take_census(
         immortal_total: tally.immortal_total,
         interpreters: interpreters.len() as u64,
         consistent: false,
+        paused_ms: None,
         torn_links,
         resynced_objects: resynced,
         broken_lists,
@@ -191,6 +195,7 @@ pub(crate) mod tests {
             immortal_total: 0,
             interpreters: 1,
             consistent: false,
+            paused_ms: None,
             torn_links: 0,
             resynced_objects: 0,
             broken_lists: 0,

@@ -58,6 +58,11 @@ impl LiveProcess {
         self.pid
     }
 
+    /// Reads a large range in one go, bypassing the cache (for copying whole mappings).
+    pub fn read_uncached(&mut self, addr: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
+        self.read_raw(addr, buf)
+    }
+
     /// Reads as many bytes as are readable from `addr` on, up to `buf.len()`.
     fn read_raw(&mut self, addr: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
         self.stats.syscalls += 1;

@@ -45,6 +45,10 @@ impl MemoryMap {
         MemoryMap { mappings }
     }
 
+    pub fn read(pid: i32) -> std::io::Result<MemoryMap> {
+        Ok(MemoryMap::parse(&std::fs::read_to_string(format!("/proc/{pid}/maps"))?))
+    }
+
     pub fn find(&self, addr: u64) -> Option<&Mapping> {
         let idx = self.mappings.partition_point(|m| m.end <= addr);
         self.mappings.get(idx).filter(|m| m.contains(addr))

@@ -3,6 +3,7 @@
 
 pub mod live;
 pub mod maps;
+pub mod pause;
 pub mod proc_info;
 
 use std::io;

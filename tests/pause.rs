@@ -1,0 +1,97 @@
+//! `snapshot --pause`: a consistent census, and a target that is never left stopped.
+
+mod common;
+
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn state(pid: i32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()).unwrap_or('?')
+}
+
+/// Total CPU ticks the process has used: it grows only while the process runs.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn newest() -> Interpreter {
+    supported_interpreters().pop().unwrap()
+}
+
+#[test]
+fn paused_snapshots_of_a_churning_target_are_consistent() {
+    let target = Target::start(&newest(), "churn_target.py", &["3"]);
+    let stable = target.truth["stable"].as_object().unwrap().clone();
+    let mut torn_total = 0;
+    for _ in 0..10 {
+        let out = leakspy(&["snapshot", &target.pid.to_string(), "--pause", "--json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let census: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(census["consistent"], true);
+        assert!(census["paused_ms"].as_f64().unwrap() > 0.0);
+        torn_total += census["torn_links"].as_u64().unwrap();
+        for (name, expected) in &stable {
+            let count = census["types"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["type"] == name.as_str())
+                .map(|t| t["count"].clone());
+            assert_eq!(count.as_ref(), Some(expected), "{name}");
+        }
+        assert!(matches!(state(target.pid), 'R' | 'S'), "running again after the pause");
+    }
+    // A thread stopped between two pointer writes can still show one torn link, rarely.
+    assert!(torn_total <= 2, "{torn_total} torn links in 10 paused snapshots");
+    let unpaused = snapshot_json(target.pid).unwrap();
+    assert_eq!(unpaused["consistent"], false);
+    assert!(unpaused.get("paused_ms").is_none());
+}
+
+#[test]
+fn an_already_stopped_target_stays_stopped() {
+    let target = Target::start(&newest(), "idle_target.py", &[]);
+    let pid = target.pid.to_string();
+    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(state(target.pid), 'T');
+    let out = leakspy(&["snapshot", &pid, "--pause", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(state(target.pid), 'T', "leakspy must not resume a process the user stopped");
+    Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+}
+
+#[test]
+fn killing_leakspy_mid_pause_leaves_the_target_running() {
+    let target = Target::start(&newest(), "churn_target.py", &["2"]);
+    let mut run = Command::new(LEAKSPY)
+        .args(["snapshot", &target.pid.to_string(), "--pause", "--json"])
+        .env("LEAKSPY_TEST_HOLD_PAUSE_MS", "10000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the target is held in a tracing stop.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while state(target.pid) != 't' && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(state(target.pid), 't', "the target should be paused by now");
+    let before = cpu_ticks(target.pid);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(cpu_ticks(target.pid), before, "paused means not running");
+    run.kill().unwrap();
+    run.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let after_kill = cpu_ticks(target.pid);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(matches!(state(target.pid), 'R' | 'S'), "state {}", state(target.pid));
+    assert!(cpu_ticks(target.pid) > after_kill, "the target runs again after leakspy died");
+}

@@ -65,6 +65,10 @@ RT, IS, TS = "_PyRuntimeState", "PyInterpreterState", "PyThreadState"
 GC, DO = "struct _gc_runtime_state", "_Py_DebugOffsets"
 GEN, OLD_GEN = "struct gc_generation", "struct leakspy_gc_generation"
 DK, OLD_DK = "PyDictKeysObject", "struct leakspy_dictkeys"
+STATS, OLD_STATS = "struct gc_stats", "struct leakspy_gc_generation_stats"
+# The gc_stats.* counters are offsets in one entry; from 3.15 entries sit in ring buffers.
+STATS_NOTE = (f"sizeof((({GC} *)0)->generation_stats) == sizeof(void *)"
+              ' ? "in each entry of the gc_stats rings" : ""')
 
 # (key, alternatives) in output order. An alternative is a C expression, or (expression,
 # C string expression for a trailing comment). The first alternative that compiles wins.
@@ -149,6 +153,52 @@ KEYS = [
                 "interpreter_state.size", "interpreter_state.next",
                 "interpreter_state.threads_head", "interpreter_state.gc",
                 "thread_state.interp", "thread_state.next", "gc.size", "gc.collecting")],
+    # Containers: where a list's and a tuple's item pointers start. 3.14 put a cached hash
+    # (ob_hash) in front of the tuple's items.
+    ("list.ob_item", [off("PyListObject", "ob_item")]),
+    ("list.allocated", [off("PyListObject", "allocated")]),
+    ("tuple.ob_item", [off("PyTupleObject", "ob_item")]),
+    # Functions, code objects, bound methods and cells: where a function was defined.
+    *[(f"func.{m}", [off("PyFunctionObject", m)])
+      for m in ("func_globals", "func_code", "func_closure", "func_name", "func_qualname",
+                "func_module")],
+    # co_qualname is 3.11+. Python.h of 3.6-3.8 does not include code.h: see PUBLIC_HEADERS.
+    *[(f"code.{m}", [off("PyCodeObject", m)])
+      for m in ("co_filename", "co_name", "co_qualname", "co_firstlineno")],
+    *[(f"method.{m}", [off("PyMethodObject", m)]) for m in ("im_func", "im_self")],
+    ("cell.ob_ref", [off("PyCellObject", "ob_ref")]),
+    # struct gc_generation_stats: the element of gc_state.generation_stats up to 3.14 (3.6: of
+    # a static array in Modules/gcmodule.c, declared below). 3.15 keeps a pointer there to a
+    # struct gc_stats of per-generation ring buffers whose entries are this struct, grown
+    # (timestamps first, so the counters moved); the gc_stats.young_*/old_* keys locate them.
+    *[(f"gc_stats.{m}", [(off("struct gc_generation_stats", m), STATS_NOTE),
+                         (off(OLD_STATS, m), DECLARED)])
+      for m in ("collections", "collected", "uncollectable")],
+    # 3.15+ only, offsets in struct gc_stats (what gc_state.generation_stats points to).
+    # Generation 0 has the young ring, generation 1 + i the ring old[i]. Each ring is an
+    # array of struct gc_generation_stats (gc_state.generation_stats_size bytes each) and an
+    # int8_t index of its newest entry; entries are cumulative (each starts as a copy of the
+    # one before), so the newest one holds the generation's totals.
+    ("gc_stats.size", [size(STATS)]),
+    ("gc_stats.young_items", [off(STATS, "young.items")]),
+    ("gc_stats.young_index", [off(STATS, "young.index")]),
+    ("gc_stats.young_slots", ["GC_YOUNG_STATS_SIZE"]),
+    ("gc_stats.old_items", [off(STATS, "old[0].items")]),
+    ("gc_stats.old_index", [off(STATS, "old[0].index")]),
+    ("gc_stats.old_stride", [size("struct gc_old_stats_buffer")]),
+    ("gc_stats.old_slots", ["GC_OLD_STATS_SIZE"]),
+    ("gc_stats.index_size", [f"sizeof((({STATS} *)0)->young.index)"]),
+    ("gc_stats.update_seq", [off(STATS, "update_seq")]),
+    # Object structs private to extension modules (Modules/_io/fileio.c,
+    # Modules/socketmodule.h), declared below.
+    ("fileio.fd", [(off("struct leakspy_fileio", "fd"), DECLARED)]),
+    ("socket.sock_fd", [(off("struct leakspy_socket", "sock_fd"), DECLARED)]),
+    # Module objects: where a module keeps its namespace (3.6 has no other way to gc.garbage
+    # than the gc module's dict). Private to Objects/moduleobject.c before 3.12.
+    ("module.md_dict", [off("PyModuleObject", "md_dict"), (off("struct leakspy_module", "md_dict"), DECLARED)]),
+    # 3.12+: _Py_GlobalMonitors, one byte per sys.monitoring event: the bitmask of the tools
+    # that turned it on globally (sys.setprofile/settrace are tools too from 3.12).
+    ("interp.monitors", [off(IS, "monitors")]),
 ]
 
 # Internal headers holding the structs above. __has_include picks whichever exist in the
@@ -156,12 +206,18 @@ KEYS = [
 INTERNAL_HEADERS = ["pystate.h", "pycore_pystate.h", "pycore_runtime.h", "pycore_interp.h",
                     "pycore_gc.h", "pycore_dict.h", "pycore_debug_offsets.h"]
 
+# Public headers that Python.h does not include in every version (3.6-3.8: code.h).
+PUBLIC_HEADERS = ["code.h"]
+
 # Layouts no installed header provides, declared for exactly the versions that need them.
 DECLARATIONS = """
 #if PY_VERSION_HEX < 0x03070000
 /* Mirrors Modules/gcmodule.c of CPython 3.6. */
 struct leakspy_gc_generation { PyGC_Head head; int threshold; int count; };
 #define LEAKSPY_NUM_GENERATIONS 3
+struct leakspy_gc_generation_stats {
+    Py_ssize_t collections; Py_ssize_t collected; Py_ssize_t uncollectable;
+};
 #endif
 #if PY_VERSION_HEX < 0x030B0000
 /* Mirrors Objects/dict-common.h of CPython 3.6-3.10. */
@@ -179,6 +235,12 @@ struct leakspy_dictkeys {
 #endif
 };
 #endif
+/* Mirrors the start of PyModuleObject in Objects/moduleobject.c. */
+struct leakspy_module { PyObject_HEAD PyObject *md_dict; };
+/* Mirrors the start of `fileio` in Modules/_io/fileio.c (the _io.FileIO object). */
+struct leakspy_fileio { PyObject_HEAD int fd; };
+/* Mirrors the start of PySocketSockObject in Modules/socketmodule.h: SOCKET_T is int on Unix. */
+struct leakspy_socket { PyObject_HEAD int sock_fd; };
 """
 
 
@@ -231,6 +293,8 @@ def c_program(keys):
     lines = ["/* Written by scripts/gen_offsets.py; compiled, run and deleted. */",
              "#define Py_BUILD_CORE 1", "#include <stddef.h>", "#include <stdio.h>",
              "#include <stdint.h>", '#include "Python.h"']
+    for h in PUBLIC_HEADERS:
+        lines += [f'#if __has_include("{h}")', f'#  include "{h}"', "#endif"]
     for h in INTERNAL_HEADERS:
         lines += [f'#if __has_include("internal/{h}")', f'#  include "internal/{h}"', "#endif"]
     lines += DECLARATIONS.strip().splitlines()

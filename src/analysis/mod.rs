@@ -2,6 +2,7 @@
 //! synthetic series and shared by `attach`, `trend` and `diff`.
 
 pub mod diff;
+pub mod findings;
 pub mod runs;
 pub mod series;
 pub mod trend;

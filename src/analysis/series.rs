@@ -1,6 +1,7 @@
 //! A census series held compactly: per type, its count and refcount sum at each sample, with
 //! older samples thinned so that memory stays bounded however long leakspy runs.
 
+use super::findings::Finding;
 use super::trend::{MIN_SAMPLES, analyse};
 use crate::heap::census::Census;
 use rustc_hash::FxHashMap;
@@ -20,6 +21,10 @@ struct TypeSeries {
 pub struct Series {
     /// Seconds since the first sample, per kept sample.
     times: Vec<f64>,
+    /// The target's RSS and its GC-tracked object total, per kept sample: native growth shows
+    /// as the first climbing while the second does not.
+    rss: Vec<u64>,
+    objects: Vec<u64>,
     types: FxHashMap<String, TypeSeries>,
     /// Samples added, including those thinned out.
     pub samples_taken: usize,
@@ -57,6 +62,8 @@ impl Series {
     pub fn push(&mut self, at_secs: f64, census: &Census) {
         let index = self.times.len();
         self.times.push(at_secs);
+        self.rss.push(census.memory.as_ref().map_or(0, |m| m.rss_bytes));
+        self.objects.push(census.objects_total);
         self.samples_taken += 1;
         for t in &census.types {
             let series = self.types.entry(t.name.clone()).or_default();
@@ -86,6 +93,8 @@ impl Series {
             }
         }
         keep_even(&mut self.times);
+        keep_even(&mut self.rss);
+        keep_even(&mut self.objects);
         for s in self.types.values_mut() {
             keep_even(&mut s.counts);
             keep_even(&mut s.refcount_sums);
@@ -142,6 +151,27 @@ impl Series {
         by_count
     }
 
+    /// A finding when the process's memory climbs steadily while its Python objects do not:
+    /// the growth is in native allocations, which no census of Python objects can show.
+    pub fn native_growth(&self) -> Option<Finding> {
+        let rss = self.suspect("resident memory", "rss", &self.rss)?;
+        if self.suspect("objects", "objects", &self.objects).is_some() {
+            return None;
+        }
+        let mib = |bytes: f64| bytes / (1024.0 * 1024.0);
+        let (first, last) = (self.objects.first()?, self.objects.last()?);
+        Some(Finding {
+            kind: "native_memory".into(),
+            message: format!(
+                "The process's memory grew by {:.1} MiB ({:+.1} MiB/min) while its Python objects stayed flat ({} to {}): native allocations (C extensions, ctypes/cffi buffers, malloc fragmentation) are growing, not Python objects.",
+                mib(rss.added as f64),
+                mib(rss.growth_per_minute),
+                first,
+                last
+            ),
+        })
+    }
+
     fn suspect(&self, name: &str, metric: &'static str, values: &[u64]) -> Option<Suspect> {
         let (first, last) = (*values.first()?, *values.last()?);
         // Cheap filter first: the statistics are quadratic and most types do not grow.
@@ -187,6 +217,24 @@ mod tests {
         assert!((suspects[0].growth_per_minute - 600.0).abs() < 1.0);
         assert_eq!(suspects[0].added, 190);
         assert_eq!((suspects[1].name.as_str(), suspects[1].metric), ("Conn", "refcount"));
+    }
+
+    #[test]
+    fn native_growth_is_rss_climbing_while_objects_stay_flat() {
+        let mut native = Series::default();
+        let mut python = Series::default();
+        for i in 0..20u64 {
+            let mut c = census(&[("dict", 100 + i % 3, 100)]);
+            c.objects_total = 1000 + i % 3;
+            c.memory =
+                Some(crate::memory::proc_info::MemorySplit { rss_bytes: (50 + 2 * i) << 20, ..Default::default() });
+            native.push(i as f64, &c);
+            c.objects_total = 1000 + 500 * i;
+            python.push(i as f64, &c);
+        }
+        let finding = native.native_growth().expect("native growth");
+        assert!(finding.message.contains("grew by 38.0 MiB"), "{}", finding.message);
+        assert!(python.native_growth().is_none(), "Python objects grew too: not native");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! and name the leak suspects when sampling ends.
 
 use super::{TargetArgs, open_target, take_census_of_process};
+use crate::analysis::findings::Finding;
 use crate::analysis::series::Series;
 use crate::cpython::process::PythonProcess;
 use crate::error::LeakspyError;
@@ -128,6 +129,8 @@ struct SummaryLine<'a> {
     elapsed_s: f64,
     ended_because: &'a str,
     suspects: Vec<crate::analysis::series::Suspect>,
+    /// The last sample's findings, and native memory growth over the series.
+    findings: Vec<Finding>,
 }
 
 fn json_line<T: Serialize>(value: &T) -> Result<String, LeakspyError> {
@@ -171,6 +174,7 @@ fn sample(
     let mut series = Series::default();
     let mut taken = 0u64;
     let mut behind = false;
+    let mut last_findings = Vec::new();
     let ended_because = loop {
         if stop.load(Ordering::SeqCst) {
             break "interrupted";
@@ -203,6 +207,7 @@ fn sample(
         }
         taken += 1;
         series.push(sampled_at, &census);
+        last_findings.clone_from(&census.findings);
         let line = json_line(&SampleLine { sample: taken, elapsed_s: sampled_at, census: &census })?;
         if let Some(file) = record.as_mut() {
             // One write per line: a crash leaves at most a partial last line.
@@ -223,8 +228,9 @@ fn sample(
         }
     };
     let suspects = series.suspects();
+    last_findings.extend(series.native_growth());
     if live {
-        let _ = write!(stdout, "{}", render_summary(&series, &suspects, ended_because));
+        let _ = write!(stdout, "{}", render_summary(&series, &suspects, &last_findings, ended_because));
     } else {
         let _ = stdout.write_all(
             json_line(&SummaryLine {
@@ -235,6 +241,7 @@ fn sample(
                 elapsed_s: start.elapsed().as_secs_f64(),
                 ended_because,
                 suspects,
+                findings: last_findings,
             })?
             .as_bytes(),
         );

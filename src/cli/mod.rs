@@ -5,6 +5,7 @@ pub mod attach;
 pub mod history;
 pub mod snapshot;
 
+use crate::analysis::findings::findings;
 use crate::cpython::process::PythonProcess;
 use crate::cpython::process::read_error;
 use crate::error::LeakspyError;
@@ -13,7 +14,7 @@ use crate::heap::walk::WalkLimits;
 use crate::memory::live::LiveProcess;
 use crate::memory::maps::MemoryMap;
 use crate::memory::pause::{CopiedMemory, Pause};
-use crate::memory::proc_info::ProcessInfo;
+use crate::memory::proc_info::{ProcessInfo, descriptors, memory_split};
 use std::time::Instant;
 
 /// Which process to read: cron jobs rarely know a PID, so a PID file or a command-line match
@@ -83,6 +84,11 @@ pub fn take_census_of_process(
         take_census(process, mem, limits)?
     };
     census.process = Some(ProcessInfo::read(process.pid));
+    if let Some(resources) = census.resources.as_mut() {
+        resources.descriptors = descriptors(process.pid);
+    }
+    census.memory = memory_split(process.pid);
+    census.findings = findings(&census);
     Ok(census)
 }
 

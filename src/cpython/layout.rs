@@ -146,6 +146,56 @@ pub struct GcLayout {
     pub permanent_generation: Option<usize>,
     pub enabled: Option<usize>,
     pub collecting: Option<usize>,
+    pub generation_threshold: usize,
+    /// Offset of the `gc.garbage` list in the GC state (3.7+); 3.6 is read through the gc
+    /// module's namespace instead.
+    pub garbage: Option<usize>,
+    pub stats: Option<GcStatsLayout>,
+}
+
+/// Per-generation collection statistics: an array of `gc_generation_stats` in the GC state
+/// (3.7-3.14). 3.15 keeps a pointer to a different structure there, which is not read yet.
+#[derive(Debug, Clone)]
+pub struct GcStatsLayout {
+    pub offset: usize,
+    pub size: usize,
+    pub collections: usize,
+    pub collected: usize,
+    pub uncollectable: usize,
+}
+
+/// Thread state fields for the threads report.
+#[derive(Debug, Clone)]
+pub struct ThreadLayout {
+    pub thread_id: usize,
+    pub native_thread_id: Option<usize>,
+    pub c_tracefunc: usize,
+    pub c_profilefunc: usize,
+    pub c_traceobj: usize,
+    pub c_profileobj: usize,
+}
+
+/// Function, code and bound-method fields, to group functions by where they were defined.
+#[derive(Debug, Clone)]
+pub struct FunctionLayout {
+    pub func_code: usize,
+    pub func_closure: usize,
+    pub func_qualname: usize,
+    pub co_filename: usize,
+    pub co_firstlineno: usize,
+    pub im_func: usize,
+}
+
+/// Where containers keep their items and where I/O objects keep their descriptor.
+#[derive(Debug, Clone)]
+pub struct ContainerLayout {
+    pub ob_size: usize,
+    pub list_ob_item: usize,
+    pub fileio_fd: Option<usize>,
+    pub socket_fd: Option<usize>,
+    pub module_dict: usize,
+    /// `sys.modules`, in the interpreter state.
+    pub interp_modules: Option<usize>,
 }
 
 /// Where the list of interpreters starts.
@@ -214,6 +264,9 @@ pub struct Layout {
     pub interp: InterpreterLayout,
     pub unicode: UnicodeLayout,
     pub dict: DictLayout,
+    pub threads: ThreadLayout,
+    pub functions: Option<FunctionLayout>,
+    pub containers: ContainerLayout,
     pub debug_offsets: Vec<DebugOffsetCheck>,
 }
 
@@ -280,6 +333,9 @@ impl Layout {
                 permanent_generation: t.opt("gc_state.permanent_generation"),
                 enabled: t.opt("gc_state.enabled"),
                 collecting: t.opt("gc_state.collecting"),
+                generation_threshold: t.need("gc_generation.threshold")?,
+                garbage: t.opt("gc_state.garbage"),
+                stats: gc_stats_layout(t),
             },
             interp: InterpreterLayout {
                 head,
@@ -303,9 +359,53 @@ impl Layout {
                 entry_size: t.need("dictkeys.entry_size")?,
                 format,
             },
+            threads: ThreadLayout {
+                thread_id: t.need("tstate.thread_id")?,
+                native_thread_id: t.opt("tstate.native_thread_id"),
+                c_tracefunc: t.need("tstate.c_tracefunc")?,
+                c_profilefunc: t.need("tstate.c_profilefunc")?,
+                c_traceobj: t.need("tstate.c_traceobj")?,
+                c_profileobj: t.need("tstate.c_profileobj")?,
+            },
+            functions: function_layout(t),
+            containers: ContainerLayout {
+                ob_size: t.need("varobject.ob_size")?,
+                list_ob_item: t.need("list.ob_item")?,
+                fileio_fd: t.opt("fileio.fd"),
+                socket_fd: t.opt("socket.sock_fd"),
+                module_dict: t.need("module.md_dict")?,
+                interp_modules: t.opt("interp.modules"),
+            },
             debug_offsets: debug_offset_checks(t),
         })
     }
+}
+
+/// Statistics are read only where they are an array of the struct the keys describe: 3.15
+/// keeps ring buffers of them behind a pointer (its table has the `gc_stats.young_*` keys),
+/// and 3.6 keeps them in a static.
+fn gc_stats_layout(t: &OffsetTable) -> Option<GcStatsLayout> {
+    if t.get("gc_stats.young_items").is_some() {
+        return None;
+    }
+    Some(GcStatsLayout {
+        offset: t.opt("gc_state.generation_stats")?,
+        size: t.opt("gc_state.generation_stats_size")?,
+        collections: t.opt("gc_stats.collections")?,
+        collected: t.opt("gc_stats.collected")?,
+        uncollectable: t.opt("gc_stats.uncollectable")?,
+    })
+}
+
+fn function_layout(t: &OffsetTable) -> Option<FunctionLayout> {
+    Some(FunctionLayout {
+        func_code: t.opt("func.func_code")?,
+        func_closure: t.opt("func.func_closure")?,
+        func_qualname: t.opt("func.func_qualname")?,
+        co_filename: t.opt("code.co_filename")?,
+        co_firstlineno: t.opt("code.co_firstlineno")?,
+        im_func: t.opt("method.im_func")?,
+    })
 }
 
 /// Pairs each `_Py_DebugOffsets` field the table locates with the table's own value for it.

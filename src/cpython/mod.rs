@@ -6,3 +6,4 @@ pub mod binary;
 pub mod layout;
 pub mod objects;
 pub mod process;
+pub mod state;

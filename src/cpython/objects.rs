@@ -139,6 +139,21 @@ pub fn dict_entries(mem: &mut dyn RemoteMemory, layout: &Layout, dict: u64) -> R
         .collect())
 }
 
+/// The object stored under the str key `wanted`, if any.
+pub fn dict_get(
+    mem: &mut dyn RemoteMemory,
+    layout: &Layout,
+    dict: u64,
+    wanted: &str,
+) -> Result<Option<u64>, ReadError> {
+    for (key, value) in dict_entries(mem, layout, dict)? {
+        if read_str(mem, layout, key)?.as_deref() == Some(wanted) {
+            return Ok(Some(value));
+        }
+    }
+    Ok(None)
+}
+
 /// The str value stored under the str key `wanted`, if any.
 pub fn dict_get_str(
     mem: &mut dyn RemoteMemory,
@@ -146,10 +161,8 @@ pub fn dict_get_str(
     dict: u64,
     wanted: &str,
 ) -> Result<Option<String>, ReadError> {
-    for (key, value) in dict_entries(mem, layout, dict)? {
-        if read_str(mem, layout, key)?.as_deref() == Some(wanted) {
-            return read_str(mem, layout, value);
-        }
+    match dict_get(mem, layout, dict, wanted)? {
+        Some(value) => read_str(mem, layout, value),
+        None => Ok(None),
     }
-    Ok(None)
 }

@@ -47,6 +47,8 @@ pub struct GcList {
 #[derive(Debug, Clone)]
 pub struct GcState {
     pub interpreter_id: i64,
+    /// Address of the GC state (for 3.6, of the generations array).
+    pub base: u64,
     pub lists: Vec<GcList>,
     /// A collection was running while we read: expect torn links.
     pub collecting: bool,
@@ -311,7 +313,7 @@ impl PythonProcess {
                 Some(off) => mem.read_u32(state + off as u64).map_err(|e| read_error(self.pid, e))? != 0,
                 None => false,
             };
-            states.push(GcState { interpreter_id, lists, collecting });
+            states.push(GcState { interpreter_id, base: state, lists, collecting });
         }
         Ok(states)
     }

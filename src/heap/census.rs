@@ -1,13 +1,16 @@
 //! A census: per type, how many GC-tracked objects are alive and the sum of their refcounts.
 //! Plain data, serialisable, the unit everything over time is built from.
 
+use super::details::{FunctionGroup, OpenClosed, Watched, WatchedObjects, read_details};
 use super::walk::{ObjectHeader, WalkLimits, WalkStats, Walker};
+use crate::analysis::findings::Finding;
 use crate::cpython::layout::ObjectLayout;
 use crate::cpython::objects::type_name;
 use crate::cpython::process::{PythonProcess, read_error};
+use crate::cpython::state::{GcInfo, ThreadInfo, gc_info, threads};
 use crate::error::LeakspyError;
 use crate::memory::RemoteMemory;
-use crate::memory::proc_info::ProcessInfo;
+use crate::memory::proc_info::{Descriptors, MemorySplit, ProcessInfo};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::time::{Instant, SystemTime};
@@ -67,6 +70,33 @@ pub struct Census {
     pub process: Option<ProcessInfo>,
     /// Sorted by count, largest first.
     pub types: Vec<TypeCount>,
+    /// GC settings and statistics per GC state (one per interpreter from 3.9).
+    #[serde(default)]
+    pub gc: Vec<GcInfo>,
+    /// Threads of every interpreter, with their tracing and profiling hooks.
+    #[serde(default)]
+    pub threads: Vec<ThreadInfo>,
+    /// Functions and bound methods grouped by the code they run, most numerous first.
+    #[serde(default)]
+    pub functions: Vec<FunctionGroup>,
+    /// Descriptors of the process next to its Python file and socket objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// The process's memory split (filled in by the commands).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemorySplit>,
+    /// Sentences a person can act on, each naming its evidence.
+    #[serde(default)]
+    pub findings: Vec<Finding>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub descriptors: Option<Descriptors>,
+    /// `_io.FileIO` objects (under every open() file), by whether their descriptor is open.
+    pub file_objects: OpenClosed,
+    pub socket_objects: OpenClosed,
 }
 
 /// Per-type totals while counting; type objects are resolved once per address.
@@ -77,6 +107,9 @@ struct Tally {
     types: Vec<TypeCount>,
     immortal_total: u64,
     unreadable: u64,
+    /// Per type slot (parallel to `types`), whether its objects get a second look.
+    watched_slots: Vec<Option<Watched>>,
+    watched: WatchedObjects,
 }
 
 impl Tally {
@@ -85,10 +118,18 @@ impl Tally {
             Some(slot) => *slot,
             None => {
                 let slot = match type_name(mem, &process.layout, object.type_addr) {
-                    Ok(name) => Some(*self.by_name.entry(name.clone()).or_insert_with(|| {
-                        self.types.push(TypeCount { name, count: 0, refcount_sum: 0, immortal: 0 });
-                        self.types.len() - 1
-                    })),
+                    Ok(name) => {
+                        let watched = Watched::for_type(&name);
+                        if watched == Some(Watched::Function) {
+                            self.watched.function_type = Some(object.type_addr);
+                        }
+                        let slot = *self.by_name.entry(name.clone()).or_insert_with(|| {
+                            self.types.push(TypeCount { name, count: 0, refcount_sum: 0, immortal: 0 });
+                            self.watched_slots.push(watched);
+                            self.types.len() - 1
+                        });
+                        Some(slot)
+                    }
                     Err(_) => None,
                 };
                 self.by_type_addr.insert(object.type_addr, slot);
@@ -99,6 +140,9 @@ impl Tally {
             self.unreadable += 1;
             return;
         };
+        if let Some(kind) = self.watched_slots[slot] {
+            self.watched.add(kind, object.addr);
+        }
         let entry = &mut self.types[slot];
         entry.count += 1;
         match refcount(&process.layout.object, object.refcnt_word) {
@@ -152,6 +196,9 @@ pub fn take_census(
     }
     let WalkStats { torn_links, resynced, broken_lists, in_collection, truncated } = walker.stats;
 
+    let details = read_details(process, mem, &tally.watched);
+    let gc = gc_info(process, mem, &interpreters, &states)?;
+    let threads = threads(process, mem, &interpreters)?;
     let mut types = tally.types;
     types.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
     Ok(Census {
@@ -175,6 +222,12 @@ pub fn take_census(
         generations,
         process: None,
         types,
+        gc,
+        threads,
+        functions: details.functions,
+        resources: Some(Resources { descriptors: None, file_objects: details.files, socket_objects: details.sockets }),
+        memory: None,
+        findings: Vec::new(),
     })
 }
 
@@ -204,6 +257,12 @@ pub(crate) mod tests {
             gc_collecting: false,
             generations: Vec::new(),
             process: None,
+            gc: Vec::new(),
+            threads: Vec::new(),
+            functions: Vec::new(),
+            resources: None,
+            memory: None,
+            findings: Vec::new(),
             types: types
                 .iter()
                 .map(|(name, count, refs)| TypeCount {

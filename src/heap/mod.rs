@@ -2,4 +2,5 @@
 
 pub mod address_set;
 pub mod census;
+pub mod details;
 pub mod walk;

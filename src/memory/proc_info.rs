@@ -76,6 +76,69 @@ pub fn find_by_cmdline(pattern: &str) -> Option<i32> {
     pids.into_iter().find(|pid| cmdline(*pid).is_some_and(|c| !c.is_empty() && c.contains(pattern)))
 }
 
+/// Open file descriptors by kind, from /proc/PID/fd.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Descriptors {
+    pub total: u64,
+    pub regular_files: u64,
+    pub sockets: u64,
+    pub pipes: u64,
+    pub other: u64,
+    /// The soft RLIMIT_NOFILE of the process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+}
+
+pub fn descriptors(pid: i32) -> Option<Descriptors> {
+    let mut d = Descriptors::default();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+        let Ok(target) = std::fs::read_link(entry.path()) else { continue };
+        let target = target.to_string_lossy();
+        d.total += 1;
+        if target.starts_with("socket:") {
+            d.sockets += 1;
+        } else if target.starts_with("pipe:") {
+            d.pipes += 1;
+        } else if target.starts_with('/') && !target.starts_with("/dev/") {
+            d.regular_files += 1;
+        } else {
+            d.other += 1;
+        }
+    }
+    d.limit = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok().and_then(|limits| {
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        line.split_whitespace().nth(3)?.parse().ok()
+    });
+    Some(d)
+}
+
+/// Where the process's resident memory is, from /proc/PID/smaps_rollup.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MemorySplit {
+    pub rss_bytes: u64,
+    pub anonymous_bytes: u64,
+    pub file_bytes: u64,
+    pub swap_bytes: u64,
+}
+
+pub fn memory_split(pid: i32) -> Option<MemorySplit> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    let rss = field("Rss:");
+    let anonymous = field("Anonymous:");
+    Some(MemorySplit {
+        rss_bytes: rss,
+        anonymous_bytes: anonymous,
+        file_bytes: rss.saturating_sub(anonymous),
+        swap_bytes: field("Swap:"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +151,9 @@ mod tests {
         assert!(!info.cmdline.is_empty());
         assert!(info.rss_bytes > 0);
         assert!(find_by_cmdline("no-such-command-line-anywhere-4711").is_none());
+        let fds = descriptors(me).unwrap();
+        assert!(fds.total >= 3 && fds.limit.is_some(), "{fds:?}");
+        let split = memory_split(me).unwrap();
+        assert!(split.rss_bytes > 0 && split.anonymous_bytes <= split.rss_bytes, "{split:?}");
     }
 }

@@ -1,6 +1,7 @@
 //! The live view of `attach` on a terminal, and the summary printed when sampling ends.
 
 use super::table::thousands;
+use crate::analysis::findings::Finding;
 use crate::analysis::series::{Series, Suspect};
 use crate::heap::census::Census;
 use std::fmt::Write;
@@ -93,12 +94,18 @@ pub fn render_live(
         let names: Vec<&str> = suspects.iter().take(5).map(|s| s.name.as_str()).collect();
         let _ = writeln!(out, "\n! leak suspects (steady growth): {}", names.join(", "));
     }
+    for f in &census.findings {
+        let _ = writeln!(out, "* {}", f.message);
+    }
     out
 }
 
-pub fn render_summary(series: &Series, suspects: &[Suspect], ended_because: &str) -> String {
+pub fn render_summary(series: &Series, suspects: &[Suspect], findings: &[Finding], ended_because: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\nSampling ended ({ended_because}) after {} samples.", series.samples_taken);
+    for f in findings {
+        let _ = writeln!(out, "* {}", f.message);
+    }
     if suspects.is_empty() {
         let _ = writeln!(out, "No leak suspects: no type grew steadily over the series.");
         return out;

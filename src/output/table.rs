@@ -61,6 +61,12 @@ pub fn render(census: &Census, top: usize, sort: SortKey) -> String {
         let rest: u64 = types.iter().skip(top).map(|t| t.count).sum();
         let _ = writeln!(out, "{:>12}  {:>14}  ({} more types)", thousands(rest), "", types.len() - top);
     }
+    if !census.findings.is_empty() {
+        let _ = writeln!(out, "\nFindings:");
+        for f in &census.findings {
+            let _ = writeln!(out, "  * {}", f.message);
+        }
+    }
     let mut notes = Vec::new();
     if census.immortal_total > 0 {
         notes.push(format!("{} immortal objects counted, not in refcount sums", thousands(census.immortal_total)));

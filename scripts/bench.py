@@ -1,0 +1,347 @@
+"""leakspy benchmark: census time against the in-process census and the raw-copy floor, peak RSS,
+scaling with heap size, and the slowdown `leakspy attach` causes. Run through scripts/bench.sh
+(which builds the release binary first). Must run as root, like leakspy itself.
+
+    scripts/bench.sh [--sizes 100k,1m,5m] [--interpreters 3.6,3.11,3.15|all] [--runs 5]
+                     [--slowdown-seconds 10] [--no-slowdown]
+"""
+import argparse
+import json
+import os
+import platform
+import queue
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TARGET_SRC = REPO / "scripts" / "bench_target.py"
+CHILDREN = []  # every process we start, so that any exit path can end them (see cleanup)
+
+
+# ---------------------------------------------------------------- interpreters (as the tests find them)
+def find_interpreters():
+    """(label, (major, minor), argv prefix, chroot root or None): pyenv builds, then the sid chroot."""
+    found = []
+    root = os.environ.get("PYENV_ROOT")
+    if not root:
+        try:
+            root = subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip()
+        except OSError:
+            root = str(Path.home() / ".pyenv")
+    for d in sorted(Path(root or "/nonexistent", "versions").glob("3.*")):
+        m = re.match(r"3\.(\d+)\.", d.name + ".")
+        if m and (d / "bin/python").exists() and int(m.group(1)) >= 6:
+            found.append(("pyenv " + d.name, (3, int(m.group(1))), [str(d / "bin/python")], None))
+    sid = Path(os.environ.get("LEAKSPY_SID_ROOT", "/var/lib/leakspy/sid"))
+    for exe in sorted((sid / "usr/bin").glob("python3.*")):
+        m = re.fullmatch(r"python3\.(\d+)", exe.name)
+        if m:
+            found.append(("sid " + exe.name, (3, int(m.group(1))),
+                          ["chroot", str(sid), "/usr/bin/" + exe.name], sid))
+    found.sort(key=lambda i: (i[1], i[3] is not None))  # pyenv first within a version
+    return found
+
+
+def select_interpreters(found, spec):
+    if spec == "all":
+        return found
+    if spec is None:  # default: the oldest, pyenv 3.11, the newest
+        picks = [found[0]] + [i for i in found if i[1] == (3, 11) and i[3] is None][:1] + [found[-1]]
+    else:
+        picks = [i for w in spec.split(",") for i in found
+                 if w.strip() in i[0] or w.strip() == "3.%d" % i[1][1]]
+    return list({p[0]: p for p in picks}.values())  # dedupe, keep order
+
+
+# ---------------------------------------------------------------- processes
+def spawn(argv, **kw):
+    p = subprocess.Popen(argv, **kw)
+    CHILDREN.append(p)
+    return p
+
+
+def stop(p, grace=5.0):
+    """Close stdin (targets exit on EOF), then SIGTERM, then SIGKILL: by PID, only our own child."""
+    try:
+        if p.stdin:
+            p.stdin.close()
+        p.wait(grace)
+    except (subprocess.TimeoutExpired, OSError):
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if p.poll() is None:
+                p.send_signal(sig)
+                try:
+                    p.wait(grace)
+                except subprocess.TimeoutExpired:
+                    pass
+    if p in CHILDREN:
+        CHILDREN.remove(p)
+
+
+STAGED = []  # copies of the target script inside chroots
+
+
+def cleanup(*signal_args):
+    for p in list(CHILDREN):
+        stop(p, grace=1.0)
+    for d in STAGED:
+        shutil.rmtree(d, ignore_errors=True)
+    if signal_args:  # called as a SIGINT/SIGTERM handler: stop the benchmark too
+        sys.exit(130)
+
+
+def stage_target(interp):
+    """Path of bench_target.py as the interpreter sees it (copied into ROOT/tmp for a chroot)."""
+    if interp[3] is None:
+        return str(TARGET_SRC)
+    host = Path(tempfile.mkdtemp(prefix="leakspy-bench-", dir=interp[3] / "tmp"))
+    STAGED.append(host)
+    shutil.copy(TARGET_SRC, host / "bench_target.py")
+    return "/" + str((host / "bench_target.py").relative_to(interp[3]))
+
+
+def line_reader(stream):
+    """A thread turning a child's stdout into a queue of (arrival time, JSON), for timeouts."""
+    q = queue.Queue()
+
+    def pump():
+        for line in stream:
+            try:
+                q.put((time.monotonic(), json.loads(line)))
+            except ValueError:
+                pass
+        q.put((time.monotonic(), None))  # EOF
+    threading.Thread(target=pump, daemon=True).start()
+    return q
+
+
+def start_target(interp, script, args, timeout=900):
+    p = spawn(interp[2] + [script] + [str(a) for a in args], stdin=subprocess.PIPE,
+              stdout=subprocess.PIPE, text=True)
+    q = line_reader(p.stdout)
+    try:
+        _, first = q.get(timeout=timeout)
+    except queue.Empty:
+        first = None
+    if first is None:
+        stop(p)
+        raise RuntimeError("%s: target did not start (exit %s)" % (interp[0], p.poll()))
+    return p, q, first
+
+
+def status_kb(pid, field):
+    for line in open("/proc/%d/status" % pid):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+# ---------------------------------------------------------------- measurements
+def leakspy_snapshot(leakspy, pid):
+    """Wall time of the whole command, its JSON, and its peak RSS in KiB. The RSS comes from
+    wait4(): the kernel's ru_maxrss of exactly that child (what /usr/bin/time %M reports),
+    with no polling to miss a short peak and no RUSAGE_CHILDREN max over unrelated children."""
+    # Output to files, not pipes: we wait4() before reading, so a full pipe would deadlock.
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as errf:
+        t0 = time.perf_counter()
+        p = spawn([leakspy, "snapshot", str(pid), "--json"], stdout=out, stderr=errf)
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        CHILDREN.remove(p)
+        errf.seek(0)
+        err = errf.read().decode(errors="replace")
+        if p.returncode != 0:
+            raise RuntimeError("leakspy snapshot exit %d: %s" % (p.returncode, err.strip()[-300:]))
+        out.seek(0)
+        return wall, json.load(out), ru.ru_maxrss
+
+
+def raw_copy(pid, chunk=16 << 20):
+    """The floor for any out-of-process census: read every writable mapping once through
+    /proc/PID/mem with large preads into one reused buffer (no per-read allocation)."""
+    ranges = []
+    for line in open("/proc/%d/maps" % pid):
+        f = line.split()
+        if f[1] in ("rw-p", "rw-s") and not (len(f) > 5 and f[5] in ("[vvar]", "[vsyscall]", "[vvar_vclock]")):
+            lo, hi = (int(x, 16) for x in f[0].split("-"))
+            ranges.append((lo, hi))
+    buf = memoryview(bytearray(chunk))
+    fd = os.open("/proc/%d/mem" % pid, os.O_RDONLY)
+    copied = 0
+    t0 = time.perf_counter()
+    try:
+        for lo, hi in ranges:
+            addr = lo
+            while addr < hi:
+                try:
+                    n = os.preadv(fd, [buf[:min(chunk, hi - addr)]], addr)
+                except OSError:
+                    break  # unreadable mapping (guard page, device memory): skip the rest of it
+                if n <= 0:
+                    break
+                copied += n
+                addr += n
+    finally:
+        os.close(fd)
+    return time.perf_counter() - t0, copied
+
+
+def bench_size(leakspy, interp, size, runs):
+    """`runs` fresh targets; every ratio is taken within one run, then the median over runs."""
+    rows = []
+    script = stage_target(interp)
+    for _ in range(runs):
+        p, _q, ready = start_target(interp, script, [size, 3])
+        try:
+            pid = ready["pid"]
+            rss = status_kb(pid, "VmRSS")
+            wall, census, peak = leakspy_snapshot(leakspy, pid)
+            copy_s, copied = raw_copy(pid)
+        finally:
+            stop(p)
+        if abs(census["objects_total"] - ready["tracked"]) > 0.01 * ready["tracked"]:
+            print("  warning: leakspy counted %d objects, the target %d"
+                  % (census["objects_total"], ready["tracked"]), file=sys.stderr)
+        rows.append(dict(python=ready["python"], objects=census["objects_total"], census_s=ready["census_s"],
+                         wall=wall, x_census=wall / ready["census_s"], copy_s=copy_s, copied=copied,
+                         x_copy=wall / copy_s, peak_kb=peak, rss_kb=rss, x_rss=peak / rss,
+                         ms_per_m=wall * 1000 / (census["objects_total"] / 1e6)))
+    return {k: (statistics.median(r[k] for r in rows) if k != "python" else rows[0][k]) for k in rows[0]}
+
+
+def bench_slowdown(leakspy, interp, resident, seconds):
+    """ops/s of the --cpu target in alternating phases: off, on, off, on (`leakspy attach
+    --interval 1` running during "on"). The first window of each phase is dropped (it straddles
+    the switch); each side's median over its remaining 1-second windows is compared."""
+    p, q, _ = start_target(interp, stage_target(interp), ["--cpu", resident])
+    windows = {False: [], True: []}
+    samples = 0
+    try:
+        for sampled in (False, True, False, True):
+            attach = None
+            if sampled:
+                attach = spawn([leakspy, "attach", str(p.pid), "--interval", "1", "--json",
+                                "--duration", "%ds" % seconds], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+            phase_start = time.monotonic()
+            seen = 0
+            while time.monotonic() - phase_start < seconds:
+                try:
+                    t, msg = q.get(timeout=5)
+                except queue.Empty:
+                    continue
+                if msg is None:
+                    raise RuntimeError("%s: CPU target exited" % interp[0])
+                seen += 1
+                if seen > 1:
+                    windows[sampled].append(msg["ops_per_s"])
+            if attach:
+                try:
+                    sout, serr = attach.communicate(timeout=seconds + 30)
+                except subprocess.TimeoutExpired:
+                    sout, serr = "", "leakspy attach did not stop after --duration"
+                stop(attach)
+                if not sout.strip():  # a slowdown with no sampling going on would be meaningless
+                    raise RuntimeError("leakspy attach took no sample: %s" % serr.strip()[-300:])
+                samples += len(sout.splitlines())
+            while not q.empty():  # windows that finished while we waited for attach: discard
+                q.get_nowait()
+    finally:
+        stop(p)
+    off, on = statistics.median(windows[False]), statistics.median(windows[True])
+    return (off - on) / off * 100, off, on, samples
+
+
+# ---------------------------------------------------------------- report
+def machine():
+    model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
+    return "%s, %d cores, %.1f GiB RAM, Linux %s" % (model, os.cpu_count(), int(mem) / 2**20, platform.release())
+
+
+def parse_size(text):
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([km]?)", text.strip().lower())
+    if not m:
+        raise argparse.ArgumentTypeError("bad size %r (e.g. 100k, 1m, 5m)" % text)
+    return int(float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6}[m.group(2)])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="100k,1m,5m")
+    ap.add_argument("--interpreters", help="comma list of versions (3.11) or label parts; 'all'")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--slowdown-seconds", type=int, default=10, help="length of each phase")
+    ap.add_argument("--slowdown-resident", type=parse_size, default=parse_size("1m"),
+                    help="objects the CPU target keeps resident while sampled")
+    ap.add_argument("--no-slowdown", action="store_true")
+    ap.add_argument("--leakspy", default=str(REPO / "target/release/leakspy"))
+    ap.add_argument("--output", default=str(REPO / "bench-results.md"))
+    args = ap.parse_args()
+    sizes = [parse_size(s) for s in args.sizes.split(",")]
+    interps = select_interpreters(find_interpreters(), args.interpreters)
+    if not interps:
+        sys.exit("no interpreter found (or none matches --interpreters)")
+    signal.signal(signal.SIGTERM, cleanup)
+    signal.signal(signal.SIGINT, cleanup)
+    started = time.monotonic()
+    rev = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                         capture_output=True, text=True).stdout.strip()
+    if Path(args.leakspy).resolve() != (REPO / "target/release/leakspy").resolve():
+        rev = "binary %s (not this work tree's build)" % args.leakspy
+    rows, slow = [], []
+    try:
+        for interp in interps:
+            for size in sizes:
+                print("# %s, %d objects, %d runs" % (interp[0], size, args.runs), file=sys.stderr, flush=True)
+                try:
+                    rows.append((interp[0], bench_size(args.leakspy, interp, size, args.runs)))
+                except RuntimeError as e:
+                    print("  failed: %s" % e, file=sys.stderr)
+                    rows.append((interp[0], None))
+            if not args.no_slowdown:
+                print("# %s, slowdown under attach" % interp[0], file=sys.stderr, flush=True)
+                try:
+                    slow.append((interp[0],) + bench_slowdown(args.leakspy, interp,
+                                                              args.slowdown_resident, args.slowdown_seconds))
+                except (RuntimeError, statistics.StatisticsError) as e:
+                    print("  failed: %s" % e, file=sys.stderr)
+    finally:
+        cleanup()
+    mb = lambda kb: "%.0f MB" % (kb / 1024)
+    out = ["# leakspy benchmark", "",
+           "Machine: %s.  leakspy %s.  Runs: %d (medians; ratios taken within each run).  Total time: %.0f s."
+           % (machine(), rev, args.runs, time.monotonic() - started), "",
+           "| interpreter | objects | in-process census | leakspy snapshot | × census | raw copy (size) "
+           "| × raw copy | leakspy ms / 1M objects | leakspy peak RSS | target RSS | × target RSS |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, r in rows:
+        if r is None:
+            out.append("| %s | failed |" % label)
+            continue
+        out.append("| %s | %s | %.3f s | %.3f s | %.2f | %.3f s (%s) | %.1f | %.0f | %s | %s | %.2f |" % (
+            label if r["python"] in label else "%s (%s)" % (label, r["python"]), format(int(r["objects"]), ","), r["census_s"], r["wall"], r["x_census"],
+            r["copy_s"], mb(r["copied"] / 1024), r["x_copy"], r["ms_per_m"], mb(r["peak_kb"]),
+            mb(r["rss_kb"]), r["x_rss"]))
+    out += ["", "Peak RSS: ru_maxrss of the leakspy process from wait4(). Raw copy: every rw-p/rw-s mapping "
+            "read once via /proc/PID/mem in 16 MiB preads. × = leakspy snapshot wall time (or RSS) divided by it.", ""]
+    for label, pct, off, on, samples in slow:
+        out.append("- Slowdown of the CPU-bound target (%s objects resident) under `leakspy attach --interval 1`, "
+                   "%s: **%.1f %%** (%.0f ops/s unsampled, %.0f sampled; %d samples taken)"
+                   % (format(args.slowdown_resident, ","), label, pct, off, on, samples))
+    text = "\n".join(out) + "\n"
+    print(text)
+    Path(args.output).write_text(text)
+
+
+if __name__ == "__main__":
+    main()

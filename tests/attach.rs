@@ -39,45 +39,59 @@ fn attach_json(pid: i32, extra: &[&str]) -> (Vec<Value>, Value) {
     (samples.to_vec(), summary.clone())
 }
 
+/// Runs one scenario and returns a line describing the call, and whether it was right.
+fn check_scenario(interp: &Interpreter, scenario: &str) -> (String, bool) {
+    let target = Target::start(interp, "leak_scenarios.py", &[scenario]);
+    let (samples, summary) = attach_json(target.pid, &[]);
+    let what = format!("{} {scenario}", interp.label);
+    // The JSON Lines contract: one census per line with the snapshot fields.
+    assert_eq!(samples.len(), 40, "{what}");
+    for (i, s) in samples.iter().enumerate() {
+        assert_eq!(s["sample"], i as u64 + 1, "{what}");
+        assert!(s["types"].as_array().is_some_and(|t| !t.is_empty()), "{what}");
+        assert_eq!(s["pid"], target.pid, "{what}");
+    }
+    assert_eq!(summary["summary"], true, "{what}");
+    assert_eq!(summary["samples"], 40, "{what}");
+    let suspects: Vec<&str> = summary["suspects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["metric"] == "count")
+        .map(|s| s["type"].as_str().unwrap())
+        .collect();
+    let expected: Vec<&str> =
+        target.truth["leaking_types"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let ok = match suspects.first() {
+        None => expected.is_empty(),
+        Some(top) => expected.contains(top),
+    };
+    if let Some(top) = summary["suspects"].as_array().unwrap().first() {
+        assert!(top["growth_per_minute"].as_f64().unwrap() > 0.0, "{what}");
+        assert!(top["confidence"].as_f64().unwrap() > 0.9, "{what}");
+        assert!(top["added"].as_i64().unwrap() > 0, "{what}");
+    }
+    (format!("{what}: suspects {suspects:?}, expected one of {expected:?}"), ok)
+}
+
 #[test]
 fn leaks_are_named_and_controls_are_not() {
+    let cases: Vec<(Interpreter, &str)> = oldest_and_newest()
+        .into_iter()
+        .flat_map(|interp| LEAKS.iter().chain(CONTROLS).map(move |s| (interp.clone(), *s)))
+        .collect();
     let mut failures = Vec::new();
-    for interp in oldest_and_newest() {
-        for scenario in LEAKS.iter().chain(CONTROLS) {
-            let target = Target::start(&interp, "leak_scenarios.py", &[scenario]);
-            let (samples, summary) = attach_json(target.pid, &[]);
-            let what = format!("{} {scenario}", interp.label);
-            // The JSON Lines contract: one census per line with the snapshot fields.
-            assert_eq!(samples.len(), 40, "{what}");
-            for (i, s) in samples.iter().enumerate() {
-                assert_eq!(s["sample"], i as u64 + 1, "{what}");
-                assert!(s["types"].as_array().is_some_and(|t| !t.is_empty()), "{what}");
-                assert_eq!(s["pid"], target.pid, "{what}");
-            }
-            assert_eq!(summary["summary"], true, "{what}");
-            assert_eq!(summary["samples"], 40, "{what}");
-            let suspects: Vec<&str> = summary["suspects"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|s| s["metric"] == "count")
-                .map(|s| s["type"].as_str().unwrap())
-                .collect();
-            let expected: Vec<&str> =
-                target.truth["leaking_types"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-            let ok = match suspects.first() {
-                None => expected.is_empty(),
-                Some(top) => expected.contains(top),
-            };
-            let line = format!("{what}: suspects {suspects:?}, expected one of {expected:?}");
+    // Two scenarios at a time (each is a target plus a sampler, mostly asleep).
+    for pair in cases.chunks(2) {
+        let results: Vec<(String, bool)> = std::thread::scope(|scope| {
+            let handles: Vec<_> =
+                pair.iter().map(|(interp, scenario)| scope.spawn(move || check_scenario(interp, scenario))).collect();
+            handles.into_iter().map(|h| h.join().expect("scenario thread")).collect()
+        });
+        for (line, ok) in results {
             println!("{line}");
             if !ok {
                 failures.push(line);
-            }
-            if let Some(top) = summary["suspects"].as_array().unwrap().first() {
-                assert!(top["growth_per_minute"].as_f64().unwrap() > 0.0, "{what}");
-                assert!(top["confidence"].as_f64().unwrap() > 0.9, "{what}");
-                assert!(top["added"].as_i64().unwrap() > 0, "{what}");
             }
         }
     }

@@ -129,10 +129,17 @@ pub fn find_python(pid: i32, maps: &MemoryMap) -> Result<PythonBinary, LeakspyEr
 
 fn load_binary(pid: i32, maps: &MemoryMap, path: &str) -> Result<PythonBinary, String> {
     let first = maps.mappings.iter().find(|m| m.path == path && m.offset == 0).ok_or("no mapping at file offset 0")?;
-    let bytes = openable_paths(pid, first)
+    let file = openable_paths(pid, first)
         .iter()
-        .find_map(|p: &PathBuf| std::fs::read(p).ok())
+        .find_map(|p: &PathBuf| std::fs::File::open(p).ok())
         .ok_or("cannot open the file through /proc/PID/root or map_files")?;
+    // Mapped, not read: libpython with its symbols is 20+ MB, of which only the symbol tables
+    // and .rodata are touched; reading it all would double leakspy's peak memory on small
+    // heaps.
+    // SAFETY: the mapping is private and read-only. It would fault only if the file were
+    // truncated in place while we parse it; package managers replace binaries by renaming a
+    // new file over the old one, which leaves this inode and mapping intact.
+    let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("cannot map the file: {e}"))?;
     let elf = Elf::parse(&bytes).map_err(|e| format!("not a readable ELF file: {e}"))?;
 
     let mut symbols = FxHashMap::default();

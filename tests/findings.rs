@@ -61,6 +61,19 @@ fn gc_disabled_and_gc_garbage() {
             assert_eq!(ours.as_ref(), Some(n), "{name}");
         }
         assert!(finding(&census, "gc_garbage").contains("__main__.Saved"));
+        // gc.get_stats(), read from outside: exact where the version keeps it in the GC state
+        // (3.7+); 3.6 keeps it in a static and reports none.
+        for (ours, theirs) in
+            gc["generations"].as_array().unwrap().iter().zip(target.truth["gc_stats"].as_array().unwrap())
+        {
+            if interp.minor == 6 {
+                assert!(ours.get("collections").is_none());
+                continue;
+            }
+            for key in ["collections", "collected", "uncollectable"] {
+                assert_eq!(ours[key], theirs[key], "{} generation {}: {key}", interp.label, ours["generation"]);
+            }
+        }
         assert!(!kinds(&census).contains(&"gc_disabled".to_string()));
     }
 }

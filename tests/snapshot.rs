@@ -143,3 +143,24 @@ fn churning_targets_are_read_100_times_in_a_row() {
     }
     println!("{}", report.join("\n"));
 }
+
+/// Every interpreter in the runtime's list is walked, not only the main one (sub-interpreters
+/// can be made from Python from 3.8 on).
+#[test]
+fn sub_interpreters_are_walked_too() {
+    let mut checked = Vec::new();
+    for interp in supported_interpreters().into_iter().filter(|i| i.minor >= 8) {
+        let target = Target::start(&interp, "subinterp_target.py", &[]);
+        let census = snapshot_json(target.pid).unwrap_or_else(|e| panic!("{}: {e}", interp.label));
+        assert_eq!(census["interpreters"], 2, "{}", interp.label);
+        let sub = census["types"].as_array().unwrap().iter().find(|t| t["type"] == target.truth["sub_type"]);
+        assert_eq!(sub.map(|t| t["count"].clone()), Some(target.truth["sub_instances"].clone()), "{}", interp.label);
+        let per_interpreter: std::collections::BTreeSet<i64> =
+            census["generations"].as_array().unwrap().iter().map(|g| g["interpreter"].as_i64().unwrap()).collect();
+        // From 3.9 each interpreter has its own GC lists; 3.8 shares one set.
+        assert_eq!(per_interpreter.len(), if interp.minor >= 9 { 2 } else { 1 }, "{}", interp.label);
+        checked.push(interp.label.clone());
+    }
+    assert!(!checked.is_empty(), "no interpreter of 3.8 or later to test sub-interpreters with");
+    println!("sub-interpreters walked on: {}", checked.join(", "));
+}

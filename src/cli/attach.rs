@@ -174,6 +174,7 @@ fn sample(
     let mut series = Series::default();
     let mut taken = 0u64;
     let mut behind = false;
+    let mut warned_behind = false;
     let mut last_findings = Vec::new();
     let ended_because = loop {
         if stop.load(Ordering::SeqCst) {
@@ -223,6 +224,13 @@ fn sample(
         let _ = stdout.flush();
         let next_due = start + args.interval.mul_f64(taken as f64);
         behind = Instant::now() > next_due;
+        if behind && !live && !warned_behind {
+            eprintln!(
+                "leakspy: note: a census takes longer than --interval ({:?}); sampling back to back",
+                args.interval
+            );
+            warned_behind = true;
+        }
         while Instant::now() < next_due && !stop.load(Ordering::SeqCst) {
             std::thread::sleep((next_due - Instant::now()).min(Duration::from_millis(50)));
         }

@@ -153,15 +153,33 @@ pub struct GcLayout {
     pub stats: Option<GcStatsLayout>,
 }
 
-/// Per-generation collection statistics: an array of `gc_generation_stats` in the GC state
-/// (3.7-3.14). 3.15 keeps a pointer to a different structure there, which is not read yet.
+/// Per-generation collection statistics (gc.get_stats()): where the entry of each generation
+/// is, and the counters' offsets in an entry.
 #[derive(Debug, Clone)]
 pub struct GcStatsLayout {
-    pub offset: usize,
-    pub size: usize,
+    pub placement: GcStatsPlacement,
+    /// Size of one `gc_generation_stats` entry.
+    pub entry_size: usize,
     pub collections: usize,
     pub collected: usize,
     pub uncollectable: usize,
+}
+
+#[derive(Debug, Clone)]
+pub enum GcStatsPlacement {
+    /// 3.7-3.14: an array of entries, one per generation, at this offset in the GC state.
+    Array { offset: usize },
+    /// 3.15: the GC state holds a pointer (at `pointer`) to one ring buffer of cumulative
+    /// entries per generation (young, then old[0], old[1]); the newest entry, whose index is
+    /// an int8 next to the ring, holds the totals.
+    Rings {
+        pointer: usize,
+        young_items: usize,
+        young_index: usize,
+        old_items: usize,
+        old_index: usize,
+        old_stride: usize,
+    },
 }
 
 /// Thread state fields for the threads report.
@@ -381,16 +399,24 @@ impl Layout {
     }
 }
 
-/// Statistics are read only where they are an array of the struct the keys describe: 3.15
-/// keeps ring buffers of them behind a pointer (its table has the `gc_stats.young_*` keys),
-/// and 3.6 keeps them in a static.
+/// Where the statistics are: an array in the GC state, or (tables with `gc_stats.young_*`
+/// keys, 3.15) ring buffers behind a pointer. 3.6 keeps them in a static: not read.
 fn gc_stats_layout(t: &OffsetTable) -> Option<GcStatsLayout> {
-    if t.get("gc_stats.young_items").is_some() {
-        return None;
-    }
+    let offset = t.opt("gc_state.generation_stats")?;
+    let placement = match t.opt("gc_stats.young_items") {
+        Some(young_items) => GcStatsPlacement::Rings {
+            pointer: offset,
+            young_items,
+            young_index: t.opt("gc_stats.young_index")?,
+            old_items: t.opt("gc_stats.old_items")?,
+            old_index: t.opt("gc_stats.old_index")?,
+            old_stride: t.opt("gc_stats.old_stride")?,
+        },
+        None => GcStatsPlacement::Array { offset },
+    };
     Some(GcStatsLayout {
-        offset: t.opt("gc_state.generation_stats")?,
-        size: t.opt("gc_state.generation_stats_size")?,
+        placement,
+        entry_size: t.opt("gc_state.generation_stats_size")?,
         collections: t.opt("gc_stats.collections")?,
         collected: t.opt("gc_stats.collected")?,
         uncollectable: t.opt("gc_stats.uncollectable")?,

@@ -2,6 +2,7 @@
 //! thread with the tracing and profiling hooks set on it. Each of these marks a known cause
 //! of leaks, and each can be read from outside.
 
+use super::layout::{GcStatsLayout, GcStatsPlacement};
 use super::objects::{dict_get, read_str, type_name};
 use super::process::{GcState, Interpreter, PythonProcess, read_error};
 use crate::error::LeakspyError;
@@ -96,7 +97,7 @@ pub fn gc_info(
                 uncollectable: None,
             };
             if let Some(stats) = &gc.stats {
-                let at = state.base + (stats.offset + i * stats.size) as u64;
+                let at = stats_entry(mem, state.base, stats, i).map_err(err)?;
                 g.collections = Some(mem.read_u64(at + stats.collections as u64).map_err(err)? as i64);
                 g.collected = Some(mem.read_u64(at + stats.collected as u64).map_err(err)? as i64);
                 g.uncollectable = Some(mem.read_u64(at + stats.uncollectable as u64).map_err(err)? as i64);
@@ -128,6 +129,27 @@ pub fn gc_info(
         });
     }
     Ok(out)
+}
+
+/// Address of generation `generation`'s statistics entry.
+fn stats_entry(
+    mem: &mut dyn RemoteMemory,
+    state: u64,
+    stats: &GcStatsLayout,
+    generation: usize,
+) -> Result<u64, crate::memory::ReadError> {
+    Ok(match stats.placement {
+        GcStatsPlacement::Array { offset } => state + (offset + generation * stats.entry_size) as u64,
+        GcStatsPlacement::Rings { pointer, young_items, young_index, old_items, old_index, old_stride } => {
+            let rings = mem.read_u64(state + pointer as u64)?;
+            let (items, index) = match generation {
+                0 => (young_items, young_index),
+                g => (old_items + (g - 1) * old_stride, old_index + (g - 1) * old_stride),
+            };
+            let newest = mem.read_u8(rings + index as u64)? as i8;
+            rings + items as u64 + (newest.max(0) as usize * stats.entry_size) as u64
+        }
+    })
 }
 
 /// `sys.modules['gc'].garbage` of the main interpreter, or NULL if gc was never imported

@@ -35,7 +35,7 @@ objects), writes b"READY\\n" to fd 1 and blocks in os.read(0, 1) in the main thr
 (status 0) as soon as that returns: a byte on stdin, or stdin closed. For `native` the main
 thread keeps allocating and a daemon thread does the os.read(0, 1) and the exit.
 
-Truth: {"pid", "cause", "python_version", "gc_enabled", "gc_threshold", "gc_count",
+Truth: {"pid", "cause", "python_version", "gc_enabled", "gc_threshold", "gc_count", "gc_stats",
 "garbage" (len(gc.garbage)), "garbage_types" ({TYPE: count} of gc.garbage), "threads" (one
 {"name", "native_id" (null before 3.8), "ident", "trace", "profile"} per Python thread, main
 first; trace/profile are the __name__ of the thread's hook function, or null), "open_files",
@@ -391,6 +391,8 @@ def make_truth(cause, extra):
         "closure_line": None,
     }
     truth.update(extra)
+    # gc.get_stats(): collections, collected, uncollectable per generation (3.4+).
+    truth["gc_stats"] = gc.get_stats()
     truth["gc_count"] = list(gc.get_count())    # last, as close to READY as we can
     return truth
 

@@ -15,16 +15,6 @@ const INTERVAL: &str = "0.2";
 const LEAKS: &[&str] = &["cycles", "cache", "files", "closures", "del_cycles"];
 const CONTROLS: &[&str] = &["churn", "lru", "sawtooth"];
 
-/// The oldest and the newest interpreter present: the two ends of the layouts we support.
-fn oldest_and_newest() -> Vec<Interpreter> {
-    let all = supported_interpreters();
-    let mut ends = vec![all[0].clone()];
-    if all.len() > 1 {
-        ends.push(all[all.len() - 1].clone());
-    }
-    ends
-}
-
 fn attach_json(pid: i32, extra: &[&str]) -> (Vec<Value>, Value) {
     let pid = pid.to_string();
     let mut args = vec!["attach", pid.as_str(), "--interval", INTERVAL, "--samples", SAMPLES, "--json"];
@@ -53,18 +43,12 @@ fn check_scenario(interp: &Interpreter, scenario: &str) -> (String, bool) {
     }
     assert_eq!(summary["summary"], true, "{what}");
     assert_eq!(summary["samples"], 40, "{what}");
-    let suspects: Vec<&str> = summary["suspects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["metric"] == "count")
-        .map(|s| s["type"].as_str().unwrap())
-        .collect();
+    let suspects = count_suspects(&summary["suspects"]);
     let expected: Vec<&str> =
         target.truth["leaking_types"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     let ok = match suspects.first() {
         None => expected.is_empty(),
-        Some(top) => expected.contains(top),
+        Some(top) => expected.contains(&top.as_str()),
     };
     if let Some(top) = summary["suspects"].as_array().unwrap().first() {
         assert!(top["growth_per_minute"].as_f64().unwrap() > 0.0, "{what}");

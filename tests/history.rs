@@ -23,13 +23,9 @@ fn json_of(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
-fn host_python() -> Interpreter {
-    supported_interpreters().into_iter().rev().find(|i| i.chroot.is_none()).expect("a host python 3")
-}
-
 #[test]
 fn concurrent_appends_never_interleave() {
-    let target = Target::start(&host_python(), "census_target.py", &[]);
+    let target = Target::start(&newest_host_python(), "census_target.py", &[]);
     let dir = temp_dir("concurrent");
     let history = dir.join("history.jsonl");
     let pid = target.pid.to_string();
@@ -61,7 +57,7 @@ fn concurrent_appends_never_interleave() {
 
 #[test]
 fn pid_file_and_match_find_the_target() {
-    let target = Target::start(&host_python(), "idle_target.py", &[]);
+    let target = Target::start(&newest_host_python(), "idle_target.py", &[]);
     let dir = temp_dir("pidfile");
     let pid_file = dir.join("app.pid");
     std::fs::write(&pid_file, format!("{}\n", target.pid)).unwrap();
@@ -200,7 +196,7 @@ fn trend_skips_garbage_and_partial_lines_and_splits_restarts() {
 
 #[test]
 fn trend_on_recorded_real_leak_and_control() {
-    let interp = host_python();
+    let interp = newest_host_python();
     let dir = temp_dir("recorded");
     for (scenario, leaking) in [("cache", true), ("lru", false)] {
         let target = Target::start(&interp, "leak_scenarios.py", &[scenario]);
@@ -218,15 +214,9 @@ fn trend_on_recorded_real_leak_and_control() {
         ]);
         assert!(out.status.success(), "{}", stderr(&out));
         let report = json_of(&leakspy(&["trend", record.to_str().unwrap(), "--json"]));
-        let suspects: Vec<&str> = report["runs"][0]["suspects"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["metric"] == "count")
-            .map(|s| s["type"].as_str().unwrap())
-            .collect();
+        let suspects = count_suspects(&report["runs"][0]["suspects"]);
         if leaking {
-            assert_eq!(suspects.first(), Some(&"__main__.CachedResponse"), "{report}");
+            assert_eq!(suspects.first().map(String::as_str), Some("__main__.CachedResponse"), "{report}");
         } else {
             assert!(suspects.is_empty(), "{scenario}: {suspects:?}");
         }
@@ -236,7 +226,7 @@ fn trend_on_recorded_real_leak_and_control() {
 
 #[test]
 fn prometheus_output_parses_with_the_reference_parser() {
-    let target = Target::start(&host_python(), "census_target.py", &[]);
+    let target = Target::start(&newest_host_python(), "census_target.py", &[]);
     let dir = temp_dir("prom");
     let file = dir.join("leakspy.prom");
     let out = leakspy(&[

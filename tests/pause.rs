@@ -37,13 +37,7 @@ fn paused_snapshots_of_a_churning_target_are_consistent() {
         assert!(census["paused_ms"].as_f64().unwrap() > 0.0);
         torn_total += census["torn_links"].as_u64().unwrap();
         for (name, expected) in &stable {
-            let count = census["types"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|t| t["type"] == name.as_str())
-                .map(|t| t["count"].clone());
-            assert_eq!(count.as_ref(), Some(expected), "{name}");
+            assert_eq!(type_count(&census, name), expected.as_u64(), "{name}");
         }
         assert!(matches!(state(target.pid), 'R' | 'S'), "running again after the pause");
     }

@@ -30,7 +30,7 @@ fn run_twice_and_check(command: &str, what: &str) {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     // A target whose command line contains "app.py", as the recipes expect.
-    let interp = supported_interpreters().into_iter().rev().find(|i| i.chroot.is_none()).unwrap();
+    let interp = newest_host_python();
     let app = dir.join("app.py");
     std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/targets/idle_target.py"), &app).unwrap();
     let mut target = Command::new(&interp.exe).arg(&app).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();

@@ -41,6 +41,10 @@ pub struct Census {
     pub schema_version: u32,
     pub pid: i32,
     pub python_version: String,
+    /// Where the version was read: "Py_Version", "PY_VERSION string" or "file name" (then
+    /// the patch level is unknown and shown as 0).
+    #[serde(default)]
+    pub python_version_source: String,
     pub python_binary: String,
     /// RFC 3339, UTC, when the read started.
     pub timestamp: String,
@@ -205,6 +209,7 @@ pub fn take_census(
         schema_version: SCHEMA_VERSION,
         pid: process.pid,
         python_version: process.version.to_string(),
+        python_version_source: process.version_source.to_string(),
         python_binary: process.binary.path.clone(),
         timestamp,
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
@@ -241,6 +246,7 @@ pub(crate) mod tests {
             schema_version: SCHEMA_VERSION,
             pid: 1,
             python_version: "3.11.7".into(),
+            python_version_source: "Py_Version".into(),
             python_binary: "python".into(),
             timestamp: "2026-11-26T10:00:00.000Z".into(),
             duration_ms: 1.0,

@@ -25,13 +25,6 @@ struct Block {
     data: Box<[u8]>,
 }
 
-/// Counters for benchmarks and the JSON output: how much leakspy had to read.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ReadStats {
-    pub syscalls: u64,
-    pub bytes_read: u64,
-}
-
 pub struct LiveProcess {
     pid: i32,
     blocks: Vec<Block>,
@@ -39,7 +32,6 @@ pub struct LiveProcess {
     /// Set once process_vm_readv turns out to be unavailable (ENOSYS, or EPERM under some
     /// seccomp profiles), so that every later read goes straight to /proc/PID/mem.
     use_mem_file: bool,
-    pub stats: ReadStats,
 }
 
 impl LiveProcess {
@@ -51,11 +43,7 @@ impl LiveProcess {
         let blocks = (0..blocks.max(1))
             .map(|_| Block { addr: u64::MAX, valid: 0, data: Vec::new().into_boxed_slice() })
             .collect();
-        LiveProcess { pid, blocks, mem_file: None, use_mem_file: false, stats: ReadStats::default() }
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.pid
+        LiveProcess { pid, blocks, mem_file: None, use_mem_file: false }
     }
 
     /// Reads a large range in one go, bypassing the cache (for copying whole mappings).
@@ -65,13 +53,9 @@ impl LiveProcess {
 
     /// Reads as many bytes as are readable from `addr` on, up to `buf.len()`.
     fn read_raw(&mut self, addr: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
-        self.stats.syscalls += 1;
         if !self.use_mem_file {
             match process_vm_read(self.pid, addr, buf) {
-                Ok(n) => {
-                    self.stats.bytes_read += n as u64;
-                    return Ok(n);
-                }
+                Ok(n) => return Ok(n),
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) => {
                     // Fall through to /proc/PID/mem, which some setups allow when the syscall
                     // is filtered; if it is denied too, that error is the one reported.
@@ -96,7 +80,6 @@ impl LiveProcess {
                 Err(e) => return Err(classify(self.pid, addr, buf.len(), e)),
             }
         }
-        self.stats.bytes_read += done as u64;
         Ok(done)
     }
 }

@@ -66,11 +66,6 @@ impl MemoryMap {
         }
         true
     }
-
-    /// Total size of writable private mappings: where a Python heap can live.
-    pub fn writable_bytes(&self) -> u64 {
-        self.mappings.iter().filter(|m| m.writable).map(|m| m.end - m.start).sum()
-    }
 }
 
 fn parse_line(line: &str) -> Option<Mapping> {

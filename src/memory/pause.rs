@@ -100,27 +100,24 @@ impl Drop for Pause {
 pub struct CopiedMemory<'a> {
     regions: BTreeMap<u64, Vec<u8>>,
     live: &'a mut LiveProcess,
-    pub bytes_copied: u64,
 }
 
 impl<'a> CopiedMemory<'a> {
     /// Copies every writable mapping; unreadable parts (guard pages) are left out.
     pub fn copy(live: &'a mut LiveProcess, maps: &MemoryMap) -> Result<CopiedMemory<'a>, ReadError> {
         let mut regions = BTreeMap::new();
-        let mut bytes_copied = 0;
         for m in maps.mappings.iter().filter(|m| m.writable && m.readable && !m.path.starts_with("[v")) {
             let mut data = vec![0u8; (m.end - m.start) as usize];
             match live.read_uncached(m.start, &mut data) {
                 Ok(n) => {
                     data.truncate(n);
-                    bytes_copied += n as u64;
                     regions.insert(m.start, data);
                 }
                 Err(ReadError::Unmapped { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(CopiedMemory { regions, live, bytes_copied })
+        Ok(CopiedMemory { regions, live })
     }
 }
 

@@ -1,6 +1,6 @@
 //! The live view of `attach` on a terminal, and the summary printed when sampling ends.
 
-use super::table::thousands;
+use super::table::{signed, thousands};
 use crate::analysis::findings::Finding;
 use crate::analysis::series::{Series, Suspect};
 use crate::heap::census::Census;
@@ -13,16 +13,6 @@ pub enum LiveSort {
     Growth,
     Count,
     Refs,
-}
-
-fn signed(n: i64) -> String {
-    if n > 0 {
-        format!("+{}", thousands(n as u64))
-    } else if n < 0 {
-        format!("-{}", thousands(n.unsigned_abs()))
-    } else {
-        "0".into()
-    }
 }
 
 fn mib(bytes: u64) -> String {

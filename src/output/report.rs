@@ -1,14 +1,10 @@
 //! Reports over recorded censuses: `diff` and `trend`, as text and as JSON documents.
 
-use super::table::thousands;
+use super::table::{signed, thousands};
 use crate::analysis::diff::CensusDiff;
 use crate::analysis::runs::Runs;
 use serde::Serialize;
 use std::fmt::Write;
-
-fn signed(n: i64) -> String {
-    if n < 0 { format!("-{}", thousands(n.unsigned_abs())) } else { format!("+{}", thousands(n as u64)) }
-}
 
 pub fn render_diff(d: &CensusDiff, top: usize) -> String {
     let mut out = String::new();

@@ -29,6 +29,17 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
+/// A change with its sign: +1,204, -3, 0.
+pub fn signed(n: i64) -> String {
+    if n > 0 {
+        format!("+{}", thousands(n as u64))
+    } else if n < 0 {
+        format!("-{}", thousands(n.unsigned_abs()))
+    } else {
+        "0".into()
+    }
+}
+
 pub fn render(census: &Census, top: usize, sort: SortKey) -> String {
     let mut types = census.types.clone();
     sort_types(&mut types, sort);

@@ -203,3 +203,36 @@ pub fn snapshot_json(pid: i32) -> Result<Value, String> {
     }
     serde_json::from_slice(&out.stdout).map_err(|e| format!("bad JSON: {e}"))
 }
+
+/// The oldest and the newest interpreter present: the two ends of the layouts we support.
+pub fn oldest_and_newest() -> Vec<Interpreter> {
+    let all = supported_interpreters();
+    let mut ends = vec![all[0].clone()];
+    if all.len() > 1 {
+        ends.push(all[all.len() - 1].clone());
+    }
+    ends
+}
+
+/// The newest interpreter that runs on the host (not in the chroot).
+pub fn newest_host_python() -> Interpreter {
+    supported_interpreters().into_iter().rev().find(|i| i.chroot.is_none()).expect("a host python 3")
+}
+
+/// The count a census gives for a type, if it lists it.
+pub fn type_count(census: &Value, name: &str) -> Option<u64> {
+    census["types"].as_array()?.iter().find(|t| t["type"] == name).and_then(|t| t["count"].as_u64())
+}
+
+/// The types named as growing (metric "count") in a list of suspects, in rank order.
+pub fn count_suspects(suspects: &Value) -> Vec<String> {
+    suspects
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter(|s| s["metric"] == "count")
+                .filter_map(|s| s["type"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}

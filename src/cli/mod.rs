@@ -53,6 +53,7 @@ impl TargetArgs {
 pub fn open_target(pid: i32) -> Result<(PythonProcess, LiveProcess), LeakspyError> {
     let mut mem = LiveProcess::new(pid);
     let process = PythonProcess::inspect(pid, &mut mem)?;
+    mem.fit_cache_to(process.maps.writable_bytes());
     Ok((process, mem))
 }
 

@@ -14,8 +14,10 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 const BLOCK_SIZE: usize = 64 * 1024;
-/// 1024 blocks of 64 KiB: 64 MiB at most, enough to keep the dense parts of a large heap hot.
+/// 256 blocks of 64 KiB: 16 MiB at most, enough to keep the dense parts of a large heap hot.
 const DEFAULT_BLOCKS: usize = 256;
+/// The cache is never smaller than this (2 MiB), however small the heap.
+const MIN_BLOCKS: usize = 32;
 
 struct Block {
     /// Block-aligned address this slot holds, or `u64::MAX` when empty.
@@ -44,6 +46,13 @@ impl LiveProcess {
             .map(|_| Block { addr: u64::MAX, valid: 0, data: Vec::new().into_boxed_slice() })
             .collect();
         LiveProcess { pid, blocks, mem_file: None, use_mem_file: false }
+    }
+
+    /// Sizes the cache to a quarter of the target's writable memory (within the default
+    /// bounds), so that reading a small process never costs more memory than it uses.
+    pub fn fit_cache_to(&mut self, writable_bytes: u64) {
+        let blocks = (writable_bytes / 4 / BLOCK_SIZE as u64) as usize;
+        self.blocks.truncate(blocks.clamp(MIN_BLOCKS, DEFAULT_BLOCKS));
     }
 
     /// Reads a large range in one go, bypassing the cache (for copying whole mappings).

@@ -49,6 +49,11 @@ impl MemoryMap {
         Ok(MemoryMap::parse(&std::fs::read_to_string(format!("/proc/{pid}/maps"))?))
     }
 
+    /// Total size of writable mappings: where a Python heap can live.
+    pub fn writable_bytes(&self) -> u64 {
+        self.mappings.iter().filter(|m| m.writable).map(|m| m.end - m.start).sum()
+    }
+
     pub fn find(&self, addr: u64) -> Option<&Mapping> {
         let idx = self.mappings.partition_point(|m| m.end <= addr);
         self.mappings.get(idx).filter(|m| m.contains(addr))

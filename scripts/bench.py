@@ -146,23 +146,26 @@ def status_kb(pid, field):
 
 # ---------------------------------------------------------------- measurements
 def leakspy_snapshot(leakspy, pid):
-    """Wall time of the whole command, its JSON, and its peak RSS in KiB. The RSS comes from
-    wait4(): the kernel's ru_maxrss of exactly that child (what /usr/bin/time %M reports),
-    with no polling to miss a short peak and no RUSAGE_CHILDREN max over unrelated children."""
-    # Output to files, not pipes: we wait4() before reading, so a full pipe would deadlock.
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as errf:
+    """Wall time of the whole command, its JSON, and its peak RSS in KiB. The RSS is what
+    /usr/bin/time %M reports: ru_maxrss of leakspy, started by that small program. Not
+    wait4() on a child forked from this script: the kernel carries the forking process's peak
+    RSS (this Python, tens of MB) across exec into the child's ru_maxrss."""
+    # Output to files, not pipes: we wait before reading, so a full pipe would deadlock.
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as errf, \
+            tempfile.NamedTemporaryFile("r") as rss:
         t0 = time.perf_counter()
-        p = spawn([leakspy, "snapshot", str(pid), "--json"], stdout=out, stderr=errf)
-        _, status, ru = os.wait4(p.pid, 0)
+        p = spawn(["/usr/bin/time", "-f", "%M", "-o", rss.name, leakspy, "snapshot", str(pid), "--json"],
+                  stdout=out, stderr=errf)
+        p.wait()
         wall = time.perf_counter() - t0
-        p.returncode = os.waitstatus_to_exitcode(status)
         CHILDREN.remove(p)
+        peak_kb = int(rss.read().split()[-1])
         errf.seek(0)
         err = errf.read().decode(errors="replace")
         if p.returncode != 0:
             raise RuntimeError("leakspy snapshot exit %d: %s" % (p.returncode, err.strip()[-300:]))
         out.seek(0)
-        return wall, json.load(out), ru.ru_maxrss
+        return wall, json.load(out), peak_kb
 
 
 def raw_copy(pid, chunk=16 << 20):
@@ -332,7 +335,7 @@ def main():
             label if r["python"] in label else "%s (%s)" % (label, r["python"]), format(int(r["objects"]), ","), r["census_s"], r["wall"], r["x_census"],
             r["copy_s"], mb(r["copied"] / 1024), r["x_copy"], r["ms_per_m"], mb(r["peak_kb"]),
             mb(r["rss_kb"]), r["x_rss"]))
-    out += ["", "Peak RSS: ru_maxrss of the leakspy process from wait4(). Raw copy: every rw-p/rw-s mapping "
+    out += ["", "Peak RSS: of leakspy, by /usr/bin/time %M. Raw copy: every rw-p/rw-s mapping "
             "read once via /proc/PID/mem in 16 MiB preads. × = leakspy snapshot wall time (or RSS) divided by it.", ""]
     for label, pct, off, on, samples in slow:
         out.append("- Slowdown of the CPU-bound target (%s objects resident) under `leakspy attach --interval 1`, "

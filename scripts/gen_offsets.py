@@ -196,6 +196,20 @@ KEYS = [
     # Module objects: where a module keeps its namespace (3.6 has no other way to gc.garbage
     # than the gc module's dict). Private to Objects/moduleobject.c before 3.12.
     ("module.md_dict", [off("PyModuleObject", "md_dict"), (off("struct leakspy_module", "md_dict"), DECLARED)]),
+    # The heap graph: where instances keep their attributes. 3.6-3.10: a __dict__ pointer at
+    # tp_dictoffset. 3.11+: "managed" dicts before the object and, until the dict is made,
+    # values arrays whose keys are the type's cached keys (3.13+: inline after the object).
+    ("type.tp_dictoffset", [off("PyTypeObject", "tp_dictoffset")]),
+    ("heaptype.ht_cached_keys", [off("PyHeapTypeObject", "ht_cached_keys")]),
+    ("flags.managed_dict", ["Py_TPFLAGS_MANAGED_DICT"]),
+    ("flags.inline_values", ["Py_TPFLAGS_INLINE_VALUES"]),
+    ("dictvalues.values", [off("PyDictValues", "values")]),
+    ("managed.dict_before", [("LEAKSPY_MANAGED_DICT_BEFORE", DECLARED)]),
+    ("managed.values_before", [("LEAKSPY_MANAGED_VALUES_BEFORE", DECLARED)]),
+    ("managed.tagged_values", [("LEAKSPY_TAGGED_VALUES", DECLARED)]),
+    ("set.table", [off("PySetObject", "table")]),
+    ("set.mask", [off("PySetObject", "mask")]),
+    ("set.entry_size", [size("setentry")]),
     # 3.12+: _Py_GlobalMonitors, one byte per sys.monitoring event: the bitmask of the tools
     # that turned it on globally (sys.setprofile/settrace are tools too from 3.12).
     ("interp.monitors", [off(IS, "monitors")]),
@@ -234,6 +248,17 @@ struct leakspy_dictkeys {
     char dk_indices[];
 #endif
 };
+#endif
+/* Where 3.11+ keep an instance's managed __dict__ (and 3.11/3.12 its values array): words
+   before the object, defined by macros in Include/internal/pycore_object.h, not as fields. */
+#if PY_VERSION_HEX >= 0x030B0000
+#define LEAKSPY_MANAGED_DICT_BEFORE 24     /* ((PyObject **)obj)-3 */
+#endif
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+#define LEAKSPY_MANAGED_VALUES_BEFORE 32   /* 3.11: ((PyDictValues **)obj)-4 */
+#endif
+#if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030D0000
+#define LEAKSPY_TAGGED_VALUES 1            /* 3.12: PyDictOrValues, values tagged with bit 0 */
 #endif
 /* Mirrors the start of PyModuleObject in Objects/moduleobject.c. */
 struct leakspy_module { PyObject_HEAD PyObject *md_dict; };

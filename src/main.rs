@@ -1,5 +1,5 @@
 use clap::{Parser, Subcommand};
-use leakspy::cli::{attach, history, snapshot};
+use leakspy::cli::{attach, history, snapshot, why};
 use leakspy::error::LeakspyError;
 
 #[derive(Parser)]
@@ -25,6 +25,8 @@ enum Command {
     Diff(history::DiffArgs),
     /// Name leak suspects over a history file, one series per process run.
     Trend(history::TrendArgs),
+    /// Show who holds the instances of a type: reference paths from the module globals.
+    Why(why::WhyArgs),
 }
 
 fn main() {
@@ -35,6 +37,7 @@ fn main() {
         Command::Run(args) => attach::run_program(args),
         Command::Diff(args) => history::run_diff(args),
         Command::Trend(args) => history::run_trend(args),
+        Command::Why(args) => why::run(args),
     };
     if let Err(e) = result {
         let message = match &e {

@@ -4,6 +4,7 @@
 pub mod attach;
 pub mod history;
 pub mod snapshot;
+pub mod why;
 
 use crate::analysis::findings::findings;
 use crate::cpython::process::PythonProcess;

@@ -182,6 +182,42 @@ pub enum GcStatsPlacement {
     },
 }
 
+/// What the heap graph needs: object sizes, where containers keep their items and where
+/// instances keep their attributes.
+#[derive(Debug, Clone)]
+pub struct GraphLayout {
+    pub tp_basicsize: usize,
+    pub tp_itemsize: usize,
+    pub tp_dictoffset: usize,
+    pub ht_cached_keys: usize,
+    pub tuple_ob_item: usize,
+    pub set_table: usize,
+    pub set_mask: usize,
+    pub set_entry_size: usize,
+    /// Offset of the values array in a split dict's values (0 before 3.13).
+    pub dictvalues_values: usize,
+    pub instance_attributes: InstanceAttributes,
+}
+
+/// Where an instance's attributes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceAttributes {
+    /// 3.6-3.10: a `__dict__` pointer at the type's tp_dictoffset.
+    DictOffset,
+    /// 3.11+, types with Py_TPFLAGS_MANAGED_DICT: a dict pointer `dict_before` bytes before
+    /// the object or, until that dict exists, a values array whose keys are the type's cached
+    /// keys: 3.11 keeps its pointer `values_before` bytes before the object, 3.12 in the dict
+    /// pointer's place tagged with bit 0, 3.13+ inline after the object (Py_TPFLAGS_INLINE_VALUES).
+    Managed { managed_flag: u64, dict_before: usize, values: ManagedValues },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManagedValues {
+    Before(usize),
+    Tagged,
+    Inline { inline_flag: u64 },
+}
+
 /// Thread state fields for the threads report.
 #[derive(Debug, Clone)]
 pub struct ThreadLayout {
@@ -284,6 +320,7 @@ pub struct Layout {
     pub dict: DictLayout,
     pub threads: ThreadLayout,
     pub functions: Option<FunctionLayout>,
+    pub graph: GraphLayout,
     pub containers: ContainerLayout,
     pub debug_offsets: Vec<DebugOffsetCheck>,
 }
@@ -386,6 +423,18 @@ impl Layout {
                 c_profileobj: t.need("tstate.c_profileobj")?,
             },
             functions: function_layout(t),
+            graph: GraphLayout {
+                tp_basicsize: t.need("type.tp_basicsize")?,
+                tp_itemsize: t.need("type.tp_itemsize")?,
+                tp_dictoffset: t.need("type.tp_dictoffset")?,
+                ht_cached_keys: t.need("heaptype.ht_cached_keys")?,
+                tuple_ob_item: t.need("tuple.ob_item")?,
+                set_table: t.need("set.table")?,
+                set_mask: t.need("set.mask")?,
+                set_entry_size: t.need("set.entry_size")?,
+                dictvalues_values: t.opt("dictvalues.values").unwrap_or(0),
+                instance_attributes: instance_attributes(t)?,
+            },
             containers: ContainerLayout {
                 ob_size: t.need("varobject.ob_size")?,
                 list_ob_item: t.need("list.ob_item")?,
@@ -421,6 +470,18 @@ fn gc_stats_layout(t: &OffsetTable) -> Option<GcStatsLayout> {
         collected: t.opt("gc_stats.collected")?,
         uncollectable: t.opt("gc_stats.uncollectable")?,
     })
+}
+
+fn instance_attributes(t: &OffsetTable) -> Result<InstanceAttributes, String> {
+    let Some(managed_flag) = t.get("flags.managed_dict") else { return Ok(InstanceAttributes::DictOffset) };
+    let values = if let Some(inline_flag) = t.get("flags.inline_values") {
+        ManagedValues::Inline { inline_flag }
+    } else if t.get("managed.tagged_values") == Some(1) {
+        ManagedValues::Tagged
+    } else {
+        ManagedValues::Before(t.need("managed.values_before")?)
+    };
+    Ok(InstanceAttributes::Managed { managed_flag, dict_before: t.need("managed.dict_before")?, values })
 }
 
 fn function_layout(t: &OffsetTable) -> Option<FunctionLayout> {

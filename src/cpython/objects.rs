@@ -14,8 +14,8 @@ const TPFLAGS_UNICODE_SUBCLASS: u64 = 1 << 28;
 
 /// Longest str leakspy decodes: names and keys, not data.
 const MAX_NAME_CHARS: u64 = 4096;
-/// A class dict with more entries than this is not a class dict.
-const MAX_DICT_ENTRIES: u64 = 1 << 16;
+/// More entries than this (4M, ~100 MB of entries) is a torn pointer, not a dict.
+const MAX_DICT_ENTRIES: u64 = 1 << 22;
 
 /// The name under which a type is reported everywhere: `qualname` for builtins, else
 /// `module.qualname`, the way Python code would spell it.
@@ -86,8 +86,8 @@ pub fn read_str(mem: &mut dyn RemoteMemory, layout: &Layout, addr: u64) -> Resul
     Ok(Some(text))
 }
 
-/// (key, value) object pointers of a dict with a combined table. Split-table dicts (instance
-/// dicts sharing their keys) are not needed for type dicts and return an empty list for now.
+/// (key, value) object pointers of a dict, combined or split (instance dicts sharing their
+/// keys keep the values in a separate array).
 pub fn dict_entries(mem: &mut dyn RemoteMemory, layout: &Layout, dict: u64) -> Result<Vec<(u64, u64)>, ReadError> {
     if dict == 0 {
         return Ok(Vec::new());
@@ -95,9 +95,38 @@ pub fn dict_entries(mem: &mut dyn RemoteMemory, layout: &Layout, dict: u64) -> R
     let d = &layout.dict;
     let keys = mem.read_u64(dict + d.ma_keys as u64)?;
     let values = mem.read_u64(dict + d.ma_values as u64)?;
-    if keys == 0 || values != 0 {
+    let entries = keys_entries(mem, layout, keys)?;
+    if values == 0 {
+        return Ok(entries.into_iter().filter(|(k, v)| *k != 0 && *v != 0).collect());
+    }
+    split_values(mem, layout, &entries, values)
+}
+
+/// Pairs the keys of shared (split) keys with the values array at `values` (a split dict's
+/// ma_values, or an instance's values array before its __dict__ exists).
+pub fn split_values(
+    mem: &mut dyn RemoteMemory,
+    layout: &Layout,
+    entries: &[(u64, u64)],
+    values: u64,
+) -> Result<Vec<(u64, u64)>, ReadError> {
+    let mut raw = vec![0u8; entries.len() * 8];
+    mem.read(values + layout.graph.dictvalues_values as u64, &mut raw)?;
+    Ok(entries
+        .iter()
+        .zip(raw.chunks_exact(8))
+        .map(|((k, _), v)| (*k, u64_at(v, 0)))
+        .filter(|(k, v)| *k != 0 && *v != 0)
+        .collect())
+}
+
+/// (key, value) pointers of the entries of a dict-keys object, in insertion order; values are
+/// NULL in split keys.
+pub fn keys_entries(mem: &mut dyn RemoteMemory, layout: &Layout, keys: u64) -> Result<Vec<(u64, u64)>, ReadError> {
+    if keys == 0 {
         return Ok(Vec::new());
     }
+    let d = &layout.dict;
     let nentries = mem.read_u64(keys + d.dk_nentries as u64)?;
     let (index_bytes, entry_size) = match d.format {
         DictKeysFormat::SizeField { dk_size } => {
@@ -116,7 +145,7 @@ pub fn dict_entries(mem: &mut dyn RemoteMemory, layout: &Layout, dict: u64) -> R
         DictKeysFormat::Log2 { dk_log2_index_bytes, dk_kind, unicode_entry_size, .. } => {
             let log2_index_bytes = mem.read_u8(keys + dk_log2_index_bytes as u64)?;
             let kind = mem.read_u8(keys + dk_kind as u64)?;
-            if log2_index_bytes > 24 {
+            if log2_index_bytes > 32 {
                 return Ok(Vec::new());
             }
             // DICT_KEYS_GENERAL (0) entries carry the hash; unicode and split ones do not.
@@ -132,11 +161,7 @@ pub fn dict_entries(mem: &mut dyn RemoteMemory, layout: &Layout, dict: u64) -> R
     mem.read(entries_at, &mut raw)?;
     // Both entry formats end with (key, value): {hash, key, value} or {key, value}.
     let key_at = entry_size as usize - 16;
-    Ok(raw
-        .chunks_exact(entry_size as usize)
-        .map(|e| (u64_at(e, key_at), u64_at(e, key_at + 8)))
-        .filter(|(k, v)| *k != 0 && *v != 0)
-        .collect())
+    Ok(raw.chunks_exact(entry_size as usize).map(|e| (u64_at(e, key_at), u64_at(e, key_at + 8))).collect())
 }
 
 /// The object stored under the str key `wanted`, if any.

@@ -3,4 +3,5 @@
 pub mod address_set;
 pub mod census;
 pub mod details;
+pub mod graph;
 pub mod walk;

@@ -2,7 +2,7 @@
 
 use super::{TargetArgs, open_target};
 use crate::error::LeakspyError;
-use crate::heap::graph::{HeapGraph, Step, build, render, shortest_paths};
+use crate::heap::graph::{HeapGraph, Step, build, key_repr, render, shortest_paths};
 use crate::memory::RemoteMemory;
 use crate::output::table::thousands;
 use rustc_hash::FxHashMap;
@@ -52,7 +52,7 @@ struct WhyReport {
 fn step_text(step: &Step) -> String {
     match step {
         Step::Index(i) => format!("[{i}]"),
-        Step::Key(k) => format!("[{k:?}]"),
+        Step::Key(k) => format!("[{}]", key_repr(k)),
         Step::Attr(a) => format!(".{a}"),
         Step::Namespace => "__dict__".into(),
         Step::Member => "<member>".into(),

@@ -441,6 +441,11 @@ impl Paths {
     }
 }
 
+/// A dict key as Python would print it: 'name' (object keys are already `<type>`).
+pub fn key_repr(key: &str) -> String {
+    if key.starts_with('<') { key.to_string() } else { format!("{key:?}").replace('"', "'") }
+}
+
 /// A path as Python code would write it, starting from `sys.modules`. A namespace followed by
 /// a key reads as an attribute (`.handlers`), except a module's, which reads as
 /// `.__dict__['NAME']` so that the module is named.
@@ -453,7 +458,7 @@ pub fn render(steps: &[Step], wildcard: &[bool]) -> String {
         match step {
             Step::Index(i) => out += &format!("[{}]", value(i.to_string())),
             Step::Key(k) if in_namespace && !module_level => out += &format!(".{}", value(k.clone())),
-            Step::Key(k) => out += &format!("[{}]", value(format!("{k:?}").replace('"', "'"))),
+            Step::Key(k) => out += &format!("[{}]", value(key_repr(k))),
             Step::Attr(a) => out += &format!(".{a}"),
             Step::Namespace if module_level && n == 1 => out += ".__dict__",
             Step::Namespace => {}

@@ -7,12 +7,17 @@
 //! - Mann-Kendall over the recent half: it is still growing (a cache that filled and stopped,
 //!   or a warm-up jump, fails here);
 //! - the Theil-Sen growth over the series is large against the scatter around the fitted line
-//!   (a sawtooth's teeth are scatter; a leak's growth dominates its churn).
+//!   (a sawtooth's teeth are scatter; a leak's growth dominates its churn) and against the
+//!   level itself (a plateau jittering by a few objects is not a leak);
+//! - the Theil-Sen slope of the recent half is positive (on a plateau most pairs are ties, so
+//!   its median slope is zero even when Mann-Kendall sees a drift of a few objects).
 
 /// How sure a call must be: one-sided Mann-Kendall z for p < 0.01.
 const Z_SIGNIFICANT: f64 = 2.326;
 /// Growth must exceed this many robust standard deviations of the residuals.
 const GROWTH_OVER_SCATTER: f64 = 3.0;
+/// ...and this fraction of the series' median level.
+const GROWTH_OVER_LEVEL: f64 = 0.005;
 /// Pairwise statistics are quadratic: longer series are thinned evenly to this many points.
 const MAX_POINTS: usize = 600;
 /// Fewer samples than this cannot tell a trend from noise.
@@ -56,10 +61,13 @@ pub fn analyse(points: &[(f64, f64)]) -> Option<Trend> {
     // The recent half has half the samples, so for the same trend its z is about sqrt(2)
     // smaller; its bar is scaled down to match, but never below the 95% one-sided level.
     let recent_bar = (Z_SIGNIFICANT * std::f64::consts::FRAC_1_SQRT_2).max(1.645);
+    let level = median(points.iter().map(|p| p.1).collect());
+    let recent_slope = if recent.len() >= 2 { theil_sen(recent) } else { 0.0 };
     let growing = slope > 0.0
+        && recent_slope > 0.0
         && z_all >= Z_SIGNIFICANT
         && z_recent >= recent_bar
-        && added > GROWTH_OVER_SCATTER * scatter.max(0.5);
+        && added > (GROWTH_OVER_SCATTER * scatter.max(0.5)).max(GROWTH_OVER_LEVEL * level);
     let confidence = normal_cdf(z_all.min(z_recent * std::f64::consts::SQRT_2));
     Some(Trend { slope_per_sec: slope, added, z_all, z_recent, scatter, samples: points.len(), growing, confidence })
 }
@@ -193,6 +201,21 @@ mod tests {
     #[test]
     fn a_sawtooth_is_not() {
         let t = analyse(&series(60, |i| ((i % 7) * 3000) as f64 + 50.0 * noise(i))).unwrap();
+        assert!(!t.growing, "{t:?}");
+    }
+
+    #[test]
+    fn a_plateau_drifting_by_a_few_objects_is_not() {
+        // Recorded on a bounded cache under churn (3.15, 0.2 s apart): it fills, then jitters
+        // by 3 objects with the higher values late; called a leak before the level and
+        // recent-slope checks.
+        let counts = [
+            1221, 1486, 1757, 2022, 2169, 2169, 2172, 2172, 2169, 2169, 2169, 2169, 2172, 2169, 2169, 2169, 2172, 2172,
+            2172, 2171, 2172, 2171, 2172, 2171, 2171, 2172, 2171, 2172, 2172, 2171, 2172, 2172, 2172, 2172, 2172, 2172,
+            2172, 2172, 2172, 2172,
+        ];
+        let s: Vec<(f64, f64)> = counts.iter().enumerate().map(|(i, c)| (i as f64 * 0.2, *c as f64)).collect();
+        let t = analyse(&s).unwrap();
         assert!(!t.growing, "{t:?}");
     }
 

@@ -119,7 +119,11 @@ impl RemoteMemory for LiveProcess {
                 let valid = match self.read_raw(block_addr, &mut data) {
                     Ok(valid) => valid,
                     Err(ReadError::Unmapped { .. }) => 0,
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        // The slot gave up its buffer: it must not claim to hold a block.
+                        self.blocks[slot] = Block { addr: u64::MAX, valid: 0, data };
+                        return Err(e);
+                    }
                 };
                 self.blocks[slot] = Block { addr: block_addr, valid, data };
             }
@@ -177,6 +181,26 @@ mod tests {
         mem.read(base + start as u64, &mut buf).unwrap();
         assert_eq!(&buf[..], &data[start..start + buf.len()]);
         assert_eq!(mem.read_u8(base + 7).unwrap(), 7);
+    }
+
+    #[test]
+    fn a_failed_fill_leaves_the_cache_consistent() {
+        // Seen when a target exited mid-walk: a fill that failed with "process gone" left its
+        // slot naming the block it held before, with no buffer, and the next read of that
+        // block indexed an empty slice.
+        let data: Vec<u8> = (0..(8 * BLOCK_SIZE)).map(|i| (i % 253) as u8).collect();
+        let base = (data.as_ptr() as u64 + BLOCK_SIZE as u64 - 1) & !(BLOCK_SIZE as u64 - 1);
+        let me = std::process::id() as i32;
+        let mut mem = LiveProcess::with_cache_blocks(me, 4);
+        let mut buf = [0u8; 16];
+        mem.read(base, &mut buf).unwrap();
+        // A block that maps to the same slot, read while the "target" is gone.
+        mem.pid = i32::MAX;
+        assert!(matches!(mem.read(base + 4 * BLOCK_SIZE as u64, &mut buf), Err(ReadError::ProcessGone)));
+        mem.pid = me;
+        mem.read(base + 48, &mut buf).unwrap();
+        let start = (base - data.as_ptr() as u64) as usize + 48;
+        assert_eq!(&buf[..], &data[start..start + 16]);
     }
 
     #[test]

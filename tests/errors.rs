@@ -90,7 +90,7 @@ fn output_file_is_written_whole_or_not_at_all() {
 #[test]
 fn target_exiting_mid_read_is_reported_not_a_crash() {
     let interp = modern_python();
-    for i in 0..12u64 {
+    for i in 0..30u64 {
         let target = Target::start(&interp, "census_target.py", &[]);
         let run = Command::new(LEAKSPY)
             .args(["snapshot", &target.pid.to_string(), "--json"])
@@ -98,7 +98,7 @@ fn target_exiting_mid_read_is_reported_not_a_crash() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_micros(i * 700));
+        std::thread::sleep(Duration::from_micros(i * 300));
         drop(target);
         let out = run.wait_with_output().unwrap();
         let code = out.status.code();

@@ -174,6 +174,9 @@ impl Target {
             }
             panic!("{}: {script} did not get ready (printed {line:?}); stderr:\n{err}", interp.label);
         }
+        // READY is written just before the main thread blocks; read the target once it is
+        // blocked, not while its last statement is still being evaluated.
+        wait_until_sleeping(pid);
         let truth_host = host_dir.join("truth.json");
         let truth = std::fs::read_to_string(&truth_host)
             .ok()
@@ -182,6 +185,19 @@ impl Target {
         let _ = std::fs::remove_dir_all(&host_dir);
         Target { child, pid, truth, label: interp.label.clone(), minor: interp.minor }
     }
+}
+
+/// Waits (up to 2 s) until the process's main thread sleeps, then a little more.
+fn wait_until_sleeping(pid: i32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('S')) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(20));
 }
 
 impl Drop for Target {

@@ -85,7 +85,11 @@ pub fn findings(census: &Census) -> Vec<Finding> {
         let fds = r.descriptors.as_ref();
         if r.file_objects.open >= MANY_OPEN {
             let regular = fds.map_or(String::new(), |d| {
-                format!("; the process has {} descriptors to regular files", thousands(d.regular_files))
+                format!(
+                    "; the process has {} open descriptors, {} to regular files",
+                    thousands(d.total),
+                    thousands(d.regular_files)
+                )
             });
             out.push(finding(
                 "open_files",

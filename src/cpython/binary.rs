@@ -84,7 +84,10 @@ pub fn find_python(pid: i32, maps: &MemoryMap) -> Result<PythonBinary, LeakspyEr
             candidates.push(&m.path);
         }
     }
+    // An empty `exe` (the link is gone once a process starts exiting) must not match the
+    // anonymous mappings, whose path is empty too.
     if let Some(m) = maps.mappings.iter().find(|m| m.path == exe || m.path.strip_suffix(" (deleted)") == Some(&exe))
+        && !exe.is_empty()
         && !candidates.contains(&m.path.as_str())
     {
         candidates.push(&m.path);

@@ -319,12 +319,14 @@ impl PythonProcess {
     }
 }
 
-/// Gone, a zombie, or dead: the process has exited even if its parent has not reaped it.
+/// Gone, a zombie, dead, or on its way out: the process has exited even if its parent has not
+/// reaped it. A user process that is exiting has already lost its executable link.
 fn has_exited(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    let zombie_or_gone = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])))
-        .unwrap_or(true)
+        .unwrap_or(true);
+    zombie_or_gone || (std::fs::read_link(format!("/proc/{pid}/exe")).is_err() && !is_kernel_thread(pid))
 }
 
 /// PF_KTHREAD in the flags field of /proc/PID/stat.

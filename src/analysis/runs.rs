@@ -3,10 +3,12 @@
 
 use super::series::{Series, Suspect};
 use crate::heap::census::Census;
+use serde::Serialize;
 use std::time::SystemTime;
 
-#[derive(Debug, Clone)]
-pub struct Run {
+/// Who a run is, as reports show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInfo {
     pub hostname: String,
     pub pid: i32,
     pub start_time: String,
@@ -14,9 +16,14 @@ pub struct Run {
     pub python_version: String,
     pub first_timestamp: String,
     pub last_timestamp: String,
-    first_time: SystemTime,
     /// The PID of the previous run of the same command on the same host: a restart.
     pub restart_of: Option<i32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub info: RunInfo,
+    first_time: SystemTime,
     pub series: Series,
 }
 
@@ -36,8 +43,9 @@ impl Runs {
     /// them).
     pub fn push(&mut self, census: &Census, at: SystemTime) {
         let info = census.process.clone().unwrap_or_default();
-        let same_process =
-            |r: &Run| r.hostname == info.hostname && r.pid == census.pid && r.start_time == info.start_time;
+        let same_process = |r: &Run| {
+            r.info.hostname == info.hostname && r.info.pid == census.pid && r.info.start_time == info.start_time
+        };
         let index = match self.runs.iter().rposition(same_process) {
             Some(i) => i,
             None => {
@@ -45,18 +53,22 @@ impl Runs {
                     .runs
                     .iter()
                     .rev()
-                    .find(|r| r.hostname == info.hostname && r.cmdline == info.cmdline && !info.cmdline.is_empty())
-                    .map(|r| r.pid);
+                    .find(|r| {
+                        r.info.hostname == info.hostname && r.info.cmdline == info.cmdline && !info.cmdline.is_empty()
+                    })
+                    .map(|r| r.info.pid);
                 self.runs.push(Run {
-                    hostname: info.hostname.clone(),
-                    pid: census.pid,
-                    start_time: info.start_time.clone(),
-                    cmdline: info.cmdline.clone(),
-                    python_version: census.python_version.clone(),
-                    first_timestamp: census.timestamp.clone(),
-                    last_timestamp: census.timestamp.clone(),
+                    info: RunInfo {
+                        hostname: info.hostname.clone(),
+                        pid: census.pid,
+                        start_time: info.start_time.clone(),
+                        cmdline: info.cmdline.clone(),
+                        python_version: census.python_version.clone(),
+                        first_timestamp: census.timestamp.clone(),
+                        last_timestamp: census.timestamp.clone(),
+                        restart_of,
+                    },
                     first_time: at,
-                    restart_of,
                     series: Series::default(),
                 });
                 self.runs.len() - 1
@@ -65,7 +77,7 @@ impl Runs {
         let run = &mut self.runs[index];
         let seconds = at.duration_since(run.first_time).map_or(0.0, |d| d.as_secs_f64());
         run.series.push(seconds, census);
-        run.last_timestamp = census.timestamp.clone();
+        run.info.last_timestamp = census.timestamp.clone();
     }
 }
 
@@ -99,7 +111,7 @@ mod tests {
             runs.push(&record(200, "b", 10 + (i % 2)), t0 + Duration::from_secs(3600 * i));
         }
         assert_eq!(runs.runs.len(), 2);
-        assert_eq!(runs.runs[1].restart_of, Some(100));
+        assert_eq!(runs.runs[1].info.restart_of, Some(100));
         let leak = runs.runs[0].suspects();
         assert_eq!(leak.len(), 1);
         assert!((leak[0].growth_per_minute * 60.0 - 50.0).abs() < 0.01, "{leak:?}");

@@ -83,7 +83,7 @@ pub fn run_trend(args: TrendArgs) -> Result<(), LeakspyError> {
                 run.suspects
                     .iter()
                     .filter(|s| s.metric == "count" && s.growth_per_hour >= threshold)
-                    .map(move |s| format!("{} grows by {:.0}/h in PID {}", s.name, s.growth_per_hour, run.pid))
+                    .map(move |s| format!("{} grows by {:.0}/h in PID {}", s.name, s.growth_per_hour, run.info.pid))
             })
             .collect();
         if !crossed.is_empty() {

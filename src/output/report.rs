@@ -2,7 +2,7 @@
 
 use super::table::{signed, thousands};
 use crate::analysis::diff::CensusDiff;
-use crate::analysis::runs::Runs;
+use crate::analysis::runs::{RunInfo, Runs};
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -61,16 +61,9 @@ pub struct TrendSuspect {
 
 #[derive(Debug, Serialize)]
 pub struct TrendRun {
-    pub hostname: String,
-    pub pid: i32,
-    pub start_time: String,
-    pub cmdline: String,
-    pub python_version: String,
-    pub first_timestamp: String,
-    pub last_timestamp: String,
+    #[serde(flatten)]
+    pub info: RunInfo,
     pub samples: usize,
-    /// PID of the previous run of the same command on the same host.
-    pub restart_of: Option<i32>,
     pub suspects: Vec<TrendSuspect>,
 }
 
@@ -86,15 +79,8 @@ pub fn trend_report(runs: &Runs, skipped_lines: usize) -> TrendReport {
             .runs
             .iter()
             .map(|run| TrendRun {
-                hostname: run.hostname.clone(),
-                pid: run.pid,
-                start_time: run.start_time.clone(),
-                cmdline: run.cmdline.clone(),
-                python_version: run.python_version.clone(),
-                first_timestamp: run.first_timestamp.clone(),
-                last_timestamp: run.last_timestamp.clone(),
+                info: run.info.clone(),
                 samples: run.series.samples_taken,
-                restart_of: run.restart_of,
                 suspects: run
                     .suspects()
                     .into_iter()
@@ -124,16 +110,16 @@ pub fn render_trend(report: &TrendReport, source: &str) -> String {
         let _ = writeln!(
             out,
             "PID {} on {} ({}), Python {}, started {}\n  {} samples from {} to {}",
-            run.pid,
-            if run.hostname.is_empty() { "?" } else { &run.hostname },
-            run.cmdline,
-            run.python_version,
-            run.start_time,
+            run.info.pid,
+            if run.info.hostname.is_empty() { "?" } else { &run.info.hostname },
+            run.info.cmdline,
+            run.info.python_version,
+            run.info.start_time,
             run.samples,
-            run.first_timestamp,
-            run.last_timestamp
+            run.info.first_timestamp,
+            run.info.last_timestamp
         );
-        if let Some(previous) = run.restart_of {
+        if let Some(previous) = run.info.restart_of {
             let _ = writeln!(out, "  the process restarted (previously PID {previous}): a new series starts here");
         }
         if run.samples < crate::analysis::trend::MIN_SAMPLES {

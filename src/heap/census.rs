@@ -160,7 +160,7 @@ impl Tally {
 }
 
 /// The refcount, or `None` for an immortal object.
-fn refcount(layout: &ObjectLayout, word: u64) -> Option<u64> {
+pub(crate) fn refcount(layout: &ObjectLayout, word: u64) -> Option<u64> {
     let low = word as u32;
     if layout.has_immortal && (low as i32) < 0 {
         return None;

@@ -7,6 +7,7 @@
 //! at the start of a known object counts as a reference. That can over-count (an integer
 //! that looks like a pointer) but never misses a field, which is what attribution needs.
 
+use super::census::refcount;
 use super::walk::{WalkLimits, Walker};
 use crate::cpython::layout::{InstanceAttributes, Layout, ManagedValues};
 use crate::cpython::objects::{dict_entries, keys_entries, read_str, split_values, type_name};
@@ -157,19 +158,8 @@ pub fn build(process: &PythonProcess, mem: &mut dyn RemoteMemory) -> Result<Heap
         type_of.push(index);
     }
     let objects: Vec<u64> = found.iter().map(|f| f.0).collect();
-    let refcounts = found
-        .iter()
-        .map(|f| {
-            let low = f.2 as u32;
-            if layout.object.has_immortal && (low as i32) < 0 {
-                0
-            } else if layout.object.refcnt_size == 4 {
-                low as u64
-            } else {
-                f.2
-            }
-        })
-        .collect();
+    // Immortal objects count as 0: none of their references is "external" in any useful sense.
+    let refcounts = found.iter().map(|f| refcount(&layout.object, f.2).unwrap_or(0)).collect();
     drop(found);
 
     let mut graph = HeapGraph {

@@ -63,6 +63,7 @@ def size(struct):
 
 RT, IS, TS = "_PyRuntimeState", "PyInterpreterState", "PyThreadState"
 GC, DO = "struct _gc_runtime_state", "_Py_DebugOffsets"
+IF = "_PyInterpreterFrame"
 GEN, OLD_GEN = "struct gc_generation", "struct leakspy_gc_generation"
 DK, OLD_DK = "PyDictKeysObject", "struct leakspy_dictkeys"
 STATS, OLD_STATS = "struct gc_stats", "struct leakspy_gc_generation_stats"
@@ -167,6 +168,28 @@ KEYS = [
       for m in ("co_filename", "co_name", "co_qualname", "co_firstlineno")],
     *[(f"method.{m}", [off("PyMethodObject", m)]) for m in ("im_func", "im_self")],
     ("cell.ob_ref", [off("PyCellObject", "ob_ref")]),
+    # Named references on `why` paths (func.__defaults__, type.__bases__, ...).
+    *[(f"func.{m}", [off("PyFunctionObject", m)]) for m in ("func_defaults", "func_kwdefaults", "func_dict")],
+    ("type.tp_bases", [off("PyTypeObject", "tp_bases")]),
+    # Threads' frames, roots of the heap graph. 3.6-3.10: PyFrameObjects (GC-tracked) from
+    # tstate->frame, locals named by co_varnames + co_cellvars + co_freevars. 3.11+: frames
+    # are _PyInterpreterFrame structs on the thread's data stack, reached through
+    # tstate->cframe->current_frame (3.11/3.12) or tstate->current_frame (3.13+), locals named
+    # by co_localsplusnames; 3.14 made their slots tagged _PyStackRefs.
+    ("tstate.frame", [off(TS, "frame")]),
+    ("tstate.cframe", [off(TS, "cframe")]),
+    ("cframe.current_frame", [off("_PyCFrame", "current_frame")]),
+    ("tstate.current_frame", [off(TS, "current_frame")]),
+    *[(f"frame.{m}", [off("PyFrameObject", m)]) for m in ("f_back", "f_code", "f_locals", "f_localsplus")],
+    ("iframe.previous", [off(IF, "previous")]),
+    ("iframe.code", [off(IF, "f_code"), off(IF, "f_executable")]),
+    ("iframe.f_locals", [off(IF, "f_locals")]),
+    ("iframe.localsplus", [off(IF, "localsplus")]),
+    ("iframe.stacktop", [off(IF, "stacktop")]),
+    ("iframe.stackpointer", [off(IF, "stackpointer")]),
+    *[(f"code.{m}", [off("PyCodeObject", m)])
+      for m in ("co_nlocalsplus", "co_localsplusnames", "co_nlocals", "co_varnames", "co_cellvars",
+                "co_freevars", "co_stacksize")],
     # struct gc_generation_stats: the element of gc_state.generation_stats up to 3.14 (3.6: of
     # a static array in Modules/gcmodule.c, declared below). 3.15 keeps a pointer there to a
     # struct gc_stats of per-generation ring buffers whose entries are this struct, grown
@@ -218,10 +241,12 @@ KEYS = [
 # Internal headers holding the structs above. __has_include picks whichever exist in the
 # version at hand (3.7: internal/pystate.h; 3.8: pycore_pystate.h; 3.9+: pycore_runtime.h...).
 INTERNAL_HEADERS = ["pystate.h", "pycore_pystate.h", "pycore_runtime.h", "pycore_interp.h",
-                    "pycore_gc.h", "pycore_dict.h", "pycore_debug_offsets.h"]
+                    "pycore_gc.h", "pycore_dict.h", "pycore_debug_offsets.h", "pycore_frame.h",
+                    "pycore_interpframe_structs.h"]
 
-# Public headers that Python.h does not include in every version (3.6-3.8: code.h).
-PUBLIC_HEADERS = ["code.h"]
+# Public headers that Python.h does not include in every version (3.6-3.8: code.h;
+# frameobject.h declares PyFrameObject up to 3.10).
+PUBLIC_HEADERS = ["code.h", "frameobject.h"]
 
 # Layouts no installed header provides, declared for exactly the versions that need them.
 DECLARATIONS = """

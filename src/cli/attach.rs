@@ -198,7 +198,7 @@ fn sample(
             bar
         });
         let sampled_at = start.elapsed().as_secs_f64();
-        let census = match take_census_of_process(process, mem, args.max_objects, false) {
+        let census = match take_census_of_process(process, mem, args.max_objects, false, false) {
             Ok(c) => c,
             Err(LeakspyError::ProcessExited { .. } | LeakspyError::NoSuchProcess { .. }) => break "target exited",
             Err(e) => return Err(e),

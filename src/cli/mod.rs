@@ -11,7 +11,10 @@ use crate::cpython::process::PythonProcess;
 use crate::cpython::process::read_error;
 use crate::error::LeakspyError;
 use crate::heap::census::{Census, take_census};
+use crate::heap::graph::build;
+use crate::heap::graph_census::apply_graph;
 use crate::heap::walk::WalkLimits;
+use crate::memory::RemoteMemory;
 use crate::memory::live::LiveProcess;
 use crate::memory::maps::MemoryMap;
 use crate::memory::pause::{CopiedMemory, Pause};
@@ -66,6 +69,7 @@ pub fn take_census_of_process(
     mem: &mut LiveProcess,
     max_objects: u64,
     pause: bool,
+    all: bool,
 ) -> Result<Census, LeakspyError> {
     let limits = WalkLimits { max_objects };
     let mut census = if pause {
@@ -78,12 +82,15 @@ pub fn take_census_of_process(
         drop(frozen);
         let paused_ms = started.elapsed().as_secs_f64() * 1000.0;
         let mut copy = copy.map_err(|e| read_error(pid, e))?;
-        let mut census = take_census(process, &mut copy, limits)?;
+        let mut census = take_census_with(process, &mut copy, limits, all)?;
         census.consistent = true;
         census.paused_ms = Some(paused_ms);
         census
     } else {
-        take_census(process, mem, limits)?
+        if all {
+            mem.set_cache_bytes(GRAPH_CACHE_BYTES.min(process.maps.writable_bytes()));
+        }
+        take_census_with(process, mem, limits, all)?
     };
     census.process = Some(ProcessInfo::read(process.pid));
     if let Some(resources) = census.resources.as_mut() {
@@ -91,6 +98,27 @@ pub fn take_census_of_process(
     }
     census.memory = memory_split(process.pid);
     census.findings = findings(&census);
+    Ok(census)
+}
+
+/// The graph reads every object and what it points to, all over the heap: a cache as big as
+/// the heap (up to this) reads each block once.
+pub const GRAPH_CACHE_BYTES: u64 = 256 << 20;
+
+/// The census, and with `all` the heap graph's view of it (untracked objects, sizes,
+/// external references, retained sizes).
+fn take_census_with(
+    process: &PythonProcess,
+    mem: &mut dyn RemoteMemory,
+    limits: WalkLimits,
+    all: bool,
+) -> Result<Census, LeakspyError> {
+    let mut census = take_census(process, mem, limits)?;
+    if all {
+        let started = Instant::now();
+        let graph = build(process, mem)?;
+        apply_graph(&mut census, &graph, started.elapsed().as_secs_f64() * 1000.0);
+    }
     Ok(census)
 }
 

@@ -1,10 +1,14 @@
-//! `leakspy why PID --type T`: who holds the instances of T, as paths from the module globals.
+//! `leakspy why PID --type T | --address ADDR`: who holds those objects, as paths from the
+//! module globals or the threads' frames, how much they keep alive, and what nobody in the
+//! heap explains. Without either: the objects that retain the most memory.
 
-use super::{TargetArgs, open_target};
+use super::{GRAPH_CACHE_BYTES, TargetArgs, open_target};
+use crate::cpython::process::PythonProcess;
 use crate::error::LeakspyError;
-use crate::heap::graph::{HeapGraph, Step, build, key_repr, render, shortest_paths};
+use crate::heap::graph::{HeapGraph, Path, Paths, Step, build, key_repr, render, shortest_paths};
+use crate::heap::retained::Retention;
 use crate::memory::RemoteMemory;
-use crate::output::table::thousands;
+use crate::output::table::{human_bytes, thousands};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use std::time::Instant;
@@ -14,13 +18,36 @@ pub struct WhyArgs {
     #[command(flatten)]
     pub target: TargetArgs,
     /// The type whose holders to show, named as in the census (`__main__.Order`, `dict`).
-    #[arg(long = "type", value_name = "TYPE")]
-    pub type_name: String,
+    #[arg(long = "type", value_name = "TYPE", conflicts_with = "address")]
+    pub type_name: Option<String>,
+    /// One object, by address (0x7f3a... as `id()` prints it in hex, or decimal).
+    #[arg(long, value_parser = parse_address)]
+    pub address: Option<u64>,
     /// Instances to trace (evenly spread over all of them); counts are scaled up.
     #[arg(long, default_value_t = 10_000)]
     pub sample: usize,
+    /// How many of the largest retainers to list.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_address(text: &str) -> Result<u64, String> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|_| format!("{text:?} is not an address: give it as 0x7f3a5c2b1d40 or in decimal"))
+}
+
+/// The object a group of paths runs through before the part that varies: the container.
+#[derive(Serialize)]
+struct Holder {
+    #[serde(rename = "type")]
+    type_name: String,
+    address: String,
+    retained_bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -28,25 +55,53 @@ struct PathGroup {
     path: String,
     count: u64,
     steps: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    holder: Option<Holder>,
+}
+
+#[derive(Serialize)]
+struct Retainer {
+    address: String,
+    #[serde(rename = "type")]
+    type_name: String,
+    size_bytes: u64,
+    retained_bytes: u64,
+    path: Option<String>,
+}
+
+#[derive(Serialize)]
+struct GraphSummary {
+    objects: u64,
+    untracked: u64,
+    references: u64,
+    frames: u64,
+    truncated: bool,
+    ms: f64,
 }
 
 #[derive(Serialize)]
 struct WhyReport {
-    #[serde(rename = "type")]
-    type_name: String,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    type_name: Option<String>,
     instances: u64,
     sampled: u64,
+    /// sys.getsizeof summed over the instances.
+    size_bytes: u64,
+    /// Freed if every instance went.
+    retained_bytes: u64,
     paths: Vec<PathGroup>,
-    /// Instances no path from the module globals reaches (held by running frames, threads'
-    /// locals, native code).
+    /// Instances no path from the module globals or a frame reaches (garbage cycles not yet
+    /// collected, or held by native code only).
     unreachable: u64,
-    /// Sum over the instances of refcount minus references found in the heap.
+    /// Sum over the instances of refcount minus the references found in the heap and frames.
     external_refs: u64,
     /// Instances with at least one such reference.
     externally_held: u64,
-    graph_objects: u64,
-    graph_edges: u64,
-    graph_ms: f64,
+    /// References the instances get from running frames (3.11+ locals and value stacks).
+    frame_refs: u64,
+    /// The objects retaining the most memory (of the type, with --type; of all, without).
+    largest: Vec<Retainer>,
+    graph: GraphSummary,
 }
 
 fn step_text(step: &Step) -> String {
@@ -54,92 +109,81 @@ fn step_text(step: &Step) -> String {
         Step::Index(i) => format!("[{i}]"),
         Step::Key(k) => format!("[{}]", key_repr(k)),
         Step::Attr(a) => format!(".{a}"),
+        Step::Local(name) => format!(".f_locals[{}]", key_repr(name)),
+        Step::Stack => "<value stack>".into(),
         Step::Namespace => "__dict__".into(),
         Step::Member => "<member>".into(),
+        Step::Named(name) => format!(".{name}"),
         Step::Field(o) => format!("<field +{o:#x}>"),
     }
 }
 
 /// Steps with the varying part taken out: paths with the same shape are one line.
-fn shape(steps: &[Step]) -> Vec<Step> {
-    steps
+fn shape(path: &Path) -> (String, Vec<Step>) {
+    let steps = path
+        .steps
         .iter()
-        .map(|s| match s {
+        .map(|(_, s)| match s {
             Step::Index(_) => Step::Index(0),
             Step::Key(_) => Step::Key(String::new()),
             other => other.clone(),
         })
-        .collect()
+        .collect();
+    (path.root.clone(), steps)
 }
 
 pub fn run(args: WhyArgs) -> Result<(), LeakspyError> {
     let (process, mut mem) = open_target(args.target.resolve()?)?;
+    mem.set_cache_bytes(GRAPH_CACHE_BYTES.min(process.maps.writable_bytes()));
     let started = Instant::now();
     let graph = build(&process, &mut mem)?;
-    let interpreters = process.interpreters(&mut mem)?;
-    let roots: Vec<u32> = interpreters
-        .iter()
-        .filter_map(|i| {
-            let off = process.layout.containers.interp_modules?;
-            let modules = mem.read_u64(i.addr + off as u64).ok()?;
-            graph.index_of(modules)
-        })
-        .collect();
-    let paths = shortest_paths(&graph, &roots);
-    let graph_ms = started.elapsed().as_secs_f64() * 1000.0;
-
-    let instances: Vec<u32> = (0..graph.objects.len() as u32)
-        .filter(|&i| graph.types[graph.type_of[i as usize] as usize].name == args.type_name)
-        .collect();
-    if instances.is_empty() {
-        return Err(anyhow::anyhow!(
-            "no GC-tracked instance of {:?} in process {}: check the name against `leakspy snapshot` (module.qualname)",
-            args.type_name,
-            process.pid
-        )
-        .into());
-    }
-    let step = (instances.len() / args.sample.max(1)).max(1);
-    let sampled: Vec<u32> = instances.iter().step_by(step).copied().collect();
-    let scale = instances.len() as f64 / sampled.len() as f64;
-
-    let mut groups: FxHashMap<Vec<Step>, Vec<Vec<Step>>> = FxHashMap::default();
-    let mut unreachable = 0u64;
-    for &i in &sampled {
-        match paths.steps(&graph, &mut mem as &mut dyn RemoteMemory, &process.layout, i) {
-            Some(steps) => groups.entry(shape(&steps)).or_default().push(steps),
-            None => unreachable += 1,
-        }
-    }
-    let mut path_groups: Vec<PathGroup> = groups
-        .into_values()
-        .map(|members| {
-            let first = &members[0];
-            let wildcard: Vec<bool> = (0..first.len()).map(|n| members.iter().any(|m| m[n] != first[n])).collect();
-            PathGroup {
-                path: render(first, &wildcard),
-                count: (members.len() as f64 * scale).round() as u64,
-                steps: first
-                    .iter()
-                    .zip(&wildcard)
-                    .map(|(s, w)| if *w { "[*]".to_string() } else { step_text(s) })
-                    .collect(),
+    let paths = shortest_paths(&graph);
+    let retention = Retention::of(&graph);
+    let summary = GraphSummary {
+        objects: graph.len() as u64 - graph.frames.iter().filter(|f| f.frame_object.is_none()).count() as u64,
+        untracked: graph.untracked_count(),
+        references: graph.edges_len(),
+        frames: graph.frames.len() as u64,
+        truncated: graph.truncated,
+        ms: started.elapsed().as_secs_f64() * 1000.0,
+    };
+    let mem: &mut dyn RemoteMemory = &mut mem;
+    let report = match (&args.type_name, args.address) {
+        (None, None) => {
+            let largest = retention.largest(&graph, args.top);
+            WhyReport {
+                type_name: None,
+                instances: 0,
+                sampled: 0,
+                size_bytes: 0,
+                retained_bytes: 0,
+                paths: Vec::new(),
+                unreachable: 0,
+                external_refs: 0,
+                externally_held: 0,
+                frame_refs: 0,
+                largest: retainers(&graph, &paths, &retention, mem, &process, &largest),
+                graph: summary,
             }
-        })
-        .collect();
-    path_groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
-    let (external_refs, externally_held) = external(&graph, &instances);
-    let report = WhyReport {
-        type_name: args.type_name,
-        instances: instances.len() as u64,
-        sampled: sampled.len() as u64,
-        paths: path_groups,
-        unreachable: (unreachable as f64 * scale).round() as u64,
-        external_refs,
-        externally_held,
-        graph_objects: graph.objects.len() as u64,
-        graph_edges: graph.edges_len(),
-        graph_ms,
+        }
+        (type_name, address) => {
+            let instances: Vec<u32> = match (type_name, address) {
+                (Some(name), _) => (0..graph.len() as u32).filter(|&i| graph.type_info(i).name == *name).collect(),
+                (None, Some(addr)) => graph.index_of(addr).into_iter().collect(),
+                (None, None) => Vec::new(),
+            };
+            if instances.is_empty() {
+                return Err(not_found(&process, type_name.as_deref(), address));
+            }
+            let mut report = explain(&graph, &paths, &retention, mem, &process, &instances, args.sample);
+            report.type_name = type_name.clone().or_else(|| Some(graph.type_info(instances[0]).name.clone()));
+            let mut largest = instances.clone();
+            largest.sort_unstable_by(|a, b| retention.retained[*b as usize].cmp(&retention.retained[*a as usize]));
+            largest.truncate(args.top.min(if address.is_some() { 1 } else { args.top }));
+            report.largest = retainers(&graph, &paths, &retention, mem, &process, &largest);
+            report.graph = summary;
+            report
+        }
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?);
@@ -149,39 +193,178 @@ pub fn run(args: WhyArgs) -> Result<(), LeakspyError> {
     Ok(())
 }
 
-fn external(graph: &HeapGraph, instances: &[u32]) -> (u64, u64) {
-    instances.iter().fold((0, 0), |(sum, held), &i| {
-        let e = graph.external_refs(i);
-        (sum + e, held + u64::from(e > 0))
-    })
+fn not_found(process: &PythonProcess, type_name: Option<&str>, address: Option<u64>) -> LeakspyError {
+    match (type_name, address) {
+        (Some(name), _) => anyhow::anyhow!(
+            "no instance of {name:?} in process {}: check the name against `leakspy snapshot --all` (module.qualname)",
+            process.pid
+        ),
+        (None, Some(addr)) => anyhow::anyhow!(
+            "no object at {addr:#x} in process {}: give the start of an object (hex(id(obj)) in the target)",
+            process.pid
+        ),
+        (None, None) => anyhow::anyhow!("nothing to explain"),
+    }
+    .into()
+}
+
+fn explain(
+    graph: &HeapGraph,
+    paths: &Paths,
+    retention: &Retention,
+    mem: &mut dyn RemoteMemory,
+    process: &PythonProcess,
+    instances: &[u32],
+    sample: usize,
+) -> WhyReport {
+    let step = (instances.len() / sample.max(1)).max(1);
+    let sampled: Vec<u32> = instances.iter().step_by(step).copied().collect();
+    let scale = instances.len() as f64 / sampled.len() as f64;
+
+    let mut groups: FxHashMap<(String, Vec<Step>), Vec<Path>> = FxHashMap::default();
+    let mut unreachable = 0u64;
+    for &i in &sampled {
+        match paths.path(graph, mem, &process.layout, i) {
+            Some(path) => groups.entry(shape(&path)).or_default().push(path),
+            None => unreachable += 1,
+        }
+    }
+    let mut path_groups: Vec<PathGroup> = groups
+        .into_values()
+        .map(|members| {
+            let first = &members[0];
+            let steps: Vec<Step> = first.steps.iter().map(|(_, s)| s.clone()).collect();
+            let wildcard: Vec<bool> =
+                (0..steps.len()).map(|n| members.iter().any(|m| m.steps[n].1 != first.steps[n].1)).collect();
+            // The container: where the paths of the group start to differ (or the last holder).
+            let holder_at = wildcard.iter().position(|w| *w).unwrap_or(steps.len().saturating_sub(1));
+            let holder = first.steps.get(holder_at).map(|(node, _)| Holder {
+                type_name: graph.type_info(*node).name.clone(),
+                address: format!("{:#x}", graph.addrs[*node as usize]),
+                retained_bytes: retention.retained[*node as usize],
+            });
+            PathGroup {
+                path: render(&first.root, &steps, &wildcard),
+                count: (members.len() as f64 * scale).round() as u64,
+                steps: steps
+                    .iter()
+                    .zip(&wildcard)
+                    .map(|(s, w)| if *w { "[*]".to_string() } else { step_text(s) })
+                    .collect(),
+                holder: holder.filter(|h| !h.type_name.starts_with('<')),
+            }
+        })
+        .collect();
+    path_groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
+    let sum = |f: &dyn Fn(u32) -> u64| instances.iter().map(|&i| f(i)).sum::<u64>();
+    let type_id = graph.type_of[instances[0] as usize] as usize;
+    let retained_bytes = if instances.len() == 1 {
+        retention.retained[instances[0] as usize]
+    } else {
+        retention.by_type(graph)[type_id]
+    };
+    WhyReport {
+        type_name: None,
+        instances: instances.len() as u64,
+        sampled: sampled.len() as u64,
+        size_bytes: sum(&|i| graph.sizes[i as usize]),
+        retained_bytes,
+        paths: path_groups,
+        unreachable: (unreachable as f64 * scale).round() as u64,
+        external_refs: sum(&|i| graph.external_refs(i)),
+        externally_held: sum(&|i| u64::from(graph.external_refs(i) > 0)),
+        frame_refs: sum(&|i| u64::from(graph.frame_refs[i as usize])),
+        largest: Vec::new(),
+        graph: GraphSummary { objects: 0, untracked: 0, references: 0, frames: 0, truncated: false, ms: 0.0 },
+    }
+}
+
+fn retainers(
+    graph: &HeapGraph,
+    paths: &Paths,
+    retention: &Retention,
+    mem: &mut dyn RemoteMemory,
+    process: &PythonProcess,
+    nodes: &[u32],
+) -> Vec<Retainer> {
+    nodes
+        .iter()
+        .map(|&i| Retainer {
+            address: format!("{:#x}", graph.addrs[i as usize]),
+            type_name: graph.type_info(i).name.clone(),
+            size_bytes: graph.sizes[i as usize],
+            retained_bytes: retention.retained[i as usize],
+            path: paths.path(graph, mem, &process.layout, i).map(|p| {
+                let steps: Vec<Step> = p.steps.into_iter().map(|(_, s)| s).collect();
+                render(&p.root, &steps, &[])
+            }),
+        })
+        .collect()
 }
 
 fn render_report(r: &WhyReport) -> String {
+    let g = &r.graph;
     let mut out = format!(
-        "{} instances of {} (traced {}); heap graph of {} objects and {} references built in {:.0} ms\n\n",
-        thousands(r.instances),
-        r.type_name,
-        thousands(r.sampled),
-        thousands(r.graph_objects),
-        thousands(r.graph_edges),
-        r.graph_ms
+        "heap graph: {} objects ({} not tracked by the GC), {} references, {} frames; built in {:.0} ms{}\n",
+        thousands(g.objects),
+        thousands(g.untracked),
+        thousands(g.references),
+        thousands(g.frames),
+        g.ms,
+        if g.truncated { " (stopped at the object limit: counts are lower bounds)" } else { "" }
     );
-    for p in &r.paths {
-        out += &format!("{} of {} instances via {}\n", thousands(p.count), thousands(r.instances), p.path);
-    }
-    if r.unreachable > 0 {
+    if let Some(type_name) = &r.type_name {
         out += &format!(
-            "{} of {} instances are not reachable from any module: held by running frames, threads' locals or native code\n",
-            thousands(r.unreachable),
-            thousands(r.instances)
+            "{} instances of {} (traced {}): {} in themselves, {} retained (freed if they all went)\n\n",
+            thousands(r.instances),
+            type_name,
+            thousands(r.sampled),
+            human_bytes(r.size_bytes),
+            human_bytes(r.retained_bytes),
         );
+        for p in &r.paths {
+            out += &format!("{} of {} via {}\n", thousands(p.count), thousands(r.instances), p.path);
+            if let Some(h) = &p.holder {
+                out += &format!(
+                    "    held by {} at {}, which retains {}\n",
+                    h.type_name,
+                    h.address,
+                    human_bytes(h.retained_bytes)
+                );
+            }
+        }
+        if r.unreachable > 0 {
+            out += &format!(
+                "{} of {} are reachable from no module and no frame: held by native code, or garbage cycles the GC has not collected\n",
+                thousands(r.unreachable),
+                thousands(r.instances)
+            );
+        }
+        if r.externally_held > 0 {
+            out += &format!(
+                "{} have references from outside the heap ({} in all) that no object or frame explains: native code (C extensions, Py_IncRef without Py_DecRef)\n",
+                thousands(r.externally_held),
+                thousands(r.external_refs)
+            );
+        }
+        if r.frame_refs > 0 {
+            out += &format!(
+                "{} references come from running frames (local variables, value stacks)\n",
+                thousands(r.frame_refs)
+            );
+        }
+        out += "\n";
     }
-    if r.externally_held > 0 {
-        out += &format!(
-            "{} instances have references from outside the heap ({} in all): native code (C extensions, Py_IncRef without Py_DecRef) or running frames\n",
-            thousands(r.externally_held),
-            thousands(r.external_refs)
-        );
+    if !r.largest.is_empty() {
+        out += "largest retainers (memory freed if the object went):\n";
+        for l in &r.largest {
+            out += &format!(
+                "  {:>10}  {}  {}\n",
+                human_bytes(l.retained_bytes),
+                l.type_name,
+                l.path.as_deref().unwrap_or("(unreachable)")
+            );
+        }
     }
     out
 }

@@ -186,6 +186,9 @@ pub enum GcStatsPlacement {
 /// instances keep their attributes.
 #[derive(Debug, Clone)]
 pub struct GraphLayout {
+    /// sizeof(PyTypeObject): how much of a static type object is its own (a static type's
+    /// metatype says the size of a heap type).
+    pub type_size: usize,
     pub tp_basicsize: usize,
     pub tp_itemsize: usize,
     pub tp_dictoffset: usize,
@@ -197,6 +200,54 @@ pub struct GraphLayout {
     /// Offset of the values array in a split dict's values (0 before 3.13).
     pub dictvalues_values: usize,
     pub instance_attributes: InstanceAttributes,
+    /// Pointer fields a path can name (`.__closure__`, `.cell_contents`): the conservative
+    /// scan finds every pointer, these say which attribute a found one is.
+    pub named_fields: Vec<NamedField>,
+}
+
+/// A pointer field of the objects of one built-in type, as Python spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NamedField {
+    /// Type name as reported (`function`); `type` stands for every type object.
+    pub type_name: &'static str,
+    pub offset: usize,
+    /// Index in [`FIELD_NAMES`].
+    pub name: u8,
+}
+
+/// (type, table key, attribute) of every named field, in the order of [`FIELD_NAMES`].
+const NAMED_FIELDS: &[(&str, &str, &str)] = &[
+    ("function", "func.func_globals", "__globals__"),
+    ("function", "func.func_code", "__code__"),
+    ("function", "func.func_closure", "__closure__"),
+    ("function", "func.func_defaults", "__defaults__"),
+    ("function", "func.func_kwdefaults", "__kwdefaults__"),
+    ("function", "func.func_dict", "__dict__"),
+    ("function", "func.func_name", "__name__"),
+    ("function", "func.func_qualname", "__qualname__"),
+    ("function", "func.func_module", "__module__"),
+    ("cell", "cell.ob_ref", "cell_contents"),
+    ("method", "method.im_func", "__func__"),
+    ("method", "method.im_self", "__self__"),
+    ("type", "type.tp_base", "__base__"),
+    ("type", "type.tp_bases", "__bases__"),
+    ("type", "type.tp_mro", "__mro__"),
+    ("frame", "frame.f_back", "f_back"),
+    ("frame", "frame.f_code", "f_code"),
+    ("frame", "frame.f_locals", "f_locals"),
+];
+
+/// The attribute name of a [`NamedField`].
+pub fn field_name(index: u8) -> &'static str {
+    NAMED_FIELDS.get(index as usize).map_or("?", |f| f.2)
+}
+
+fn named_fields(t: &OffsetTable) -> Vec<NamedField> {
+    NAMED_FIELDS
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (type_name, key, _))| Some(NamedField { type_name, offset: t.opt(key)?, name: i as u8 }))
+        .collect()
 }
 
 /// Where an instance's attributes are.
@@ -229,12 +280,62 @@ pub struct ThreadLayout {
     pub c_profileobj: usize,
 }
 
+/// Where threads' call stacks are: the roots of the heap graph besides module globals.
+#[derive(Debug, Clone)]
+pub enum FrameLayout {
+    /// 3.6-3.10: frames are PyFrameObjects (GC-tracked), linked from the thread state by
+    /// f_back; locals named by co_varnames, then co_cellvars, then co_freevars.
+    Objects {
+        tstate_frame: usize,
+        f_back: usize,
+        f_code: usize,
+        f_locals: usize,
+        f_localsplus: usize,
+        co_nlocals: usize,
+        co_varnames: usize,
+        co_cellvars: usize,
+        co_freevars: usize,
+    },
+    /// 3.11+: _PyInterpreterFrame structs on the thread's data stack, not objects; locals
+    /// named by co_localsplusnames, then the value stack up to its top.
+    Interpreter {
+        current_frame: CurrentFrame,
+        previous: usize,
+        code: usize,
+        f_locals: usize,
+        localsplus: usize,
+        stack_top: StackTop,
+        co_nlocalsplus: usize,
+        co_localsplusnames: usize,
+        co_stacksize: usize,
+    },
+}
+
+/// Where the thread state points at the innermost frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CurrentFrame {
+    /// 3.13+: tstate->current_frame.
+    Direct(usize),
+    /// 3.11/3.12: tstate->cframe->current_frame.
+    ViaCFrame { cframe: usize, current_frame: usize },
+}
+
+/// Where a frame's value stack ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StackTop {
+    /// 3.11-3.13: an int, the index of the top in localsplus.
+    Index(usize),
+    /// 3.14+: a pointer past the top entry.
+    Pointer(usize),
+}
+
 /// Function, code and bound-method fields, to group functions by where they were defined.
 #[derive(Debug, Clone)]
 pub struct FunctionLayout {
     pub func_code: usize,
     pub func_closure: usize,
     pub func_qualname: usize,
+    pub co_name: usize,
     pub co_filename: usize,
     pub co_firstlineno: usize,
     pub im_func: usize,
@@ -320,6 +421,7 @@ pub struct Layout {
     pub dict: DictLayout,
     pub threads: ThreadLayout,
     pub functions: Option<FunctionLayout>,
+    pub frames: Option<FrameLayout>,
     pub graph: GraphLayout,
     pub containers: ContainerLayout,
     pub debug_offsets: Vec<DebugOffsetCheck>,
@@ -423,7 +525,9 @@ impl Layout {
                 c_profileobj: t.need("tstate.c_profileobj")?,
             },
             functions: function_layout(t),
+            frames: frame_layout(t),
             graph: GraphLayout {
+                type_size: t.need("type.size")?,
                 tp_basicsize: t.need("type.tp_basicsize")?,
                 tp_itemsize: t.need("type.tp_itemsize")?,
                 tp_dictoffset: t.need("type.tp_dictoffset")?,
@@ -434,6 +538,7 @@ impl Layout {
                 set_entry_size: t.need("set.entry_size")?,
                 dictvalues_values: t.opt("dictvalues.values").unwrap_or(0),
                 instance_attributes: instance_attributes(t)?,
+                named_fields: named_fields(t),
             },
             containers: ContainerLayout {
                 ob_size: t.need("varobject.ob_size")?,
@@ -489,9 +594,47 @@ fn function_layout(t: &OffsetTable) -> Option<FunctionLayout> {
         func_code: t.opt("func.func_code")?,
         func_closure: t.opt("func.func_closure")?,
         func_qualname: t.opt("func.func_qualname")?,
+        co_name: t.opt("code.co_name")?,
         co_filename: t.opt("code.co_filename")?,
         co_firstlineno: t.opt("code.co_firstlineno")?,
         im_func: t.opt("method.im_func")?,
+    })
+}
+
+fn frame_layout(t: &OffsetTable) -> Option<FrameLayout> {
+    if let Some(tstate_frame) = t.opt("tstate.frame") {
+        return Some(FrameLayout::Objects {
+            tstate_frame,
+            f_back: t.opt("frame.f_back")?,
+            f_code: t.opt("frame.f_code")?,
+            f_locals: t.opt("frame.f_locals")?,
+            f_localsplus: t.opt("frame.f_localsplus")?,
+            co_nlocals: t.opt("code.co_nlocals")?,
+            co_varnames: t.opt("code.co_varnames")?,
+            co_cellvars: t.opt("code.co_cellvars")?,
+            co_freevars: t.opt("code.co_freevars")?,
+        });
+    }
+    let current_frame = match t.opt("tstate.current_frame") {
+        Some(off) => CurrentFrame::Direct(off),
+        None => {
+            CurrentFrame::ViaCFrame { cframe: t.opt("tstate.cframe")?, current_frame: t.opt("cframe.current_frame")? }
+        }
+    };
+    let stack_top = match t.opt("iframe.stackpointer") {
+        Some(off) => StackTop::Pointer(off),
+        None => StackTop::Index(t.opt("iframe.stacktop")?),
+    };
+    Some(FrameLayout::Interpreter {
+        current_frame,
+        previous: t.opt("iframe.previous")?,
+        code: t.opt("iframe.code")?,
+        f_locals: t.opt("iframe.f_locals")?,
+        localsplus: t.opt("iframe.localsplus")?,
+        stack_top,
+        co_nlocalsplus: t.opt("code.co_nlocalsplus")?,
+        co_localsplusnames: t.opt("code.co_localsplusnames")?,
+        co_stacksize: t.opt("code.co_stacksize")?,
     })
 }
 
@@ -561,6 +704,14 @@ mod tests {
         assert!(matches!(l(11).dict.format, DictKeysFormat::Log2 { .. }));
         assert!(!l(11).object.has_immortal && l(12).object.has_immortal);
         assert_eq!(l(14).object.refcnt_size, 4);
+        assert!(matches!(l(10).frames, Some(FrameLayout::Objects { .. })));
+        let stack_top = |m| match l(m).frames {
+            Some(FrameLayout::Interpreter { stack_top, .. }) => Some(stack_top),
+            _ => None,
+        };
+        assert!(matches!(stack_top(11), Some(StackTop::Index(_))));
+        assert!(matches!(stack_top(14), Some(StackTop::Pointer(_))));
+        assert!(l(11).graph.named_fields.iter().any(|f| field_name(f.name) == "cell_contents"));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! heads and a [`layout::Layout`] it uses only through typed fields.
 
 pub mod binary;
+pub mod frames;
 pub mod layout;
 pub mod objects;
 pub mod process;
+pub mod sizes;
 pub mod state;

@@ -18,7 +18,7 @@ use std::time::{Instant, SystemTime};
 /// Bumped when a field changes meaning or disappears; adding fields does not bump it.
 pub const SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct TypeCount {
     #[serde(rename = "type")]
     pub name: String,
@@ -27,6 +27,19 @@ pub struct TypeCount {
     pub refcount_sum: u64,
     /// Immortal objects (3.12+) are counted in `count` but not in `refcount_sum`.
     pub immortal: u64,
+    /// With `--all` (from the heap graph): how many of `count` the GC does not track (str,
+    /// int, untracked tuples and dicts), found through references.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untracked: Option<u64>,
+    /// With `--all`: sys.getsizeof summed over the objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    /// With `--all`: refcounts no object or frame in the heap explains (native code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_refs: Option<u64>,
+    /// With `--all`: memory freed if every object of the type went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retained_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -92,6 +105,25 @@ pub struct Census {
     /// Sentences a person can act on, each naming its evidence.
     #[serde(default)]
     pub findings: Vec<Finding>,
+    /// With `--all`: the heap graph the per-type sizes and references came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph: Option<GraphTotals>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GraphTotals {
+    /// Objects found: GC-tracked and not.
+    pub objects: u64,
+    pub untracked: u64,
+    pub references: u64,
+    /// Threads' frames read as roots.
+    pub frames: u64,
+    pub size_bytes: u64,
+    /// Objects reachable from no module and no frame.
+    pub unreachable: u64,
+    /// Discovery stopped at the object limit: counts are lower bounds.
+    pub truncated: bool,
+    pub duration_ms: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -128,7 +160,13 @@ impl Tally {
                             self.watched.function_type = Some(object.type_addr);
                         }
                         let slot = *self.by_name.entry(name.clone()).or_insert_with(|| {
-                            self.types.push(TypeCount { name, count: 0, refcount_sum: 0, immortal: 0 });
+                            self.types.push(TypeCount {
+                                name,
+                                count: 0,
+                                refcount_sum: 0,
+                                immortal: 0,
+                                ..TypeCount::default()
+                            });
                             self.watched_slots.push(watched);
                             self.types.len() - 1
                         });
@@ -233,6 +271,7 @@ pub fn take_census(
         resources: Some(Resources { descriptors: None, file_objects: details.files, socket_objects: details.sockets }),
         memory: None,
         findings: Vec::new(),
+        graph: None,
     })
 }
 
@@ -269,13 +308,14 @@ pub(crate) mod tests {
             resources: None,
             memory: None,
             findings: Vec::new(),
+            graph: None,
             types: types
                 .iter()
                 .map(|(name, count, refs)| TypeCount {
                     name: name.to_string(),
                     count: *count,
                     refcount_sum: *refs,
-                    immortal: 0,
+                    ..TypeCount::default()
                 })
                 .collect(),
         }

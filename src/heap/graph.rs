@@ -1,21 +1,31 @@
-//! The heap graph: who refers to whom among the GC-tracked objects, so that leakspy can say
-//! who holds the objects that grow (`why`) and which references come from outside the heap.
+//! The heap graph: who refers to whom, so that leakspy can say who holds the objects that
+//! grow (`why`), how much memory each holder keeps alive, and which references come from
+//! outside the heap.
 //!
-//! References are read exactly for the containers that hold most of a heap (list, tuple,
-//! dict in every layout, set, instance attributes in every layout, class and module
-//! namespaces) and conservatively for any other object: an aligned word inside it that points
-//! at the start of a known object counts as a reference. That can over-count (an integer
-//! that looks like a pointer) but never misses a field, which is what attribution needs.
+//! Nodes are the GC-tracked objects, the objects the GC does not track (str, int, bytes,
+//! float, untracked tuples and dicts) found through references, and, from 3.11, the threads'
+//! frames (which are no longer objects). References are read exactly for the containers that
+//! hold most of a heap (list, tuple, dict in every layout, set, instance attributes in every
+//! layout, class and module namespaces, frames' locals) and conservatively for any other
+//! object: an aligned word inside it that points at a known object counts as a reference,
+//! named where the field is known (`__closure__`, `cell_contents`). That can over-count (an
+//! integer that looks like a pointer) but never misses a field, which is what attribution
+//! needs.
 
+use super::address_set::AddressSet;
 use super::census::refcount;
 use super::walk::{WalkLimits, Walker};
-use crate::cpython::layout::{InstanceAttributes, Layout, ManagedValues};
+use crate::cpython::frames::{SlotKind, StackFrame, object_frame_slots, thread_stacks};
+use crate::cpython::layout::{FrameLayout, InstanceAttributes, Layout, ManagedValues, ObjectLayout, field_name};
 use crate::cpython::objects::{dict_entries, keys_entries, read_str, split_values, type_name};
 use crate::cpython::process::{PythonProcess, read_error};
+use crate::cpython::sizes::{SizeClass, shallow_size};
 use crate::error::LeakspyError;
+use crate::memory::maps::MemoryMap;
 use crate::memory::{ReadError, RemoteMemory, u64_at};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
+use std::ops::Range;
 
 const TPFLAGS_HEAPTYPE: u64 = 1 << 9;
 const TPFLAGS_LIST: u64 = 1 << 25;
@@ -26,63 +36,143 @@ const TPFLAGS_TYPE: u64 = 1 << 31;
 const MAX_ITEMS: u64 = 1 << 26;
 /// Bytes of one object scanned conservatively: the exact kinds cover the big containers.
 const MAX_SCAN: u64 = 4096;
+/// A refcount above this is a word that is not an object's header (a hash, a pointer).
+const MAX_PLAUSIBLE_REFCOUNT: u64 = 1 << 40;
+/// 3.11 gives statically allocated objects (deep-frozen code, their strs and tuples) a
+/// refcount of 999,999,999 instead of immortality: counts above this are those.
+const STATIC_REFCOUNT: u64 = 1 << 29;
+/// Types whose objects refer to no other object: read no further.
+const LEAF_TYPES: &[&str] = &["str", "bytes", "int", "float", "bool", "complex", "NoneType"];
 
-/// How a reference is spelled on a path.
+/// How a reference is spelled on a path. Names (dict keys, attribute and variable names) are
+/// indices into [`HeapGraph::names`], so that an edge stays 12 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Label {
     /// `[i]` in a list or tuple.
     Index(u32),
-    /// A dict value, under the key object at this address: `['key']`, or `.key` in a namespace.
-    Key(u64),
+    /// A dict value, under a key: `['key']`, or `.key` in a namespace.
+    Key(u32),
     /// An attribute of an instance (values arrays and __dict__ alike): `.name`.
-    Attr(u64),
+    Attr(u32),
+    /// A local (or cell, or free) variable of a frame: `.f_locals['name']`.
+    Local(u32),
+    /// An entry of a running frame's value stack (a `for` loop's iterator, an argument being
+    /// passed).
+    Stack,
     /// A module's or class's namespace dict: `.__dict__`.
     Namespace,
-    /// A set member.
+    /// A set member or a dict key.
     Member,
+    /// A field a built-in type names (see [`field_name`]).
+    Named(u8),
     /// Found by the conservative scan, at this offset in the referrer.
     Field(u32),
 }
 
+impl Label {
+    pub fn is_exact(self) -> bool {
+        !matches!(self, Label::Field(_))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub enum Kind {
     List,
     Tuple,
     Dict,
     Set,
     Module,
     Type,
+    /// 3.6-3.10 frame objects: their locals are read by name.
+    FrameObject,
+    Leaf,
     Other,
+    /// A 3.11+ frame of a thread's stack: not an object.
+    StackFrame,
 }
 
 /// What the graph knows of a type.
 #[derive(Debug, Clone)]
 pub struct TypeInfo {
     pub name: String,
-    kind: Kind,
-    flags: u64,
-    basicsize: u64,
-    itemsize: u64,
+    pub kind: Kind,
+    pub flags: u64,
+    pub basicsize: u64,
+    pub itemsize: u64,
     dictoffset: u64,
     /// Heap types: the keys their instances' values arrays use.
-    cached_keys: u64,
+    pub cached_keys: u64,
+    /// Pointer fields with a name, as (offset, name index).
+    named: Vec<(u64, u8)>,
+}
+
+/// Where a path starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Root {
+    /// An interpreter's `sys.modules`.
+    Modules { node: u32 },
+    /// A frame of a thread's stack (index into [`HeapGraph::frames`]).
+    Frame { node: u32, frame: u32 },
+}
+
+impl Root {
+    pub fn node(self) -> u32 {
+        match self {
+            Root::Modules { node } | Root::Frame { node, .. } => node,
+        }
+    }
 }
 
 pub struct HeapGraph {
-    /// Object addresses, sorted.
-    pub objects: Vec<u64>,
+    /// Node addresses: 3.11+ frames first (their _PyInterpreterFrame), then the GC-tracked
+    /// objects sorted, then untracked objects in the order they were found.
+    pub addrs: Vec<u64>,
     pub type_of: Vec<u32>,
+    /// 0 for immortal objects and frames: none of their references is "external" in any
+    /// useful sense.
     pub refcounts: Vec<u64>,
+    /// What sys.getsizeof reports for each node (0 for frames).
+    pub sizes: Vec<u64>,
     pub types: Vec<TypeInfo>,
-    /// CSR adjacency: edges of object i are `edges[offsets[i]..offsets[i + 1]]`.
+    tracked: Range<usize>,
+    untracked: FxHashMap<u64, u32>,
+    /// CSR adjacency: edges of node i are `edges[offsets[i]..offsets[i + 1]]`.
     offsets: Vec<u32>,
     edges: Vec<(u32, Label)>,
+    /// References from objects in the graph.
     pub in_degree: Vec<u32>,
+    /// References owned by 3.11+ frames (a local variable, a value on the stack).
+    pub frame_refs: Vec<u32>,
+    /// Addresses of the str objects that labels name.
+    pub names: Vec<u64>,
+    pub frames: Vec<StackFrame>,
+    pub roots: Vec<Root>,
+    /// Discovery of untracked objects stopped at the object limit.
+    pub truncated: bool,
 }
 
 impl HeapGraph {
+    pub fn len(&self) -> usize {
+        self.addrs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.addrs.is_empty()
+    }
+
     pub fn index_of(&self, addr: u64) -> Option<u32> {
-        self.objects.binary_search(&addr).ok().map(|i| i as u32)
+        match self.addrs[self.tracked.clone()].binary_search(&addr) {
+            Ok(i) => Some((self.tracked.start + i) as u32),
+            Err(_) => self.untracked.get(&addr).copied(),
+        }
+    }
+
+    pub fn is_tracked(&self, i: u32) -> bool {
+        self.tracked.contains(&(i as usize))
+    }
+
+    pub fn untracked_count(&self) -> u64 {
+        self.untracked.len() as u64
     }
 
     pub fn edges_len(&self) -> u64 {
@@ -93,10 +183,15 @@ impl HeapGraph {
         &self.edges[self.offsets[i as usize] as usize..self.offsets[i as usize + 1] as usize]
     }
 
-    /// Refcount minus the references found in the heap: held from outside it (native code,
-    /// a running frame's locals, the interpreter's own state).
+    pub fn type_info(&self, i: u32) -> &TypeInfo {
+        &self.types[self.type_of[i as usize] as usize]
+    }
+
+    /// Refcount minus the references found in the heap and in frames: held from outside
+    /// (native code, the interpreter's own state).
     pub fn external_refs(&self, i: u32) -> u64 {
-        self.refcounts[i as usize].saturating_sub(self.in_degree[i as usize] as u64)
+        let i = i as usize;
+        self.refcounts[i].saturating_sub(u64::from(self.in_degree[i]) + u64::from(self.frame_refs[i]))
     }
 }
 
@@ -109,23 +204,125 @@ fn kind_of(name: &str, flags: u64) -> Kind {
         Kind::Dict
     } else if flags & TPFLAGS_TYPE != 0 {
         Kind::Type
-    } else if name == "set" || name == "frozenset" {
-        Kind::Set
-    } else if name == "module" {
-        Kind::Module
+    } else if LEAF_TYPES.contains(&name) {
+        Kind::Leaf
     } else {
-        Kind::Other
+        match name {
+            "set" | "frozenset" => Kind::Set,
+            "module" => Kind::Module,
+            "frame" => Kind::FrameObject,
+            _ => Kind::Other,
+        }
     }
 }
 
-/// Walks the GC lists and reads every tracked object's references.
+/// Builds the graph while reading it: nodes are processed in order, and an address that a
+/// reference points to and that is not yet a node is checked (a readable header with a
+/// plausible refcount and a known type) and appended, so untracked objects are found
+/// breadth-first from the tracked ones.
+struct Builder<'a> {
+    layout: &'a Layout,
+    maps: &'a MemoryMap,
+    graph: HeapGraph,
+    type_index: FxHashMap<u64, u32>,
+    name_index: FxHashMap<u64, u32>,
+    /// Addresses already found not to be objects.
+    rejected: AddressSet,
+    max_nodes: usize,
+}
+
+impl Builder<'_> {
+    fn type_id(&mut self, mem: &mut dyn RemoteMemory, type_addr: u64) -> u32 {
+        if let Some(&i) = self.type_index.get(&type_addr) {
+            return i;
+        }
+        let info = type_info(mem, self.layout, type_addr).unwrap_or_else(|_| TypeInfo {
+            name: format!("<unreadable type {type_addr:#x}>"),
+            kind: Kind::Other,
+            flags: 0,
+            basicsize: 0,
+            itemsize: 0,
+            dictoffset: 0,
+            cached_keys: 0,
+            named: Vec::new(),
+        });
+        self.graph.types.push(info);
+        let i = self.graph.types.len() as u32 - 1;
+        self.type_index.insert(type_addr, i);
+        i
+    }
+
+    fn name_id(&mut self, addr: u64) -> u32 {
+        *self.name_index.entry(addr).or_insert_with(|| {
+            self.graph.names.push(addr);
+            self.graph.names.len() as u32 - 1
+        })
+    }
+
+    fn push_node(&mut self, addr: u64, type_id: u32, refcount: u64) -> u32 {
+        let g = &mut self.graph;
+        g.addrs.push(addr);
+        g.type_of.push(type_id);
+        g.refcounts.push(refcount);
+        g.in_degree.push(0);
+        g.frame_refs.push(0);
+        g.addrs.len() as u32 - 1
+    }
+
+    /// The node at `addr`, adding it if it is an object not seen yet.
+    fn resolve(&mut self, mem: &mut dyn RemoteMemory, addr: u64) -> Option<u32> {
+        if let Some(i) = self.graph.index_of(addr) {
+            return Some(i);
+        }
+        if addr == 0 || addr & 7 != 0 || self.graph.len() >= self.max_nodes || !self.rejected.insert(addr) {
+            self.graph.truncated |= self.graph.len() >= self.max_nodes;
+            return None;
+        }
+        // Words that point outside any readable mapping are most of what a conservative scan
+        // finds; a failed read of each would cost a system call.
+        if !self.maps.is_readable(addr, 16) {
+            return None;
+        }
+        let mut header = [0u8; 16];
+        let o = &self.layout.object;
+        mem.read(addr, &mut header).ok()?;
+        let word = u64_at(&header, o.ob_refcnt);
+        if !matches!(refcount(o, word), Some(1..MAX_PLAUSIBLE_REFCOUNT) | None) {
+            return None;
+        }
+        let rc = mortal_refcount(o, word);
+        let ob_type = u64_at(&header, o.ob_type);
+        if !self.type_index.contains_key(&ob_type) {
+            // Not a type seen yet: accept it only if it is itself an instance of a metatype.
+            let meta = mem.read_u64(ob_type + o.ob_type as u64).ok()?;
+            let meta_id = *self.type_index.get(&meta)?;
+            if self.graph.types[meta_id as usize].kind != Kind::Type {
+                return None;
+            }
+        }
+        let type_id = self.type_id(mem, ob_type);
+        let i = self.push_node(addr, type_id, rc);
+        self.graph.untracked.insert(addr, i);
+        Some(i)
+    }
+}
+
+/// The refcount of a mortal object; 0 for immortal and static ones, whose references are
+/// never "external" in any useful sense.
+fn mortal_refcount(layout: &ObjectLayout, word: u64) -> u64 {
+    refcount(layout, word).filter(|&n| n < STATIC_REFCOUNT).unwrap_or(0)
+}
+
+/// Reads the whole graph: walks the GC lists, reads every thread's frames, then every node's
+/// references, finding untracked objects on the way.
 pub fn build(process: &PythonProcess, mem: &mut dyn RemoteMemory) -> Result<HeapGraph, LeakspyError> {
     let layout = &process.layout;
     mem.invalidate();
     let interpreters = process.interpreters(mem)?;
     let states = process.gc_states(mem, &interpreters)?;
+    let limits = WalkLimits::default();
     let mut found: Vec<(u64, u64, u64)> = Vec::new();
-    let mut walker = Walker::new(layout, WalkLimits::default());
+    let mut walker = Walker::new(layout, limits);
     for list in states.iter().flat_map(|s| &s.lists) {
         walker
             .walk(mem, list.head, &mut |_, h| found.push((h.addr, h.type_addr, h.refcnt_word)))
@@ -133,71 +330,137 @@ pub fn build(process: &PythonProcess, mem: &mut dyn RemoteMemory) -> Result<Heap
     }
     found.sort_unstable_by_key(|f| f.0);
     found.dedup_by_key(|f| f.0);
+    let frames = thread_stacks(process, mem, &interpreters)?;
+    let stack_frames = frames.iter().filter(|f| f.frame_object.is_none()).count();
 
-    let mut types: Vec<TypeInfo> = Vec::new();
-    let mut type_index: FxHashMap<u64, u32> = FxHashMap::default();
-    let mut type_of = Vec::with_capacity(found.len());
-    for (_, type_addr, _) in &found {
-        let index = match type_index.get(type_addr) {
-            Some(i) => *i,
-            None => {
-                let info = type_info(mem, layout, *type_addr).unwrap_or(TypeInfo {
-                    name: format!("<unreadable type {type_addr:#x}>"),
-                    kind: Kind::Other,
-                    flags: 0,
-                    basicsize: 0,
-                    itemsize: 0,
-                    dictoffset: 0,
-                    cached_keys: 0,
-                });
-                types.push(info);
-                type_index.insert(*type_addr, types.len() as u32 - 1);
-                types.len() as u32 - 1
-            }
-        };
-        type_of.push(index);
-    }
-    let objects: Vec<u64> = found.iter().map(|f| f.0).collect();
-    // Immortal objects count as 0: none of their references is "external" in any useful sense.
-    let refcounts = found.iter().map(|f| refcount(&layout.object, f.2).unwrap_or(0)).collect();
-    drop(found);
-
-    let mut graph = HeapGraph {
-        in_degree: vec![0; objects.len()],
-        objects,
-        type_of,
-        refcounts,
-        types,
-        offsets: Vec::new(),
-        edges: Vec::new(),
+    // Mappings as they are now: the ones read at attach time miss heap grown since.
+    let maps = MemoryMap::read(process.pid).unwrap_or_else(|_| process.maps.clone());
+    let mut b = Builder {
+        layout,
+        maps: &maps,
+        graph: HeapGraph {
+            addrs: Vec::with_capacity(found.len() * 2),
+            type_of: Vec::with_capacity(found.len() * 2),
+            refcounts: Vec::with_capacity(found.len() * 2),
+            sizes: Vec::new(),
+            types: Vec::new(),
+            tracked: stack_frames..stack_frames + found.len(),
+            untracked: FxHashMap::default(),
+            offsets: Vec::new(),
+            edges: Vec::new(),
+            in_degree: Vec::new(),
+            frame_refs: Vec::new(),
+            names: Vec::new(),
+            frames: Vec::new(),
+            roots: Vec::new(),
+            truncated: false,
+        },
+        type_index: FxHashMap::default(),
+        name_index: FxHashMap::default(),
+        rejected: AddressSet::default(),
+        max_nodes: (limits.max_objects as usize).max(found.len() * 4),
     };
-    let mut offsets = Vec::with_capacity(graph.objects.len() + 1);
-    let mut edges = Vec::new();
-    let mut refs = Vec::new();
-    for i in 0..graph.objects.len() {
-        offsets.push(edges.len() as u32);
-        refs.clear();
-        // An object freed or rewritten during the read yields no references, not an error.
-        let _ = references(mem, layout, &graph, i, &mut refs);
-        for (addr, label) in refs.drain(..) {
-            if let Some(target) = graph.index_of(addr) {
-                edges.push((target, label));
-                graph.in_degree[target as usize] += 1;
-            }
+    let frame_type = b.graph.types.len() as u32;
+    b.graph.types.push(TypeInfo {
+        name: "<frame>".into(),
+        kind: Kind::StackFrame,
+        flags: 0,
+        basicsize: 0,
+        itemsize: 0,
+        dictoffset: 0,
+        cached_keys: 0,
+        named: Vec::new(),
+    });
+    for (k, _) in frames.iter().enumerate().filter(|(_, f)| f.frame_object.is_none()) {
+        let node = b.push_node(k as u64, frame_type, 0);
+        b.graph.roots.push(Root::Frame { node, frame: k as u32 });
+    }
+    for (addr, type_addr, word) in &found {
+        let type_id = b.type_id(mem, *type_addr);
+        b.push_node(*addr, type_id, mortal_refcount(&layout.object, *word));
+    }
+    drop(found);
+    // 3.8-3.10 track a frame object only once it outlives its call: running ones are found
+    // here, as untracked objects.
+    for (k, frame) in frames.iter().enumerate() {
+        if let Some(node) = frame.frame_object.and_then(|addr| b.resolve(mem, addr)) {
+            b.graph.roots.push(Root::Frame { node, frame: k as u32 });
         }
     }
+    let modules_off = layout.containers.interp_modules;
+    let mut module_roots = Vec::new();
+    for interp in &interpreters {
+        let modules = modules_off.and_then(|off| mem.read_u64(interp.addr + off as u64).ok());
+        if let Some(node) = modules.and_then(|m| b.graph.index_of(m)) {
+            module_roots.push(Root::Modules { node });
+        }
+    }
+    b.graph.roots.splice(0..0, module_roots);
+
+    let mut offsets = Vec::with_capacity(b.graph.addrs.capacity() + 1);
+    let mut edges: Vec<(u32, Label)> = Vec::new();
+    let mut refs: Vec<(u64, Label, bool)> = Vec::new();
+    let mut i = 0;
+    while i < b.graph.len() {
+        offsets.push(edges.len() as u32);
+        refs.clear();
+        let t = b.graph.type_info(i as u32).clone();
+        if t.kind == Kind::StackFrame {
+            let frame = &frames[b.graph.addrs[i] as usize];
+            for slot in &frame.slots {
+                let label = match slot.kind {
+                    SlotKind::Local => Label::Local(b.name_id(slot.name)),
+                    SlotKind::Stack => Label::Stack,
+                    SlotKind::FLocals => Label::Named(f_locals_name()),
+                };
+                refs.push((slot.value, label, slot.owned));
+            }
+        } else {
+            // An object freed or rewritten during the read yields no references, not an error.
+            let _ = references(mem, &mut b, i, &t, &mut refs);
+        }
+        let from_frame = t.kind == Kind::StackFrame;
+        for &(addr, label, owned) in &refs {
+            if let Some(target) = b.resolve(mem, addr) {
+                edges.push((target, label));
+                let counter = if from_frame { &mut b.graph.frame_refs } else { &mut b.graph.in_degree };
+                counter[target as usize] += u32::from(owned);
+            }
+        }
+        i += 1;
+    }
     offsets.push(edges.len() as u32);
+    let mut graph = b.graph;
     graph.offsets = offsets;
     graph.edges = edges;
+    graph.frames = frames;
+    graph.sizes = (0..graph.len() as u32)
+        .map(|i| {
+            let t = graph.type_info(i);
+            if t.kind == Kind::StackFrame {
+                return 0;
+            }
+            let class = SizeClass { name: &t.name, flags: t.flags, basicsize: t.basicsize, itemsize: t.itemsize };
+            shallow_size(mem, layout, graph.addrs[i as usize], &class).unwrap_or(0)
+        })
+        .collect();
     Ok(graph)
+}
+
+/// The name index of a 3.11+ frame's `f_locals` (a module-level frame's globals dict).
+fn f_locals_name() -> u8 {
+    (0..=u8::MAX).find(|&i| field_name(i) == "f_locals").unwrap_or(0)
 }
 
 fn type_info(mem: &mut dyn RemoteMemory, layout: &Layout, type_addr: u64) -> Result<TypeInfo, ReadError> {
     let name = type_name(mem, layout, type_addr)?;
     let g = &layout.graph;
     let flags = mem.read_u64(type_addr + layout.type_.tp_flags as u64)?;
+    let kind = kind_of(&name, flags);
+    let named_as = if kind == Kind::Type { "type" } else { name.as_str() };
     Ok(TypeInfo {
-        kind: kind_of(&name, flags),
+        named: g.named_fields.iter().filter(|f| f.type_name == named_as).map(|f| (f.offset as u64, f.name)).collect(),
+        kind,
         name,
         flags,
         basicsize: mem.read_u64(type_addr + g.tp_basicsize as u64)?,
@@ -216,17 +479,16 @@ fn read_words(mem: &mut dyn RemoteMemory, addr: u64, count: u64) -> Result<Vec<u
     Ok(raw.chunks_exact(8).map(|w| u64_at(w, 0)).collect())
 }
 
-/// The references of object `i`, as (address, label); addresses that are not tracked objects
-/// are dropped by the caller.
+/// The references of node `i`, as (address, label, owned).
 fn references(
     mem: &mut dyn RemoteMemory,
-    layout: &Layout,
-    graph: &HeapGraph,
+    b: &mut Builder,
     i: usize,
-    out: &mut Vec<(u64, Label)>,
+    t: &TypeInfo,
+    out: &mut Vec<(u64, Label, bool)>,
 ) -> Result<(), ReadError> {
-    let obj = graph.objects[i];
-    let t = &graph.types[graph.type_of[i] as usize];
+    let layout = b.layout;
+    let obj = b.graph.addrs[i];
     let g = &layout.graph;
     let ob_size = |mem: &mut dyn RemoteMemory| mem.read_u64(obj + layout.containers.ob_size as u64);
     match t.kind {
@@ -234,19 +496,19 @@ fn references(
             let n = ob_size(mem)?;
             let items = mem.read_u64(obj + layout.containers.list_ob_item as u64)?;
             for (k, item) in read_words(mem, items, n)?.into_iter().enumerate() {
-                out.push((item, Label::Index(k as u32)));
+                out.push((item, Label::Index(k as u32), true));
             }
         }
         Kind::Tuple => {
             let n = ob_size(mem)?;
             for (k, item) in read_words(mem, obj + g.tuple_ob_item as u64, n)?.into_iter().enumerate() {
-                out.push((item, Label::Index(k as u32)));
+                out.push((item, Label::Index(k as u32), true));
             }
         }
         Kind::Dict => {
             for (key, value) in dict_entries(mem, layout, obj)? {
-                out.push((key, Label::Member));
-                out.push((value, Label::Key(key)));
+                out.push((key, Label::Member, true));
+                out.push((value, Label::Key(b.name_id(key)), true));
             }
         }
         Kind::Set => {
@@ -254,18 +516,33 @@ fn references(
             let table = mem.read_u64(obj + g.set_table as u64)?;
             let words = read_words(mem, table, (mask + 1) * (g.set_entry_size as u64 / 8))?;
             for entry in words.chunks_exact(g.set_entry_size / 8) {
-                out.push((entry[0], Label::Member));
+                out.push((entry[0], Label::Member, true));
             }
         }
-        Kind::Module => out.push((mem.read_u64(obj + layout.containers.module_dict as u64)?, Label::Namespace)),
+        Kind::Module => out.push((mem.read_u64(obj + layout.containers.module_dict as u64)?, Label::Namespace, true)),
         Kind::Type => {
-            out.push((mem.read_u64(obj + layout.type_.tp_dict as u64)?, Label::Namespace));
-            scan(mem, layout, obj, t, &[layout.type_.tp_dict as u64], out)?;
+            out.push((mem.read_u64(obj + layout.type_.tp_dict as u64)?, Label::Namespace, true));
+            let tp_dict = layout.type_.tp_dict as u64;
+            let own_size = if t.flags & TPFLAGS_HEAPTYPE == 0 { g.type_size as u64 } else { u64::MAX };
+            scan(mem, b, obj, t, own_size, &[tp_dict..tp_dict + 8], out)?;
         }
+        Kind::FrameObject => {
+            let mut skip = Vec::new();
+            if let Some(FrameLayout::Objects { f_localsplus, .. }) = layout.frames {
+                let slots = object_frame_slots(mem, layout, obj)?;
+                let start = f_localsplus as u64;
+                skip.push(start..start + 8 * slots.len() as u64);
+                for slot in slots {
+                    out.push((slot.value, Label::Local(b.name_id(slot.name)), true));
+                }
+            }
+            scan(mem, b, obj, t, u64::MAX, &skip, out)?;
+        }
+        Kind::Leaf | Kind::StackFrame => {}
         Kind::Other => {
             let mut skip = Vec::new();
-            attributes(mem, layout, obj, t, &mut skip, out)?;
-            scan(mem, layout, obj, t, &skip, out)?;
+            attributes(mem, b, obj, t, &mut skip, out)?;
+            scan(mem, b, obj, t, u64::MAX, &skip, out)?;
         }
     }
     Ok(())
@@ -276,12 +553,13 @@ fn references(
 /// conservative scan does not count them twice.
 fn attributes(
     mem: &mut dyn RemoteMemory,
-    layout: &Layout,
+    b: &mut Builder,
     obj: u64,
     t: &TypeInfo,
-    skip: &mut Vec<u64>,
-    out: &mut Vec<(u64, Label)>,
+    skip: &mut Vec<Range<u64>>,
+    out: &mut Vec<(u64, Label, bool)>,
 ) -> Result<(), ReadError> {
+    let layout = b.layout;
     let dict = match layout.graph.instance_attributes {
         InstanceAttributes::Managed { managed_flag, dict_before, values } if t.flags & managed_flag != 0 => {
             let slot = mem.read_u64(obj - dict_before as u64)?;
@@ -298,7 +576,7 @@ fn attributes(
                 Some(array) if array != 0 => {
                     let keys = keys_entries(mem, layout, t.cached_keys)?;
                     for (key, value) in split_values(mem, layout, &keys, array)? {
-                        out.push((value, Label::Attr(key)));
+                        out.push((value, Label::Attr(b.name_id(key)), true));
                     }
                     return Ok(());
                 }
@@ -306,37 +584,41 @@ fn attributes(
             }
         }
         _ if t.dictoffset > 0 && t.dictoffset < MAX_SCAN => {
-            skip.push(t.dictoffset);
+            skip.push(t.dictoffset..t.dictoffset + 8);
             mem.read_u64(obj + t.dictoffset)?
         }
         _ => 0,
     };
     if dict != 0 {
         for (key, value) in dict_entries(mem, layout, dict)? {
-            out.push((value, Label::Attr(key)));
+            out.push((value, Label::Attr(b.name_id(key)), false));
         }
-        // The dict itself is referenced too (its refcount counts the instance).
-        out.push((dict, Label::Namespace));
+        // The dict itself is what the instance references (and what counts in refcounts);
+        // the attributes above are its entries, listed again under the instance for paths.
+        out.push((dict, Label::Namespace, true));
     }
     Ok(())
 }
 
-/// Every aligned word of the object's body (past the header) that may point at an object.
+/// Every aligned word of the object's body (past the header, within `own_size` bytes) that
+/// may point at an object; fields the type names are labelled with their names.
 fn scan(
     mem: &mut dyn RemoteMemory,
-    layout: &Layout,
+    b: &Builder,
     obj: u64,
     t: &TypeInfo,
-    skip: &[u64],
-    out: &mut Vec<(u64, Label)>,
+    own_size: u64,
+    skip: &[Range<u64>],
+    out: &mut Vec<(u64, Label, bool)>,
 ) -> Result<(), ReadError> {
+    let layout = b.layout;
     let mut size = t.basicsize;
     if t.itemsize > 0 {
         // ob_size is signed (an int's sign lives there).
         let items = (mem.read_u64(obj + layout.containers.ob_size as u64)? as i64).unsigned_abs();
         size += t.itemsize.saturating_mul(items.min(MAX_SCAN));
     }
-    let size = size.min(MAX_SCAN) & !7;
+    let size = size.min(MAX_SCAN).min(own_size) & !7;
     let header = (layout.object.ob_type + 8) as u64;
     if size <= header {
         return Ok(());
@@ -344,46 +626,61 @@ fn scan(
     let words = read_words(mem, obj + header, (size - header) / 8)?;
     for (k, word) in words.into_iter().enumerate() {
         let offset = header + 8 * k as u64;
-        if word != 0 && word & 7 == 0 && !skip.contains(&offset) {
-            out.push((word, Label::Field(offset as u32)));
+        if word == 0 || word & 7 != 0 || skip.iter().any(|r| r.contains(&offset)) {
+            continue;
         }
+        let label = match t.named.iter().find(|(o, _)| *o == offset) {
+            Some(&(_, name)) => Label::Named(name),
+            None => Label::Field(offset as u32),
+        };
+        out.push((word, label, true));
     }
     Ok(())
 }
 
-/// Shortest paths from the roots (every interpreter's sys.modules) by breadth-first search:
-/// for each object, the object it was reached from and how. Exact references are followed
-/// first; conservative ones (a word that looks like a pointer) only to reach what exact ones
-/// do not, so a stale word never replaces a real holder on a path.
+/// Shortest paths from the roots by breadth-first search: for each node, the node it was
+/// reached from and how. Module globals are searched first, then the threads' frames, both
+/// over exact references; conservative ones (a word that looks like a pointer) are followed
+/// last, only to reach what exact ones do not. So an object held by a global is reported
+/// there even if a running frame also sees it, and a stale word never replaces a real holder.
 pub struct Paths {
     parent: Vec<(u32, Label)>,
-    pub roots: Vec<u32>,
 }
 
 const UNREACHED: u32 = u32::MAX;
 
-pub fn shortest_paths(graph: &HeapGraph, roots: &[u32]) -> Paths {
-    let mut parent = vec![(UNREACHED, Label::Member); graph.objects.len()];
+pub fn shortest_paths(graph: &HeapGraph) -> Paths {
+    let mut parent = vec![(UNREACHED, Label::Member); graph.len()];
     let mut order: Vec<u32> = Vec::new();
-    for &r in roots {
-        if parent[r as usize].0 == UNREACHED {
-            parent[r as usize] = (r, Label::Member);
-            order.push(r);
-        }
-    }
-    for conservative in [false, true] {
-        let mut queue: VecDeque<u32> = order.iter().copied().collect();
+    let tiers = [
+        graph.roots.iter().filter(|r| matches!(r, Root::Modules { .. })).collect::<Vec<_>>(),
+        graph.roots.iter().filter(|r| matches!(r, Root::Frame { .. })).collect(),
+    ];
+    let bfs = |parent: &mut Vec<(u32, Label)>, order: &mut Vec<u32>, start: usize, conservative: bool| {
+        let mut queue: VecDeque<u32> = order[start..].iter().copied().collect();
         while let Some(u) = queue.pop_front() {
             for &(v, label) in graph.edges_of(u) {
-                if parent[v as usize].0 == UNREACHED && (conservative || !matches!(label, Label::Field(_))) {
+                if parent[v as usize].0 == UNREACHED && (conservative || label.is_exact()) {
                     parent[v as usize] = (u, label);
                     queue.push_back(v);
                     order.push(v);
                 }
             }
         }
+    };
+    for tier in tiers {
+        let start = order.len();
+        for root in tier {
+            let r = root.node();
+            if parent[r as usize].0 == UNREACHED {
+                parent[r as usize] = (r, Label::Member);
+                order.push(r);
+            }
+        }
+        bfs(&mut parent, &mut order, start, false);
     }
-    Paths { parent, roots: roots.to_vec() }
+    bfs(&mut parent, &mut order, 0, true);
+    Paths { parent }
 }
 
 /// One step of a path, resolved for printing.
@@ -392,42 +689,79 @@ pub enum Step {
     Index(u32),
     Key(String),
     Attr(String),
+    Local(String),
+    Stack,
     Namespace,
     Member,
+    Named(&'static str),
     Field(u32),
 }
 
+/// A path: where it starts, and each step with the node it leaves from.
+#[derive(Debug, Clone)]
+pub struct Path {
+    pub root: String,
+    pub steps: Vec<(u32, Step)>,
+}
+
 impl Paths {
-    /// The steps from a root to `i`, or `None` if no root reaches it.
-    pub fn steps(&self, graph: &HeapGraph, mem: &mut dyn RemoteMemory, layout: &Layout, i: u32) -> Option<Vec<Step>> {
-        if self.parent[i as usize].0 == UNREACHED {
+    pub fn reached(&self, i: u32) -> bool {
+        self.parent[i as usize].0 != UNREACHED
+    }
+
+    /// The path from a root to `i`, or `None` if no root reaches it.
+    pub fn path(&self, graph: &HeapGraph, mem: &mut dyn RemoteMemory, layout: &Layout, i: u32) -> Option<Path> {
+        if !self.reached(i) {
             return None;
         }
         let mut steps = Vec::new();
         let mut at = i;
-        while !self.roots.contains(&at) {
+        loop {
             let (from, label) = self.parent[at as usize];
-            let key_text = |mem: &mut dyn RemoteMemory, key: u64| -> String {
-                match read_str(mem, layout, key) {
-                    Ok(Some(s)) => s,
-                    _ => match graph.index_of(key) {
-                        Some(k) => format!("<{}>", graph.types[graph.type_of[k as usize] as usize].name),
-                        None => format!("<object {key:#x}>"),
-                    },
-                }
-            };
-            steps.push(match label {
+            if from == at {
+                break;
+            }
+            let name = |mem: &mut dyn RemoteMemory, id: u32| name_text(graph, mem, layout, id);
+            let step = match label {
                 Label::Index(n) => Step::Index(n),
-                Label::Key(k) => Step::Key(key_text(mem, k)),
-                Label::Attr(k) => Step::Attr(key_text(mem, k)),
+                Label::Key(k) => Step::Key(name(mem, k)),
+                Label::Attr(k) => Step::Attr(name(mem, k)),
+                Label::Local(k) => Step::Local(name(mem, k)),
+                Label::Stack => Step::Stack,
                 Label::Namespace => Step::Namespace,
                 Label::Member => Step::Member,
+                Label::Named(n) => Step::Named(field_name(n)),
                 Label::Field(o) => Step::Field(o),
-            });
+            };
+            steps.push((from, step));
             at = from;
         }
         steps.reverse();
-        Some(steps)
+        Some(Path { root: root_text(graph, at), steps })
+    }
+}
+
+/// A name a label refers to: the str's text, or `<type>` for a key that is not a str.
+fn name_text(graph: &HeapGraph, mem: &mut dyn RemoteMemory, layout: &Layout, id: u32) -> String {
+    let Some(&key) = graph.names.get(id as usize) else { return "?".into() };
+    match read_str(mem, layout, key) {
+        Ok(Some(s)) => s,
+        _ => match graph.index_of(key) {
+            Some(k) => format!("<{}>", graph.type_info(k).name),
+            None => format!("<object {key:#x}>"),
+        },
+    }
+}
+
+/// How a root is written at the start of a path.
+pub fn root_text(graph: &HeapGraph, node: u32) -> String {
+    let frame = graph.roots.iter().find_map(|r| match r {
+        Root::Frame { node: n, frame } if *n == node => graph.frames.get(*frame as usize),
+        _ => None,
+    });
+    match frame {
+        Some(f) => format!("<frame {}() of thread {} ({}:{})>", f.function, f.thread, f.file, f.first_line),
+        None => "sys.modules".into(),
     }
 }
 
@@ -436,29 +770,30 @@ pub fn key_repr(key: &str) -> String {
     if key.starts_with('<') { key.to_string() } else { format!("{key:?}").replace('"', "'") }
 }
 
-/// A path as Python code would write it, starting from `sys.modules`. A namespace followed by
-/// a key reads as an attribute (`.handlers`), except a module's, which reads as
-/// `.__dict__['NAME']` so that the module is named.
-pub fn render(steps: &[Step], wildcard: &[bool]) -> String {
-    let mut out = String::from("sys.modules");
+/// A path as Python code would write it. A namespace followed by a key reads as an
+/// attribute (`.handlers`), except a module's, which reads as `.__dict__['NAME']` so that the
+/// module is named. Steps marked in `wildcard` print as `*`.
+pub fn render(root: &str, steps: &[Step], wildcard: &[bool]) -> String {
+    let mut out = root.to_string();
+    let from_modules = root == "sys.modules";
     let mut in_namespace = false;
-    let mut module_level = true;
     for (n, step) in steps.iter().enumerate() {
         let value = |text: String| if wildcard.get(n).copied().unwrap_or(false) { "*".to_string() } else { text };
+        let module_namespace = from_modules && n == 2;
         match step {
             Step::Index(i) => out += &format!("[{}]", value(i.to_string())),
-            Step::Key(k) if in_namespace && !module_level => out += &format!(".{}", value(k.clone())),
+            Step::Key(k) if in_namespace && !module_namespace => out += &format!(".{}", value(k.clone())),
             Step::Key(k) => out += &format!("[{}]", value(key_repr(k))),
             Step::Attr(a) => out += &format!(".{a}"),
-            Step::Namespace if module_level && n == 1 => out += ".__dict__",
+            Step::Local(name) => out += &format!(".f_locals[{}]", key_repr(name)),
+            Step::Stack => out += ".<value stack>",
+            Step::Namespace if from_modules && n == 1 => out += ".__dict__",
             Step::Namespace => {}
             Step::Member => out += ".<member>",
+            Step::Named(name) => out += &format!(".{name}"),
             Step::Field(o) => out += &format!(".<field +{o:#x}>"),
         }
         in_namespace = matches!(step, Step::Namespace);
-        if n >= 2 {
-            module_level = false;
-        }
     }
     out
 }

@@ -3,5 +3,8 @@
 pub mod address_set;
 pub mod census;
 pub mod details;
+pub mod dominators;
 pub mod graph;
+pub mod graph_census;
+pub mod retained;
 pub mod walk;

@@ -7,13 +7,20 @@ use std::fmt::Write;
 pub enum SortKey {
     Count,
     Refs,
+    /// sys.getsizeof summed (with --all).
+    Size,
+    /// Memory freed if all objects of the type went (with --all).
+    Retained,
 }
 
 pub fn sort_types(types: &mut [TypeCount], key: SortKey) {
-    match key {
-        SortKey::Count => types.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name))),
-        SortKey::Refs => types.sort_by(|a, b| b.refcount_sum.cmp(&a.refcount_sum).then_with(|| a.name.cmp(&b.name))),
-    }
+    let value = |t: &TypeCount| match key {
+        SortKey::Count => t.count,
+        SortKey::Refs => t.refcount_sum,
+        SortKey::Size => t.size_bytes.unwrap_or(0),
+        SortKey::Retained => t.retained_bytes.unwrap_or(0),
+    };
+    types.sort_by(|a, b| value(b).cmp(&value(a)).then_with(|| a.name.cmp(&b.name)));
 }
 
 /// Groups digits so that 1234567 reads as 1,234,567.
@@ -30,6 +37,21 @@ pub fn thousands(n: u64) -> String {
 }
 
 /// A change with its sign: +1,204, -3, 0.
+/// 1,234 B, 12.3 KiB, 4.5 MiB, 1.2 GiB.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 pub fn signed(n: i64) -> String {
     if n > 0 {
         format!("+{}", thousands(n as u64))
@@ -62,11 +84,40 @@ pub fn render(census: &Census, top: usize, sort: SortKey) -> String {
         })
         .collect();
     let _ = writeln!(out, "{}", gens.join("  "));
+    if let Some(g) = &census.graph {
+        let _ = writeln!(
+            out,
+            "heap graph: {} objects ({} not tracked by the GC), {} in all (sys.getsizeof), {} references, {} frames, {} unreachable; {:.0} ms",
+            thousands(g.objects),
+            thousands(g.untracked),
+            human_bytes(g.size_bytes),
+            thousands(g.references),
+            thousands(g.frames),
+            thousands(g.unreachable),
+            g.duration_ms
+        );
+    }
     let width = types.iter().take(top).map(|t| t.name.len()).max().unwrap_or(4).clamp(4, 60);
-    let _ = writeln!(out, "\n{:>12}  {:>14}  {:<width$}", "COUNT", "REFCOUNT SUM", "TYPE");
+    let graph_columns = census.graph.is_some();
+    let _ = write!(out, "\n{:>12}  {:>14}", "COUNT", "REFCOUNT SUM");
+    if graph_columns {
+        let _ = write!(out, "  {:>12}  {:>10}  {:>10}  {:>9}", "UNTRACKED", "SIZE", "RETAINED", "EXTERNAL");
+    }
+    let _ = writeln!(out, "  {:<width$}", "TYPE");
     for t in types.iter().take(top) {
         let immortal = if t.immortal > 0 { format!("  ({} immortal)", thousands(t.immortal)) } else { String::new() };
-        let _ = writeln!(out, "{:>12}  {:>14}  {}{}", thousands(t.count), thousands(t.refcount_sum), t.name, immortal);
+        let _ = write!(out, "{:>12}  {:>14}", thousands(t.count), thousands(t.refcount_sum));
+        if graph_columns {
+            let _ = write!(
+                out,
+                "  {:>12}  {:>10}  {:>10}  {:>9}",
+                thousands(t.untracked.unwrap_or(0)),
+                human_bytes(t.size_bytes.unwrap_or(0)),
+                human_bytes(t.retained_bytes.unwrap_or(0)),
+                thousands(t.external_refs.unwrap_or(0))
+            );
+        }
+        let _ = writeln!(out, "  {}{}", t.name, immortal);
     }
     if types.len() > top {
         let rest: u64 = types.iter().skip(top).map(|t| t.count).sum();

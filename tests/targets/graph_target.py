@@ -54,12 +54,27 @@ class Pinned(object):
     pass
 
 
+class Payload(object):
+    def __init__(self, n):
+        self.n = n
+
+
+def make_handler(payload):
+    def handle():
+        return payload  # the closure's cell keeps the payload alive
+
+    return handle
+
+
 REQUESTS = [Order(i) for i in range(3000)]
 BY_CUSTOMER = {"c%d" % c: [Invoice() for _ in range(50)] for c in range(4)}
 LOG = Logger("svc")
 for i in range(700):
     LOG.handlers[0].buffer.append(Record("line %d" % i))
 Registry.instances.extend(Plugin() for _ in range(120))
+HANDLERS = {"on_save": [make_handler(Payload(i)) for i in range(150)]}
+# A container whose contents only it holds: it retains itself and them.
+BLOBS = [bytes(5000 + i) for i in range(100)]
 
 started = threading.Event()
 
@@ -88,6 +103,13 @@ except ImportError:
     pass
 
 M = "sys.modules['__main__'].__dict__"
+# Threads are named by the kernel's id where the interpreter records it (3.11+).
+if sys.version_info >= (3, 11):
+    worker_thread = [t.native_id for t in threading.enumerate() if t is not threading.main_thread()][0]
+else:
+    worker_thread = [t.ident for t in threading.enumerate() if t is not threading.main_thread()][0]
+code = worker.__code__
+FRAME = "<frame worker() of thread %d (%s:%d)>" % (worker_thread, code.co_filename, code.co_firstlineno)
 truth = {
     "pid": os.getpid(),
     "classes": {
@@ -95,8 +117,13 @@ truth = {
         "__main__.Invoice": {"count": 200, "path": M + "['BY_CUSTOMER'][*][*]"},
         "__main__.Record": {"count": 700, "path": M + "['LOG'].handlers[0].buffer[*]"},
         "__main__.Plugin": {"count": 120, "path": M + "['Registry'].instances[*]"},
-        "__main__.Local": {"count": 250, "path": None},
+        "__main__.Local": {"count": 250, "path": FRAME + ".f_locals['keep'][*]"},
+        "__main__.Payload": {"count": 150, "path": M + "['HANDLERS']['on_save'][*].__closure__[0].cell_contents"},
         "__main__.Pinned": {"count": pinned_count, "path": None, "external_refs": pinned_count},
+    },
+    "blobs": {
+        "address": "%#x" % id(BLOBS),
+        "retained_bytes": sys.getsizeof(BLOBS) + sum(sys.getsizeof(b) for b in BLOBS),
     },
 }
 path = sys.argv[1]

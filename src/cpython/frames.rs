@@ -1,0 +1,267 @@
+//! Threads' call stacks, read from outside: the roots of the heap graph besides the module
+//! globals. An object that only a running function's local variable holds is reachable from
+//! no module, and its refcount is not explained by any object in the heap; naming the frame
+//! and the variable is the answer to "who holds it".
+
+use super::layout::{CurrentFrame, FrameLayout, Layout, StackTop};
+use super::objects::{read_str, type_name};
+use super::process::{Interpreter, PythonProcess, read_error};
+use crate::error::LeakspyError;
+use crate::memory::{ReadError, RemoteMemory, u64_at};
+
+/// Frames read per thread: deeper is a torn `previous` chain (CPython's default recursion
+/// limit is 1,000).
+const MAX_DEPTH: usize = 10_000;
+/// Threads per interpreter: more is a torn list.
+const MAX_THREADS: usize = 10_000;
+/// Local and stack slots of one frame: more is a torn count.
+const MAX_SLOTS: u64 = 1 << 16;
+
+/// One frame of a thread's stack.
+#[derive(Debug, Clone)]
+pub struct StackFrame {
+    pub interpreter: i64,
+    /// The kernel's thread id where the version records it, else Python's thread ident.
+    pub thread: u64,
+    /// 0 for the innermost (running) frame.
+    pub depth: u32,
+    pub function: String,
+    pub file: String,
+    pub first_line: u64,
+    /// 3.6-3.10: the PyFrameObject, a GC-tracked object whose own references are the locals.
+    pub frame_object: Option<u64>,
+    /// 3.11+: what the frame holds, since the frame is not an object.
+    pub slots: Vec<FrameSlot>,
+}
+
+/// A reference held by a frame: a named local (or cell) variable or a value-stack entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameSlot {
+    pub value: u64,
+    /// The variable's name (a str object), or 0 for a value-stack entry or `f_locals`.
+    pub name: u64,
+    pub kind: SlotKind,
+    /// False for 3.14+ stack references that do not own a reference (deferred or borrowed):
+    /// they keep nothing alive and do not count in the refcount.
+    pub owned: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotKind {
+    Local,
+    Stack,
+    FLocals,
+}
+
+/// Every frame of every thread of every interpreter, innermost first per thread.
+pub fn thread_stacks(
+    process: &PythonProcess,
+    mem: &mut dyn RemoteMemory,
+    interpreters: &[Interpreter],
+) -> Result<Vec<StackFrame>, LeakspyError> {
+    let l = &process.layout;
+    let Some(frames) = &l.frames else { return Ok(Vec::new()) };
+    let err = |e| read_error(process.pid, e);
+    let mut out = Vec::new();
+    for interp in interpreters {
+        let mut tstate = mem.read_u64(interp.addr + l.interp.threads_head as u64).map_err(err)?;
+        let mut threads = 0;
+        while tstate != 0 && threads < MAX_THREADS {
+            let thread = match l.threads.native_thread_id {
+                Some(off) => mem.read_u64(tstate + off as u64),
+                None => mem.read_u64(tstate + l.threads.thread_id as u64),
+            }
+            .map_err(err)?;
+            // A frame that cannot be read (the thread moved on mid-read) ends that thread's
+            // stack, not the whole answer.
+            let _ = read_stack(mem, l, frames, tstate, &mut |depth, frame| {
+                out.push(StackFrame { interpreter: interp.id, thread, depth, ..frame })
+            });
+            tstate = mem.read_u64(tstate + l.interp.tstate_next as u64).map_err(err)?;
+            threads += 1;
+        }
+    }
+    Ok(out)
+}
+
+fn read_stack(
+    mem: &mut dyn RemoteMemory,
+    l: &Layout,
+    frames: &FrameLayout,
+    tstate: u64,
+    emit: &mut dyn FnMut(u32, StackFrame),
+) -> Result<(), ReadError> {
+    let mut frame = match *frames {
+        FrameLayout::Objects { tstate_frame, .. } => mem.read_u64(tstate + tstate_frame as u64)?,
+        FrameLayout::Interpreter { current_frame: CurrentFrame::Direct(off), .. } => {
+            mem.read_u64(tstate + off as u64)?
+        }
+        FrameLayout::Interpreter { current_frame: CurrentFrame::ViaCFrame { cframe, current_frame }, .. } => {
+            match mem.read_u64(tstate + cframe as u64)? {
+                0 => 0,
+                cframe => mem.read_u64(cframe + current_frame as u64)?,
+            }
+        }
+    };
+    let mut depth = 0u32;
+    while frame != 0 && (depth as usize) < MAX_DEPTH {
+        match *frames {
+            FrameLayout::Objects { f_back, f_code, .. } => {
+                let code = mem.read_u64(frame + f_code as u64)?;
+                let (function, file, first_line) = code_location(mem, l, code)?;
+                emit(
+                    depth,
+                    StackFrame { frame_object: Some(frame), slots: Vec::new(), ..blank(function, file, first_line) },
+                );
+                frame = mem.read_u64(frame + f_back as u64)?;
+            }
+            FrameLayout::Interpreter { previous, code, .. } => {
+                // 3.14+ holds the code as a tagged stack reference; objects are 16-byte aligned.
+                let code_addr = mem.read_u64(frame + code as u64)? & !7;
+                // Shim and trampoline frames (entry frames, C-stack frames) carry no code object
+                // or one with no locals; both are skipped, their `previous` followed.
+                if code_addr != 0 && is_code(mem, l, code_addr)? {
+                    let (function, file, first_line) = code_location(mem, l, code_addr)?;
+                    let slots = interpreter_frame_slots(mem, l, frames, frame, code_addr)?;
+                    emit(depth, StackFrame { frame_object: None, slots, ..blank(function, file, first_line) });
+                    depth += 1;
+                }
+                frame = mem.read_u64(frame + previous as u64)?;
+                continue;
+            }
+        }
+        depth += 1;
+    }
+    Ok(())
+}
+
+fn blank(function: String, file: String, first_line: u64) -> StackFrame {
+    StackFrame {
+        interpreter: 0,
+        thread: 0,
+        depth: 0,
+        function,
+        file,
+        first_line,
+        frame_object: None,
+        slots: Vec::new(),
+    }
+}
+
+fn is_code(mem: &mut dyn RemoteMemory, l: &Layout, addr: u64) -> Result<bool, ReadError> {
+    let ob_type = mem.read_u64(addr + l.object.ob_type as u64)?;
+    Ok(ob_type != 0 && type_name(mem, l, ob_type)? == "code")
+}
+
+/// (co_name, co_filename, co_firstlineno) of a code object.
+fn code_location(mem: &mut dyn RemoteMemory, l: &Layout, code: u64) -> Result<(String, String, u64), ReadError> {
+    let Some(f) = &l.functions else { return Ok(("?".into(), "?".into(), 0)) };
+    let mut str_at = |field: usize| -> Result<String, ReadError> {
+        let ptr = mem.read_u64(code + field as u64)?;
+        Ok(read_str(mem, l, ptr)?.unwrap_or_else(|| "?".into()))
+    };
+    let name = str_at(f.co_name)?;
+    let file = str_at(f.co_filename)?;
+    let line = u64::from(mem.read_u32(code + f.co_firstlineno as u64)?);
+    Ok((name, file, line))
+}
+
+/// A 3.11+ frame's locals (named by co_localsplusnames), its value stack and its f_locals.
+fn interpreter_frame_slots(
+    mem: &mut dyn RemoteMemory,
+    l: &Layout,
+    frames: &FrameLayout,
+    frame: u64,
+    code: u64,
+) -> Result<Vec<FrameSlot>, ReadError> {
+    let FrameLayout::Interpreter {
+        f_locals,
+        localsplus,
+        stack_top,
+        co_nlocalsplus,
+        co_localsplusnames,
+        co_stacksize,
+        ..
+    } = *frames
+    else {
+        return Ok(Vec::new());
+    };
+    let nlocals = u64::from(mem.read_u32(code + co_nlocalsplus as u64)?);
+    let stack_size = u64::from(mem.read_u32(code + co_stacksize as u64)?);
+    let base = frame + localsplus as u64;
+    // The stack top is saved when the frame calls out (where a blocked thread always is);
+    // a value outside [locals, locals + stacksize] means it was not, and only locals are read.
+    let top = match stack_top {
+        StackTop::Index(off) => (mem.read_u32(frame + off as u64)? as i32) as i64,
+        StackTop::Pointer(off) => {
+            let pointer = mem.read_u64(frame + off as u64)?;
+            if pointer < base { -1 } else { ((pointer - base) / 8) as i64 }
+        }
+    };
+    let used = if top >= nlocals as i64 && top as u64 <= nlocals + stack_size { top as u64 } else { nlocals };
+    if used > MAX_SLOTS {
+        return Ok(Vec::new());
+    }
+    let mut raw = vec![0u8; used as usize * 8];
+    mem.read(base, &mut raw)?;
+    let names = tuple_at(mem, l, code + co_localsplusnames as u64, nlocals)?;
+    let mut slots = Vec::new();
+    for (k, word) in raw.chunks_exact(8).map(|w| u64_at(w, 0)).enumerate() {
+        // 3.14+ tags stack references in the low bits: 0 owns a reference, 1 does not, 2 and
+        // 3 are not pointers (3.15 tagged ints). Older versions store plain pointers.
+        let (value, owned) = match word & 3 {
+            0 => (word, true),
+            1 => (word & !3, false),
+            _ => continue,
+        };
+        if value == 0 {
+            continue;
+        }
+        let (name, kind) = match names.get(k) {
+            Some(&name) => (name, SlotKind::Local),
+            None => (0, SlotKind::Stack),
+        };
+        slots.push(FrameSlot { value, name, kind, owned });
+    }
+    let locals_dict = mem.read_u64(frame + f_locals as u64)?;
+    if locals_dict != 0 {
+        slots.push(FrameSlot { value: locals_dict, name: 0, kind: SlotKind::FLocals, owned: true });
+    }
+    Ok(slots)
+}
+
+/// A 3.6-3.10 frame object's locals, cells and free variables, named.
+pub fn object_frame_slots(mem: &mut dyn RemoteMemory, l: &Layout, frame: u64) -> Result<Vec<FrameSlot>, ReadError> {
+    let Some(FrameLayout::Objects { f_code, f_localsplus, co_nlocals, co_varnames, co_cellvars, co_freevars, .. }) =
+        l.frames
+    else {
+        return Ok(Vec::new());
+    };
+    let code = mem.read_u64(frame + f_code as u64)?;
+    let mut names = tuple_at(mem, l, code + co_varnames as u64, MAX_SLOTS)?;
+    names.truncate(u64::from(mem.read_u32(code + co_nlocals as u64)?) as usize);
+    for tuple_off in [co_cellvars, co_freevars] {
+        names.extend(tuple_at(mem, l, code + tuple_off as u64, MAX_SLOTS)?);
+    }
+    let mut raw = vec![0u8; names.len() * 8];
+    mem.read(frame + f_localsplus as u64, &mut raw)?;
+    Ok(raw
+        .chunks_exact(8)
+        .map(|w| u64_at(w, 0))
+        .zip(names)
+        .filter(|(value, _)| *value != 0)
+        .map(|(value, name)| FrameSlot { value, name, kind: SlotKind::Local, owned: true })
+        .collect())
+}
+
+/// The items (at most `max`) of the tuple a field at `field` points to; empty for NULL.
+fn tuple_at(mem: &mut dyn RemoteMemory, l: &Layout, field: u64, max: u64) -> Result<Vec<u64>, ReadError> {
+    let tuple = mem.read_u64(field)?;
+    if tuple == 0 {
+        return Ok(Vec::new());
+    }
+    let len = mem.read_u64(tuple + l.containers.ob_size as u64)?.min(max);
+    let mut raw = vec![0u8; len as usize * 8];
+    mem.read(tuple + l.graph.tuple_ob_item as u64, &mut raw)?;
+    Ok(raw.chunks_exact(8).map(|w| u64_at(w, 0)).collect())
+}

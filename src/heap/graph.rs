@@ -524,7 +524,7 @@ fn references(
             out.push((mem.read_u64(obj + layout.type_.tp_dict as u64)?, Label::Namespace, true));
             let tp_dict = layout.type_.tp_dict as u64;
             let own_size = if t.flags & TPFLAGS_HEAPTYPE == 0 { g.type_size as u64 } else { u64::MAX };
-            scan(mem, b, obj, t, own_size, &[tp_dict..tp_dict + 8], out)?;
+            scan(mem, b, obj, t, own_size, std::slice::from_ref(&(tp_dict..tp_dict + 8)), out)?;
         }
         Kind::FrameObject => {
             let mut skip = Vec::new();

@@ -233,6 +233,39 @@ KEYS = [
     ("set.table", [off("PySetObject", "table")]),
     ("set.mask", [off("PySetObject", "mask")]),
     ("set.entry_size", [size("setentry")]),
+    # sys.getsizeof, computed from outside (src/cpython/sizes.rs): the fields each built-in
+    # __sizeof__ reads, and what _PySys_GetSizeOf adds before the object.
+    ("flags.preheader", ["Py_TPFLAGS_PREHEADER", "Py_TPFLAGS_MANAGED_DICT"]),
+    ("sizeof.static_type_preheader", [("LEAKSPY_STATIC_TYPE_PREHEADER", DECLARED)]),
+    ("sizeof.int_min_digits", [("LEAKSPY_INT_MIN_DIGITS", DECLARED)]),
+    ("sizeof.code_extra_header", [("LEAKSPY_CODE_EXTRA_HEADER", DECLARED)]),
+    ("heaptype.size", [size("PyHeapTypeObject")]),
+    ("long.ob_digit", [off("PyLongObject", "ob_digit"), off("PyLongObject", "long_value.ob_digit")]),
+    ("long.lv_tag", [off("PyLongObject", "long_value.lv_tag")]),
+    ("unicode.object_size", [size("PyUnicodeObject")]),
+    ("unicode.data", [off("PyUnicodeObject", "data")]),
+    ("unicode.utf8_length", [off("PyCompactUnicodeObject", "utf8_length")]),
+    ("unicode.utf8", [off("PyCompactUnicodeObject", "utf8")]),
+    ("unicode.wstr", [off("PyASCIIObject", "wstr")]),
+    ("unicode.wstr_length", [off("PyCompactUnicodeObject", "wstr_length")]),
+    ("dictkeys.dk_refcnt", [off(DK, "dk_refcnt"), (off(OLD_DK, "dk_refcnt"), DECLARED)]),
+    ("dictkeys.dk_usable", [off(DK, "dk_usable"), (off(OLD_DK, "dk_usable"), DECLARED)]),
+    ("set.smalltable", [off("PySetObject", "smalltable")]),
+    ("bytearray.ob_alloc", [off("PyByteArrayObject", "ob_alloc")]),
+    # 3.15 backs a bytearray with a bytes object, whose size __sizeof__ adds.
+    ("bytearray.ob_bytes_object", [off("PyByteArrayObject", "ob_bytes_object")]),
+    ("bytes.header_size", [off("PyBytesObject", "ob_sval") + " + 1"]),
+    ("code.co_extra", [off("PyCodeObject", "co_extra")]),
+    ("code.co_cell2arg", [off("PyCodeObject", "co_cell2arg")]),
+    ("code.co_opcache", [off("PyCodeObject", "co_opcache")]),
+    ("code.co_opcache_size", [off("PyCodeObject", "co_opcache_size")]),
+    ("code.co_code", [off("PyCodeObject", "co_code")]),
+    ("frame.f_frame", [off("PyFrameObject", "f_frame")]),
+    ("gen.gi_iframe", [off("PyGenObject", "gi_iframe")]),
+    # Private to Modules/_collectionsmodule.c and Objects/odictobject.c: declared below.
+    ("deque.leftindex", [("LEAKSPY_DEQUE_LEFTINDEX", DECLARED)]),
+    ("odict.od_first", [("LEAKSPY_ODICT_FIRST", DECLARED)]),
+    ("odict.od_fast_nodes_size", [("LEAKSPY_ODICT_FAST_NODES_SIZE", DECLARED)]),
     # 3.12+: _Py_GlobalMonitors, one byte per sys.monitoring event: the bitmask of the tools
     # that turned it on globally (sys.setprofile/settrace are tools too from 3.12).
     ("interp.monitors", [off(IS, "monitors")]),
@@ -285,6 +318,31 @@ struct leakspy_dictkeys {
 #if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030D0000
 #define LEAKSPY_TAGGED_VALUES 1            /* 3.12: PyDictOrValues, values tagged with bit 0 */
 #endif
+/* sys.getsizeof: what _PySys_GetSizeOf (Python/sysmodule.c) adds for a static type object
+   (3.11/3.12 add the type's pre-header to every class; 3.6-3.10 ask tp_is_gc, 3.13+ skip it),
+   the fewest digits int.__sizeof__ counts (3.11+ count zero as one digit), and the header
+   code.__sizeof__ adds to co_extra's (3.6 counts the entries only). */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000
+#define LEAKSPY_STATIC_TYPE_PREHEADER 1
+#else
+#define LEAKSPY_STATIC_TYPE_PREHEADER 0
+#endif
+#if PY_VERSION_HEX >= 0x030B0000
+#define LEAKSPY_INT_MIN_DIGITS 1
+#else
+#define LEAKSPY_INT_MIN_DIGITS 0
+#endif
+#if PY_VERSION_HEX >= 0x03070000
+#define LEAKSPY_CODE_EXTRA_HEADER 8
+#else
+#define LEAKSPY_CODE_EXTRA_HEADER 0
+#endif
+/* dequeobject (Modules/_collectionsmodule.c): PyObject_VAR_HEAD, leftblock, rightblock,
+   leftindex; PyODictObject (Objects/odictobject.c): PyDictObject, od_first, od_last,
+   od_fast_nodes, od_fast_nodes_size. The same in every version. */
+#define LEAKSPY_DEQUE_LEFTINDEX (sizeof(PyVarObject) + 2 * sizeof(void *))
+#define LEAKSPY_ODICT_FIRST sizeof(PyDictObject)
+#define LEAKSPY_ODICT_FAST_NODES_SIZE (sizeof(PyDictObject) + 3 * sizeof(void *))
 /* Mirrors the start of PyModuleObject in Objects/moduleobject.c. */
 struct leakspy_module { PyObject_HEAD PyObject *md_dict; };
 /* Mirrors the start of `fileio` in Modules/_io/fileio.c (the _io.FileIO object). */

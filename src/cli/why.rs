@@ -20,9 +20,10 @@ pub struct WhyArgs {
     /// The type whose holders to show, named as in the census (`__main__.Order`, `dict`).
     #[arg(long = "type", value_name = "TYPE", conflicts_with = "address")]
     pub type_name: Option<String>,
-    /// One object, by address (0x7f3a... as `id()` prints it in hex, or decimal).
-    #[arg(long, value_parser = parse_address)]
-    pub address: Option<u64>,
+    /// Objects by address (0x7f3a... as hex(id(obj)) prints it, or decimal); several may be
+    /// given, separated by commas or repeated.
+    #[arg(long, value_parser = parse_address, value_delimiter = ',', num_args = 1)]
+    pub address: Vec<u64>,
     /// Instances to trace (evenly spread over all of them); counts are scaled up.
     #[arg(long, default_value_t = 10_000)]
     pub sample: usize,
@@ -148,8 +149,8 @@ pub fn run(args: WhyArgs) -> Result<(), LeakspyError> {
         ms: started.elapsed().as_secs_f64() * 1000.0,
     };
     let mem: &mut dyn RemoteMemory = &mut mem;
-    let report = match (&args.type_name, args.address) {
-        (None, None) => {
+    let report = match (&args.type_name, args.address.as_slice()) {
+        (None, []) => {
             let largest = retention.largest(&graph, args.top);
             WhyReport {
                 type_name: None,
@@ -167,19 +168,21 @@ pub fn run(args: WhyArgs) -> Result<(), LeakspyError> {
             }
         }
         (type_name, address) => {
-            let instances: Vec<u32> = match (type_name, address) {
-                (Some(name), _) => (0..graph.len() as u32).filter(|&i| graph.type_info(i).name == *name).collect(),
-                (None, Some(addr)) => graph.index_of(addr).into_iter().collect(),
-                (None, None) => Vec::new(),
+            let instances: Vec<u32> = match type_name {
+                Some(name) => (0..graph.len() as u32).filter(|&i| graph.type_info(i).name == *name).collect(),
+                None => address.iter().filter_map(|&a| graph.index_of(a)).collect(),
             };
-            if instances.is_empty() {
-                return Err(not_found(&process, type_name.as_deref(), address));
+            let missing = address.iter().find(|&&a| graph.index_of(a).is_none());
+            if instances.is_empty() || missing.is_some() {
+                return Err(not_found(&process, type_name.as_deref(), missing.copied()));
             }
             let mut report = explain(&graph, &paths, &retention, mem, &process, &instances, args.sample);
-            report.type_name = type_name.clone().or_else(|| Some(graph.type_info(instances[0]).name.clone()));
+            let first_type = &graph.type_info(instances[0]).name;
+            let one_type = instances.iter().all(|&i| graph.type_info(i).name == *first_type);
+            report.type_name = type_name.clone().or_else(|| one_type.then(|| first_type.clone()));
             let mut largest = instances.clone();
             largest.sort_unstable_by(|a, b| retention.retained[*b as usize].cmp(&retention.retained[*a as usize]));
-            largest.truncate(args.top.min(if address.is_some() { 1 } else { args.top }));
+            largest.truncate(args.top.min(instances.len()));
             report.largest = retainers(&graph, &paths, &retention, mem, &process, &largest);
             report.graph = summary;
             report
@@ -257,12 +260,7 @@ fn explain(
         .collect();
     path_groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
     let sum = |f: &dyn Fn(u32) -> u64| instances.iter().map(|&i| f(i)).sum::<u64>();
-    let type_id = graph.type_of[instances[0] as usize] as usize;
-    let retained_bytes = if instances.len() == 1 {
-        retention.retained[instances[0] as usize]
-    } else {
-        retention.by_type(graph)[type_id]
-    };
+    let retained_bytes = retention.of_set(graph, instances);
     WhyReport {
         type_name: None,
         instances: instances.len() as u64,

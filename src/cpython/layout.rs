@@ -105,6 +105,7 @@ pub struct ObjectLayout {
 pub struct TypeLayout {
     pub tp_name: usize,
     pub tp_flags: usize,
+    pub tp_base: usize,
     pub tp_dict: usize,
     pub ht_qualname: usize,
 }
@@ -280,6 +281,50 @@ pub struct ThreadLayout {
     pub c_profileobj: usize,
 }
 
+/// What sys.getsizeof needs beyond the graph layout: the fields each built-in `__sizeof__`
+/// reads, and what `_PySys_GetSizeOf` adds for the words CPython keeps before an object.
+#[derive(Debug, Clone)]
+pub struct SizesLayout {
+    pub gc_head: u64,
+    /// 3.11+: type flags whose objects carry two more words before them (managed dict,
+    /// 3.12+ also managed weakref). `None` before 3.11, where only the GC header counts.
+    pub preheader_flags: Option<u64>,
+    /// 3.11/3.12 count the pre-header of static type objects too.
+    pub static_type_preheader: bool,
+    pub heaptype_size: u64,
+    pub type_size: u64,
+    /// int: where the digits start, the fewest digits counted, and (3.12+) the tag word
+    /// holding the digit count.
+    pub long_digits: u64,
+    pub int_min_digits: u64,
+    pub long_lv_tag: Option<usize>,
+    pub str_object_size: u64,
+    pub str_data: usize,
+    pub str_utf8_length: usize,
+    pub str_utf8: usize,
+    /// Up to 3.11: the wchar_t buffer and its length.
+    pub str_wstr: Option<(usize, usize)>,
+    pub ma_used: usize,
+    pub dk_refcnt: usize,
+    pub dk_usable: usize,
+    pub list_allocated: usize,
+    pub set_smalltable: usize,
+    pub bytearray_alloc: usize,
+    /// 3.15: a bytearray's buffer is a bytes object of this header size.
+    pub bytearray_bytes_header: Option<u64>,
+    pub code_extra: usize,
+    pub code_extra_header: u64,
+    /// Up to 3.10: cells that are also arguments, and (3.8-3.10) the opcache and co_code.
+    pub code_cell2arg: Option<usize>,
+    pub code_opcache: Option<(usize, usize, usize)>,
+    /// 3.11+: where a frame object's and a generator's interpreter frame is.
+    pub frame_f_frame: Option<usize>,
+    pub gen_gi_iframe: Option<usize>,
+    pub deque_leftindex: usize,
+    pub odict_first: usize,
+    pub odict_fast_nodes_size: usize,
+}
+
 /// Where threads' call stacks are: the roots of the heap graph besides module globals.
 #[derive(Debug, Clone)]
 pub enum FrameLayout {
@@ -295,6 +340,7 @@ pub enum FrameLayout {
         co_varnames: usize,
         co_cellvars: usize,
         co_freevars: usize,
+        co_stacksize: usize,
     },
     /// 3.11+: _PyInterpreterFrame structs on the thread's data stack, not objects; locals
     /// named by co_localsplusnames, then the value stack up to its top.
@@ -422,6 +468,7 @@ pub struct Layout {
     pub threads: ThreadLayout,
     pub functions: Option<FunctionLayout>,
     pub frames: Option<FrameLayout>,
+    pub sizes: SizesLayout,
     pub graph: GraphLayout,
     pub containers: ContainerLayout,
     pub debug_offsets: Vec<DebugOffsetCheck>,
@@ -471,6 +518,7 @@ impl Layout {
             type_: TypeLayout {
                 tp_name: t.need("type.tp_name")?,
                 tp_flags: t.need("type.tp_flags")?,
+                tp_base: t.need("type.tp_base")?,
                 tp_dict: t.need("type.tp_dict")?,
                 ht_qualname: t.need("heaptype.ht_qualname")?,
             },
@@ -526,6 +574,7 @@ impl Layout {
             },
             functions: function_layout(t),
             frames: frame_layout(t),
+            sizes: sizes_layout(t)?,
             graph: GraphLayout {
                 type_size: t.need("type.size")?,
                 tp_basicsize: t.need("type.tp_basicsize")?,
@@ -601,6 +650,48 @@ fn function_layout(t: &OffsetTable) -> Option<FunctionLayout> {
     })
 }
 
+fn sizes_layout(t: &OffsetTable) -> Result<SizesLayout, String> {
+    let code_opcache = match (t.opt("code.co_opcache"), t.opt("code.co_opcache_size"), t.opt("code.co_code")) {
+        (Some(cache), Some(size), Some(code)) => Some((cache, size, code)),
+        _ => None,
+    };
+    let str_wstr = match (t.opt("unicode.wstr"), t.opt("unicode.wstr_length")) {
+        (Some(wstr), Some(len)) => Some((wstr, len)),
+        _ => None,
+    };
+    Ok(SizesLayout {
+        gc_head: t.need("gc_head.size")? as u64,
+        preheader_flags: t.get("flags.preheader"),
+        static_type_preheader: t.get("sizeof.static_type_preheader") == Some(1),
+        heaptype_size: t.need("heaptype.size")? as u64,
+        type_size: t.need("type.size")? as u64,
+        long_digits: t.need("long.ob_digit")? as u64,
+        int_min_digits: t.get("sizeof.int_min_digits").unwrap_or(0),
+        long_lv_tag: t.opt("long.lv_tag"),
+        str_object_size: t.need("unicode.object_size")? as u64,
+        str_data: t.need("unicode.data")?,
+        str_utf8_length: t.need("unicode.utf8_length")?,
+        str_utf8: t.need("unicode.utf8")?,
+        str_wstr,
+        ma_used: t.need("dict.ma_used")?,
+        dk_refcnt: t.need("dictkeys.dk_refcnt")?,
+        dk_usable: t.need("dictkeys.dk_usable")?,
+        list_allocated: t.need("list.allocated")?,
+        set_smalltable: t.need("set.smalltable")?,
+        bytearray_alloc: t.need("bytearray.ob_alloc")?,
+        bytearray_bytes_header: t.opt("bytearray.ob_bytes_object").and(t.get("bytes.header_size")),
+        code_extra: t.need("code.co_extra")?,
+        code_extra_header: t.get("sizeof.code_extra_header").unwrap_or(8),
+        code_cell2arg: t.opt("code.co_cell2arg"),
+        code_opcache,
+        frame_f_frame: t.opt("frame.f_frame"),
+        gen_gi_iframe: t.opt("gen.gi_iframe"),
+        deque_leftindex: t.need("deque.leftindex")?,
+        odict_first: t.need("odict.od_first")?,
+        odict_fast_nodes_size: t.need("odict.od_fast_nodes_size")?,
+    })
+}
+
 fn frame_layout(t: &OffsetTable) -> Option<FrameLayout> {
     if let Some(tstate_frame) = t.opt("tstate.frame") {
         return Some(FrameLayout::Objects {
@@ -613,6 +704,7 @@ fn frame_layout(t: &OffsetTable) -> Option<FrameLayout> {
             co_varnames: t.opt("code.co_varnames")?,
             co_cellvars: t.opt("code.co_cellvars")?,
             co_freevars: t.opt("code.co_freevars")?,
+            co_stacksize: t.opt("code.co_stacksize")?,
         });
     }
     let current_frame = match t.opt("tstate.current_frame") {

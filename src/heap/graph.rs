@@ -19,7 +19,7 @@ use crate::cpython::frames::{SlotKind, StackFrame, object_frame_slots, thread_st
 use crate::cpython::layout::{FrameLayout, InstanceAttributes, Layout, ManagedValues, ObjectLayout, field_name};
 use crate::cpython::objects::{dict_entries, keys_entries, read_str, split_values, type_name};
 use crate::cpython::process::{PythonProcess, read_error};
-use crate::cpython::sizes::{SizeClass, shallow_size};
+use crate::cpython::sizes::{SizeClass, SizeRule, shallow_size, size_rule};
 use crate::error::LeakspyError;
 use crate::memory::maps::MemoryMap;
 use crate::memory::{ReadError, RemoteMemory, u64_at};
@@ -104,6 +104,8 @@ pub struct TypeInfo {
     pub cached_keys: u64,
     /// Pointer fields with a name, as (offset, name index).
     named: Vec<(u64, u8)>,
+    /// Which built-in __sizeof__ its instances use.
+    size_rule: SizeRule,
 }
 
 /// Where a path starts.
@@ -245,6 +247,7 @@ impl Builder<'_> {
             dictoffset: 0,
             cached_keys: 0,
             named: Vec::new(),
+            size_rule: SizeRule::Default,
         });
         self.graph.types.push(info);
         let i = self.graph.types.len() as u32 - 1;
@@ -370,6 +373,7 @@ pub fn build(process: &PythonProcess, mem: &mut dyn RemoteMemory) -> Result<Heap
         dictoffset: 0,
         cached_keys: 0,
         named: Vec::new(),
+        size_rule: SizeRule::Default,
     });
     for (k, _) in frames.iter().enumerate().filter(|(_, f)| f.frame_object.is_none()) {
         let node = b.push_node(k as u64, frame_type, 0);
@@ -440,7 +444,7 @@ pub fn build(process: &PythonProcess, mem: &mut dyn RemoteMemory) -> Result<Heap
             if t.kind == Kind::StackFrame {
                 return 0;
             }
-            let class = SizeClass { name: &t.name, flags: t.flags, basicsize: t.basicsize, itemsize: t.itemsize };
+            let class = SizeClass { rule: t.size_rule, flags: t.flags, basicsize: t.basicsize, itemsize: t.itemsize };
             shallow_size(mem, layout, graph.addrs[i as usize], &class).unwrap_or(0)
         })
         .collect();
@@ -467,6 +471,7 @@ fn type_info(mem: &mut dyn RemoteMemory, layout: &Layout, type_addr: u64) -> Res
         itemsize: mem.read_u64(type_addr + g.tp_itemsize as u64)?,
         dictoffset: mem.read_u64(type_addr + g.tp_dictoffset as u64)?,
         cached_keys: if flags & TPFLAGS_HEAPTYPE != 0 { mem.read_u64(type_addr + g.ht_cached_keys as u64)? } else { 0 },
+        size_rule: size_rule(mem, layout, type_addr)?,
     })
 }
 
@@ -586,6 +591,19 @@ fn attributes(
         _ if t.dictoffset > 0 && t.dictoffset < MAX_SCAN => {
             skip.push(t.dictoffset..t.dictoffset + 8);
             mem.read_u64(obj + t.dictoffset)?
+        }
+        // Subclasses of variable-size types (int, str, tuple) up to 3.11: the dict pointer
+        // follows the items, counted back from the object's end (_PyObject_GetDictPtr).
+        _ if (t.dictoffset as i64) < 0 => {
+            let items = (mem.read_u64(obj + layout.containers.ob_size as u64)? as i64).unsigned_abs();
+            let end = t.basicsize.saturating_add(items.saturating_mul(t.itemsize)).next_multiple_of(8);
+            match end.checked_add_signed(t.dictoffset as i64) {
+                Some(offset) if offset >= 16 && offset < MAX_ITEMS => {
+                    skip.push(offset..offset + 8);
+                    mem.read_u64(obj + offset)?
+                }
+                _ => 0,
+            }
         }
         _ => 0,
     };

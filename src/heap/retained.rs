@@ -23,10 +23,24 @@ impl Retention {
         Retention { tree, retained }
     }
 
-    /// Per type: the memory freed if every object of the type went. Objects dominated by
-    /// another object of the same type are inside that one's retained size already.
+    /// Per type: the memory freed if every object of the type went.
     pub fn by_type(&self, graph: &HeapGraph) -> Vec<u64> {
-        let n = graph.len();
+        self.by_group(graph.types.len(), |v| Some(graph.type_of[v] as usize))
+    }
+
+    /// The memory freed if all of `members` went.
+    pub fn of_set(&self, graph: &HeapGraph, members: &[u32]) -> u64 {
+        let mut member = vec![false; graph.len()];
+        for &m in members {
+            member[m as usize] = true;
+        }
+        self.by_group(1, |v| member[v].then_some(0))[0]
+    }
+
+    /// Per group: the retained sizes of its objects, leaving out objects dominated by another
+    /// object of the same group (they are inside that one's retained size already).
+    fn by_group(&self, groups: usize, group_of: impl Fn(usize) -> Option<usize>) -> Vec<u64> {
+        let n = self.tree.idom.len();
         // Children of each node in the dominator tree (CSR), the super-root's last.
         let parent = |v: usize| match self.tree.idom[v] {
             d if d < SUPER_ROOT => d as usize,
@@ -51,11 +65,11 @@ impl Retention {
             }
         }
         // Depth-first over the tree with, per type, how many objects of it are on the way down.
-        let mut open = vec![0u32; graph.types.len()];
-        let mut by_type = vec![0u64; graph.types.len()];
+        let mut open = vec![0u32; groups];
+        let mut by_group = vec![0u64; groups];
         let mut stack: Vec<(usize, bool)> = vec![(n, false)];
         while let Some((v, leaving)) = stack.pop() {
-            let t = (v < n).then(|| graph.type_of[v] as usize);
+            let t = if v < n { group_of(v) } else { None };
             if leaving {
                 if let Some(t) = t {
                     open[t] -= 1;
@@ -64,7 +78,7 @@ impl Retention {
             }
             if let Some(t) = t {
                 if open[t] == 0 {
-                    by_type[t] += self.retained[v];
+                    by_group[t] += self.retained[v];
                 }
                 open[t] += 1;
                 stack.push((v, true));
@@ -73,7 +87,7 @@ impl Retention {
                 stack.push((c as usize, false));
             }
         }
-        by_type
+        by_group
     }
 
     /// The `limit` objects that retain the most, leaving out what holds everything: roots,

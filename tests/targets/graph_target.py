@@ -75,6 +75,10 @@ Registry.instances.extend(Plugin() for _ in range(120))
 HANDLERS = {"on_save": [make_handler(Payload(i)) for i in range(150)]}
 # A container whose contents only it holds: it retains itself and them.
 BLOBS = [bytes(5000 + i) for i in range(100)]
+# Objects the GC does not track, for the census of everything (`snapshot --all`).
+FLOATS = [i + 0.5 for i in range(2000)]
+NAMES = ["name-%d" % i for i in range(3000)]
+BIG_INTS = [10 ** 30 + i for i in range(1000)]
 
 started = threading.Event()
 
@@ -102,6 +106,104 @@ try:
 except ImportError:
     pass
 
+
+
+class Slotted(object):
+    __slots__ = ("a", "b")
+
+
+class Wide(object):
+    def __init__(self):
+        for k in range(40):
+            setattr(self, "attr%d" % k, k)
+
+
+class DictSub(dict):
+    pass
+
+
+class Point(object):
+    def __init__(self, x):
+        self.x = x
+        self.y = x
+
+
+def counter():
+    yield 1
+    yield 2
+
+
+def sized_objects():
+    """Objects of every kind whose sys.getsizeof leakspy computes, grouped by kind."""
+    closure = make_handler(1.5)
+    started = counter()
+    next(started)
+    materialized = Point(7)
+    materialized.__dict__  # noqa: B018 - makes the instance's dict (3.11+ keep values only)
+    shrunk = {i: i for i in range(50)}
+    for i in range(40):
+        del shrunk[i]
+    kinds = {
+        "list": [[], [1, 2, 3], list(range(1000)), [x for x in range(37)]],
+        "tuple": [(), (1, 2), tuple(range(50)), (None, "x")],
+        "dict": [{}, {"a": 1}, {i: i for i in range(100)}, {"k%d" % i: i for i in range(300)},
+                 materialized.__dict__, shrunk, DictSub(a=1)],
+        "set": [set(), {1, 2, 3}, set(range(100)), frozenset(range(20))],
+        "str": ["abc" * 10, u"\u00e9" * 20, u"\u20ac" * 20, u"\U0001F600" * 5, ""],
+        "bytes": [b"", b"x" * 100],
+        "bytearray": [bytearray(), bytearray(100)],
+        "int": [0, 1, 2 ** 100, -(2 ** 70), True],
+        "float and complex": [1.5, 1j],
+        "function, cell, method": [closure, closure.__closure__[0], LOG.__init__],
+        "type": [Order, Wide, int, Slotted],
+        "module": [sys],
+        "code": [worker.__code__, make_handler.__code__],
+        "frame": [sys._getframe()],
+        "generator": [started],
+        "instances": [Point(1), Slotted(), Wide(), materialized, DictSub()],
+    }
+    try:
+        import collections
+
+        kinds["deque and OrderedDict"] = [collections.deque(range(200)), collections.deque(),
+                                          collections.OrderedDict((i, i) for i in range(50))]
+    except ImportError:
+        pass
+    return kinds
+
+
+SIZED = sized_objects()
+
+
+def type_label(t):
+    module = getattr(t, "__module__", "builtins")
+    qualname = getattr(t, "__qualname__", t.__name__)
+    return qualname if module == "builtins" else module + "." + qualname
+
+
+def reachable_census():
+    """Per type: objects, their sys.getsizeof sum, and how many the GC does not track, over
+    every tracked object and every untracked one reachable from them (gc.get_referents)."""
+    import gc
+
+    per_type = {}
+    seen = set()
+    stack = gc.get_objects()
+    skip = {id(per_type), id(seen), id(stack)}
+    while stack:
+        o = stack.pop()
+        if id(o) in seen or id(o) in skip:
+            continue
+        seen.add(id(o))
+        row = per_type.setdefault(type_label(type(o)), [0, 0, 0])
+        tracked = gc.is_tracked(o)
+        row[0] += 1
+        row[1] += sys.getsizeof(o)
+        row[2] += not tracked
+        stack.extend(r for r in gc.get_referents(o) if not gc.is_tracked(r))
+    return per_type
+
+
 M = "sys.modules['__main__'].__dict__"
 # Threads are named by the kernel's id where the interpreter records it (3.11+).
 if sys.version_info >= (3, 11):
@@ -121,6 +223,9 @@ truth = {
         "__main__.Payload": {"count": 150, "path": M + "['HANDLERS']['on_save'][*].__closure__[0].cell_contents"},
         "__main__.Pinned": {"count": pinned_count, "path": None, "external_refs": pinned_count},
     },
+    "census": reachable_census(),
+    "sizes": {kind: {"addresses": ["%#x" % id(o) for o in objs], "getsizeof": sum(sys.getsizeof(o) for o in objs)}
+              for kind, objs in SIZED.items()},
     "blobs": {
         "address": "%#x" % id(BLOBS),
         "retained_bytes": sys.getsizeof(BLOBS) + sum(sys.getsizeof(b) for b in BLOBS),
@@ -131,6 +236,7 @@ fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 os.write(fd, json.dumps(truth).encode())
 os.close(fd)
 os.rename(path + ".tmp", path)
+del truth  # the census's rows are not part of the heap it describes
 os.write(1, b"READY\n")
 os.read(0, 1)
 os._exit(0)

@@ -598,7 +598,7 @@ fn attributes(
             let items = (mem.read_u64(obj + layout.containers.ob_size as u64)? as i64).unsigned_abs();
             let end = t.basicsize.saturating_add(items.saturating_mul(t.itemsize)).next_multiple_of(8);
             match end.checked_add_signed(t.dictoffset as i64) {
-                Some(offset) if offset >= 16 && offset < MAX_ITEMS => {
+                Some(offset) if (16..MAX_ITEMS).contains(&offset) => {
                     skip.push(offset..offset + 8);
                     mem.read_u64(obj + offset)?
                 }

@@ -145,7 +145,7 @@ def status_kb(pid, field):
 
 
 # ---------------------------------------------------------------- measurements
-def leakspy_snapshot(leakspy, pid):
+def run_leakspy(leakspy, args):
     """Wall time of the whole command, its JSON, and its peak RSS in KiB. The RSS is what
     /usr/bin/time %M reports: ru_maxrss of leakspy, started by that small program. Not
     wait4() on a child forked from this script: the kernel carries the forking process's peak
@@ -154,8 +154,7 @@ def leakspy_snapshot(leakspy, pid):
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as errf, \
             tempfile.NamedTemporaryFile("r") as rss:
         t0 = time.perf_counter()
-        p = spawn(["/usr/bin/time", "-f", "%M", "-o", rss.name, leakspy, "snapshot", str(pid), "--json"],
-                  stdout=out, stderr=errf)
+        p = spawn(["/usr/bin/time", "-f", "%M", "-o", rss.name, leakspy] + args, stdout=out, stderr=errf)
         p.wait()
         wall = time.perf_counter() - t0
         CHILDREN.remove(p)
@@ -163,7 +162,7 @@ def leakspy_snapshot(leakspy, pid):
         errf.seek(0)
         err = errf.read().decode(errors="replace")
         if p.returncode != 0:
-            raise RuntimeError("leakspy snapshot exit %d: %s" % (p.returncode, err.strip()[-300:]))
+            raise RuntimeError("leakspy %s exit %d: %s" % (args[0], p.returncode, err.strip()[-300:]))
         out.seek(0)
         return wall, json.load(out), peak_kb
 
@@ -207,8 +206,11 @@ def bench_size(leakspy, interp, size, runs):
         try:
             pid = ready["pid"]
             rss = status_kb(pid, "VmRSS")
-            wall, census, peak = leakspy_snapshot(leakspy, pid)
+            wall, census, peak = run_leakspy(leakspy, ["snapshot", str(pid), "--json"])
             copy_s, copied = raw_copy(pid)
+            # The heap graph: `why` (graph, paths, dominators) and `snapshot --all`.
+            why_wall, why, why_peak = run_leakspy(leakspy, ["why", str(pid), "--type", "__main__.Slotted", "--json"])
+            all_wall, _, all_peak = run_leakspy(leakspy, ["snapshot", str(pid), "--all", "--json"])
         finally:
             stop(p)
         if abs(census["objects_total"] - ready["tracked"]) > 0.01 * ready["tracked"]:
@@ -217,7 +219,10 @@ def bench_size(leakspy, interp, size, runs):
         rows.append(dict(python=ready["python"], objects=census["objects_total"], census_s=ready["census_s"],
                          wall=wall, x_census=wall / ready["census_s"], copy_s=copy_s, copied=copied,
                          x_copy=wall / copy_s, peak_kb=peak, rss_kb=rss, x_rss=peak / rss,
-                         ms_per_m=wall * 1000 / (census["objects_total"] / 1e6)))
+                         ms_per_m=wall * 1000 / (census["objects_total"] / 1e6),
+                         graph_objects=why["graph"]["objects"], referents_s=ready["referents_s"],
+                         why_wall=why_wall, x_referents=why_wall / ready["referents_s"], x_snapshot=why_wall / wall,
+                         why_peak_kb=why_peak, all_wall=all_wall, all_peak_kb=all_peak))
     return {k: (statistics.median(r[k] for r in rows) if k != "python" else rows[0][k]) for k in rows[0]}
 
 
@@ -336,7 +341,21 @@ def main():
             r["copy_s"], mb(r["copied"] / 1024), r["x_copy"], r["ms_per_m"], mb(r["peak_kb"]),
             mb(r["rss_kb"]), r["x_rss"]))
     out += ["", "Peak RSS: of leakspy, by /usr/bin/time %M. Raw copy: every rw-p/rw-s mapping "
-            "read once via /proc/PID/mem in 16 MiB preads. × = leakspy snapshot wall time (or RSS) divided by it.", ""]
+            "read once via /proc/PID/mem in 16 MiB preads. × = leakspy snapshot wall time (or RSS) divided by it.", "",
+            "Heap graph (`leakspy why PID --type __main__.Slotted`: graph of tracked and untracked objects, paths, "
+            "dominator tree; `snapshot --all`: census from that graph), against the in-process graph objgraph-like "
+            "tools build (gc.get_referents of every tracked object) and the plain snapshot, in the same run:", "",
+            "| interpreter | tracked objects | graph nodes | in-process referents | leakspy why | × referents "
+            "| × snapshot | why peak RSS | snapshot --all | --all peak RSS |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, r in rows:
+        if r is None:
+            continue
+        out.append("| %s | %s | %s | %.3f s | %.3f s | %.2f | %.1f | %s | %.3f s | %s |" % (
+            label, format(int(r["objects"]), ","), format(int(r["graph_objects"]), ","), r["referents_s"],
+            r["why_wall"], r["x_referents"], r["x_snapshot"], mb(r["why_peak_kb"]), r["all_wall"],
+            mb(r["all_peak_kb"])))
+    out += [""]
     for label, pct, off, on, samples in slow:
         out.append("- Slowdown of the CPU-bound target (%s objects resident) under `leakspy attach --interval 1`, "
                    "%s: **%.1f %%** (%.0f ops/s unsampled, %.0f sampled; %d samples taken)"

@@ -2,8 +2,10 @@
 # Python 3.6-compatible and imports only sys, gc, os, time, json (present in every build,
 # including the minimal Debian chroot).
 #
-#   bench_target.py N [R]   build about N GC-tracked objects, time an in-process census R times,
-#                           print {"census_s": median, ...} on one line, block on stdin.
+#   bench_target.py N [R]   build about N GC-tracked objects, time an in-process census and an
+#                           in-process graph (gc.get_referents of every object) R times each,
+#                           print {"census_s": median, "referents_s": median, ...} on one line,
+#                           block on stdin.
 #   bench_target.py --cpu [N]  build N resident objects (default 0), then a CPU-bound loop that
 #                           prints {"ops_per_s": ...} for every 1-second window until stdin closes.
 import gc
@@ -49,6 +51,24 @@ def census():
         key = "%s.%s" % (t.__module__, t.__qualname__)
         counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+def referents():
+    """The in-process heap graph objgraph-like tools build: every tracked object's referents."""
+    edges = 0
+    for o in gc.get_objects():
+        edges += len(gc.get_referents(o))
+    return edges
+
+
+def median_time(fn, passes):
+    times = []
+    for _ in range(passes):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
 
 
 def stdin_closed():
@@ -101,13 +121,8 @@ def main():
     gc.disable()  # building millions of objects with the GC on is needlessly slow
     keep = build(n)
     gc.collect()  # leave no garbage for leakspy to count that the census would not
-    times = []
-    for _ in range(passes):
-        t0 = time.perf_counter()
-        census()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    emit({"census_s": times[len(times) // 2], "tracked": len(gc.get_objects()),
+    emit({"census_s": median_time(census, passes), "referents_s": median_time(referents, passes),
+          "tracked": len(gc.get_objects()),
           "pid": os.getpid(), "python": sys.version.split()[0]})
     os.read(0, 1)  # block until the benchmark closes our stdin
     del keep

@@ -171,6 +171,14 @@ KEYS = [
     # Named references on `why` paths (func.__defaults__, type.__bases__, ...).
     *[(f"func.{m}", [off("PyFunctionObject", m)]) for m in ("func_defaults", "func_kwdefaults", "func_dict")],
     ("type.tp_bases", [off("PyTypeObject", "tp_bases")]),
+    # tp_members: the object fields a type exposes as attributes (__slots__, a function's
+    # __globals__, a method's __self__), each a PyMemberDef with a name, a type and an offset.
+    ("type.tp_members", [off("PyTypeObject", "tp_members")]),
+    ("member.size", [size("PyMemberDef")]),
+    ("member.type", [off("PyMemberDef", "type")]),
+    ("member.offset", [off("PyMemberDef", "offset")]),
+    ("member.t_object", ["T_OBJECT", "Py_T_OBJECT"]),
+    ("member.t_object_ex", ["T_OBJECT_EX", "Py_T_OBJECT_EX"]),
     # Threads' frames, roots of the heap graph. 3.6-3.10: PyFrameObjects (GC-tracked) from
     # tstate->frame, locals named by co_varnames + co_cellvars + co_freevars. 3.11+: frames
     # are _PyInterpreterFrame structs on the thread's data stack, reached through
@@ -278,8 +286,8 @@ INTERNAL_HEADERS = ["pystate.h", "pycore_pystate.h", "pycore_runtime.h", "pycore
                     "pycore_interpframe_structs.h"]
 
 # Public headers that Python.h does not include in every version (3.6-3.8: code.h;
-# frameobject.h declares PyFrameObject up to 3.10).
-PUBLIC_HEADERS = ["code.h", "frameobject.h"]
+# frameobject.h declares PyFrameObject up to 3.10; structmember.h PyMemberDef up to 3.11).
+PUBLIC_HEADERS = ["code.h", "frameobject.h", "structmember.h"]
 
 # Layouts no installed header provides, declared for exactly the versions that need them.
 DECLARATIONS = """

@@ -204,6 +204,19 @@ pub struct GraphLayout {
     /// Pointer fields a path can name (`.__closure__`, `.cell_contents`): the conservative
     /// scan finds every pointer, these say which attribute a found one is.
     pub named_fields: Vec<NamedField>,
+    pub members: MemberLayout,
+}
+
+/// PyMemberDef, the entries of tp_members: how a type exposes object fields as attributes
+/// (`__slots__`, a function's `__globals__`), which names what the conservative scan finds.
+#[derive(Debug, Clone)]
+pub struct MemberLayout {
+    pub tp_members: usize,
+    pub size: usize,
+    pub type_: usize,
+    pub offset: usize,
+    /// Member types that hold an object pointer.
+    pub object_types: [u32; 2],
 }
 
 /// A pointer field of the objects of one built-in type, as Python spells it.
@@ -588,6 +601,13 @@ impl Layout {
                 dictvalues_values: t.opt("dictvalues.values").unwrap_or(0),
                 instance_attributes: instance_attributes(t)?,
                 named_fields: named_fields(t),
+                members: MemberLayout {
+                    tp_members: t.need("type.tp_members")?,
+                    size: t.need("member.size")?,
+                    type_: t.need("member.type")?,
+                    offset: t.need("member.offset")?,
+                    object_types: [t.need("member.t_object")? as u32, t.need("member.t_object_ex")? as u32],
+                },
             },
             containers: ContainerLayout {
                 ob_size: t.need("varobject.ob_size")?,

@@ -41,6 +41,10 @@ const MAX_PLAUSIBLE_REFCOUNT: u64 = 1 << 40;
 /// 3.11 gives statically allocated objects (deep-frozen code, their strs and tuples) a
 /// refcount of 999,999,999 instead of immortality: counts above this are those.
 const STATIC_REFCOUNT: u64 = 1 << 29;
+/// Bases followed for members: deeper is a torn chain.
+const MAX_BASES: usize = 64;
+/// Members read from one type: more is a torn array.
+const MAX_MEMBERS: usize = 1024;
 /// Types whose objects refer to no other object: read no further.
 const LEAF_TYPES: &[&str] = &["str", "bytes", "int", "float", "bool", "complex", "NoneType"];
 
@@ -63,8 +67,8 @@ pub enum Label {
     Namespace,
     /// A set member or a dict key.
     Member,
-    /// A field a built-in type names (see [`field_name`]).
-    Named(u8),
+    /// A field with a name (a member or a known field), index into [`HeapGraph::field_names`].
+    Named(u32),
     /// Found by the conservative scan, at this offset in the referrer.
     Field(u32),
 }
@@ -102,8 +106,8 @@ pub struct TypeInfo {
     dictoffset: u64,
     /// Heap types: the keys their instances' values arrays use.
     pub cached_keys: u64,
-    /// Pointer fields with a name, as (offset, name index).
-    named: Vec<(u64, u8)>,
+    /// Pointer fields with a name, as (offset, index into [`HeapGraph::field_names`]).
+    named: Vec<(u64, u32)>,
     /// Which built-in __sizeof__ its instances use.
     size_rule: SizeRule,
 }
@@ -147,6 +151,8 @@ pub struct HeapGraph {
     pub frame_refs: Vec<u32>,
     /// Addresses of the str objects that labels name.
     pub names: Vec<u64>,
+    /// Names of fields (members of types, known fields of built-in types).
+    pub field_names: Vec<String>,
     pub frames: Vec<StackFrame>,
     pub roots: Vec<Root>,
     /// Discovery of untracked objects stopped at the object limit.
@@ -228,6 +234,7 @@ struct Builder<'a> {
     graph: HeapGraph,
     type_index: FxHashMap<u64, u32>,
     name_index: FxHashMap<u64, u32>,
+    field_index: FxHashMap<String, u32>,
     /// Addresses already found not to be objects.
     rejected: AddressSet,
     max_nodes: usize,
@@ -238,7 +245,8 @@ impl Builder<'_> {
         if let Some(&i) = self.type_index.get(&type_addr) {
             return i;
         }
-        let info = type_info(mem, self.layout, type_addr).unwrap_or_else(|_| TypeInfo {
+        let layout = self.layout;
+        let info = type_info(mem, layout, type_addr, &mut |name| self.field_id(name)).unwrap_or_else(|_| TypeInfo {
             name: format!("<unreadable type {type_addr:#x}>"),
             kind: Kind::Other,
             flags: 0,
@@ -253,6 +261,16 @@ impl Builder<'_> {
         let i = self.graph.types.len() as u32 - 1;
         self.type_index.insert(type_addr, i);
         i
+    }
+
+    fn field_id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.field_index.get(name) {
+            return id;
+        }
+        self.graph.field_names.push(name.to_string());
+        let id = self.graph.field_names.len() as u32 - 1;
+        self.field_index.insert(name.to_string(), id);
+        id
     }
 
     fn name_id(&mut self, addr: u64) -> u32 {
@@ -354,12 +372,14 @@ pub fn build(process: &PythonProcess, mem: &mut dyn RemoteMemory) -> Result<Heap
             in_degree: Vec::new(),
             frame_refs: Vec::new(),
             names: Vec::new(),
+            field_names: Vec::new(),
             frames: Vec::new(),
             roots: Vec::new(),
             truncated: false,
         },
         type_index: FxHashMap::default(),
         name_index: FxHashMap::default(),
+        field_index: FxHashMap::default(),
         rejected: AddressSet::default(),
         max_nodes: (limits.max_objects as usize).max(found.len() * 4),
     };
@@ -415,7 +435,7 @@ pub fn build(process: &PythonProcess, mem: &mut dyn RemoteMemory) -> Result<Heap
                 let label = match slot.kind {
                     SlotKind::Local => Label::Local(b.name_id(slot.name)),
                     SlotKind::Stack => Label::Stack,
-                    SlotKind::FLocals => Label::Named(f_locals_name()),
+                    SlotKind::FLocals => Label::Named(b.field_id("f_locals")),
                 };
                 refs.push((slot.value, label, slot.owned));
             }
@@ -451,28 +471,73 @@ pub fn build(process: &PythonProcess, mem: &mut dyn RemoteMemory) -> Result<Heap
     Ok(graph)
 }
 
-/// The name index of a 3.11+ frame's `f_locals` (a module-level frame's globals dict).
-fn f_locals_name() -> u8 {
-    (0..=u8::MAX).find(|&i| field_name(i) == "f_locals").unwrap_or(0)
-}
-
-fn type_info(mem: &mut dyn RemoteMemory, layout: &Layout, type_addr: u64) -> Result<TypeInfo, ReadError> {
+fn type_info(
+    mem: &mut dyn RemoteMemory,
+    layout: &Layout,
+    type_addr: u64,
+    field_id: &mut dyn FnMut(&str) -> u32,
+) -> Result<TypeInfo, ReadError> {
     let name = type_name(mem, layout, type_addr)?;
     let g = &layout.graph;
     let flags = mem.read_u64(type_addr + layout.type_.tp_flags as u64)?;
     let kind = kind_of(&name, flags);
+    let basicsize = mem.read_u64(type_addr + g.tp_basicsize as u64)?;
     let named_as = if kind == Kind::Type { "type" } else { name.as_str() };
+    let mut named: Vec<(u64, u32)> = g
+        .named_fields
+        .iter()
+        .filter(|f| f.type_name == named_as)
+        .map(|f| (f.offset as u64, field_id(field_name(f.name))))
+        .collect();
+    // Members, the type's own and its bases' (a subclass's tp_members lists only its own).
+    let mut t = type_addr;
+    for _ in 0..MAX_BASES {
+        for (offset, member) in members(mem, layout, t).unwrap_or_default() {
+            if offset < basicsize && !named.iter().any(|(o, _)| *o == offset) {
+                named.push((offset, field_id(&member)));
+            }
+        }
+        t = mem.read_u64(t + layout.type_.tp_base as u64)?;
+        if t == 0 {
+            break;
+        }
+    }
     Ok(TypeInfo {
-        named: g.named_fields.iter().filter(|f| f.type_name == named_as).map(|f| (f.offset as u64, f.name)).collect(),
+        named,
         kind,
         name,
         flags,
-        basicsize: mem.read_u64(type_addr + g.tp_basicsize as u64)?,
+        basicsize,
         itemsize: mem.read_u64(type_addr + g.tp_itemsize as u64)?,
         dictoffset: mem.read_u64(type_addr + g.tp_dictoffset as u64)?,
         cached_keys: if flags & TPFLAGS_HEAPTYPE != 0 { mem.read_u64(type_addr + g.ht_cached_keys as u64)? } else { 0 },
         size_rule: size_rule(mem, layout, type_addr)?,
     })
+}
+
+/// The object-pointer members of a type: (offset, name).
+fn members(mem: &mut dyn RemoteMemory, layout: &Layout, type_addr: u64) -> Result<Vec<(u64, String)>, ReadError> {
+    let m = &layout.graph.members;
+    let mut at = mem.read_u64(type_addr + m.tp_members as u64)?;
+    let mut out = Vec::new();
+    if at == 0 {
+        return Ok(out);
+    }
+    for _ in 0..MAX_MEMBERS {
+        let name_ptr = mem.read_u64(at)?;
+        if name_ptr == 0 {
+            break;
+        }
+        let member_type = mem.read_u32(at + m.type_ as u64)?;
+        let offset = mem.read_u64(at + m.offset as u64)?;
+        if m.object_types.contains(&member_type)
+            && let Some(name) = mem.read_c_string(name_ptr, 256)?
+        {
+            out.push((offset, name));
+        }
+        at += m.size as u64;
+    }
+    Ok(out)
 }
 
 fn read_words(mem: &mut dyn RemoteMemory, addr: u64, count: u64) -> Result<Vec<u64>, ReadError> {
@@ -711,7 +776,7 @@ pub enum Step {
     Stack,
     Namespace,
     Member,
-    Named(&'static str),
+    Named(String),
     Field(u32),
 }
 
@@ -748,7 +813,7 @@ impl Paths {
                 Label::Stack => Step::Stack,
                 Label::Namespace => Step::Namespace,
                 Label::Member => Step::Member,
-                Label::Named(n) => Step::Named(field_name(n)),
+                Label::Named(n) => Step::Named(graph.field_names.get(n as usize).cloned().unwrap_or_default()),
                 Label::Field(o) => Step::Field(o),
             };
             steps.push((from, step));

@@ -54,6 +54,14 @@ class Pinned(object):
     pass
 
 
+class Item(object):
+    pass
+
+
+class Inventory(object):
+    __slots__ = ("items",)
+
+
 class Payload(object):
     def __init__(self, n):
         self.n = n
@@ -72,6 +80,8 @@ LOG = Logger("svc")
 for i in range(700):
     LOG.handlers[0].buffer.append(Record("line %d" % i))
 Registry.instances.extend(Plugin() for _ in range(120))
+STOCK = Inventory()
+STOCK.items = [Item() for _ in range(80)]
 HANDLERS = {"on_save": [make_handler(Payload(i)) for i in range(150)]}
 # A container whose contents only it holds: it retains itself and them.
 BLOBS = [bytes(5000 + i) for i in range(100)]
@@ -220,6 +230,7 @@ truth = {
         "__main__.Record": {"count": 700, "path": M + "['LOG'].handlers[0].buffer[*]"},
         "__main__.Plugin": {"count": 120, "path": M + "['Registry'].instances[*]"},
         "__main__.Local": {"count": 250, "path": FRAME + ".f_locals['keep'][*]"},
+        "__main__.Item": {"count": 80, "path": M + "['STOCK'].items[*]"},
         "__main__.Payload": {"count": 150, "path": M + "['HANDLERS']['on_save'][*].__closure__[0].cell_contents"},
         "__main__.Pinned": {"count": pinned_count, "path": None, "external_refs": pinned_count},
     },

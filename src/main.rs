@@ -29,7 +29,20 @@ enum Command {
     Why(why::WhyArgs),
 }
 
+/// Large buffers (the heap graph's arrays, grown as objects are found) are mapped on their own
+/// instead of carved from the main heap: glibc's adaptive threshold otherwise moves them into
+/// the heap after the first free, where each growth leaves a hole that is never returned, and
+/// leakspy's peak memory doubles.
+fn map_large_allocations() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter; it is called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 fn main() {
+    map_large_allocations();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Snapshot(args) => snapshot::run(args),

@@ -103,7 +103,7 @@ pub fn take_census_of_process(
 
 /// The graph reads every object and what it points to, all over the heap: a cache as big as
 /// the heap (up to this) reads each block once.
-pub const GRAPH_CACHE_BYTES: u64 = 256 << 20;
+pub const GRAPH_CACHE_BYTES: u64 = 64 << 20;
 
 /// The census, and with `all` the heap graph's view of it (untracked objects, sizes,
 /// external references, retained sizes).

@@ -271,7 +271,7 @@ fn explain(
         unreachable: (unreachable as f64 * scale).round() as u64,
         external_refs: sum(&|i| graph.external_refs(i)),
         externally_held: sum(&|i| u64::from(graph.external_refs(i) > 0)),
-        frame_refs: sum(&|i| u64::from(graph.frame_refs[i as usize])),
+        frame_refs: sum(&|i| u64::from(graph.frame_refs(i))),
         largest: Vec::new(),
         graph: GraphSummary { objects: 0, untracked: 0, references: 0, frames: 0, truncated: false, ms: 0.0 },
     }
@@ -345,6 +345,9 @@ fn render_report(r: &WhyReport) -> String {
                 thousands(r.external_refs)
             );
         }
+        if r.paths.iter().any(|p| p.path.contains(".<field +")) {
+            out += "(.<field +0x..>: a reference found by scanning an object of a type leakspy does not decode, at that offset)\n";
+        }
         if r.frame_refs > 0 {
             out += &format!(
                 "{} references come from running frames (local variables, value stacks)\n",
@@ -353,7 +356,11 @@ fn render_report(r: &WhyReport) -> String {
         }
         out += "\n";
     }
-    if !r.largest.is_empty() {
+    // With --type, single instances are worth listing only when some retain far more than
+    // the average instance.
+    let average = r.retained_bytes / r.instances.max(1);
+    let notable = r.type_name.is_none() || r.largest.first().is_some_and(|l| l.retained_bytes > 2 * average.max(1));
+    if notable && !r.largest.is_empty() {
         out += "largest retainers (memory freed if the object went):\n";
         for l in &r.largest {
             out += &format!(

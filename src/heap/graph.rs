@@ -26,6 +26,7 @@ use crate::memory::{ReadError, RemoteMemory, u64_at};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::ops::Range;
+use std::rc::Rc;
 
 const TPFLAGS_HEAPTYPE: u64 = 1 << 9;
 const TPFLAGS_LIST: u64 = 1 << 25;
@@ -41,6 +42,8 @@ const MAX_PLAUSIBLE_REFCOUNT: u64 = 1 << 40;
 /// 3.11 gives statically allocated objects (deep-frozen code, their strs and tuples) a
 /// refcount of 999,999,999 instead of immortality: counts above this are those.
 const STATIC_REFCOUNT: u64 = 1 << 29;
+/// Tracked objects are indexed by 64 KiB chunk of the address space.
+const CHUNK_SHIFT: u32 = 16;
 /// Bases followed for members: deeper is a torn chain.
 const MAX_BASES: usize = 64;
 /// Members read from one type: more is a torn array.
@@ -112,6 +115,23 @@ pub struct TypeInfo {
     size_rule: SizeRule,
 }
 
+impl TypeInfo {
+    /// A type leakspy makes up (a frame node) or could not read: nothing to decode.
+    fn synthetic(name: String, kind: Kind) -> TypeInfo {
+        TypeInfo {
+            name,
+            kind,
+            flags: 0,
+            basicsize: 0,
+            itemsize: 0,
+            dictoffset: 0,
+            cached_keys: 0,
+            named: Vec::new(),
+            size_rule: SizeRule::Default,
+        }
+    }
+}
+
 /// Where a path starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Root {
@@ -136,10 +156,11 @@ pub struct HeapGraph {
     pub type_of: Vec<u32>,
     /// 0 for immortal objects and frames: none of their references is "external" in any
     /// useful sense.
-    pub refcounts: Vec<u64>,
+    pub refcounts: Vec<u32>,
     /// What sys.getsizeof reports for each node (0 for frames).
     pub sizes: Vec<u64>,
-    pub types: Vec<TypeInfo>,
+    /// Shared so that the builder can hold a node's type while it reads the node.
+    pub types: Vec<Rc<TypeInfo>>,
     tracked: Range<usize>,
     untracked: FxHashMap<u64, u32>,
     /// CSR adjacency: edges of node i are `edges[offsets[i]..offsets[i + 1]]`.
@@ -147,8 +168,12 @@ pub struct HeapGraph {
     edges: Vec<(u32, Label)>,
     /// References from objects in the graph.
     pub in_degree: Vec<u32>,
-    /// References owned by 3.11+ frames (a local variable, a value on the stack).
-    pub frame_refs: Vec<u32>,
+    /// References owned by 3.11+ frames (a local variable, a value on the stack), per node
+    /// that has any: few do.
+    pub frame_refs: FxHashMap<u32, u32>,
+    /// Where each 64 KiB chunk's objects start in the sorted tracked addresses, so a lookup
+    /// searches a few hundred addresses instead of millions.
+    chunk_ranges: FxHashMap<u64, (u32, u32)>,
     /// Addresses of the str objects that labels name.
     pub names: Vec<u64>,
     /// Names of fields (members of types, known fields of built-in types).
@@ -168,11 +193,17 @@ impl HeapGraph {
         self.addrs.is_empty()
     }
 
+    pub fn frame_refs(&self, i: u32) -> u32 {
+        self.frame_refs.get(&i).copied().unwrap_or(0)
+    }
+
     pub fn index_of(&self, addr: u64) -> Option<u32> {
-        match self.addrs[self.tracked.clone()].binary_search(&addr) {
-            Ok(i) => Some((self.tracked.start + i) as u32),
-            Err(_) => self.untracked.get(&addr).copied(),
+        if let Some(&(start, end)) = self.chunk_ranges.get(&(addr >> CHUNK_SHIFT))
+            && let Ok(i) = self.addrs[start as usize..end as usize].binary_search(&addr)
+        {
+            return Some(start + i as u32);
         }
+        self.untracked.get(&addr).copied()
     }
 
     pub fn is_tracked(&self, i: u32) -> bool {
@@ -199,7 +230,8 @@ impl HeapGraph {
     /// (native code, the interpreter's own state).
     pub fn external_refs(&self, i: u32) -> u64 {
         let i = i as usize;
-        self.refcounts[i].saturating_sub(u64::from(self.in_degree[i]) + u64::from(self.frame_refs[i]))
+        let held = u64::from(self.in_degree[i]) + u64::from(self.frame_refs(i as u32));
+        u64::from(self.refcounts[i]).saturating_sub(held)
     }
 }
 
@@ -246,18 +278,9 @@ impl Builder<'_> {
             return i;
         }
         let layout = self.layout;
-        let info = type_info(mem, layout, type_addr, &mut |name| self.field_id(name)).unwrap_or_else(|_| TypeInfo {
-            name: format!("<unreadable type {type_addr:#x}>"),
-            kind: Kind::Other,
-            flags: 0,
-            basicsize: 0,
-            itemsize: 0,
-            dictoffset: 0,
-            cached_keys: 0,
-            named: Vec::new(),
-            size_rule: SizeRule::Default,
-        });
-        self.graph.types.push(info);
+        let info = type_info(mem, layout, type_addr, &mut |name| self.field_id(name))
+            .unwrap_or_else(|_| TypeInfo::synthetic(format!("<unreadable type {type_addr:#x}>"), Kind::Other));
+        self.graph.types.push(Rc::new(info));
         let i = self.graph.types.len() as u32 - 1;
         self.type_index.insert(type_addr, i);
         i
@@ -280,13 +303,16 @@ impl Builder<'_> {
         })
     }
 
-    fn push_node(&mut self, addr: u64, type_id: u32, refcount: u64) -> u32 {
+    fn push_node(&mut self, addr: u64, type_id: u32, refcount: u32) -> u32 {
         let g = &mut self.graph;
+        grow_by_quarter(&mut g.addrs);
+        grow_by_quarter(&mut g.type_of);
+        grow_by_quarter(&mut g.refcounts);
+        grow_by_quarter(&mut g.in_degree);
         g.addrs.push(addr);
         g.type_of.push(type_id);
         g.refcounts.push(refcount);
         g.in_degree.push(0);
-        g.frame_refs.push(0);
         g.addrs.len() as u32 - 1
     }
 
@@ -295,13 +321,14 @@ impl Builder<'_> {
         if let Some(i) = self.graph.index_of(addr) {
             return Some(i);
         }
-        if addr == 0 || addr & 7 != 0 || self.graph.len() >= self.max_nodes || !self.rejected.insert(addr) {
+        if addr == 0 || addr & 7 != 0 || self.graph.len() >= self.max_nodes {
             self.graph.truncated |= self.graph.len() >= self.max_nodes;
             return None;
         }
         // Words that point outside any readable mapping are most of what a conservative scan
-        // finds; a failed read of each would cost a system call.
-        if !self.maps.is_readable(addr, 16) {
+        // finds: dropped before a read (a system call each) or a mark in the set of checked
+        // addresses (a bitmap for every megabyte of address space they land in).
+        if !self.maps.is_readable(addr, 16) || !self.rejected.insert(addr) {
             return None;
         }
         let mut header = [0u8; 16];
@@ -328,10 +355,18 @@ impl Builder<'_> {
     }
 }
 
+/// Makes room for one more element by growing a quarter, not double: the graph's arrays are
+/// most of leakspy's memory, and doubling would leave up to half of each unused.
+fn grow_by_quarter<T>(v: &mut Vec<T>) {
+    if v.len() == v.capacity() {
+        v.reserve_exact(v.len() / 4 + 1024);
+    }
+}
+
 /// The refcount of a mortal object; 0 for immortal and static ones, whose references are
 /// never "external" in any useful sense.
-fn mortal_refcount(layout: &ObjectLayout, word: u64) -> u64 {
-    refcount(layout, word).filter(|&n| n < STATIC_REFCOUNT).unwrap_or(0)
+fn mortal_refcount(layout: &ObjectLayout, word: u64) -> u32 {
+    refcount(layout, word).filter(|&n| n < STATIC_REFCOUNT).unwrap_or(0) as u32
 }
 
 /// Reads the whole graph: walks the GC lists, reads every thread's frames, then every node's
@@ -363,14 +398,15 @@ pub fn build(process: &PythonProcess, mem: &mut dyn RemoteMemory) -> Result<Heap
             addrs: Vec::with_capacity(found.len() * 2),
             type_of: Vec::with_capacity(found.len() * 2),
             refcounts: Vec::with_capacity(found.len() * 2),
+            chunk_ranges: FxHashMap::default(),
             sizes: Vec::new(),
             types: Vec::new(),
             tracked: stack_frames..stack_frames + found.len(),
             untracked: FxHashMap::default(),
             offsets: Vec::new(),
             edges: Vec::new(),
-            in_degree: Vec::new(),
-            frame_refs: Vec::new(),
+            in_degree: Vec::with_capacity(found.len() * 2),
+            frame_refs: FxHashMap::default(),
             names: Vec::new(),
             field_names: Vec::new(),
             frames: Vec::new(),
@@ -384,17 +420,7 @@ pub fn build(process: &PythonProcess, mem: &mut dyn RemoteMemory) -> Result<Heap
         max_nodes: (limits.max_objects as usize).max(found.len() * 4),
     };
     let frame_type = b.graph.types.len() as u32;
-    b.graph.types.push(TypeInfo {
-        name: "<frame>".into(),
-        kind: Kind::StackFrame,
-        flags: 0,
-        basicsize: 0,
-        itemsize: 0,
-        dictoffset: 0,
-        cached_keys: 0,
-        named: Vec::new(),
-        size_rule: SizeRule::Default,
-    });
+    b.graph.types.push(Rc::new(TypeInfo::synthetic("<frame>".into(), Kind::StackFrame)));
     for (k, _) in frames.iter().enumerate().filter(|(_, f)| f.frame_object.is_none()) {
         let node = b.push_node(k as u64, frame_type, 0);
         b.graph.roots.push(Root::Frame { node, frame: k as u32 });
@@ -404,6 +430,10 @@ pub fn build(process: &PythonProcess, mem: &mut dyn RemoteMemory) -> Result<Heap
         b.push_node(*addr, type_id, mortal_refcount(&layout.object, *word));
     }
     drop(found);
+    for i in b.graph.tracked.clone() {
+        let chunk = b.graph.addrs[i] >> CHUNK_SHIFT;
+        b.graph.chunk_ranges.entry(chunk).or_insert((i as u32, i as u32)).1 = i as u32 + 1;
+    }
     // 3.8-3.10 track a frame object only once it outlives its call: running ones are found
     // here, as untracked objects.
     for (k, frame) in frames.iter().enumerate() {
@@ -422,13 +452,16 @@ pub fn build(process: &PythonProcess, mem: &mut dyn RemoteMemory) -> Result<Heap
     b.graph.roots.splice(0..0, module_roots);
 
     let mut offsets = Vec::with_capacity(b.graph.addrs.capacity() + 1);
-    let mut edges: Vec<(u32, Label)> = Vec::new();
+    let mut sizes = Vec::with_capacity(b.graph.addrs.capacity());
+    // About two references per object in typical heaps; grown by a quarter when short.
+    let mut edges: Vec<(u32, Label)> = Vec::with_capacity(b.graph.addrs.capacity() * 2);
     let mut refs: Vec<(u64, Label, bool)> = Vec::new();
     let mut i = 0;
     while i < b.graph.len() {
+        grow_by_quarter(&mut offsets);
         offsets.push(edges.len() as u32);
         refs.clear();
-        let t = b.graph.type_info(i as u32).clone();
+        let t = Rc::clone(&b.graph.types[b.graph.type_of[i] as usize]);
         if t.kind == Kind::StackFrame {
             let frame = &frames[b.graph.addrs[i] as usize];
             for slot in &frame.slots {
@@ -443,31 +476,40 @@ pub fn build(process: &PythonProcess, mem: &mut dyn RemoteMemory) -> Result<Heap
             // An object freed or rewritten during the read yields no references, not an error.
             let _ = references(mem, &mut b, i, &t, &mut refs);
         }
+        // Sized now, while its memory is in the cache.
+        grow_by_quarter(&mut sizes);
+        sizes.push(match t.kind {
+            Kind::StackFrame => 0,
+            _ => {
+                let class =
+                    SizeClass { rule: t.size_rule, flags: t.flags, basicsize: t.basicsize, itemsize: t.itemsize };
+                shallow_size(mem, layout, b.graph.addrs[i], &class).unwrap_or(0)
+            }
+        });
         let from_frame = t.kind == Kind::StackFrame;
         for &(addr, label, owned) in &refs {
             if let Some(target) = b.resolve(mem, addr) {
+                grow_by_quarter(&mut edges);
                 edges.push((target, label));
-                let counter = if from_frame { &mut b.graph.frame_refs } else { &mut b.graph.in_degree };
-                counter[target as usize] += u32::from(owned);
+                if !owned {
+                    continue;
+                }
+                if from_frame {
+                    *b.graph.frame_refs.entry(target).or_insert(0) += 1;
+                } else {
+                    b.graph.in_degree[target as usize] += 1;
+                }
             }
         }
         i += 1;
     }
     offsets.push(edges.len() as u32);
     let mut graph = b.graph;
+    graph.sizes = sizes;
     graph.offsets = offsets;
     graph.edges = edges;
     graph.frames = frames;
-    graph.sizes = (0..graph.len() as u32)
-        .map(|i| {
-            let t = graph.type_info(i);
-            if t.kind == Kind::StackFrame {
-                return 0;
-            }
-            let class = SizeClass { rule: t.size_rule, flags: t.flags, basicsize: t.basicsize, itemsize: t.itemsize };
-            shallow_size(mem, layout, graph.addrs[i as usize], &class).unwrap_or(0)
-        })
-        .collect();
+
     Ok(graph)
 }
 
@@ -879,4 +921,89 @@ pub fn render(root: &str, steps: &[Step], wildcard: &[bool]) -> String {
         in_namespace = matches!(step, Step::Namespace);
     }
     out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A graph from (type name, kind) per type, (type, size, refcount) per node and edges.
+    pub(crate) fn graph_with(
+        types: &[(&str, Kind)],
+        nodes: &[(u32, u64, u32)],
+        edges: &[(u32, u32, Label)],
+        roots: &[Root],
+    ) -> HeapGraph {
+        let mut sorted = edges.to_vec();
+        sorted.sort_by_key(|e| e.0);
+        let mut offsets = Vec::new();
+        let mut in_degree = vec![0; nodes.len()];
+        for v in 0..nodes.len() as u32 {
+            offsets.push(sorted.iter().filter(|e| e.0 < v).count() as u32);
+        }
+        offsets.push(sorted.len() as u32);
+        for e in &sorted {
+            in_degree[e.1 as usize] += 1;
+        }
+        HeapGraph {
+            addrs: (0..nodes.len() as u64).map(|i| 0x1000 + 16 * i).collect(),
+            type_of: nodes.iter().map(|n| n.0).collect(),
+            refcounts: nodes.iter().map(|n| n.2).collect(),
+            sizes: nodes.iter().map(|n| n.1).collect(),
+            types: types.iter().map(|(name, kind)| Rc::new(TypeInfo::synthetic(name.to_string(), *kind))).collect(),
+            tracked: 0..nodes.len(),
+            untracked: FxHashMap::default(),
+            offsets,
+            edges: sorted.iter().map(|e| (e.1, e.2)).collect(),
+            in_degree,
+            frame_refs: FxHashMap::default(),
+            chunk_ranges: FxHashMap::from_iter([(0, (0, nodes.len() as u32))]),
+            names: Vec::new(),
+            field_names: vec!["cell_contents".into()],
+            frames: Vec::new(),
+            roots: roots.to_vec(),
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn paths_prefer_module_globals_and_exact_references() {
+        // 0 sys.modules -> 1 module -> 2 namespace -> 3 list -> 4 item; 5 frame -> 3 (local);
+        // 6 -> 4 by a conservative word only.
+        let g = graph_with(
+            &[("dict", Kind::Dict), ("module", Kind::Module), ("list", Kind::List), ("<frame>", Kind::StackFrame)],
+            &[(0, 0, 1), (1, 0, 1), (0, 0, 1), (2, 0, 2), (2, 0, 2), (3, 0, 0), (2, 0, 1)],
+            &[
+                (0, 1, Label::Key(0)),
+                (1, 2, Label::Namespace),
+                (2, 3, Label::Key(1)),
+                (3, 4, Label::Index(7)),
+                (5, 3, Label::Local(2)),
+                (0, 6, Label::Key(3)),
+                (6, 4, Label::Field(24)),
+            ],
+            &[Root::Modules { node: 0 }, Root::Frame { node: 5, frame: 0 }],
+        );
+        let paths = shortest_paths(&g);
+        let mut at = 4;
+        let mut chain = vec![at];
+        while paths.parent[at as usize].0 != at {
+            at = paths.parent[at as usize].0;
+            chain.push(at);
+        }
+        assert_eq!(chain, vec![4, 3, 2, 1, 0], "module path, exact edges");
+        assert_eq!(g.external_refs(3), 0, "the frame's reference is counted as a frame's");
+    }
+
+    #[test]
+    fn paths_render_as_python() {
+        let steps =
+            [Step::Key("__main__".into()), Step::Namespace, Step::Key("LOG".into()), Step::Attr("handlers".into())];
+        assert_eq!(render("sys.modules", &steps, &[]), "sys.modules['__main__'].__dict__['LOG'].handlers");
+        let steps = [Step::Local("keep".into()), Step::Index(3), Step::Named("cell_contents".into())];
+        assert_eq!(render("<frame f()>", &steps, &[false, true]), "<frame f()>.f_locals['keep'][*].cell_contents");
+        let steps =
+            [Step::Key("m".into()), Step::Namespace, Step::Key("C".into()), Step::Namespace, Step::Key("x".into())];
+        assert_eq!(render("sys.modules", &steps, &[]), "sys.modules['m'].__dict__['C'].x");
+    }
 }

@@ -36,7 +36,7 @@ pub fn apply_graph(census: &mut Census, graph: &HeapGraph, duration_ms: f64) {
         // Mortal objects have a refcount of at least 1; 0 marks an immortal one.
         match graph.refcounts[i as usize] {
             0 => row.immortal += 1,
-            n => row.refcount_sum += n,
+            n => row.refcount_sum += u64::from(n),
         }
         add(&mut row.untracked, u64::from(!graph.is_tracked(i)));
         add(&mut row.size_bytes, graph.sizes[i as usize]);

@@ -1,7 +1,7 @@
 //! The node_exporter textfile-collector format: gauges per type for the top types plus an
 //! `(other)` bucket, so that label cardinality stays bounded however many types a heap has.
 
-use crate::heap::census::Census;
+use crate::heap::census::{Census, TypeCount};
 use std::fmt::Write;
 
 /// Label values may hold anything a type name or command line holds.
@@ -47,24 +47,38 @@ pub fn render(census: &Census, top: usize) -> String {
     let mut types = census.types.clone();
     types.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
     let (shown, rest) = types.split_at(top.min(types.len()));
-    let other = (rest.iter().map(|t| t.count).sum::<u64>(), rest.iter().map(|t| t.refcount_sum).sum::<u64>());
 
     let mut out = String::new();
-    let mut per_type = |name: &str, help: &str, value: &dyn Fn(u64, u64) -> u64| {
+    // `other`: whether a sum over the remaining types means anything (retained sizes overlap).
+    let mut per_type = |name: &str, help: &str, value: &dyn Fn(&TypeCount) -> Option<u64>, other: bool| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
         for t in shown {
-            let _ = writeln!(out, "{name}{{{common},type=\"{}\"}} {}", escape(&t.name), value(t.count, t.refcount_sum));
+            if let Some(v) = value(t) {
+                let _ = writeln!(out, "{name}{{{common},type=\"{}\"}} {v}", escape(&t.name));
+            }
         }
-        if !rest.is_empty() {
-            let _ = writeln!(out, "{name}{{{common},type=\"(other)\"}} {}", value(other.0, other.1));
+        if other && !rest.is_empty() {
+            let sum: u64 = rest.iter().filter_map(value).sum();
+            let _ = writeln!(out, "{name}{{{common},type=\"(other)\"}} {sum}");
         }
     };
-    per_type(
-        "leakspy_objects",
-        "Live GC-tracked objects per type (top types; the rest in type=\"(other)\").",
-        &|count, _| count,
-    );
-    per_type("leakspy_refcount_sum", "Sum of the refcounts of the objects of a type.", &|_, refs| refs);
+    let objects_help = if census.graph.is_some() {
+        "Live objects per type, tracked by the GC or not (top types; the rest in type=\"(other)\")."
+    } else {
+        "Live GC-tracked objects per type (top types; the rest in type=\"(other)\")."
+    };
+    per_type("leakspy_objects", objects_help, &|t| Some(t.count), true);
+    per_type("leakspy_refcount_sum", "Sum of the refcounts of the objects of a type.", &|t| Some(t.refcount_sum), true);
+    // Only in a census taken with --all (from the heap graph).
+    if census.graph.is_some() {
+        per_type("leakspy_object_bytes", "sys.getsizeof summed over the objects of a type.", &|t| t.size_bytes, true);
+        per_type(
+            "leakspy_retained_bytes",
+            "Memory freed if every object of the type went (top types only: these overlap).",
+            &|t| t.retained_bytes,
+            false,
+        );
+    }
     let totals: [(&str, &str, f64); 5] = [
         ("leakspy_objects_total", "All live GC-tracked objects.", census.objects_total as f64),
         ("leakspy_types_total", "Distinct types among them.", census.types.len() as f64),
@@ -105,5 +119,38 @@ mod tests {
         assert!(text.contains("type=\"(other)\"} 3\n"));
         assert!(!text.contains("type=\"x\""));
         assert!(text.contains("leakspy_objects_total{pid=\"1\",process=\"\",python_version=\"3.11.7\"} 18"));
+        assert!(!text.contains("leakspy_object_bytes"), "sizes only come with --all");
+    }
+
+    #[test]
+    fn a_graph_census_adds_sizes_and_retained_sizes_without_summing_overlaps() {
+        let mut c = census_with(&[("list", 10, 10), ("dict", 5, 5), ("str", 1, 1)]);
+        for (t, size) in c.types.iter_mut().zip([800, 400, 50]) {
+            t.size_bytes = Some(size);
+            t.retained_bytes = Some(size * 2);
+        }
+        c.graph = Some(crate::heap::census::GraphTotals {
+            objects: 16,
+            untracked: 1,
+            references: 20,
+            frames: 1,
+            size_bytes: 1250,
+            unreachable: 0,
+            truncated: false,
+            duration_ms: 1.0,
+        });
+        let text = render(&c, 2);
+        assert!(
+            text.contains("leakspy_object_bytes{pid=\"1\",process=\"\",python_version=\"3.11.7\",type=\"list\"} 800")
+        );
+        assert!(
+            text.contains("leakspy_object_bytes{pid=\"1\",process=\"\",python_version=\"3.11.7\",type=\"(other)\"} 50")
+        );
+        assert!(
+            text.contains("leakspy_retained_bytes{pid=\"1\",process=\"\",python_version=\"3.11.7\",type=\"dict\"} 800")
+        );
+        assert!(
+            !text.contains("leakspy_retained_bytes{pid=\"1\",process=\"\",python_version=\"3.11.7\",type=\"(other)\"")
+        );
     }
 }

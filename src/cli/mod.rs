@@ -87,9 +87,6 @@ pub fn take_census_of_process(
         census.paused_ms = Some(paused_ms);
         census
     } else {
-        if all {
-            mem.set_cache_bytes(GRAPH_CACHE_BYTES.min(process.maps.writable_bytes()));
-        }
         take_census_with(process, mem, limits, all)?
     };
     census.process = Some(ProcessInfo::read(process.pid));
@@ -100,10 +97,6 @@ pub fn take_census_of_process(
     census.findings = findings(&census);
     Ok(census)
 }
-
-/// The graph reads every object and what it points to, all over the heap: a cache as big as
-/// the heap (up to this) reads each block once.
-pub const GRAPH_CACHE_BYTES: u64 = 64 << 20;
 
 /// The census, and with `all` the heap graph's view of it (untracked objects, sizes,
 /// external references, retained sizes).

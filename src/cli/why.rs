@@ -2,7 +2,7 @@
 //! module globals or the threads' frames, how much they keep alive, and what nobody in the
 //! heap explains. Without either: the objects that retain the most memory.
 
-use super::{GRAPH_CACHE_BYTES, TargetArgs, open_target};
+use super::{TargetArgs, open_target};
 use crate::cpython::process::PythonProcess;
 use crate::error::LeakspyError;
 use crate::heap::graph::{HeapGraph, Path, Paths, Step, build, key_repr, render, shortest_paths};
@@ -135,7 +135,6 @@ fn shape(path: &Path) -> (String, Vec<Step>) {
 
 pub fn run(args: WhyArgs) -> Result<(), LeakspyError> {
     let (process, mut mem) = open_target(args.target.resolve()?)?;
-    mem.set_cache_bytes(GRAPH_CACHE_BYTES.min(process.maps.writable_bytes()));
     let started = Instant::now();
     let graph = build(&process, &mut mem)?;
     let paths = shortest_paths(&graph);

@@ -17,7 +17,11 @@ pub struct Retention {
 impl Retention {
     pub fn of(graph: &HeapGraph) -> Retention {
         let mut roots: Vec<u32> = graph.roots.iter().map(|r| r.node()).collect();
-        roots.extend((0..graph.len() as u32).filter(|&i| graph.external_refs(i) > 0));
+        // Refcount above the heap's references first (cheap), then frames' share (a lookup).
+        roots.extend(
+            (0..graph.len() as u32)
+                .filter(|&i| graph.refcounts[i as usize] > graph.in_degree[i as usize] && graph.external_refs(i) > 0),
+        );
         let tree = dominator_tree(graph.len(), &roots, |v, out| out.extend(graph.edges_of(v).iter().map(|e| e.0)));
         let retained = retained_sizes(&tree, &graph.sizes);
         Retention { tree, retained }

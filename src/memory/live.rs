@@ -55,16 +55,6 @@ impl LiveProcess {
         self.blocks.truncate(blocks.clamp(MIN_BLOCKS, DEFAULT_BLOCKS));
     }
 
-    /// A cache of up to `bytes` (in whole blocks, at least the minimum), for reads that
-    /// jump over the whole heap, as the heap graph's do.
-    pub fn set_cache_bytes(&mut self, bytes: u64) {
-        let blocks = ((bytes / BLOCK_SIZE as u64) as usize).max(MIN_BLOCKS);
-        self.blocks.truncate(blocks);
-        while self.blocks.len() < blocks {
-            self.blocks.push(Block { addr: u64::MAX, valid: 0, data: Vec::new().into_boxed_slice() });
-        }
-    }
-
     /// Reads a large range in one go, bypassing the cache (for copying whole mappings).
     pub fn read_uncached(&mut self, addr: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
         self.read_raw(addr, buf)

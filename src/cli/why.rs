@@ -137,8 +137,9 @@ pub fn run(args: WhyArgs) -> Result<(), LeakspyError> {
     let (process, mut mem) = open_target(args.target.resolve()?)?;
     let started = Instant::now();
     let graph = build(&process, &mut mem)?;
-    let paths = shortest_paths(&graph);
+    // Dominators first: their working arrays are gone before the paths' are made.
     let retention = Retention::of(&graph);
+    let paths = shortest_paths(&graph);
     let summary = GraphSummary {
         objects: graph.len() as u64 - graph.frames.iter().filter(|f| f.frame_object.is_none()).count() as u64,
         untracked: graph.untracked_count(),

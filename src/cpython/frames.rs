@@ -8,6 +8,7 @@ use super::objects::{read_str, type_name};
 use super::process::{Interpreter, PythonProcess, read_error};
 use crate::error::LeakspyError;
 use crate::memory::{ReadError, RemoteMemory, u64_at};
+use std::ops::Range;
 
 /// Frames read per thread: deeper is a torn `previous` chain (CPython's default recursion
 /// limit is 1,000).
@@ -174,6 +175,41 @@ fn interpreter_frame_slots(
     frame: u64,
     code: u64,
 ) -> Result<Vec<FrameSlot>, ReadError> {
+    Ok(interpreter_frame_locals(mem, l, frames, frame, code)?.0)
+}
+
+/// 3.11+ generators, coroutines and async generators keep their frame inside the object:
+/// its locals and value stack, and the byte range of the object they were read from (so that
+/// the conservative scan of the rest does not count them again).
+pub fn generator_frame_slots(
+    mem: &mut dyn RemoteMemory,
+    l: &Layout,
+    generator: u64,
+) -> Result<(Vec<FrameSlot>, Range<u64>), ReadError> {
+    let (Some(frames @ FrameLayout::Interpreter { code, localsplus, .. }), Some(gi_iframe)) =
+        (&l.frames, l.sizes.gen_gi_iframe)
+    else {
+        return Ok((Vec::new(), 0..0));
+    };
+    let frame = generator + gi_iframe as u64;
+    let code_addr = mem.read_u64(frame + *code as u64)? & !7;
+    if code_addr == 0 || !is_code(mem, l, code_addr)? {
+        return Ok((Vec::new(), 0..0));
+    }
+    let (mut slots, used) = interpreter_frame_locals(mem, l, frames, frame, code_addr)?;
+    slots.retain(|s| s.kind != SlotKind::FLocals);
+    let start = (gi_iframe + *localsplus) as u64;
+    Ok((slots, start..start + 8 * used))
+}
+
+/// A 3.11+ frame's slots and how many words of localsplus were read.
+fn interpreter_frame_locals(
+    mem: &mut dyn RemoteMemory,
+    l: &Layout,
+    frames: &FrameLayout,
+    frame: u64,
+    code: u64,
+) -> Result<(Vec<FrameSlot>, u64), ReadError> {
     let FrameLayout::Interpreter {
         f_locals,
         localsplus,
@@ -184,7 +220,7 @@ fn interpreter_frame_slots(
         ..
     } = *frames
     else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), 0));
     };
     let nlocals = u64::from(mem.read_u32(code + co_nlocalsplus as u64)?);
     let stack_size = u64::from(mem.read_u32(code + co_stacksize as u64)?);
@@ -200,7 +236,7 @@ fn interpreter_frame_slots(
     };
     let used = if top >= nlocals as i64 && top as u64 <= nlocals + stack_size { top as u64 } else { nlocals };
     if used > MAX_SLOTS {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), 0));
     }
     let mut raw = vec![0u8; used as usize * 8];
     mem.read(base, &mut raw)?;
@@ -227,7 +263,7 @@ fn interpreter_frame_slots(
     if locals_dict != 0 {
         slots.push(FrameSlot { value: locals_dict, name: 0, kind: SlotKind::FLocals, owned: true });
     }
-    Ok(slots)
+    Ok((slots, used))
 }
 
 /// A 3.6-3.10 frame object's locals, cells and free variables, named.

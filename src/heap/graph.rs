@@ -15,7 +15,7 @@
 use super::address_set::AddressSet;
 use super::census::refcount;
 use super::walk::{WalkLimits, Walker};
-use crate::cpython::frames::{SlotKind, StackFrame, object_frame_slots, thread_stacks};
+use crate::cpython::frames::{SlotKind, StackFrame, generator_frame_slots, object_frame_slots, thread_stacks};
 use crate::cpython::layout::{FrameLayout, InstanceAttributes, Layout, ManagedValues, ObjectLayout, field_name};
 use crate::cpython::objects::{dict_entries, keys_entries, read_str, split_values, type_name};
 use crate::cpython::process::{PythonProcess, read_error};
@@ -92,6 +92,9 @@ pub enum Kind {
     Type,
     /// 3.6-3.10 frame objects: their locals are read by name.
     FrameObject,
+    /// 3.11+ generators, coroutines and async generators: the frame inside them is read like
+    /// a thread's, locals by name.
+    Generator,
     Leaf,
     Other,
     /// A 3.11+ frame of a thread's stack: not an object.
@@ -235,7 +238,7 @@ impl HeapGraph {
     }
 }
 
-fn kind_of(name: &str, flags: u64) -> Kind {
+fn kind_of(layout: &Layout, name: &str, flags: u64) -> Kind {
     if flags & TPFLAGS_LIST != 0 {
         Kind::List
     } else if flags & TPFLAGS_TUPLE != 0 {
@@ -251,6 +254,7 @@ fn kind_of(name: &str, flags: u64) -> Kind {
             "set" | "frozenset" => Kind::Set,
             "module" => Kind::Module,
             "frame" => Kind::FrameObject,
+            "generator" | "coroutine" | "async_generator" if layout.sizes.gen_gi_iframe.is_some() => Kind::Generator,
             _ => Kind::Other,
         }
     }
@@ -522,7 +526,7 @@ fn type_info(
     let name = type_name(mem, layout, type_addr)?;
     let g = &layout.graph;
     let flags = mem.read_u64(type_addr + layout.type_.tp_flags as u64)?;
-    let kind = kind_of(&name, flags);
+    let kind = kind_of(layout, &name, flags);
     let basicsize = mem.read_u64(type_addr + g.tp_basicsize as u64)?;
     let named_as = if kind == Kind::Type { "type" } else { name.as_str() };
     let mut named: Vec<(u64, u32)> = g
@@ -649,6 +653,17 @@ fn references(
                 }
             }
             scan(mem, b, obj, t, u64::MAX, &skip, out)?;
+        }
+        Kind::Generator => {
+            let (slots, range) = generator_frame_slots(mem, layout, obj)?;
+            for slot in slots {
+                let label = match slot.kind {
+                    SlotKind::Local => Label::Local(b.name_id(slot.name)),
+                    _ => Label::Stack,
+                };
+                out.push((slot.value, label, slot.owned));
+            }
+            scan(mem, b, obj, t, u64::MAX, std::slice::from_ref(&range), out)?;
         }
         Kind::Leaf | Kind::StackFrame => {}
         Kind::Other => {
@@ -859,6 +874,16 @@ impl Paths {
                 Label::Field(o) => Step::Field(o),
             };
             steps.push((from, step));
+            // A generator's locals live in its frame: `gen.gi_frame.f_locals['x']`.
+            let holder = graph.type_info(from);
+            if holder.kind == Kind::Generator && matches!(label, Label::Local(_) | Label::Stack) {
+                let frame_attr = match holder.name.as_str() {
+                    "coroutine" => "cr_frame",
+                    "async_generator" => "ag_frame",
+                    _ => "gi_frame",
+                };
+                steps.push((from, Step::Named(frame_attr.into())));
+            }
             at = from;
         }
         steps.reverse();

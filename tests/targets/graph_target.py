@@ -62,6 +62,16 @@ class Inventory(object):
     __slots__ = ("items",)
 
 
+class Pending(object):
+    pass
+
+
+def consumer():
+    batch = [Pending() for _ in range(60)]  # held by the suspended generator's frame
+    yield len(batch)
+    yield batch
+
+
 class Payload(object):
     def __init__(self, n):
         self.n = n
@@ -80,6 +90,8 @@ LOG = Logger("svc")
 for i in range(700):
     LOG.handlers[0].buffer.append(Record("line %d" % i))
 Registry.instances.extend(Plugin() for _ in range(120))
+PIPELINE = consumer()
+next(PIPELINE)
 STOCK = Inventory()
 STOCK.items = [Item() for _ in range(80)]
 HANDLERS = {"on_save": [make_handler(Payload(i)) for i in range(150)]}
@@ -230,6 +242,7 @@ truth = {
         "__main__.Record": {"count": 700, "path": M + "['LOG'].handlers[0].buffer[*]"},
         "__main__.Plugin": {"count": 120, "path": M + "['Registry'].instances[*]"},
         "__main__.Local": {"count": 250, "path": FRAME + ".f_locals['keep'][*]"},
+        "__main__.Pending": {"count": 60, "path": M + "['PIPELINE'].gi_frame.f_locals['batch'][*]"},
         "__main__.Item": {"count": 80, "path": M + "['STOCK'].items[*]"},
         "__main__.Payload": {"count": 150, "path": M + "['HANDLERS']['on_save'][*].__closure__[0].cell_contents"},
         "__main__.Pinned": {"count": pinned_count, "path": None, "external_refs": pinned_count},

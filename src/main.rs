@@ -25,7 +25,8 @@ enum Command {
     Diff(history::DiffArgs),
     /// Name leak suspects over a history file, one series per process run.
     Trend(history::TrendArgs),
-    /// Show who holds the instances of a type: reference paths from the module globals.
+    /// Show who holds objects (paths from module globals and threads' frames), their sizes and
+    /// what they retain; without --type or --address, the objects that retain the most.
     Why(why::WhyArgs),
 }
 

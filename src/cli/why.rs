@@ -30,6 +30,7 @@ pub struct WhyArgs {
     /// How many of the largest retainers to list.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
+    /// Print the report as JSON (the fields are listed in the README).
     #[arg(long)]
     pub json: bool,
 }

@@ -85,6 +85,16 @@ struct GraphSummary {
 struct WhyReport {
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     type_name: Option<String>,
+    /// With --type or --address: who holds those objects.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    explanation: Option<Explanation>,
+    /// The objects retaining the most memory (of the type, with --type; of all, without).
+    largest: Vec<Retainer>,
+    graph: GraphSummary,
+}
+
+#[derive(Serialize)]
+struct Explanation {
     instances: u64,
     sampled: u64,
     /// sys.getsizeof summed over the instances.
@@ -101,9 +111,6 @@ struct WhyReport {
     externally_held: u64,
     /// References the instances get from running frames (3.11+ locals and value stacks).
     frame_refs: u64,
-    /// The objects retaining the most memory (of the type, with --type; of all, without).
-    largest: Vec<Retainer>,
-    graph: GraphSummary,
 }
 
 fn step_text(step: &Step) -> String {
@@ -150,43 +157,33 @@ pub fn run(args: WhyArgs) -> Result<(), LeakspyError> {
         ms: started.elapsed().as_secs_f64() * 1000.0,
     };
     let mem: &mut dyn RemoteMemory = &mut mem;
-    let report = match (&args.type_name, args.address.as_slice()) {
-        (None, []) => {
-            let largest = retention.largest(&graph, args.top);
-            WhyReport {
-                type_name: None,
-                instances: 0,
-                sampled: 0,
-                size_bytes: 0,
-                retained_bytes: 0,
-                paths: Vec::new(),
-                unreachable: 0,
-                external_refs: 0,
-                externally_held: 0,
-                frame_refs: 0,
-                largest: retainers(&graph, &paths, &retention, mem, &process, &largest),
-                graph: summary,
-            }
+    let report = if args.type_name.is_none() && args.address.is_empty() {
+        let largest = retention.largest(&graph, args.top);
+        WhyReport {
+            type_name: None,
+            explanation: None,
+            largest: retainers(&graph, &paths, &retention, mem, &process, &largest),
+            graph: summary,
         }
-        (type_name, address) => {
-            let instances: Vec<u32> = match type_name {
-                Some(name) => (0..graph.len() as u32).filter(|&i| graph.type_info(i).name == *name).collect(),
-                None => address.iter().filter_map(|&a| graph.index_of(a)).collect(),
-            };
-            let missing = address.iter().find(|&&a| graph.index_of(a).is_none());
-            if instances.is_empty() || missing.is_some() {
-                return Err(not_found(&process, type_name.as_deref(), missing.copied()));
-            }
-            let mut report = explain(&graph, &paths, &retention, mem, &process, &instances, args.sample);
-            let first_type = &graph.type_info(instances[0]).name;
-            let one_type = instances.iter().all(|&i| graph.type_info(i).name == *first_type);
-            report.type_name = type_name.clone().or_else(|| one_type.then(|| first_type.clone()));
-            let mut largest = instances.clone();
-            largest.sort_unstable_by(|a, b| retention.retained[*b as usize].cmp(&retention.retained[*a as usize]));
-            largest.truncate(args.top.min(instances.len()));
-            report.largest = retainers(&graph, &paths, &retention, mem, &process, &largest);
-            report.graph = summary;
-            report
+    } else {
+        let instances: Vec<u32> = match &args.type_name {
+            Some(name) => (0..graph.len() as u32).filter(|&i| graph.type_info(i).name == *name).collect(),
+            None => args.address.iter().filter_map(|&a| graph.index_of(a)).collect(),
+        };
+        let missing = args.address.iter().find(|&&a| graph.index_of(a).is_none());
+        if instances.is_empty() || missing.is_some() {
+            return Err(not_found(&process, args.type_name.as_deref(), missing.copied()));
+        }
+        let first_type = &graph.type_info(instances[0]).name;
+        let one_type = instances.iter().all(|&i| graph.type_info(i).name == *first_type);
+        let mut largest = instances.clone();
+        largest.sort_unstable_by(|a, b| retention.retained[*b as usize].cmp(&retention.retained[*a as usize]));
+        largest.truncate(args.top);
+        WhyReport {
+            type_name: args.type_name.clone().or_else(|| one_type.then(|| first_type.clone())),
+            explanation: Some(explain(&graph, &paths, &retention, mem, &process, &instances, args.sample)),
+            largest: retainers(&graph, &paths, &retention, mem, &process, &largest),
+            graph: summary,
         }
     };
     if args.json {
@@ -220,7 +217,7 @@ fn explain(
     process: &PythonProcess,
     instances: &[u32],
     sample: usize,
-) -> WhyReport {
+) -> Explanation {
     let step = (instances.len() / sample.max(1)).max(1);
     let sampled: Vec<u32> = instances.iter().step_by(step).copied().collect();
     let scale = instances.len() as f64 / sampled.len() as f64;
@@ -262,8 +259,7 @@ fn explain(
     path_groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
     let sum = |f: &dyn Fn(u32) -> u64| instances.iter().map(|&i| f(i)).sum::<u64>();
     let retained_bytes = retention.of_set(graph, instances);
-    WhyReport {
-        type_name: None,
+    Explanation {
         instances: instances.len() as u64,
         sampled: sampled.len() as u64,
         size_bytes: sum(&|i| graph.sizes[i as usize]),
@@ -273,8 +269,6 @@ fn explain(
         external_refs: sum(&|i| graph.external_refs(i)),
         externally_held: sum(&|i| u64::from(graph.external_refs(i) > 0)),
         frame_refs: sum(&|i| u64::from(graph.frame_refs(i))),
-        largest: Vec::new(),
-        graph: GraphSummary { objects: 0, untracked: 0, references: 0, frames: 0, truncated: false, ms: 0.0 },
     }
 }
 
@@ -312,17 +306,20 @@ fn render_report(r: &WhyReport) -> String {
         g.ms,
         if g.truncated { " (stopped at the object limit: counts are lower bounds)" } else { "" }
     );
-    if let Some(type_name) = &r.type_name {
+    if let Some(e) = &r.explanation {
+        let what = match &r.type_name {
+            Some(name) => format!("instances of {name}"),
+            None => "objects".into(),
+        };
         out += &format!(
-            "{} instances of {} (traced {}): {} in themselves, {} retained (freed if they all went)\n\n",
-            thousands(r.instances),
-            type_name,
-            thousands(r.sampled),
-            human_bytes(r.size_bytes),
-            human_bytes(r.retained_bytes),
+            "{} {what} (traced {}): {} in themselves, {} retained (freed if they all went)\n\n",
+            thousands(e.instances),
+            thousands(e.sampled),
+            human_bytes(e.size_bytes),
+            human_bytes(e.retained_bytes),
         );
-        for p in &r.paths {
-            out += &format!("{} of {} via {}\n", thousands(p.count), thousands(r.instances), p.path);
+        for p in &e.paths {
+            out += &format!("{} of {} via {}\n", thousands(p.count), thousands(e.instances), p.path);
             if let Some(h) = &p.holder {
                 out += &format!(
                     "    held by {} at {}, which retains {}\n",
@@ -332,35 +329,40 @@ fn render_report(r: &WhyReport) -> String {
                 );
             }
         }
-        if r.unreachable > 0 {
+        if e.unreachable > 0 {
             out += &format!(
                 "{} of {} are reachable from no module and no frame: held by native code, or garbage cycles the GC has not collected\n",
-                thousands(r.unreachable),
-                thousands(r.instances)
+                thousands(e.unreachable),
+                thousands(e.instances)
             );
         }
-        if r.externally_held > 0 {
+        if e.externally_held > 0 {
             out += &format!(
                 "{} have references from outside the heap ({} in all) that no object or frame explains: native code (C extensions, Py_IncRef without Py_DecRef)\n",
-                thousands(r.externally_held),
-                thousands(r.external_refs)
+                thousands(e.externally_held),
+                thousands(e.external_refs)
             );
         }
-        if r.paths.iter().any(|p| p.path.contains(".<field +")) {
+        if e.paths.iter().any(|p| p.path.contains(".<field +")) {
             out += "(.<field +0x..>: a reference found by scanning an object of a type leakspy does not decode, at that offset)\n";
         }
-        if r.frame_refs > 0 {
+        if e.frame_refs > 0 {
             out += &format!(
                 "{} references come from running frames (local variables, value stacks)\n",
-                thousands(r.frame_refs)
+                thousands(e.frame_refs)
             );
         }
         out += "\n";
     }
-    // With --type, single instances are worth listing only when some retain far more than
-    // the average instance.
-    let average = r.retained_bytes / r.instances.max(1);
-    let notable = r.type_name.is_none() || r.largest.first().is_some_and(|l| l.retained_bytes > 2 * average.max(1));
+    // Of the objects explained, single ones are worth listing only when some retain far
+    // more than the average one.
+    let notable = match &r.explanation {
+        None => true,
+        Some(e) => {
+            let average = e.retained_bytes / e.instances.max(1);
+            r.largest.first().is_some_and(|l| l.retained_bytes > 2 * average.max(1))
+        }
+    };
     if notable && !r.largest.is_empty() {
         out += "largest retainers (memory freed if the object went):\n";
         for l in &r.largest {

@@ -21,11 +21,8 @@ const MAX_SLOTS: u64 = 1 << 16;
 /// One frame of a thread's stack.
 #[derive(Debug, Clone)]
 pub struct StackFrame {
-    pub interpreter: i64,
     /// The kernel's thread id where the version records it, else Python's thread ident.
     pub thread: u64,
-    /// 0 for the innermost (running) frame.
-    pub depth: u32,
     pub function: String,
     pub file: String,
     pub first_line: u64,
@@ -75,9 +72,7 @@ pub fn thread_stacks(
             .map_err(err)?;
             // A frame that cannot be read (the thread moved on mid-read) ends that thread's
             // stack, not the whole answer.
-            let _ = read_stack(mem, l, frames, tstate, &mut |depth, frame| {
-                out.push(StackFrame { interpreter: interp.id, thread, depth, ..frame })
-            });
+            let _ = read_stack(mem, l, frames, tstate, thread, &mut out);
             tstate = mem.read_u64(tstate + l.interp.tstate_next as u64).map_err(err)?;
             threads += 1;
         }
@@ -90,7 +85,8 @@ fn read_stack(
     l: &Layout,
     frames: &FrameLayout,
     tstate: u64,
-    emit: &mut dyn FnMut(u32, StackFrame),
+    thread: u64,
+    out: &mut Vec<StackFrame>,
 ) -> Result<(), ReadError> {
     let mut frame = match *frames {
         FrameLayout::Objects { tstate_frame, .. } => mem.read_u64(tstate + tstate_frame as u64)?,
@@ -104,49 +100,32 @@ fn read_stack(
             }
         }
     };
-    let mut depth = 0u32;
-    while frame != 0 && (depth as usize) < MAX_DEPTH {
-        match *frames {
+    // Counts every frame followed, shims included, so that a torn `previous` loop ends.
+    let mut followed = 0;
+    while frame != 0 && followed < MAX_DEPTH {
+        followed += 1;
+        let (code, next, frame_object) = match *frames {
             FrameLayout::Objects { f_back, f_code, .. } => {
-                let code = mem.read_u64(frame + f_code as u64)?;
-                let (function, file, first_line) = code_location(mem, l, code)?;
-                emit(
-                    depth,
-                    StackFrame { frame_object: Some(frame), slots: Vec::new(), ..blank(function, file, first_line) },
-                );
-                frame = mem.read_u64(frame + f_back as u64)?;
+                (mem.read_u64(frame + f_code as u64)?, mem.read_u64(frame + f_back as u64)?, Some(frame))
             }
+            // 3.14+ holds the code as a tagged stack reference; objects are 16-byte aligned.
             FrameLayout::Interpreter { previous, code, .. } => {
-                // 3.14+ holds the code as a tagged stack reference; objects are 16-byte aligned.
-                let code_addr = mem.read_u64(frame + code as u64)? & !7;
-                // Shim and trampoline frames (entry frames, C-stack frames) carry no code object
-                // or one with no locals; both are skipped, their `previous` followed.
-                if code_addr != 0 && is_code(mem, l, code_addr)? {
-                    let (function, file, first_line) = code_location(mem, l, code_addr)?;
-                    let slots = interpreter_frame_slots(mem, l, frames, frame, code_addr)?;
-                    emit(depth, StackFrame { frame_object: None, slots, ..blank(function, file, first_line) });
-                    depth += 1;
-                }
-                frame = mem.read_u64(frame + previous as u64)?;
-                continue;
+                (mem.read_u64(frame + code as u64)? & !7, mem.read_u64(frame + previous as u64)?, None)
             }
+        };
+        // 3.11+ shim and trampoline frames (entry frames, C-stack frames) carry no code
+        // object or one with no locals: skipped, their `previous` followed.
+        if code != 0 && is_code(mem, l, code)? {
+            let (function, file, first_line) = code_location(mem, l, code)?;
+            let slots = match frame_object {
+                Some(_) => Vec::new(),
+                None => interpreter_frame_slots(mem, l, frames, frame, code)?,
+            };
+            out.push(StackFrame { thread, function, file, first_line, frame_object, slots });
         }
-        depth += 1;
+        frame = next;
     }
     Ok(())
-}
-
-fn blank(function: String, file: String, first_line: u64) -> StackFrame {
-    StackFrame {
-        interpreter: 0,
-        thread: 0,
-        depth: 0,
-        function,
-        file,
-        first_line,
-        frame_object: None,
-        slots: Vec::new(),
-    }
 }
 
 fn is_code(mem: &mut dyn RemoteMemory, l: &Layout, addr: u64) -> Result<bool, ReadError> {

@@ -5,7 +5,7 @@
 use super::{TargetArgs, open_target};
 use crate::cpython::process::PythonProcess;
 use crate::error::LeakspyError;
-use crate::heap::graph::{HeapGraph, Path, Paths, Step, build, key_repr, render, shortest_paths};
+use crate::heap::graph::{HeapGraph, Path, Paths, Step, build, render, shortest_paths};
 use crate::heap::retained::Retention;
 use crate::memory::RemoteMemory;
 use crate::output::table::{human_bytes, thousands};
@@ -113,20 +113,6 @@ struct Explanation {
     frame_refs: u64,
 }
 
-fn step_text(step: &Step) -> String {
-    match step {
-        Step::Index(i) => format!("[{i}]"),
-        Step::Key(k) => format!("[{}]", key_repr(k)),
-        Step::Attr(a) => format!(".{a}"),
-        Step::Local(name) => format!(".f_locals[{}]", key_repr(name)),
-        Step::Stack => "<value stack>".into(),
-        Step::Namespace => "__dict__".into(),
-        Step::Member => "<member>".into(),
-        Step::Named(name) => format!(".{name}"),
-        Step::Field(o) => format!("<field +{o:#x}>"),
-    }
-}
-
 /// Steps with the varying part taken out: paths with the same shape are one line.
 fn shape(path: &Path) -> (String, Vec<Step>) {
     let steps = path
@@ -149,7 +135,7 @@ pub fn run(args: WhyArgs) -> Result<(), LeakspyError> {
     let retention = Retention::of(&graph);
     let paths = shortest_paths(&graph);
     let summary = GraphSummary {
-        objects: graph.len() as u64 - graph.frames.iter().filter(|f| f.frame_object.is_none()).count() as u64,
+        objects: graph.object_count(),
         untracked: graph.untracked_count(),
         references: graph.edges_len(),
         frames: graph.frames.len() as u64,
@@ -250,7 +236,7 @@ fn explain(
                 steps: steps
                     .iter()
                     .zip(&wildcard)
-                    .map(|(s, w)| if *w { "[*]".to_string() } else { step_text(s) })
+                    .map(|(s, w)| if *w { "[*]".to_string() } else { s.text() })
                     .collect(),
                 holder: holder.filter(|h| !h.type_name.starts_with('<')),
             }

@@ -213,6 +213,11 @@ impl HeapGraph {
         self.tracked.contains(&(i as usize))
     }
 
+    /// Nodes that are objects (not 3.11+ frames).
+    pub fn object_count(&self) -> u64 {
+        (self.len() - self.tracked.start) as u64
+    }
+
     pub fn untracked_count(&self) -> u64 {
         self.untracked.len() as u64
     }
@@ -837,6 +842,23 @@ pub enum Step {
     Field(u32),
 }
 
+impl Step {
+    /// The step on its own, as Python spells it.
+    pub fn text(&self) -> String {
+        match self {
+            Step::Index(i) => format!("[{i}]"),
+            Step::Key(k) => format!("[{}]", key_repr(k)),
+            Step::Attr(a) => format!(".{a}"),
+            Step::Local(name) => format!(".f_locals[{}]", key_repr(name)),
+            Step::Stack => ".<value stack>".into(),
+            Step::Namespace => ".__dict__".into(),
+            Step::Member => ".<member>".into(),
+            Step::Named(name) => format!(".{name}"),
+            Step::Field(o) => format!(".<field +{o:#x}>"),
+        }
+    }
+}
+
 /// A path: where it starts, and each step with the node it leaves from.
 #[derive(Debug, Clone)]
 pub struct Path {
@@ -934,14 +956,9 @@ pub fn render(root: &str, steps: &[Step], wildcard: &[bool]) -> String {
             Step::Index(i) => out += &format!("[{}]", value(i.to_string())),
             Step::Key(k) if in_namespace && !module_namespace => out += &format!(".{}", value(k.clone())),
             Step::Key(k) => out += &format!("[{}]", value(key_repr(k))),
-            Step::Attr(a) => out += &format!(".{a}"),
-            Step::Local(name) => out += &format!(".f_locals[{}]", key_repr(name)),
-            Step::Stack => out += ".<value stack>",
-            Step::Namespace if from_modules && n == 1 => out += ".__dict__",
-            Step::Namespace => {}
-            Step::Member => out += ".<member>",
-            Step::Named(name) => out += &format!(".{name}"),
-            Step::Field(o) => out += &format!(".<field +{o:#x}>"),
+            // A namespace reads as attributes of its owner, except a module's (named above).
+            Step::Namespace if !(from_modules && n == 1) => {}
+            other => out += &other.text(),
         }
         in_namespace = matches!(step, Step::Namespace);
     }

@@ -15,13 +15,11 @@ pub fn apply_graph(census: &mut Census, graph: &HeapGraph, duration_ms: f64) {
     let paths = shortest_paths(graph);
     let mut rows: FxHashMap<&str, TypeCount> = FxHashMap::default();
     let mut unreachable = 0;
-    let mut objects = 0;
     for i in 0..graph.len() as u32 {
         let info = graph.type_info(i);
         if info.kind == Kind::StackFrame {
             continue;
         }
-        objects += 1;
         unreachable += u64::from(!paths.reached(i));
         let row = rows.entry(&info.name).or_insert_with(|| TypeCount {
             name: info.name.clone(),
@@ -50,7 +48,7 @@ pub fn apply_graph(census: &mut Census, graph: &HeapGraph, duration_ms: f64) {
     let mut types: Vec<TypeCount> = rows.into_values().collect();
     types.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
     census.graph = Some(GraphTotals {
-        objects,
+        objects: graph.object_count(),
         untracked: graph.untracked_count(),
         references: graph.edges_len(),
         frames: graph.frames.len() as u64,

@@ -13,8 +13,6 @@ use std::ops::Range;
 /// Frames read per thread: deeper is a torn `previous` chain (CPython's default recursion
 /// limit is 1,000).
 const MAX_DEPTH: usize = 10_000;
-/// Threads per interpreter: more is a torn list.
-const MAX_THREADS: usize = 10_000;
 /// Local and stack slots of one frame: more is a torn count.
 const MAX_SLOTS: u64 = 1 << 16;
 
@@ -62,9 +60,7 @@ pub fn thread_stacks(
     let err = |e| read_error(process.pid, e);
     let mut out = Vec::new();
     for interp in interpreters {
-        let mut tstate = mem.read_u64(interp.addr + l.interp.threads_head as u64).map_err(err)?;
-        let mut threads = 0;
-        while tstate != 0 && threads < MAX_THREADS {
+        for tstate in process.thread_states(mem, interp)? {
             let thread = match l.threads.native_thread_id {
                 Some(off) => mem.read_u64(tstate + off as u64),
                 None => mem.read_u64(tstate + l.threads.thread_id as u64),
@@ -73,8 +69,6 @@ pub fn thread_stacks(
             // A frame that cannot be read (the thread moved on mid-read) ends that thread's
             // stack, not the whole answer.
             let _ = read_stack(mem, l, frames, tstate, thread, &mut out);
-            tstate = mem.read_u64(tstate + l.interp.tstate_next as u64).map_err(err)?;
-            threads += 1;
         }
     }
     Ok(out)

@@ -15,6 +15,8 @@ const MAX_INTERPRETERS: usize = 4096;
 const PROBE_ATTEMPTS: usize = 20;
 /// Threads to step through when checking that an interpreter's threads point back to it.
 const MAX_THREADS_CHECKED: usize = 64;
+/// Threads listed per interpreter; more means a corrupt list.
+const MAX_THREADS: usize = 10_000;
 
 #[derive(Debug)]
 pub struct PythonProcess {
@@ -252,6 +254,19 @@ impl PythonProcess {
             });
         }
         Ok(found)
+    }
+
+    /// The thread states of an interpreter, in list order.
+    pub fn thread_states(&self, mem: &mut dyn RemoteMemory, interp: &Interpreter) -> Result<Vec<u64>, LeakspyError> {
+        let l = &self.layout.interp;
+        let err = |e| read_error(self.pid, e);
+        let mut tstate = mem.read_u64(interp.addr + l.threads_head as u64).map_err(err)?;
+        let mut out = Vec::new();
+        while tstate != 0 && out.len() < MAX_THREADS {
+            out.push(tstate);
+            tstate = mem.read_u64(tstate + l.tstate_next as u64).map_err(err)?;
+        }
+        Ok(out)
     }
 
     /// Why `addr` is not an interpreter, if it is not: its threads must point back at it.

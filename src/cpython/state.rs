@@ -11,8 +11,6 @@ use serde::{Deserialize, Serialize};
 
 /// `gc.garbage` items whose types are listed (the length is always exact).
 const MAX_GARBAGE_ITEMS_READ: u64 = 10_000;
-/// Threads listed per interpreter; more means a corrupt list.
-const MAX_THREADS: usize = 10_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct GenerationState {
@@ -203,9 +201,7 @@ pub fn threads(
     let err = |e| read_error(process.pid, e);
     let mut out = Vec::new();
     for interp in interpreters {
-        let mut tstate = mem.read_u64(interp.addr + l.interp.threads_head as u64).map_err(err)?;
-        let mut seen = 0;
-        while tstate != 0 && seen < MAX_THREADS {
+        for tstate in process.thread_states(mem, interp)? {
             let t = &l.threads;
             let native_thread_id = match t.native_thread_id {
                 Some(off) => Some(mem.read_u64(tstate + off as u64).map_err(err)?),
@@ -222,8 +218,6 @@ pub fn threads(
                 trace: hook(process, mem, tstate, t.c_tracefunc, t.c_traceobj).map_err(err)?,
                 profile: hook(process, mem, tstate, t.c_profilefunc, t.c_profileobj).map_err(err)?,
             });
-            tstate = mem.read_u64(tstate + l.interp.tstate_next as u64).map_err(err)?;
-            seen += 1;
         }
     }
     Ok(out)

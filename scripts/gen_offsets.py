@@ -274,6 +274,20 @@ KEYS = [
     ("deque.leftindex", [("LEAKSPY_DEQUE_LEFTINDEX", DECLARED)]),
     ("odict.od_first", [("LEAKSPY_ODICT_FIRST", DECLARED)]),
     ("odict.od_fast_nodes_size", [("LEAKSPY_ODICT_FAST_NODES_SIZE", DECLARED)]),
+    # Objects the interpreter itself holds, outside any module: roots of the heap graph, so
+    # that what only they keep alive is not reported as held by native code. 3.12 keeps the
+    # interned strings in _PyRuntime, 3.13+ per interpreter; before, in a static.
+    ("roots.interp.codec_search_path", [off(IS, "codec_search_path"), off(IS, "codecs.search_path")]),
+    ("roots.interp.codec_search_cache", [off(IS, "codec_search_cache"), off(IS, "codecs.search_cache")]),
+    ("roots.interp.codec_error_registry", [off(IS, "codec_error_registry"), off(IS, "codecs.error_registry")]),
+    ("roots.interp.dict", [off(IS, "dict")]),
+    ("roots.interp.builtins_copy", [off(IS, "builtins_copy")]),
+    ("roots.interp.audit_hooks", [off(IS, "audit_hooks")]),
+    ("roots.interp.before_forkers", [off(IS, "before_forkers")]),
+    ("roots.interp.after_forkers_parent", [off(IS, "after_forkers_parent")]),
+    ("roots.interp.after_forkers_child", [off(IS, "after_forkers_child")]),
+    ("roots.interp.interned_strings", [off(IS, "cached_objects.interned_strings")]),
+    ("roots.runtime.interned_strings", [off(RT, "cached_objects.interned_strings")]),
     # 3.12+: _Py_GlobalMonitors, one byte per sys.monitoring event: the bitmask of the tools
     # that turned it on globally (sys.setprofile/settrace are tools too from 3.12).
     ("interp.monitors", [off(IS, "monitors")]),

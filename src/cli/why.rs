@@ -69,6 +69,8 @@ struct Retainer {
     size_bytes: u64,
     retained_bytes: u64,
     path: Option<String>,
+    /// References no object or frame explains (native code, the interpreter's own state).
+    external_refs: u64,
 }
 
 #[derive(Serialize)]
@@ -277,6 +279,7 @@ fn retainers(
                 let steps: Vec<Step> = p.steps.into_iter().map(|(_, s)| s).collect();
                 render(&p.root, &steps, &[])
             }),
+            external_refs: graph.external_refs(i),
         })
         .collect()
 }
@@ -317,7 +320,7 @@ fn render_report(r: &WhyReport) -> String {
         }
         if e.unreachable > 0 {
             out += &format!(
-                "{} of {} are reachable from no module and no frame: held by native code, or garbage cycles the GC has not collected\n",
+                "{} of {} are reachable from no module, frame or interpreter root: held by native code, or garbage cycles the GC has not collected\n",
                 thousands(e.unreachable),
                 thousands(e.instances)
             );
@@ -356,7 +359,14 @@ fn render_report(r: &WhyReport) -> String {
                 "  {:>10}  {}  {}\n",
                 human_bytes(l.retained_bytes),
                 l.type_name,
-                l.path.as_deref().unwrap_or("(unreachable)")
+                match (&l.path, l.external_refs) {
+                    (Some(path), _) => path.clone(),
+                    (None, 0) => "(no path and no outside reference: garbage awaiting collection)".into(),
+                    (None, n) => format!(
+                        "(no path; held from outside the heap by {n} reference{}: native code or the interpreter)",
+                        if n == 1 { "" } else { "s" }
+                    ),
+                }
             );
         }
     }

@@ -89,6 +89,17 @@ impl OffsetTable {
     fn opt(&self, key: &str) -> Option<usize> {
         self.get(key).map(|v| v as usize)
     }
+
+    /// (name, value) of every key `prefix.name`, by name.
+    fn with_prefix(&self, prefix: &str) -> Vec<(String, usize)> {
+        let mut found: Vec<(String, usize)> = self
+            .values
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.strip_prefix('.')?.to_string(), *v as usize)))
+            .collect();
+        found.sort();
+        found
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -429,6 +440,10 @@ pub struct InterpreterLayout {
     pub threads_head: usize,
     pub tstate_next: usize,
     pub tstate_interp: usize,
+    /// Object pointers the interpreter state (and _PyRuntime) holds outside any module, by
+    /// field name: roots of the heap graph (codec registry, interned strings...).
+    pub roots: Vec<(String, usize)>,
+    pub runtime_roots: Vec<(String, usize)>,
 }
 
 #[derive(Debug, Clone)]
@@ -562,6 +577,8 @@ impl Layout {
                 threads_head: t.need("interp.threads_head")?,
                 tstate_next: t.need("tstate.next")?,
                 tstate_interp: t.need("tstate.interp")?,
+                roots: t.with_prefix("roots.interp"),
+                runtime_roots: t.with_prefix("roots.runtime"),
             },
             unicode: UnicodeLayout {
                 length: t.need("unicode.length")?,

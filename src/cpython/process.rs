@@ -175,7 +175,7 @@ impl PythonProcess {
         next_back == Some(head) || prev_forward == Some(head)
     }
 
-    fn runtime(&self) -> Option<u64> {
+    pub fn runtime(&self) -> Option<u64> {
         self.binary.symbol("_PyRuntime")
     }
 

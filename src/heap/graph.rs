@@ -142,12 +142,15 @@ pub enum Root {
     Modules { node: u32 },
     /// A frame of a thread's stack (index into [`HeapGraph::frames`]).
     Frame { node: u32, frame: u32 },
+    /// An object the interpreter state or the runtime holds outside any module (index into
+    /// [`HeapGraph::field_names`] for the field's name).
+    Interpreter { node: u32, interpreter: i64, field: u32 },
 }
 
 impl Root {
     pub fn node(self) -> u32 {
         match self {
-            Root::Modules { node } | Root::Frame { node, .. } => node,
+            Root::Modules { node } | Root::Frame { node, .. } | Root::Interpreter { node, .. } => node,
         }
     }
 }
@@ -459,6 +462,19 @@ pub fn build(process: &PythonProcess, mem: &mut dyn RemoteMemory) -> Result<Heap
         }
     }
     b.graph.roots.splice(0..0, module_roots);
+    // The interpreters' own roots, found like untracked objects (most are not tracked lists
+    // and dicts), and the runtime's (interpreter -1).
+    let runtime = process.runtime().map(|addr| (-1, addr, &layout.interp.runtime_roots));
+    let states = interpreters.iter().map(|i| (i.id, i.addr, &layout.interp.roots));
+    for (interpreter, base, fields) in states.chain(runtime) {
+        for (name, off) in fields {
+            let Ok(addr) = mem.read_u64(base + *off as u64) else { continue };
+            if let Some(node) = b.resolve(mem, addr) {
+                let field = b.field_id(name);
+                b.graph.roots.push(Root::Interpreter { node, interpreter, field });
+            }
+        }
+    }
 
     let mut offsets = Vec::with_capacity(b.graph.addrs.capacity() + 1);
     let mut sizes = Vec::with_capacity(b.graph.addrs.capacity());
@@ -800,6 +816,7 @@ pub fn shortest_paths(graph: &HeapGraph) -> Paths {
     let tiers = [
         graph.roots.iter().filter(|r| matches!(r, Root::Modules { .. })).collect::<Vec<_>>(),
         graph.roots.iter().filter(|r| matches!(r, Root::Frame { .. })).collect(),
+        graph.roots.iter().filter(|r| matches!(r, Root::Interpreter { .. })).collect(),
     ];
     let bfs = |parent: &mut Vec<(u32, Label)>, order: &mut Vec<u32>, start: usize, conservative: bool| {
         let mut queue: VecDeque<u32> = order[start..].iter().copied().collect();
@@ -927,13 +944,20 @@ fn name_text(graph: &HeapGraph, mem: &mut dyn RemoteMemory, layout: &Layout, id:
 
 /// How a root is written at the start of a path.
 pub fn root_text(graph: &HeapGraph, node: u32) -> String {
-    let frame = graph.roots.iter().find_map(|r| match r {
-        Root::Frame { node: n, frame } if *n == node => graph.frames.get(*frame as usize),
-        _ => None,
-    });
-    match frame {
-        Some(f) => format!("<frame {}() of thread {} ({}:{})>", f.function, f.thread, f.file, f.first_line),
-        None => "sys.modules".into(),
+    let root = graph.roots.iter().find(|r| r.node() == node);
+    match root {
+        Some(Root::Frame { frame, .. }) => match graph.frames.get(*frame as usize) {
+            Some(f) => format!("<frame {}() of thread {} ({}:{})>", f.function, f.thread, f.file, f.first_line),
+            None => "<frame>".into(),
+        },
+        Some(Root::Interpreter { interpreter, field, .. }) => {
+            let name = graph.field_names.get(*field as usize).map_or("?", String::as_str);
+            match interpreter {
+                -1 => format!("<runtime {name}>"),
+                id => format!("<interpreter {id} {name}>"),
+            }
+        }
+        _ => "sys.modules".into(),
     }
 }
 

@@ -2,7 +2,7 @@
 //! module globals or the threads' frames, how much they keep alive, and what nobody in the
 //! heap explains. Without either: the objects that retain the most memory.
 
-use super::{TargetArgs, open_target};
+use super::{TargetArgs, open_target, warn_if_graph_may_not_fit};
 use crate::cpython::process::PythonProcess;
 use crate::error::LeakspyError;
 use crate::heap::graph::{HeapGraph, Path, Paths, Step, build, render, shortest_paths};
@@ -131,6 +131,7 @@ fn shape(path: &Path) -> (String, Vec<Step>) {
 
 pub fn run(args: WhyArgs) -> Result<(), LeakspyError> {
     let (process, mut mem) = open_target(args.target.resolve()?)?;
+    warn_if_graph_may_not_fit(process.pid);
     let started = Instant::now();
     let graph = build(&process, &mut mem)?;
     // Dominators first: their working arrays are gone before the paths' are made.

@@ -63,6 +63,14 @@ pub fn rss_bytes(pid: i32) -> Option<u64> {
     Some(pages * page_size)
 }
 
+/// Memory the system can still give without swapping (MemAvailable).
+pub fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// The first process (lowest PID) other than this one whose command line contains `pattern`.
 pub fn find_by_cmdline(pattern: &str) -> Option<i32> {
     let me = std::process::id() as i32;

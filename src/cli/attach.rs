@@ -238,7 +238,17 @@ fn sample(
     let suspects = series.suspects();
     last_findings.extend(series.native_growth());
     if live {
-        let _ = write!(stdout, "{}", render_summary(&series, &suspects, &last_findings, ended_because));
+        let _ = write!(
+            stdout,
+            "{}",
+            render_summary(
+                &series,
+                &suspects,
+                &last_findings,
+                ended_because,
+                (ended_because != "target exited").then_some(process.pid),
+            )
+        );
     } else {
         let _ = stdout.write_all(
             json_line(&SummaryLine {

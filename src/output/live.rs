@@ -90,7 +90,13 @@ pub fn render_live(
     out
 }
 
-pub fn render_summary(series: &Series, suspects: &[Suspect], findings: &[Finding], ended_because: &str) -> String {
+pub fn render_summary(
+    series: &Series,
+    suspects: &[Suspect],
+    findings: &[Finding],
+    ended_because: &str,
+    pid: Option<i32>,
+) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\nSampling ended ({ended_because}) after {} samples.", series.samples_taken);
     for f in findings {
@@ -113,6 +119,10 @@ pub fn render_summary(series: &Series, suspects: &[Suspect], findings: &[Finding
             s.confidence * 100.0,
             s.samples
         );
+    }
+    // The next question is who holds them: while the process runs, that can be answered.
+    if let (Some(pid), Some(top)) = (pid, suspects.first()) {
+        let _ = writeln!(out, "Who holds them: leakspy why {pid} --type {}", top.name);
     }
     out
 }

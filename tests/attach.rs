@@ -146,5 +146,7 @@ fn live_view_on_a_terminal_and_ctrl_c() {
     assert!(during.contains("__main__.CachedResponse"), "screen:\n{during}");
     assert!(after.contains("Sampling ended (interrupted)"), "screen:\n{after}");
     assert!(after.contains("CachedResponse"), "summary names the suspect:\n{after}");
+    let why = format!("Who holds them: leakspy why {} --type __main__.CachedResponse", target.pid);
+    assert!(after.contains(&why), "summary names the next command:\n{after}");
     assert!(after.contains("LEAKSPY_EXIT=0"), "screen:\n{after}");
 }

@@ -80,7 +80,42 @@ impl Label {
     pub fn is_exact(self) -> bool {
         !matches!(self, Label::Field(_))
     }
+
+    /// Four bits of kind, 28 of payload: an edge is then 8 bytes, not 12, which is a tenth of
+    /// the graph's memory. Every payload fits: indices stop at MAX_ITEMS (2^26), offsets at
+    /// MAX_SCAN, name ids at the number of nodes.
+    fn pack(self) -> u32 {
+        let (kind, payload) = match self {
+            Label::Index(n) => (0, n),
+            Label::Key(n) => (1, n),
+            Label::Attr(n) => (2, n),
+            Label::Local(n) => (3, n),
+            Label::Stack => (4, 0),
+            Label::Namespace => (5, 0),
+            Label::Member => (6, 0),
+            Label::Named(n) => (7, n),
+            Label::Field(n) => (8, n),
+        };
+        (kind << 28) | (payload & PAYLOAD_MASK)
+    }
+
+    fn unpack(packed: u32) -> Label {
+        let payload = packed & PAYLOAD_MASK;
+        match packed >> 28 {
+            0 => Label::Index(payload),
+            1 => Label::Key(payload),
+            2 => Label::Attr(payload),
+            3 => Label::Local(payload),
+            4 => Label::Stack,
+            5 => Label::Namespace,
+            6 => Label::Member,
+            7 => Label::Named(payload),
+            _ => Label::Field(payload),
+        }
+    }
 }
+
+const PAYLOAD_MASK: u32 = (1 << 28) - 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -171,7 +206,8 @@ pub struct HeapGraph {
     untracked: FxHashMap<u64, u32>,
     /// CSR adjacency: edges of node i are `edges[offsets[i]..offsets[i + 1]]`.
     offsets: Vec<u32>,
-    edges: Vec<(u32, Label)>,
+    /// (target, packed label).
+    edges: Vec<(u32, u32)>,
     /// References from objects in the graph.
     pub in_degree: Vec<u32>,
     /// References owned by 3.11+ frames (a local variable, a value on the stack), per node
@@ -229,8 +265,9 @@ impl HeapGraph {
         self.edges.len() as u64
     }
 
-    pub fn edges_of(&self, i: u32) -> &[(u32, Label)] {
-        &self.edges[self.offsets[i as usize] as usize..self.offsets[i as usize + 1] as usize]
+    pub fn edges_of(&self, i: u32) -> impl Iterator<Item = (u32, Label)> + '_ {
+        let range = self.offsets[i as usize] as usize..self.offsets[i as usize + 1] as usize;
+        self.edges[range].iter().map(|&(target, label)| (target, Label::unpack(label)))
     }
 
     pub fn type_info(&self, i: u32) -> &TypeInfo {
@@ -479,7 +516,7 @@ pub fn build(process: &PythonProcess, mem: &mut dyn RemoteMemory) -> Result<Heap
     let mut offsets = Vec::with_capacity(b.graph.addrs.capacity() + 1);
     let mut sizes = Vec::with_capacity(b.graph.addrs.capacity());
     // About two references per object in typical heaps; grown by a quarter when short.
-    let mut edges: Vec<(u32, Label)> = Vec::with_capacity(b.graph.addrs.capacity() * 2);
+    let mut edges: Vec<(u32, u32)> = Vec::with_capacity(b.graph.addrs.capacity() * 2);
     let mut refs: Vec<(u64, Label, bool)> = Vec::new();
     let mut i = 0;
     while i < b.graph.len() {
@@ -515,7 +552,7 @@ pub fn build(process: &PythonProcess, mem: &mut dyn RemoteMemory) -> Result<Heap
         for &(addr, label, owned) in &refs {
             if let Some(target) = b.resolve(mem, addr) {
                 grow_by_quarter(&mut edges);
-                edges.push((target, label));
+                edges.push((target, label.pack()));
                 if !owned {
                     continue;
                 }
@@ -805,25 +842,26 @@ fn scan(
 /// last, only to reach what exact ones do not. So an object held by a global is reported
 /// there even if a running frame also sees it, and a stale word never replaces a real holder.
 pub struct Paths {
-    parent: Vec<(u32, Label)>,
+    /// (node reached from, packed label); a root is its own parent.
+    parent: Vec<(u32, u32)>,
 }
 
 const UNREACHED: u32 = u32::MAX;
 
 pub fn shortest_paths(graph: &HeapGraph) -> Paths {
-    let mut parent = vec![(UNREACHED, Label::Member); graph.len()];
+    let mut parent = vec![(UNREACHED, 0); graph.len()];
     let mut order: Vec<u32> = Vec::new();
     let tiers = [
         graph.roots.iter().filter(|r| matches!(r, Root::Modules { .. })).collect::<Vec<_>>(),
         graph.roots.iter().filter(|r| matches!(r, Root::Frame { .. })).collect(),
         graph.roots.iter().filter(|r| matches!(r, Root::Interpreter { .. })).collect(),
     ];
-    let bfs = |parent: &mut Vec<(u32, Label)>, order: &mut Vec<u32>, start: usize, conservative: bool| {
+    let bfs = |parent: &mut Vec<(u32, u32)>, order: &mut Vec<u32>, start: usize, conservative: bool| {
         let mut queue: VecDeque<u32> = order[start..].iter().copied().collect();
         while let Some(u) = queue.pop_front() {
-            for &(v, label) in graph.edges_of(u) {
+            for (v, label) in graph.edges_of(u) {
                 if parent[v as usize].0 == UNREACHED && (conservative || label.is_exact()) {
-                    parent[v as usize] = (u, label);
+                    parent[v as usize] = (u, label.pack());
                     queue.push_back(v);
                     order.push(v);
                 }
@@ -835,7 +873,7 @@ pub fn shortest_paths(graph: &HeapGraph) -> Paths {
         for root in tier {
             let r = root.node();
             if parent[r as usize].0 == UNREACHED {
-                parent[r as usize] = (r, Label::Member);
+                parent[r as usize] = (r, 0);
                 order.push(r);
             }
         }
@@ -896,7 +934,8 @@ impl Paths {
         let mut steps = Vec::new();
         let mut at = i;
         loop {
-            let (from, label) = self.parent[at as usize];
+            let (from, packed) = self.parent[at as usize];
+            let label = Label::unpack(packed);
             if from == at {
                 break;
             }
@@ -1020,7 +1059,7 @@ pub(crate) mod tests {
             tracked: 0..nodes.len(),
             untracked: FxHashMap::default(),
             offsets,
-            edges: sorted.iter().map(|e| (e.1, e.2)).collect(),
+            edges: sorted.iter().map(|e| (e.1, e.2.pack())).collect(),
             in_degree,
             frame_refs: FxHashMap::default(),
             chunk_ranges: FxHashMap::from_iter([(0, (0, nodes.len() as u32))]),
@@ -1059,6 +1098,24 @@ pub(crate) mod tests {
         }
         assert_eq!(chain, vec![4, 3, 2, 1, 0], "module path, exact edges");
         assert_eq!(g.external_refs(3), 0, "the frame's reference is counted as a frame's");
+    }
+
+    #[test]
+    fn labels_pack_into_four_bytes_and_back() {
+        let labels = [
+            Label::Index(MAX_ITEMS as u32 - 1),
+            Label::Key(7),
+            Label::Attr(PAYLOAD_MASK),
+            Label::Local(0),
+            Label::Stack,
+            Label::Namespace,
+            Label::Member,
+            Label::Named(3),
+            Label::Field(MAX_SCAN as u32 - 8),
+        ];
+        for label in labels {
+            assert_eq!(Label::unpack(label.pack()), label);
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ impl Retention {
             (0..graph.len() as u32)
                 .filter(|&i| graph.refcounts[i as usize] > graph.in_degree[i as usize] && graph.external_refs(i) > 0),
         );
-        let tree = dominator_tree(graph.len(), &roots, |v, out| out.extend(graph.edges_of(v).iter().map(|e| e.0)));
+        let tree = dominator_tree(graph.len(), &roots, |v, out| out.extend(graph.edges_of(v).map(|e| e.0)));
         let retained = retained_sizes(&tree, &graph.sizes);
         Retention { tree, retained }
     }
@@ -100,7 +100,7 @@ impl Retention {
         let mut namespace = vec![false; graph.len()];
         for v in 0..graph.len() as u32 {
             if matches!(graph.type_info(v).kind, Kind::Module | Kind::Type) {
-                for &(to, label) in graph.edges_of(v) {
+                for (to, label) in graph.edges_of(v) {
                     namespace[to as usize] |= label == Label::Namespace;
                 }
             }

@@ -100,7 +100,7 @@ pub fn take_census_of_process(
 }
 
 /// The heap graph needs about this many bytes per byte of the target's resident memory
-/// (measured by scripts/bench.sh: 1.4-1.7 on heaps of small objects).
+/// (measured by scripts/bench.sh: 1.3-1.6 on heaps of small objects; a margin on top).
 const GRAPH_BYTES_PER_TARGET_BYTE: f64 = 1.7;
 
 /// Says, on stderr, when the heap graph may not fit in the memory this machine has free: the

@@ -276,4 +276,35 @@ print(json.dumps(out))
         assert!(metrics[name].is_array(), "{name} missing");
     }
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "written via a temporary file and renamed");
+    assert!(metrics["leakspy_object_bytes"].is_null(), "sizes only come with --all");
+
+    // With --all: sizes and retained sizes per type, which the reference parser accepts too.
+    let all_file = dir.join("leakspy-all.prom");
+    let pid = target.pid.to_string();
+    let out = leakspy(&[
+        "snapshot",
+        &pid,
+        "--all",
+        "--format",
+        "prometheus",
+        "--top",
+        "10",
+        "-o",
+        all_file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let parsed = Command::new("python3")
+        .arg("-c")
+        .arg(parser)
+        .arg(&all_file)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("python3");
+    assert!(parsed.status.success(), "prometheus_client rejected the --all file");
+    let metrics: Value = serde_json::from_slice(&parsed.stdout).unwrap();
+    let bytes = metrics["leakspy_object_bytes"].as_array().expect("leakspy_object_bytes");
+    assert_eq!(bytes.len(), 11, "top 10 types plus (other)");
+    let retained = metrics["leakspy_retained_bytes"].as_array().expect("leakspy_retained_bytes");
+    assert_eq!(retained.len(), 10, "no (other): retained sizes overlap");
+    assert!(bytes.iter().all(|s| s[1].as_f64().unwrap() > 0.0));
 }

@@ -30,6 +30,9 @@ pub struct WhyArgs {
     /// How many of the largest retainers to list.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
+    /// How many paths to print, most instances first (--json gives all).
+    #[arg(long, default_value_t = 20)]
+    pub paths: usize,
     /// Print the report as JSON (the fields are listed in the README).
     #[arg(long)]
     pub json: bool,
@@ -178,7 +181,7 @@ pub fn run(args: WhyArgs) -> Result<(), LeakspyError> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?);
     } else {
-        print!("{}", render_report(&report));
+        print!("{}", render_report(&report, args.paths));
     }
     Ok(())
 }
@@ -285,7 +288,7 @@ fn retainers(
         .collect()
 }
 
-fn render_report(r: &WhyReport) -> String {
+fn render_report(r: &WhyReport, max_paths: usize) -> String {
     let g = &r.graph;
     let mut out = format!(
         "heap graph: {} objects ({} not tracked by the GC), {} references, {} frames; built in {:.0} ms{}\n",
@@ -308,7 +311,7 @@ fn render_report(r: &WhyReport) -> String {
             human_bytes(e.size_bytes),
             human_bytes(e.retained_bytes),
         );
-        for p in &e.paths {
+        for p in e.paths.iter().take(max_paths) {
             out += &format!("{} of {} via {}\n", thousands(p.count), thousands(e.instances), p.path);
             if let Some(h) = &p.holder {
                 out += &format!(
@@ -318,6 +321,14 @@ fn render_report(r: &WhyReport) -> String {
                     human_bytes(h.retained_bytes)
                 );
             }
+        }
+        if e.paths.len() > max_paths {
+            let rest = &e.paths[max_paths..];
+            out += &format!(
+                "... and {} more paths, {} instances (--paths N to see more, --json for all)\n",
+                thousands(rest.len() as u64),
+                thousands(rest.iter().map(|p| p.count).sum())
+            );
         }
         if e.unreachable > 0 {
             out += &format!(

@@ -68,8 +68,10 @@ pub enum Label {
     Stack,
     /// A module's or class's namespace dict: `.__dict__`.
     Namespace,
-    /// A set member or a dict key.
+    /// A set member.
     Member,
+    /// A dict key (the key object itself, not the value under it).
+    DictKey,
     /// A field with a name (a member or a known field), index into [`HeapGraph::field_names`].
     Named(u32),
     /// Found by the conservative scan, at this offset in the referrer.
@@ -93,6 +95,7 @@ impl Label {
             Label::Stack => (4, 0),
             Label::Namespace => (5, 0),
             Label::Member => (6, 0),
+            Label::DictKey => (9, 0),
             Label::Named(n) => (7, n),
             Label::Field(n) => (8, n),
         };
@@ -110,6 +113,7 @@ impl Label {
             5 => Label::Namespace,
             6 => Label::Member,
             7 => Label::Named(payload),
+            9 => Label::DictKey,
             _ => Label::Field(payload),
         }
     }
@@ -681,7 +685,7 @@ fn references(
         }
         Kind::Dict => {
             for (key, value) in dict_entries(mem, layout, obj)? {
-                out.push((key, Label::Member, true));
+                out.push((key, Label::DictKey, true));
                 out.push((value, Label::Key(b.name_id(key)), true));
             }
         }
@@ -893,6 +897,7 @@ pub enum Step {
     Stack,
     Namespace,
     Member,
+    DictKey,
     Named(String),
     Field(u32),
 }
@@ -908,6 +913,7 @@ impl Step {
             Step::Stack => ".<value stack>".into(),
             Step::Namespace => ".__dict__".into(),
             Step::Member => ".<member>".into(),
+            Step::DictKey => ".<key>".into(),
             Step::Named(name) => format!(".{name}"),
             Step::Field(o) => format!(".<field +{o:#x}>"),
         }
@@ -948,6 +954,7 @@ impl Paths {
                 Label::Stack => Step::Stack,
                 Label::Namespace => Step::Namespace,
                 Label::Member => Step::Member,
+                Label::DictKey => Step::DictKey,
                 Label::Named(n) => Step::Named(graph.field_names.get(n as usize).cloned().unwrap_or_default()),
                 Label::Field(o) => Step::Field(o),
             };
@@ -1110,6 +1117,7 @@ pub(crate) mod tests {
             Label::Stack,
             Label::Namespace,
             Label::Member,
+            Label::DictKey,
             Label::Named(3),
             Label::Field(MAX_SCAN as u32 - 8),
         ];

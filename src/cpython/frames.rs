@@ -7,7 +7,7 @@ use super::layout::{CurrentFrame, FrameLayout, Layout, StackTop};
 use super::objects::{read_str, type_name};
 use super::process::{Interpreter, PythonProcess, read_error};
 use crate::error::LeakspyError;
-use crate::memory::{ReadError, RemoteMemory, u64_at};
+use crate::memory::{ReadError, RemoteMemory};
 use std::ops::Range;
 
 /// Frames read per thread: deeper is a torn `previous` chain (CPython's default recursion
@@ -211,11 +211,10 @@ fn interpreter_frame_locals(
     if used > MAX_SLOTS {
         return Ok((Vec::new(), 0));
     }
-    let mut raw = vec![0u8; used as usize * 8];
-    mem.read(base, &mut raw)?;
+    let words = mem.read_words(base, used as usize)?;
     let names = tuple_at(mem, l, code + co_localsplusnames as u64, nlocals)?;
     let mut slots = Vec::new();
-    for (k, word) in raw.chunks_exact(8).map(|w| u64_at(w, 0)).enumerate() {
+    for (k, word) in words.into_iter().enumerate() {
         // 3.14+ tags stack references in the low bits: 0 owns a reference, 1 does not, 2 and
         // 3 are not pointers (3.15 tagged ints). Older versions store plain pointers.
         let (value, owned) = match word & 3 {
@@ -252,11 +251,9 @@ pub fn object_frame_slots(mem: &mut dyn RemoteMemory, l: &Layout, frame: u64) ->
     for tuple_off in [co_cellvars, co_freevars] {
         names.extend(tuple_at(mem, l, code + tuple_off as u64, MAX_SLOTS)?);
     }
-    let mut raw = vec![0u8; names.len() * 8];
-    mem.read(frame + f_localsplus as u64, &mut raw)?;
-    Ok(raw
-        .chunks_exact(8)
-        .map(|w| u64_at(w, 0))
+    Ok(mem
+        .read_words(frame + f_localsplus as u64, names.len())?
+        .into_iter()
         .zip(names)
         .filter(|(value, _)| *value != 0)
         .map(|(value, name)| FrameSlot { value, name, kind: SlotKind::Local, owned: true })
@@ -270,7 +267,5 @@ fn tuple_at(mem: &mut dyn RemoteMemory, l: &Layout, field: u64, max: u64) -> Res
         return Ok(Vec::new());
     }
     let len = mem.read_u64(tuple + l.containers.ob_size as u64)?.min(max);
-    let mut raw = vec![0u8; len as usize * 8];
-    mem.read(tuple + l.graph.tuple_ob_item as u64, &mut raw)?;
-    Ok(raw.chunks_exact(8).map(|w| u64_at(w, 0)).collect())
+    mem.read_words(tuple + l.graph.tuple_ob_item as u64, len as usize)
 }

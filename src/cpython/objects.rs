@@ -110,14 +110,8 @@ pub fn split_values(
     entries: &[(u64, u64)],
     values: u64,
 ) -> Result<Vec<(u64, u64)>, ReadError> {
-    let mut raw = vec![0u8; entries.len() * 8];
-    mem.read(values + layout.graph.dictvalues_values as u64, &mut raw)?;
-    Ok(entries
-        .iter()
-        .zip(raw.chunks_exact(8))
-        .map(|((k, _), v)| (*k, u64_at(v, 0)))
-        .filter(|(k, v)| *k != 0 && *v != 0)
-        .collect())
+    let values = mem.read_words(values + layout.graph.dictvalues_values as u64, entries.len())?;
+    Ok(entries.iter().zip(values).map(|((k, _), v)| (*k, v)).filter(|(k, v)| *k != 0 && *v != 0).collect())
 }
 
 /// (key, value) pointers of the entries of a dict-keys object, in insertion order; values are

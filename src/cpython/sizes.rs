@@ -219,10 +219,8 @@ fn keys_size(mem: &mut dyn RemoteMemory, layout: &Layout, keys: u64) -> Result<u
             d.dk_indices as u64 + index_width * n + d.entry_size as u64 * (n * 2 / 3)
         }
         DictKeysFormat::Log2 { dk_log2_size, dk_log2_index_bytes, dk_kind, unicode_entry_size } => {
-            let mut header = [0u8; 3];
-            mem.read(keys + dk_log2_size.min(dk_log2_index_bytes).min(dk_kind) as u64, &mut header)?;
-            let byte = |off: usize| u32::from(header[off - dk_log2_size.min(dk_log2_index_bytes).min(dk_kind)]);
-            let (log2_size, log2_index_bytes, kind) = (byte(dk_log2_size), byte(dk_log2_index_bytes), byte(dk_kind));
+            let mut byte = |off: usize| mem.read_u8(keys + off as u64).map(u32::from);
+            let (log2_size, log2_index_bytes, kind) = (byte(dk_log2_size)?, byte(dk_log2_index_bytes)?, byte(dk_kind)?);
             if log2_size > 40 || log2_index_bytes > 43 {
                 return Ok(0);
             }
@@ -294,11 +292,7 @@ fn code_size(
     {
         let bytecode = mem.read_u64(code + co_code as u64)?;
         let code_len = mem.read_u64(bytecode + layout.containers.ob_size as u64)?;
-        let entries = {
-            let mut byte = [0u8; 1];
-            mem.read(code + opcache_size as u64, &mut byte)?;
-            u64::from(byte[0])
-        };
+        let entries = u64::from(mem.read_u8(code + opcache_size as u64)?);
         size += code_len / 2 + entries * 32;
     }
     Ok(size)

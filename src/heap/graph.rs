@@ -648,13 +648,12 @@ fn members(mem: &mut dyn RemoteMemory, layout: &Layout, type_addr: u64) -> Resul
     Ok(out)
 }
 
+/// The words of an item array, none if the count is a torn length.
 fn read_words(mem: &mut dyn RemoteMemory, addr: u64, count: u64) -> Result<Vec<u64>, ReadError> {
     if count > MAX_ITEMS {
         return Ok(Vec::new());
     }
-    let mut raw = vec![0u8; (count * 8) as usize];
-    mem.read(addr, &mut raw)?;
-    Ok(raw.chunks_exact(8).map(|w| u64_at(w, 0)).collect())
+    mem.read_words(addr, count as usize)
 }
 
 /// The references of node `i`, as (address, label, owned).

@@ -48,6 +48,13 @@ pub trait RemoteMemory {
         Ok(b[0])
     }
 
+    /// `count` consecutive 64-bit words (pointers of an item array, a frame's slots).
+    fn read_words(&mut self, addr: u64, count: usize) -> Result<Vec<u64>, ReadError> {
+        let mut raw = vec![0u8; count * 8];
+        self.read(addr, &mut raw)?;
+        Ok(raw.chunks_exact(8).map(|w| u64_at(w, 0)).collect())
+    }
+
     /// Reads a NUL-terminated C string of at most `max` bytes; `None` when no NUL is found,
     /// which for a type name means the pointer is not what we think it is.
     fn read_c_string(&mut self, addr: u64, max: usize) -> Result<Option<String>, ReadError> {

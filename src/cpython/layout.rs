@@ -323,7 +323,6 @@ pub struct SizesLayout {
     pub int_min_digits: u64,
     pub long_lv_tag: Option<usize>,
     pub str_object_size: u64,
-    pub str_data: usize,
     pub str_utf8_length: usize,
     pub str_utf8: usize,
     /// Up to 3.11: the wchar_t buffer and its length.
@@ -452,6 +451,8 @@ pub struct UnicodeLayout {
     pub state: usize,
     pub ascii_size: usize,
     pub compact_size: usize,
+    /// Legacy (non-compact) strs: the pointer to their characters.
+    pub data: usize,
 }
 
 /// The two dict-keys formats: 3.6-3.10 store the table size, 3.11+ its log2 and a kind.
@@ -585,6 +586,7 @@ impl Layout {
                 state: t.need("unicode.state")?,
                 ascii_size: t.need("unicode.ascii_size")?,
                 compact_size: t.need("unicode.compact_size")?,
+                data: t.need("unicode.data")?,
             },
             dict: DictLayout {
                 ma_keys: t.need("dict.ma_keys")?,
@@ -706,7 +708,6 @@ fn sizes_layout(t: &OffsetTable) -> Result<SizesLayout, String> {
         int_min_digits: t.get("sizeof.int_min_digits").unwrap_or(0),
         long_lv_tag: t.opt("long.lv_tag"),
         str_object_size: t.need("unicode.object_size")? as u64,
-        str_data: t.need("unicode.data")?,
         str_utf8_length: t.need("unicode.utf8_length")?,
         str_utf8: t.need("unicode.utf8")?,
         str_wstr,

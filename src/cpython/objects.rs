@@ -40,6 +40,43 @@ pub fn type_name(mem: &mut dyn RemoteMemory, layout: &Layout, type_addr: u64) ->
     Ok(name.strip_prefix("builtins.").map(str::to_string).unwrap_or(name))
 }
 
+/// What a str's header says (PEP 393): its length, character width and where the characters
+/// are.
+pub struct StrHeader {
+    pub length: u64,
+    /// Bytes per character: 1, 2 or 4 (0 for a not-yet-ready legacy str before 3.12).
+    pub kind: u64,
+    pub compact: bool,
+    pub ascii: bool,
+    /// Up to 3.11: the canonical representation exists (a legacy str may have only wstr).
+    pub ready: bool,
+    pub data: u64,
+}
+
+/// The header of the str at `addr` (which the caller knows to be a str).
+pub fn str_header(mem: &mut dyn RemoteMemory, layout: &Layout, addr: u64) -> Result<StrHeader, ReadError> {
+    let u = &layout.unicode;
+    let mut header = vec![0u8; u.compact_size.max(u.data + 8)];
+    mem.read(addr, &mut header)?;
+    let state = u32_at(&header, u.state);
+    // The state bitfield has kept these positions since PEP 393 (3.3): interned:2, kind:3,
+    // compact:1, ascii:1, then ready (up to 3.11; statically_allocated from 3.12).
+    let (compact, ascii) = ((state >> 5) & 1 == 1, (state >> 6) & 1 == 1);
+    Ok(StrHeader {
+        length: u64_at(&header, u.length),
+        kind: u64::from((state >> 2) & 7),
+        compact,
+        ascii,
+        ready: (state >> 7) & 1 == 1,
+        data: match (compact, ascii) {
+            (true, true) => addr + u.ascii_size as u64,
+            (true, false) => addr + u.compact_size as u64,
+            // Legacy (non-compact) strings keep their characters behind a pointer.
+            (false, _) => u64_at(&header, u.data),
+        },
+    })
+}
+
 /// The contents of a str object; `None` if `addr` is NULL or the object is not a plausible
 /// str (a stale pointer read mid-update).
 pub fn read_str(mem: &mut dyn RemoteMemory, layout: &Layout, addr: u64) -> Result<Option<String>, ReadError> {
@@ -50,26 +87,11 @@ pub fn read_str(mem: &mut dyn RemoteMemory, layout: &Layout, addr: u64) -> Resul
     if ob_type == 0 || mem.read_u64(ob_type + layout.type_.tp_flags as u64)? & TPFLAGS_UNICODE_SUBCLASS == 0 {
         return Ok(None);
     }
-    let u = &layout.unicode;
-    let mut header = vec![0u8; u.compact_size + 8];
-    mem.read(addr, &mut header)?;
-    let length = u64_at(&header, u.length);
-    let state = u32_at(&header, u.state);
-    // The state bitfield has kept these positions since PEP 393 (3.3): interned:2, kind:3,
-    // compact:1, ascii:1.
-    let kind = (state >> 2) & 7;
-    let compact = (state >> 5) & 1 == 1;
-    let ascii = (state >> 6) & 1 == 1;
+    let StrHeader { length, kind, data, .. } = str_header(mem, layout, addr)?;
     if length > MAX_NAME_CHARS || !matches!(kind, 1 | 2 | 4) {
         return Ok(None);
     }
-    let data = match (compact, ascii) {
-        (true, true) => addr + u.ascii_size as u64,
-        (true, false) => addr + u.compact_size as u64,
-        // Legacy (non-compact) strings keep their characters behind a pointer.
-        (false, _) => u64_at(&header, u.compact_size),
-    };
-    let mut bytes = vec![0u8; (length * kind as u64) as usize];
+    let mut bytes = vec![0u8; (length * kind) as usize];
     mem.read(data, &mut bytes)?;
     let text = match kind {
         1 => bytes.iter().map(|&b| b as char).collect(),

@@ -8,7 +8,7 @@
 //! where CPython counts it, or not at all.
 
 use super::layout::{DictKeysFormat, FrameLayout, Layout, SizesLayout};
-use super::objects::{dict_get_str, type_name};
+use super::objects::{StrHeader, dict_get_str, str_header, type_name};
 use crate::memory::{ReadError, RemoteMemory};
 
 const TPFLAGS_HEAPTYPE: u64 = 1 << 9;
@@ -235,23 +235,14 @@ fn keys_size(mem: &mut dyn RemoteMemory, layout: &Layout, keys: u64) -> Result<u
 fn str_size(mem: &mut dyn RemoteMemory, layout: &Layout, addr: u64) -> Result<u64, ReadError> {
     let u = &layout.unicode;
     let s = &layout.sizes;
-    let length = mem.read_u64(addr + u.length as u64)?;
-    let state = mem.read_u32(addr + u.state as u64)?;
-    // Bit positions kept since PEP 393: kind:3 at 2, compact at 5, ascii at 6, ready at 7 (<= 3.11).
-    let kind = u64::from((state >> 2) & 7);
-    let compact = (state >> 5) & 1 == 1;
-    let ascii = (state >> 6) & 1 == 1;
-    let (mut size, data) = match (compact, ascii) {
-        (true, true) => (u.ascii_size as u64 + length + 1, addr + u.ascii_size as u64),
-        (true, false) => (u.compact_size as u64 + (length + 1) * kind, addr + u.compact_size as u64),
-        (false, _) => {
-            let data = mem.read_u64(addr + s.str_data as u64)?;
-            (s.str_object_size + if data != 0 { (length + 1) * kind } else { 0 }, data)
-        }
+    let StrHeader { length, kind, compact, ascii, ready, data } = str_header(mem, layout, addr)?;
+    let mut size = match (compact, ascii) {
+        (true, true) => u.ascii_size as u64 + length + 1,
+        (true, false) => u.compact_size as u64 + (length + 1) * kind,
+        (false, _) => s.str_object_size + if data != 0 { (length + 1) * kind } else { 0 },
     };
     if let Some((wstr_off, wstr_length_off)) = s.str_wstr {
         let wstr = mem.read_u64(addr + wstr_off as u64)?;
-        let ready = (state >> 7) & 1 == 1;
         if wstr != 0 && (!ready || wstr != data) {
             let wstr_len = if compact && ascii { length } else { mem.read_u64(addr + wstr_length_off as u64)? };
             size += (wstr_len + 1) * 4;

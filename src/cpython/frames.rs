@@ -4,7 +4,7 @@
 //! and the variable is the answer to "who holds it".
 
 use super::layout::{CurrentFrame, FrameLayout, Layout, StackTop};
-use super::objects::{read_str, type_name};
+use super::objects::{CodeLocation, code_location, type_name};
 use super::process::{Interpreter, PythonProcess, read_error};
 use crate::error::LeakspyError;
 use crate::memory::{ReadError, RemoteMemory};
@@ -110,7 +110,7 @@ fn read_stack(
         // 3.11+ shim and trampoline frames (entry frames, C-stack frames) carry no code
         // object or one with no locals: skipped, their `previous` followed.
         if code != 0 && is_code(mem, l, code)? {
-            let (function, file, first_line) = code_location(mem, l, code)?;
+            let CodeLocation { name: function, file, first_line } = code_location(mem, l, code)?;
             let slots = match frame_object {
                 Some(_) => Vec::new(),
                 None => interpreter_frame_slots(mem, l, frames, frame, code)?,
@@ -125,19 +125,6 @@ fn read_stack(
 fn is_code(mem: &mut dyn RemoteMemory, l: &Layout, addr: u64) -> Result<bool, ReadError> {
     let ob_type = mem.read_u64(addr + l.object.ob_type as u64)?;
     Ok(ob_type != 0 && type_name(mem, l, ob_type)? == "code")
-}
-
-/// (co_name, co_filename, co_firstlineno) of a code object.
-fn code_location(mem: &mut dyn RemoteMemory, l: &Layout, code: u64) -> Result<(String, String, u64), ReadError> {
-    let Some(f) = &l.functions else { return Ok(("?".into(), "?".into(), 0)) };
-    let mut str_at = |field: usize| -> Result<String, ReadError> {
-        let ptr = mem.read_u64(code + field as u64)?;
-        Ok(read_str(mem, l, ptr)?.unwrap_or_else(|| "?".into()))
-    };
-    let name = str_at(f.co_name)?;
-    let file = str_at(f.co_filename)?;
-    let line = u64::from(mem.read_u32(code + f.co_firstlineno as u64)?);
-    Ok((name, file, line))
 }
 
 /// A 3.11+ frame's locals (named by co_localsplusnames), its value stack and its f_locals.

@@ -108,6 +108,27 @@ pub fn read_str(mem: &mut dyn RemoteMemory, layout: &Layout, addr: u64) -> Resul
     Ok(Some(text))
 }
 
+/// Where a code object's function was defined.
+pub struct CodeLocation {
+    pub name: String,
+    pub file: String,
+    pub first_line: u64,
+}
+
+/// co_name, co_filename and co_firstlineno of a code object ("?" where unreadable).
+pub fn code_location(mem: &mut dyn RemoteMemory, l: &Layout, code: u64) -> Result<CodeLocation, ReadError> {
+    let Some(f) = &l.functions else {
+        return Ok(CodeLocation { name: "?".into(), file: "?".into(), first_line: 0 });
+    };
+    let mut str_at = |field: usize| -> Result<String, ReadError> {
+        let ptr = mem.read_u64(code + field as u64)?;
+        Ok(read_str(mem, l, ptr)?.unwrap_or_else(|| "?".into()))
+    };
+    let name = str_at(f.co_name)?;
+    let file = str_at(f.co_filename)?;
+    Ok(CodeLocation { name, file, first_line: u64::from(mem.read_u32(code + f.co_firstlineno as u64)?) })
+}
+
 /// (key, value) object pointers of a dict, combined or split (instance dicts sharing their
 /// keys keep the values in a separate array).
 pub fn dict_entries(mem: &mut dyn RemoteMemory, layout: &Layout, dict: u64) -> Result<Vec<(u64, u64)>, ReadError> {

@@ -3,7 +3,7 @@
 //! function), file and socket objects (open or closed).
 
 use crate::cpython::layout::FunctionLayout;
-use crate::cpython::objects::read_str;
+use crate::cpython::objects::{code_location, read_str};
 use crate::cpython::process::PythonProcess;
 use crate::memory::{ReadError, RemoteMemory};
 use rustc_hash::FxHashMap;
@@ -160,11 +160,11 @@ fn ensure_group(
     }
     let l = &process.layout;
     let name_ptr = mem.read_u64(func + f.func_qualname as u64)?;
-    let file_ptr = mem.read_u64(code + f.co_filename as u64)?;
+    let location = code_location(mem, l, code)?;
     let group = FunctionGroup {
         qualname: read_str(mem, l, name_ptr)?.unwrap_or_else(|| "?".into()),
-        file: read_str(mem, l, file_ptr)?.unwrap_or_else(|| "?".into()),
-        line: mem.read_u32(code + f.co_firstlineno as u64)? as u64,
+        file: location.file,
+        line: location.first_line,
         functions: 0,
         closures: 0,
         bound_methods: 0,

@@ -108,6 +108,18 @@ pub fn read_str(mem: &mut dyn RemoteMemory, layout: &Layout, addr: u64) -> Resul
     Ok(Some(text))
 }
 
+/// A type and its bases up to `object` (tp_base), at most 64: deeper is a torn chain.
+pub fn base_chain(mem: &mut dyn RemoteMemory, layout: &Layout, type_addr: u64) -> Result<Vec<u64>, ReadError> {
+    const MAX_BASES: usize = 64;
+    let mut chain = Vec::new();
+    let mut t = type_addr;
+    while t != 0 && chain.len() < MAX_BASES {
+        chain.push(t);
+        t = mem.read_u64(t + layout.type_.tp_base as u64)?;
+    }
+    Ok(chain)
+}
+
 /// Where a code object's function was defined.
 pub struct CodeLocation {
     pub name: String,

@@ -13,8 +13,6 @@ use crate::memory::{ReadError, RemoteMemory};
 
 const TPFLAGS_HEAPTYPE: u64 = 1 << 9;
 const TPFLAGS_HAVE_GC: u64 = 1 << 14;
-/// Bases followed to find which `__sizeof__` applies: deeper is a torn chain.
-const MAX_BASES: usize = 64;
 /// Items of one `collections.deque` block, and the block's size (64 items, 2 links).
 const DEQUE_BLOCK_ITEMS: u64 = 64;
 const DEQUE_BLOCK_BYTES: u64 = 66 * 8;
@@ -41,15 +39,11 @@ pub enum SizeRule {
     Deque,
 }
 
-/// The rule for instances of the type at `type_addr`: the first type on its base chain that
+/// The rule for instances of a type, given its base chain (`base_chain`): the first type that
 /// leakspy knows, unless one before it defines its own `__sizeof__` (a C extension's or a
 /// Python method), whose result cannot be computed from outside: then the default rule.
-pub fn size_rule(mem: &mut dyn RemoteMemory, layout: &Layout, type_addr: u64) -> Result<SizeRule, ReadError> {
-    let mut t = type_addr;
-    for _ in 0..MAX_BASES {
-        if t == 0 {
-            break;
-        }
+pub fn size_rule(mem: &mut dyn RemoteMemory, layout: &Layout, bases: &[u64]) -> Result<SizeRule, ReadError> {
+    for &t in bases {
         let rule = match type_name(mem, layout, t)?.as_str() {
             "list" => Some(SizeRule::List),
             "int" | "bool" => Some(SizeRule::Int),
@@ -76,7 +70,6 @@ pub fn size_rule(mem: &mut dyn RemoteMemory, layout: &Layout, type_addr: u64) ->
         if dict_get_str(mem, layout, dict, "__sizeof__")?.is_some() {
             return Ok(SizeRule::Default);
         }
-        t = mem.read_u64(t + layout.type_.tp_base as u64)?;
     }
     Ok(SizeRule::Default)
 }

@@ -17,7 +17,7 @@ use super::census::refcount;
 use super::walk::{WalkLimits, Walker};
 use crate::cpython::frames::{SlotKind, StackFrame, generator_frame_slots, object_frame_slots, thread_stacks};
 use crate::cpython::layout::{FrameLayout, InstanceAttributes, Layout, ManagedValues, ObjectLayout, field_name};
-use crate::cpython::objects::{dict_entries, keys_entries, read_str, split_values, type_name};
+use crate::cpython::objects::{base_chain, dict_entries, keys_entries, read_str, split_values, type_name};
 use crate::cpython::process::{PythonProcess, read_error};
 use crate::cpython::sizes::{SizeClass, SizeRule, shallow_size, size_rule};
 use crate::error::LeakspyError;
@@ -44,8 +44,6 @@ const MAX_PLAUSIBLE_REFCOUNT: u64 = 1 << 40;
 const STATIC_REFCOUNT: u64 = 1 << 29;
 /// Tracked objects are indexed by 64 KiB chunk of the address space.
 const CHUNK_SHIFT: u32 = 16;
-/// Bases followed for members: deeper is a torn chain.
-const MAX_BASES: usize = 64;
 /// Members read from one type: more is a torn array.
 const MAX_MEMBERS: usize = 1024;
 /// Types whose objects refer to no other object: read no further.
@@ -598,16 +596,12 @@ fn type_info(
         .map(|f| (f.offset as u64, field_id(field_name(f.name))))
         .collect();
     // Members, the type's own and its bases' (a subclass's tp_members lists only its own).
-    let mut t = type_addr;
-    for _ in 0..MAX_BASES {
+    let bases = base_chain(mem, layout, type_addr)?;
+    for &t in &bases {
         for (offset, member) in members(mem, layout, t).unwrap_or_default() {
             if offset < basicsize && !named.iter().any(|(o, _)| *o == offset) {
                 named.push((offset, field_id(&member)));
             }
-        }
-        t = mem.read_u64(t + layout.type_.tp_base as u64)?;
-        if t == 0 {
-            break;
         }
     }
     Ok(TypeInfo {
@@ -619,7 +613,7 @@ fn type_info(
         itemsize: mem.read_u64(type_addr + g.tp_itemsize as u64)?,
         dictoffset: mem.read_u64(type_addr + g.tp_dictoffset as u64)?,
         cached_keys: if flags & TPFLAGS_HEAPTYPE != 0 { mem.read_u64(type_addr + g.ht_cached_keys as u64)? } else { 0 },
-        size_rule: size_rule(mem, layout, type_addr)?,
+        size_rule: size_rule(mem, layout, &bases)?,
     })
 }
 

@@ -250,10 +250,13 @@ for family in text_string_to_metric_families(open(sys.argv[1]).read()):
         out.setdefault(s.name, []).append([s.labels, s.value])
 print(json.dumps(out))
 "#;
-    let parsed =
-        Command::new("python3").arg("-c").arg(parser).arg(&file).stderr(Stdio::inherit()).output().expect("python3");
-    assert!(parsed.status.success(), "prometheus_client rejected the file (run scripts/setup.sh to install it)");
-    let metrics: Value = serde_json::from_slice(&parsed.stdout).unwrap();
+    let parse = |file: &std::path::Path| -> Value {
+        let parsed =
+            Command::new("python3").arg("-c").arg(parser).arg(file).stderr(Stdio::inherit()).output().expect("python3");
+        assert!(parsed.status.success(), "prometheus_client rejected {file:?} (run scripts/setup.sh to install it)");
+        serde_json::from_slice(&parsed.stdout).unwrap()
+    };
+    let metrics = parse(&file);
     let objects = metrics["leakspy_objects"].as_array().unwrap();
     assert_eq!(objects.len(), 11, "top 10 types plus (other)");
     let total: f64 = objects.iter().map(|s| s[1].as_f64().unwrap()).sum();
@@ -293,15 +296,7 @@ print(json.dumps(out))
         all_file.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let parsed = Command::new("python3")
-        .arg("-c")
-        .arg(parser)
-        .arg(&all_file)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("python3");
-    assert!(parsed.status.success(), "prometheus_client rejected the --all file");
-    let metrics: Value = serde_json::from_slice(&parsed.stdout).unwrap();
+    let metrics = parse(&all_file);
     let bytes = metrics["leakspy_object_bytes"].as_array().expect("leakspy_object_bytes");
     assert_eq!(bytes.len(), 11, "top 10 types plus (other)");
     let retained = metrics["leakspy_retained_bytes"].as_array().expect("leakspy_retained_bytes");

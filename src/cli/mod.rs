@@ -140,7 +140,7 @@ fn take_census_with(
         warn_if_graph_may_not_fit(process.pid);
         let started = Instant::now();
         let graph = build(process, mem)?;
-        apply_graph(&mut census, &graph, started.elapsed().as_secs_f64() * 1000.0);
+        apply_graph(&mut census, &graph, started);
     }
     Ok(census)
 }

@@ -7,9 +7,11 @@ use super::census::{Census, GraphTotals, TypeCount};
 use super::graph::{HeapGraph, Kind, shortest_paths};
 use super::retained::Retention;
 use rustc_hash::FxHashMap;
+use std::time::Instant;
 
-/// Replaces the census's types with the graph's, keeping everything else it read.
-pub fn apply_graph(census: &mut Census, graph: &HeapGraph, duration_ms: f64) {
+/// Replaces the census's types with the graph's, keeping everything else it read. `started`:
+/// when the graph's read began, so that its duration includes this analysis.
+pub fn apply_graph(census: &mut Census, graph: &HeapGraph, started: Instant) {
     let retention = Retention::of(graph);
     let retained_by_type = retention.by_type(graph);
     let paths = shortest_paths(graph);
@@ -55,7 +57,7 @@ pub fn apply_graph(census: &mut Census, graph: &HeapGraph, duration_ms: f64) {
         size_bytes: types.iter().filter_map(|t| t.size_bytes).sum(),
         unreachable,
         truncated: graph.truncated,
-        duration_ms,
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
     });
     census.types = types;
 }

@@ -37,6 +37,14 @@ pub enum LeakspyError {
     #[error("process {pid} exited while leakspy was reading it; nothing was written")]
     ProcessExited { pid: i32 },
 
+    /// What a running target changed under the read: a pointer followed as it was freed, a
+    /// list relinked between two reads. Retried before it reaches the user.
+    #[error(
+        "process {pid} changed under every one of {attempts} reads ({detail}); it is too busy to read \
+         while it runs: try again, or use --pause to stop it for the copy"
+    )]
+    TargetChanged { pid: i32, attempts: u32, detail: String },
+
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -53,7 +61,15 @@ impl LeakspyError {
             LeakspyError::LayoutMismatch { .. } => 7,
             LeakspyError::ProcessExited { .. } => 8,
             LeakspyError::GrowthThreshold { .. } => 9,
+            LeakspyError::TargetChanged { .. } => 10,
         }
+    }
+
+    /// True for what a later read of the same target may not meet again: the target changed
+    /// under this one. Everything else (gone, denied, not Python, a layout mismatch decided on
+    /// stable evidence) is the same however often leakspy asks.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, LeakspyError::TargetChanged { .. })
     }
 }
 

@@ -115,29 +115,6 @@ fn census_equals_the_targets_own_on_every_interpreter() {
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
 
-/// Several threads allocate and free without pause while we read: every one of 100 snapshots
-/// must succeed (no hang, no error), and the types that do not change must be exact.
-#[test]
-fn churning_targets_are_read_100_times_in_a_row() {
-    let mut report = Vec::new();
-    for interp in supported_interpreters() {
-        let target = Target::start(&interp, "churn_target.py", &["3"]);
-        let stable = target.truth["stable"].as_object().expect("stable types in truth").clone();
-        let (mut torn_max, mut torn_samples) = (0, 0);
-        for i in 0..100 {
-            let census = snapshot_json(target.pid).unwrap_or_else(|e| panic!("{} snapshot {i}: {e}", interp.label));
-            for (name, expected) in &stable {
-                assert_eq!(type_count(&census, name), expected.as_u64(), "{} snapshot {i}: {name}", interp.label);
-            }
-            let torn = census["torn_links"].as_u64().unwrap();
-            torn_max = torn_max.max(torn);
-            torn_samples += u64::from(torn > 0);
-        }
-        report.push(format!("{}: 100 snapshots, {torn_samples} with torn links (at most {torn_max})", interp.label));
-    }
-    println!("{}", report.join("\n"));
-}
-
 /// Every interpreter in the runtime's list is walked, not only the main one (sub-interpreters
 /// can be made from Python from 3.8 on).
 #[test]

@@ -10,7 +10,7 @@ use crate::heap::census::Census;
 use crate::heap::walk::WalkLimits;
 use crate::memory::live::LiveProcess;
 use crate::memory::proc_info::rss_bytes;
-use crate::output::live::{LiveSort, render_live, render_summary};
+use crate::output::live::{LiveSort, SamplingStatus, render_live, render_summary};
 use anyhow::Context;
 use serde::Serialize;
 use std::io::{IsTerminal, Write};
@@ -116,6 +116,8 @@ pub fn run_program(args: RunArgs) -> Result<(), LeakspyError> {
 struct SampleLine<'a> {
     sample: u64,
     elapsed_s: f64,
+    /// Samples skipped so far (the target changed under every retry of their read).
+    skipped: u64,
     #[serde(flatten)]
     census: &'a Census,
 }
@@ -126,6 +128,10 @@ struct SummaryLine<'a> {
     pid: i32,
     python_version: String,
     samples: u64,
+    /// Samples that could not be taken, and the last one's error.
+    skipped: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_skip_error: Option<&'a str>,
     elapsed_s: f64,
     ended_because: &'a str,
     suspects: Vec<crate::analysis::series::Suspect>,
@@ -151,6 +157,23 @@ fn interrupted() -> Arc<AtomicBool> {
     .clone()
 }
 
+/// Samples in a row that may fail before attach gives up: a minute's worth at the default
+/// interval. One failed sample (a target that changed under every retry) is skipped.
+const MAX_CONSECUTIVE_SKIPS: u64 = 60;
+
+/// Samples that could not be taken, and why the last one failed.
+#[derive(Default)]
+struct Skips {
+    total: u64,
+    in_a_row: u64,
+    last_error: Option<String>,
+}
+
+/// Errors that end sampling: whatever the next sample would meet again.
+fn ends_sampling(e: &LeakspyError) -> bool {
+    matches!(e, LeakspyError::PermissionDenied { .. } | LeakspyError::UnsupportedVersion { .. })
+}
+
 fn sample(
     process: &PythonProcess,
     mem: &mut LiveProcess,
@@ -173,9 +196,13 @@ fn sample(
     let start = Instant::now();
     let mut series = Series::default();
     let mut taken = 0u64;
+    let mut skips = Skips::default();
     let mut behind = false;
     let mut warned_behind = false;
     let mut last_findings = Vec::new();
+    // Every way out of the loop prints the summary of what was sampled; an error that ended
+    // it is returned after that.
+    let mut failure = None;
     let ended_because = loop {
         if stop.load(Ordering::SeqCst) {
             break "interrupted";
@@ -198,41 +225,66 @@ fn sample(
             bar
         });
         let sampled_at = start.elapsed().as_secs_f64();
-        let census = match take_census_of_process(process, mem, args.max_objects, false, false) {
-            Ok(c) => c,
-            Err(LeakspyError::ProcessExited { .. } | LeakspyError::NoSuchProcess { .. }) => break "target exited",
-            Err(e) => return Err(e),
-        };
+        let result = take_census_of_process(process, mem, args.max_objects, false, false);
         if let Some(bar) = spinner {
             bar.finish_and_clear();
         }
+        let census = match result {
+            Ok(census) => census,
+            Err(LeakspyError::ProcessExited { .. } | LeakspyError::NoSuchProcess { .. }) => break "target exited",
+            Err(e) if ends_sampling(&e) => {
+                failure = Some(e);
+                break "error";
+            }
+            Err(e) => {
+                skips.total += 1;
+                skips.in_a_row += 1;
+                if !live {
+                    eprintln!("leakspy: note: sample skipped: {e}");
+                }
+                skips.last_error = Some(e.to_string());
+                if skips.in_a_row >= MAX_CONSECUTIVE_SKIPS {
+                    failure = Some(e);
+                    break "every sample failed";
+                }
+                wait_for_next(start, args.interval, taken + skips.total, &stop);
+                continue;
+            }
+        };
+        skips.in_a_row = 0;
         taken += 1;
         series.push(sampled_at, &census);
         last_findings.clone_from(&census.findings);
-        let line = json_line(&SampleLine { sample: taken, elapsed_s: sampled_at, census: &census })?;
+        let line =
+            json_line(&SampleLine { sample: taken, elapsed_s: sampled_at, skipped: skips.total, census: &census })?;
         if let Some(file) = record.as_mut() {
             // One write per line: a crash leaves at most a partial last line.
-            file.write_all(line.as_bytes()).and_then(|_| file.flush()).context("writing the record file")?;
+            if let Err(e) = file.write_all(line.as_bytes()).and_then(|_| file.flush()) {
+                failure = Some(anyhow::Error::from(e).context("writing the record file").into());
+                break "error";
+            }
         }
         if live {
-            let screen =
-                render_live(&census, &series, start.elapsed(), rss_bytes(process.pid), behind, args.top, args.sort);
+            let status = SamplingStatus {
+                elapsed: start.elapsed(),
+                rss: rss_bytes(process.pid),
+                behind,
+                skipped: skips.total,
+                last_skip: skips.last_error.as_deref(),
+            };
+            let screen = render_live(&census, &series, &status, args.top, args.sort);
             let _ = write!(stdout, "\x1b[H\x1b[2J{screen}");
         } else {
             let _ = stdout.write_all(line.as_bytes());
         }
         let _ = stdout.flush();
-        let next_due = start + args.interval.mul_f64(taken as f64);
-        behind = Instant::now() > next_due;
+        behind = wait_for_next(start, args.interval, taken + skips.total, &stop);
         if behind && !live && !warned_behind {
             eprintln!(
                 "leakspy: note: a census takes longer than --interval ({:?}); sampling back to back",
                 args.interval
             );
             warned_behind = true;
-        }
-        while Instant::now() < next_due && !stop.load(Ordering::SeqCst) {
-            std::thread::sleep((next_due - Instant::now()).min(Duration::from_millis(50)));
         }
     };
     let suspects = series.suspects();
@@ -246,6 +298,7 @@ fn sample(
                 &suspects,
                 &last_findings,
                 ended_because,
+                (skips.total, skips.last_error.as_deref()),
                 (ended_because != "target exited").then_some(process.pid),
             )
         );
@@ -256,6 +309,8 @@ fn sample(
                 pid: process.pid,
                 python_version: process.version.to_string(),
                 samples: taken,
+                skipped: skips.total,
+                last_skip_error: skips.last_error.as_deref(),
                 elapsed_s: start.elapsed().as_secs_f64(),
                 ended_because,
                 suspects,
@@ -265,5 +320,16 @@ fn sample(
         );
     }
     let _ = stdout.flush();
-    Ok(())
+    failure.map_or(Ok(()), Err)
+}
+
+/// Sleeps until the next sample is due (sample `done` + 1 on the schedule), waking early for
+/// Ctrl-C; true if it was already due (the census takes longer than the interval).
+fn wait_for_next(start: Instant, interval: Duration, done: u64, stop: &AtomicBool) -> bool {
+    let next_due = start + interval.mul_f64(done as f64);
+    let behind = Instant::now() > next_due;
+    while Instant::now() < next_due && !stop.load(Ordering::SeqCst) {
+        std::thread::sleep((next_due - Instant::now()).min(Duration::from_millis(50)));
+    }
+    behind
 }

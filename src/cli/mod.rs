@@ -7,18 +7,17 @@ pub mod snapshot;
 pub mod why;
 
 use crate::analysis::findings::findings;
-use crate::cpython::process::PythonProcess;
-use crate::cpython::process::read_error;
+use crate::cpython::process::{PythonProcess, read_error, retry_transient};
 use crate::error::LeakspyError;
 use crate::heap::census::{Census, take_census};
 use crate::heap::graph::build;
 use crate::heap::graph_census::apply_graph;
 use crate::heap::walk::WalkLimits;
-use crate::memory::RemoteMemory;
 use crate::memory::live::LiveProcess;
 use crate::memory::maps::MemoryMap;
 use crate::memory::pause::{CopiedMemory, Pause};
 use crate::memory::proc_info::{ProcessInfo, available_memory, descriptors, memory_split, rss_bytes};
+use crate::memory::{ReadError, RemoteMemory};
 use crate::output::table::human_bytes;
 use std::time::Instant;
 
@@ -62,9 +61,10 @@ pub fn open_target(pid: i32) -> Result<(PythonProcess, LiveProcess), LeakspyErro
     Ok((process, mem))
 }
 
-/// A census with the process's identity attached, as every command records it. With
-/// `pause`, the target's threads are stopped while its writable memory is copied, and the
-/// census is decoded from that copy after they run again.
+/// A census with the process's identity attached, as every command records it. A read that
+/// the running target tore (a list relinked, a freed object followed) is made again, a few
+/// times, before it is an error. With `pause`, the target's threads are stopped while its
+/// writable memory is copied, and the census is decoded from that copy after they run again.
 pub fn take_census_of_process(
     process: &PythonProcess,
     mem: &mut LiveProcess,
@@ -73,23 +73,12 @@ pub fn take_census_of_process(
     all: bool,
 ) -> Result<Census, LeakspyError> {
     let limits = WalkLimits { max_objects };
-    let mut census = if pause {
-        let pid = process.pid;
-        let maps = MemoryMap::read(pid).map_err(|_| LeakspyError::ProcessExited { pid })?;
-        let started = Instant::now();
-        let frozen = Pause::freeze(pid).map_err(|e| read_error(pid, e))?;
-        let copy = CopiedMemory::copy(mem, &maps);
-        hold_pause_for_tests();
-        drop(frozen);
-        let paused_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let mut copy = copy.map_err(|e| read_error(pid, e))?;
-        let mut census = take_census_with(process, &mut copy, limits, all)?;
-        census.consistent = true;
-        census.paused_ms = Some(paused_ms);
-        census
+    let (mut census, retries) = if pause {
+        paused_census(process, mem, limits, all)?
     } else {
-        take_census_with(process, mem, limits, all)?
+        retry_transient(true, |_| take_census_with(process, mem, limits, all))?
     };
+    census.retries = retries;
     census.process = Some(ProcessInfo::read(process.pid));
     if let Some(resources) = census.resources.as_mut() {
         resources.descriptors = descriptors(process.pid);
@@ -97,6 +86,65 @@ pub fn take_census_of_process(
     census.memory = memory_split(process.pid);
     census.findings = findings(&census);
     Ok(census)
+}
+
+/// Pauses taken at most for one `--pause` census.
+const PAUSE_ATTEMPTS: u32 = 4;
+
+/// A census from a copy taken with the target stopped. Nothing changes under the decoding,
+/// but a thread can be stopped between the two writes that relink a list, or while its
+/// collector has objects on a list of its own: the copy then shows a torn link or misses
+/// those objects. Such a copy is taken again (the next pause falls elsewhere), and the
+/// cleanest one is kept.
+fn paused_census(
+    process: &PythonProcess,
+    mem: &mut LiveProcess,
+    limits: WalkLimits,
+    all: bool,
+) -> Result<(Census, u32), LeakspyError> {
+    let pid = process.pid;
+    let mut best: Option<(Census, u32)> = None;
+    for attempt in 0..PAUSE_ATTEMPTS {
+        let started = Instant::now();
+        let frozen = Pause::freeze(pid).map_err(|e| read_error(pid, e))?;
+        // The mappings as they are while stopped: none can appear or go until the threads run.
+        let copy =
+            MemoryMap::read(pid).map_err(|_| ReadError::ProcessGone).and_then(|maps| CopiedMemory::copy(mem, &maps));
+        hold_pause_for_tests();
+        drop(frozen);
+        let paused_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let mut copy = copy.map_err(|e| read_error(pid, e))?;
+        let mut census = match take_census_with(process, &mut copy, limits, all) {
+            Ok(census) => census,
+            Err(e) if e.is_transient() && attempt + 1 < PAUSE_ATTEMPTS => continue,
+            // An earlier copy with a flaw beats none.
+            Err(e) => return best.ok_or(e),
+        };
+        census.consistent = true;
+        census.paused_ms = Some(paused_ms);
+        let flaws = census_flaws(&census);
+        if flaws == 0 {
+            return Ok((census, attempt));
+        }
+        if best.as_ref().is_none_or(|(b, _)| census_flaws(b) > flaws) {
+            best = Some((census, attempt));
+        }
+    }
+    best.ok_or_else(|| LeakspyError::TargetChanged {
+        pid,
+        attempts: PAUSE_ATTEMPTS,
+        detail: "every paused copy read as torn".into(),
+    })
+}
+
+/// How much a census shows of a target caught mid-change: 0 for a clean picture.
+fn census_flaws(census: &Census) -> u64 {
+    census.torn_links
+        + census.broken_lists
+        + census.unreadable_objects
+        + census.skipped_threads
+        + census.skipped_interpreters
+        + u64::from(census.gc_collecting)
 }
 
 /// The heap graph needs about this many bytes per byte of the target's resident memory

@@ -3,7 +3,7 @@
 //! heap explains. Without either: the objects that retain the most memory.
 
 use super::{TargetArgs, open_target, warn_if_graph_may_not_fit};
-use crate::cpython::process::PythonProcess;
+use crate::cpython::process::{PythonProcess, retry_transient};
 use crate::error::LeakspyError;
 use crate::heap::graph::{HeapGraph, Path, Paths, Step, build, render, shortest_paths};
 use crate::heap::retained::Retention;
@@ -83,6 +83,8 @@ struct GraphSummary {
     references: u64,
     frames: u64,
     truncated: bool,
+    /// Threads whose frames could not be read (they exited under the read).
+    skipped_threads: u64,
     ms: f64,
 }
 
@@ -136,7 +138,7 @@ pub fn run(args: WhyArgs) -> Result<(), LeakspyError> {
     let (process, mut mem) = open_target(args.target.resolve()?)?;
     warn_if_graph_may_not_fit(process.pid);
     let started = Instant::now();
-    let graph = build(&process, &mut mem)?;
+    let (graph, _) = retry_transient(true, |_| build(&process, &mut mem))?;
     // Dominators first: their working arrays are gone before the paths' are made.
     let retention = Retention::of(&graph);
     let paths = shortest_paths(&graph);
@@ -146,6 +148,7 @@ pub fn run(args: WhyArgs) -> Result<(), LeakspyError> {
         references: graph.edges_len(),
         frames: graph.frames.len() as u64,
         truncated: graph.truncated,
+        skipped_threads: graph.skipped_threads,
         ms: started.elapsed().as_secs_f64() * 1000.0,
     };
     let mem: &mut dyn RemoteMemory = &mut mem;
@@ -291,13 +294,17 @@ fn retainers(
 fn render_report(r: &WhyReport, max_paths: usize) -> String {
     let g = &r.graph;
     let mut out = format!(
-        "heap graph: {} objects ({} not tracked by the GC), {} references, {} frames; built in {:.0} ms{}\n",
+        "heap graph: {} objects ({} not tracked by the GC), {} references, {} frames; built in {:.0} ms{}{}\n",
         thousands(g.objects),
         thousands(g.untracked),
         thousands(g.references),
         thousands(g.frames),
         g.ms,
-        if g.truncated { " (stopped at the object limit: counts are lower bounds)" } else { "" }
+        if g.truncated { " (stopped at the object limit: counts are lower bounds)" } else { "" },
+        match g.skipped_threads {
+            0 => String::new(),
+            n => format!(" ({n} threads exited under the read: what only their frames held shows as unreachable)"),
+        }
     );
     if let Some(e) = &r.explanation {
         let what = match &r.type_name {

@@ -21,6 +21,8 @@ const MAX_SLOTS: u64 = 1 << 16;
 pub struct StackFrame {
     /// The kernel's thread id where the version records it, else Python's thread ident.
     pub thread: u64,
+    /// Where the frame is: the frame object (3.6-3.10) or the interpreter frame (3.11+).
+    pub addr: u64,
     pub function: String,
     pub file: String,
     pub first_line: u64,
@@ -49,29 +51,39 @@ pub enum SlotKind {
     FLocals,
 }
 
-/// Every frame of every thread of every interpreter, innermost first per thread.
+/// Every frame of every thread of every interpreter, innermost first per thread, and how
+/// many threads were skipped (exited under the read).
 pub fn thread_stacks(
     process: &PythonProcess,
     mem: &mut dyn RemoteMemory,
     interpreters: &[Interpreter],
-) -> Result<Vec<StackFrame>, LeakspyError> {
+) -> Result<(Vec<StackFrame>, u64), LeakspyError> {
     let l = &process.layout;
-    let Some(frames) = &l.frames else { return Ok(Vec::new()) };
-    let err = |e| read_error(process.pid, e);
+    let Some(frames) = &l.frames else { return Ok((Vec::new(), 0)) };
     let mut out = Vec::new();
+    let mut skipped = 0;
     for interp in interpreters {
-        for tstate in process.thread_states(mem, interp)? {
+        let listed = process.thread_states(mem, interp)?;
+        skipped += listed.skipped;
+        for tstate in listed.states {
             let thread = match l.threads.native_thread_id {
                 Some(off) => mem.read_u64(tstate + off as u64),
                 None => mem.read_u64(tstate + l.threads.thread_id as u64),
-            }
-            .map_err(err)?;
+            };
+            let thread = match thread {
+                Ok(thread) => thread,
+                Err(ReadError::Unmapped { .. }) => {
+                    skipped += 1;
+                    continue;
+                }
+                Err(e) => return Err(read_error(process.pid, e)),
+            };
             // A frame that cannot be read (the thread moved on mid-read) ends that thread's
             // stack, not the whole answer.
             let _ = read_stack(mem, l, frames, tstate, thread, &mut out);
         }
     }
-    Ok(out)
+    Ok((out, skipped))
 }
 
 fn read_stack(
@@ -115,7 +127,7 @@ fn read_stack(
                 Some(_) => Vec::new(),
                 None => interpreter_frame_slots(mem, l, frames, frame, code)?,
             };
-            out.push(StackFrame { thread, function, file, first_line, frame_object, slots });
+            out.push(StackFrame { thread, addr: frame, function, file, first_line, frame_object, slots });
         }
         frame = next;
     }

@@ -11,10 +11,13 @@ use crate::memory::{ReadError, RemoteMemory};
 const DEBUG_COOKIE: &[u8; 8] = b"xdebugpy";
 /// More interpreters than this in one process means the list is corrupt or we misread it.
 const MAX_INTERPRETERS: usize = 4096;
-/// How often a GC list head is re-read before a layout is rejected.
+/// How often a GC list head or a thread list is re-read before a layout is rejected.
 const PROBE_ATTEMPTS: usize = 20;
-/// Threads to step through when checking that an interpreter's threads point back to it.
-const MAX_THREADS_CHECKED: usize = 64;
+/// How often a whole read (finding the interpreter, a census, the heap graph) is made
+/// again when the target changed under it: 2 to 32 ms apart, 62 ms of waiting in all.
+const READ_ATTEMPTS: u32 = 6;
+/// How often a census re-reads a list that broke under the read (interpreters, threads).
+const LIST_ATTEMPTS: usize = 5;
 /// Threads listed per interpreter; more means a corrupt list.
 const MAX_THREADS: usize = 10_000;
 
@@ -33,6 +36,29 @@ pub struct PythonProcess {
 pub struct Interpreter {
     pub addr: u64,
     pub id: i64,
+}
+
+/// The interpreters of a process as read now; `skipped` is 1 when the list broke under
+/// every read (an interpreter created or torn down meanwhile) and its rest was left out.
+#[derive(Debug, Clone)]
+pub struct Interpreters {
+    pub interpreters: Vec<Interpreter>,
+    pub skipped: u64,
+}
+
+/// The thread states of one interpreter as read now; `skipped` is 1 when the list broke
+/// under every read (threads exiting meanwhile) and its rest was left out.
+#[derive(Debug, Clone, Default)]
+pub struct ThreadStates {
+    pub states: Vec<u64>,
+    pub skipped: u64,
+}
+
+#[derive(Debug, Default)]
+struct ThreadList {
+    states: Vec<u64>,
+    /// The read reached the end of the list.
+    complete: bool,
 }
 
 /// One GC generation list to walk.
@@ -63,14 +89,22 @@ pub fn read_error(pid: i32, e: ReadError) -> LeakspyError {
         ReadError::Denied(err) => {
             LeakspyError::PermissionDenied { pid, detail: err.to_string(), ptrace_scope: ptrace_scope() }
         }
-        other => LeakspyError::Other(anyhow::anyhow!("reading process {pid}: {other}")),
+        unmapped @ ReadError::Unmapped { .. } => {
+            LeakspyError::TargetChanged { pid, attempts: 1, detail: unmapped.to_string() }
+        }
+        io @ ReadError::Io(_) => LeakspyError::Other(anyhow::anyhow!("reading process {pid}: {io}")),
     }
 }
 
 impl PythonProcess {
     /// Identifies the target: does it exist, may we read it, is it CPython, which version.
     pub fn inspect(pid: i32, mem: &mut dyn RemoteMemory) -> Result<PythonProcess, LeakspyError> {
-        match Self::inspect_running(pid, mem) {
+        let inspected = retry_transient(mem.changes_under_reads(), |_| {
+            mem.invalidate();
+            Self::inspect_running(pid, mem)
+        })
+        .map(|(process, _)| process);
+        match inspected {
             // A process that exits while we look at it fails in many odd ways (files gone,
             // maps half-read); say what really happened.
             Err(LeakspyError::NotPython { .. } | LeakspyError::LayoutMismatch { .. } | LeakspyError::Other(_))
@@ -138,24 +172,26 @@ impl PythonProcess {
         LeakspyError::LayoutMismatch { pid: self.pid, version: self.version.to_string(), detail }
     }
 
-    /// Checks the layout against the target: its own `_Py_DebugOffsets` (3.13+), a valid
-    /// interpreter list, and GC list heads that link back to themselves. The last catches
-    /// changes the debug offsets do not describe (3.13.18 moved the generations by 4 bytes).
+    /// Checks the layout against evidence a running target cannot fake by changing under the
+    /// read: its own `_Py_DebugOffsets` (3.13+), GC list heads that link back to themselves
+    /// (catches changes the debug offsets do not describe: 3.13.18 moved the generations by 4
+    /// bytes), and thread states that point back at their interpreter. The last two are read
+    /// several times: a busy target relinks list heads and frees exiting threads' states all
+    /// the time, but a wrong offset never reads as a consistent link.
     fn verify_layout(&self, mem: &mut dyn RemoteMemory) -> Result<(), LeakspyError> {
         self.check_debug_offsets(mem)?;
-        let interpreters = self.interpreters(mem)?;
-        let states = self.gc_states(mem, &interpreters[..1])?;
+        let listed = self.interpreters(mem)?;
+        let first = &listed.interpreters[0];
+        if !self.threads_point_back(mem, first)? {
+            return Err(self.mismatch(format!(
+                "in {PROBE_ATTEMPTS} reads of the thread list of the interpreter at {:#x}, no thread state \
+                 pointed back to it",
+                first.addr
+            )));
+        }
+        let states = self.gc_states(mem, std::slice::from_ref(first))?;
         for list in states.iter().flat_map(|s| &s.lists) {
-            // In a busy process a list head is relinked all the time; a wrong offset never
-            // links back, so one consistent read out of a few tries is proof enough.
-            let linked = (0..PROBE_ATTEMPTS).any(|attempt| {
-                if attempt > 0 {
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                    mem.invalidate();
-                }
-                self.links_back(mem, list.head)
-            });
-            if !linked {
+            if !self.list_head_links_back(mem, list.head) {
                 return Err(self.mismatch(format!(
                     "the GC list head of generation {} at {:#x} does not link back to itself",
                     list.generation, list.head
@@ -163,6 +199,36 @@ impl PythonProcess {
             }
         }
         Ok(())
+    }
+
+    /// One consistent read of a list head's links out of a few tries is proof enough.
+    fn list_head_links_back(&self, mem: &mut dyn RemoteMemory, head: u64) -> bool {
+        let attempts = if mem.changes_under_reads() { PROBE_ATTEMPTS } else { 1 };
+        (0..attempts).any(|attempt| {
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                mem.invalidate();
+            }
+            self.links_back(mem, head)
+        })
+    }
+
+    /// True if some thread state of `interp`'s list points back at it (or it has none), in
+    /// one of a few fresh reads. A wrong offset gives no such thread in any read; a right one
+    /// gives one in nearly every read, however many threads start and exit meanwhile.
+    fn threads_point_back(&self, mem: &mut dyn RemoteMemory, interp: &Interpreter) -> Result<bool, LeakspyError> {
+        let attempts = if mem.changes_under_reads() { PROBE_ATTEMPTS } else { 1 };
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            mem.invalidate();
+            let read = self.read_thread_list(mem, interp)?;
+            if !read.states.is_empty() || read.complete {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// True if the PyGC_Head at `head` is linked to by its neighbour on either side, as the
@@ -207,8 +273,46 @@ impl PythonProcess {
         }
     }
 
-    /// Every interpreter in the runtime's list, each checked: its threads must point back at it.
-    pub fn interpreters(&self, mem: &mut dyn RemoteMemory) -> Result<Vec<Interpreter>, LeakspyError> {
+    /// Every interpreter in the runtime's list as it is now. An interpreter being created or
+    /// torn down while we read (a sub-interpreter's state freed under the read) does not
+    /// look like one: the list is read again, and what stays unreadable is skipped and
+    /// counted. Fails only when the list cannot be read at all.
+    pub fn interpreters(&self, mem: &mut dyn RemoteMemory) -> Result<Interpreters, LeakspyError> {
+        let attempts = if mem.changes_under_reads() { LIST_ATTEMPTS } else { 1 };
+        let mut best: Option<(Vec<Interpreter>, Option<String>)> = None;
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                mem.invalidate();
+                std::thread::yield_now();
+            }
+            let (found, problem) = self.read_interpreter_list(mem)?;
+            if problem.is_none() && !found.is_empty() {
+                return Ok(Interpreters { interpreters: found, skipped: 0 });
+            }
+            if best.as_ref().is_none_or(|(b, _)| found.len() > b.len()) {
+                best = Some((found, problem));
+            }
+        }
+        let (found, problem) = best.unwrap_or_default();
+        if found.is_empty() {
+            return Err(match problem {
+                // Nothing readable where the list starts, in every read: not a torn read.
+                Some(why) => self.mismatch(format!("the interpreter list does not start with an interpreter: {why}")),
+                None => LeakspyError::NotPython {
+                    pid: self.pid,
+                    detail: "the interpreter list is empty: Python has not started yet or is shutting down".into(),
+                },
+            });
+        }
+        Ok(Interpreters { interpreters: found, skipped: 1 })
+    }
+
+    /// One read of the interpreter list: the interpreters that look like one, and why the
+    /// read stopped early, if it did.
+    fn read_interpreter_list(
+        &self,
+        mem: &mut dyn RemoteMemory,
+    ) -> Result<(Vec<Interpreter>, Option<String>), LeakspyError> {
         let l = &self.layout.interp;
         let head_ptr = match l.head {
             InterpretersHead::Runtime(off) => self.runtime().map(|r| r + off as u64),
@@ -218,74 +322,106 @@ impl PythonProcess {
             pid: self.pid,
             detail: format!("{} lacks the symbol that anchors the interpreter list", self.binary.path),
         })?;
-        let mut addr = mem.read_u64(head_ptr).map_err(|e| read_error(self.pid, e))?;
-        let mut found = Vec::new();
-        while addr != 0 && found.len() < MAX_INTERPRETERS {
-            let problem = match self.interpreter_problem(mem, addr) {
-                Ok(problem) => problem,
-                Err(ReadError::Unmapped { addr, .. }) => Some(format!("{addr:#x} is not readable")),
-                Err(e) => return Err(read_error(self.pid, e)),
-            };
-            if let Some(why) = problem {
-                if found.is_empty() {
-                    return Err(LeakspyError::LayoutMismatch {
-                        pid: self.pid,
-                        version: self.version.to_string(),
-                        detail: format!("the main interpreter at {addr:#x} does not look like one: {why}"),
-                    });
+        let mut found: Vec<Interpreter> = Vec::new();
+        let torn = |e: ReadError| match e {
+            ReadError::Unmapped { addr, .. } => Ok(format!("{addr:#x} is not readable")),
+            other => Err(read_error(self.pid, other)),
+        };
+        let mut addr = match mem.read_u64(head_ptr) {
+            Ok(addr) => addr,
+            Err(e) => return Ok((found, Some(torn(e)?))),
+        };
+        while addr != 0 {
+            if found.len() >= MAX_INTERPRETERS || found.iter().any(|i| i.addr == addr) {
+                return Ok((found, Some(format!("the list loops back to {addr:#x}"))));
+            }
+            let read = (|| -> Result<Option<(i64, u64)>, ReadError> {
+                if !addr.is_multiple_of(8) || !self.looks_like_interpreter(mem, addr)? {
+                    return Ok(None);
                 }
-                // A later interpreter being created or torn down right now: keep what we have.
-                break;
-            }
-            let id = match l.id {
-                Some(off) => mem.read_u64(addr + off as u64).map_err(|e| read_error(self.pid, e))? as i64,
-                None => found.len() as i64,
-            };
-            found.push(Interpreter { addr, id });
-            addr = mem.read_u64(addr + l.next as u64).map_err(|e| read_error(self.pid, e))?;
-            if found.iter().any(|i| i.addr == addr) {
-                break;
+                let id = match l.id {
+                    Some(off) => mem.read_u64(addr + off as u64)? as i64,
+                    None => found.len() as i64,
+                };
+                Ok(Some((id, mem.read_u64(addr + l.next as u64)?)))
+            })();
+            match read {
+                Ok(Some((id, next))) => {
+                    found.push(Interpreter { addr, id });
+                    addr = next;
+                }
+                Ok(None) => return Ok((found, Some(format!("{addr:#x} does not look like an interpreter")))),
+                Err(e) => return Ok((found, Some(torn(e)?))),
             }
         }
-        if found.is_empty() {
-            return Err(LeakspyError::NotPython {
-                pid: self.pid,
-                detail: "the interpreter list is empty: Python has not started yet or is shutting down".into(),
-            });
-        }
-        Ok(found)
+        Ok((found, None))
     }
 
-    /// The thread states of an interpreter, in list order.
-    pub fn thread_states(&self, mem: &mut dyn RemoteMemory, interp: &Interpreter) -> Result<Vec<u64>, LeakspyError> {
-        let l = &self.layout.interp;
-        let err = |e| read_error(self.pid, e);
-        let mut tstate = mem.read_u64(interp.addr + l.threads_head as u64).map_err(err)?;
-        let mut out = Vec::new();
-        while tstate != 0 && out.len() < MAX_THREADS {
-            out.push(tstate);
-            tstate = mem.read_u64(tstate + l.tstate_next as u64).map_err(err)?;
+    /// A cheap check that `addr` holds an interpreter state: its GC list heads link back
+    /// (3.9+, where the GC state is inside the interpreter), else its first thread points back
+    /// at it. Freed or half-built memory passes neither.
+    fn looks_like_interpreter(&self, mem: &mut dyn RemoteMemory, addr: u64) -> Result<bool, ReadError> {
+        let l = &self.layout;
+        if let GcLocation::Interpreter(off) = l.gc.location {
+            let head = addr + (off + l.gc.generations + l.gc.generation_head) as u64;
+            return Ok(self.links_back(mem, head));
         }
-        Ok(out)
+        let first = mem.read_u64(addr + l.interp.threads_head as u64)?;
+        Ok(first == 0 || mem.read_u64(first + l.interp.tstate_interp as u64)? == addr)
     }
 
-    /// Why `addr` is not an interpreter, if it is not: its threads must point back at it.
-    fn interpreter_problem(&self, mem: &mut dyn RemoteMemory, addr: u64) -> Result<Option<String>, ReadError> {
-        let l = &self.layout.interp;
-        if !addr.is_multiple_of(8) || !self.maps.is_readable(addr, 8) {
-            return Ok(Some("not a readable, aligned address".into()));
-        }
-        let mut tstate = mem.read_u64(addr + l.threads_head as u64)?;
-        let mut checked = 0;
-        while tstate != 0 && checked < MAX_THREADS_CHECKED {
-            let back = mem.read_u64(tstate + l.tstate_interp as u64)?;
-            if back != addr {
-                return Ok(Some(format!("its thread {tstate:#x} points to interpreter {back:#x}")));
+    /// The thread states of an interpreter, in list order, as they are now. Threads start and
+    /// exit all the time in servers: a state being unlinked or freed under the read breaks
+    /// the list, which is then read again (fresh, not from the cache); what stays unreadable
+    /// is skipped and counted, never an error.
+    pub fn thread_states(
+        &self,
+        mem: &mut dyn RemoteMemory,
+        interp: &Interpreter,
+    ) -> Result<ThreadStates, LeakspyError> {
+        let attempts = if mem.changes_under_reads() { LIST_ATTEMPTS } else { 1 };
+        let mut best = ThreadList::default();
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                std::thread::yield_now();
             }
-            tstate = mem.read_u64(tstate + l.tstate_next as u64)?;
-            checked += 1;
+            mem.invalidate();
+            let read = self.read_thread_list(mem, interp)?;
+            if read.complete {
+                return Ok(ThreadStates { states: read.states, skipped: 0 });
+            }
+            if read.states.len() >= best.states.len() {
+                best = read;
+            }
         }
-        Ok(None)
+        Ok(ThreadStates { states: best.states, skipped: 1 })
+    }
+
+    /// One read of a thread list: the states that point back at `interp`, up to the first
+    /// that does not (or cannot be read, or was seen before).
+    fn read_thread_list(&self, mem: &mut dyn RemoteMemory, interp: &Interpreter) -> Result<ThreadList, LeakspyError> {
+        let l = &self.layout.interp;
+        let mut list = ThreadList::default();
+        let mut read = || -> Result<(), ReadError> {
+            let mut tstate = mem.read_u64(interp.addr + l.threads_head as u64)?;
+            while tstate != 0 {
+                if list.states.len() >= MAX_THREADS
+                    || !tstate.is_multiple_of(8)
+                    || list.states.contains(&tstate)
+                    || mem.read_u64(tstate + l.tstate_interp as u64)? != interp.addr
+                {
+                    return Ok(());
+                }
+                list.states.push(tstate);
+                tstate = mem.read_u64(tstate + l.tstate_next as u64)?;
+            }
+            list.complete = true;
+            Ok(())
+        };
+        match read() {
+            Ok(()) | Err(ReadError::Unmapped { .. }) => Ok(list),
+            Err(e) => Err(read_error(self.pid, e)),
+        }
     }
 
     /// The GC lists to walk: one state per interpreter from 3.9, one per process before.
@@ -331,6 +467,30 @@ impl PythonProcess {
             states.push(GcState { interpreter_id, base: state, lists, collecting });
         }
         Ok(states)
+    }
+}
+
+/// Reads of a live target that failed only because it changed under them are made again, a
+/// little later each time; `read` gets the attempt number. Returns what the last attempt
+/// gave, with the number of retries it took.
+pub fn retry_transient<T>(
+    changes_under_reads: bool,
+    mut read: impl FnMut(u32) -> Result<T, LeakspyError>,
+) -> Result<(T, u32), LeakspyError> {
+    let attempts = if changes_under_reads { READ_ATTEMPTS } else { 1 };
+    let mut attempt = 0;
+    loop {
+        match read(attempt) {
+            Ok(value) => return Ok((value, attempt)),
+            Err(LeakspyError::TargetChanged { pid, detail, .. }) if attempt + 1 >= attempts => {
+                return Err(LeakspyError::TargetChanged { pid, attempts, detail });
+            }
+            Err(e) if e.is_transient() => {
+                std::thread::sleep(std::time::Duration::from_millis(2 << attempt));
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use super::layout::{GcStatsLayout, GcStatsPlacement};
 use super::objects::{dict_get, read_str, type_name};
 use super::process::{GcState, Interpreter, PythonProcess, read_error};
 use crate::error::LeakspyError;
-use crate::memory::RemoteMemory;
+use crate::memory::{ReadError, RemoteMemory};
 use serde::{Deserialize, Serialize};
 
 /// `gc.garbage` items whose types are listed (the length is always exact).
@@ -68,7 +68,7 @@ pub struct ThreadInfo {
     pub profile: Option<Hook>,
 }
 
-fn i32_at(mem: &mut dyn RemoteMemory, addr: u64) -> Result<i64, crate::memory::ReadError> {
+fn i32_at(mem: &mut dyn RemoteMemory, addr: u64) -> Result<i64, ReadError> {
     Ok(mem.read_u32(addr)? as i32 as i64)
 }
 
@@ -135,7 +135,7 @@ fn stats_entry(
     state: u64,
     stats: &GcStatsLayout,
     generation: usize,
-) -> Result<u64, crate::memory::ReadError> {
+) -> Result<u64, ReadError> {
     Ok(match stats.placement {
         GcStatsPlacement::Array { offset } => state + (offset + generation * stats.entry_size) as u64,
         GcStatsPlacement::Rings { pointer, young_items, young_index, old_items, old_index, old_stride } => {
@@ -156,7 +156,7 @@ fn garbage_from_gc_module(
     process: &PythonProcess,
     mem: &mut dyn RemoteMemory,
     interpreters: &[Interpreter],
-) -> Result<u64, crate::memory::ReadError> {
+) -> Result<u64, ReadError> {
     let c = &process.layout.containers;
     let (Some(main), Some(modules_off)) = (interpreters.first(), c.interp_modules) else { return Ok(0) };
     let modules = mem.read_u64(main.addr + modules_off as u64)?;
@@ -170,7 +170,7 @@ fn list_item_types(
     process: &PythonProcess,
     mem: &mut dyn RemoteMemory,
     list: u64,
-) -> Result<(u64, Vec<(String, u64)>), crate::memory::ReadError> {
+) -> Result<(u64, Vec<(String, u64)>), ReadError> {
     if list == 0 {
         return Ok((0, Vec::new()));
     }
@@ -179,9 +179,18 @@ fn list_item_types(
     let items = mem.read_u64(list + c.list_ob_item as u64)?;
     let mut types: Vec<(String, u64)> = Vec::new();
     for i in 0..len.min(MAX_GARBAGE_ITEMS_READ) {
-        let item = mem.read_u64(items + 8 * i)?;
-        let ob_type = mem.read_u64(item + process.layout.object.ob_type as u64)?;
-        let name = type_name(mem, &process.layout, ob_type)?;
+        // An item removed from the list under the read (the program emptying gc.garbage) is
+        // left out of the per-type counts; the length stays as read.
+        let name = (|| -> Result<String, ReadError> {
+            let item = mem.read_u64(items + 8 * i)?;
+            let ob_type = mem.read_u64(item + process.layout.object.ob_type as u64)?;
+            type_name(mem, &process.layout, ob_type)
+        })();
+        let name = match name {
+            Ok(name) => name,
+            Err(ReadError::Unmapped { .. }) => continue,
+            Err(e) => return Err(e),
+        };
         match types.iter_mut().find(|(n, _)| *n == name) {
             Some((_, count)) => *count += 1,
             None => types.push((name, 1)),
@@ -191,36 +200,47 @@ fn list_item_types(
     Ok((len, types))
 }
 
-/// Every thread of every interpreter, with its hooks.
+/// Every thread of every interpreter, with its hooks, and how many threads were skipped:
+/// threads exit while we read them, and one that is gone by the time its fields are read is
+/// left out, not an error.
 pub fn threads(
     process: &PythonProcess,
     mem: &mut dyn RemoteMemory,
     interpreters: &[Interpreter],
-) -> Result<Vec<ThreadInfo>, LeakspyError> {
+) -> Result<(Vec<ThreadInfo>, u64), LeakspyError> {
     let l = &process.layout;
-    let err = |e| read_error(process.pid, e);
+    let t = &l.threads;
     let mut out = Vec::new();
+    let mut skipped = 0;
     for interp in interpreters {
-        for tstate in process.thread_states(mem, interp)? {
-            let t = &l.threads;
-            let native_thread_id = match t.native_thread_id {
-                Some(off) => Some(mem.read_u64(tstate + off as u64).map_err(err)?),
-                None => None,
-            };
-            let name = native_thread_id
-                .and_then(|tid| std::fs::read_to_string(format!("/proc/{}/task/{tid}/comm", process.pid)).ok())
-                .map(|n| n.trim().to_string());
-            out.push(ThreadInfo {
-                interpreter: interp.id,
-                thread_id: mem.read_u64(tstate + t.thread_id as u64).map_err(err)?,
-                native_thread_id,
-                name,
-                trace: hook(process, mem, tstate, t.c_tracefunc, t.c_traceobj).map_err(err)?,
-                profile: hook(process, mem, tstate, t.c_profilefunc, t.c_profileobj).map_err(err)?,
-            });
+        let listed = process.thread_states(mem, interp)?;
+        skipped += listed.skipped;
+        for tstate in listed.states {
+            let read = (|| -> Result<ThreadInfo, ReadError> {
+                let native_thread_id = match t.native_thread_id {
+                    Some(off) => Some(mem.read_u64(tstate + off as u64)?),
+                    None => None,
+                };
+                let name = native_thread_id
+                    .and_then(|tid| std::fs::read_to_string(format!("/proc/{}/task/{tid}/comm", process.pid)).ok())
+                    .map(|n| n.trim().to_string());
+                Ok(ThreadInfo {
+                    interpreter: interp.id,
+                    thread_id: mem.read_u64(tstate + t.thread_id as u64)?,
+                    native_thread_id,
+                    name,
+                    trace: hook(process, mem, tstate, t.c_tracefunc, t.c_traceobj)?,
+                    profile: hook(process, mem, tstate, t.c_profilefunc, t.c_profileobj)?,
+                })
+            })();
+            match read {
+                Ok(info) => out.push(info),
+                Err(ReadError::Unmapped { .. }) => skipped += 1,
+                Err(e) => return Err(read_error(process.pid, e)),
+            }
         }
     }
-    Ok(out)
+    Ok((out, skipped))
 }
 
 /// A hook is set when its C function pointer is; sys.settrace/setprofile install CPython's
@@ -231,7 +251,7 @@ fn hook(
     tstate: u64,
     func_off: usize,
     obj_off: usize,
-) -> Result<Option<Hook>, crate::memory::ReadError> {
+) -> Result<Option<Hook>, ReadError> {
     if mem.read_u64(tstate + func_off as u64)? == 0 {
         return Ok(None);
     }
@@ -243,11 +263,7 @@ fn hook(
 }
 
 /// "function app.tracing.trace_calls" or just the type for other callables.
-pub fn callable_name(
-    process: &PythonProcess,
-    mem: &mut dyn RemoteMemory,
-    obj: u64,
-) -> Result<String, crate::memory::ReadError> {
+pub fn callable_name(process: &PythonProcess, mem: &mut dyn RemoteMemory, obj: u64) -> Result<String, ReadError> {
     let ob_type = mem.read_u64(obj + process.layout.object.ob_type as u64)?;
     let type_name = type_name(mem, &process.layout, ob_type)?;
     if let (Some(f), "function") = (&process.layout.functions, type_name.as_str()) {

@@ -76,6 +76,16 @@ pub struct Census {
     pub broken_lists: u64,
     /// Objects whose type could not be read (freed or being rewritten during the walk).
     pub unreadable_objects: u64,
+    /// Threads left out of `threads` because they exited (or started) under the read.
+    #[serde(default)]
+    pub skipped_threads: u64,
+    /// Interpreters left out because one was created or torn down under the read.
+    #[serde(default)]
+    pub skipped_interpreters: u64,
+    /// Whole reads started again because the target changed under them (a list head
+    /// relinked, a freed interpreter followed); each retry reads from scratch.
+    #[serde(default)]
+    pub retries: u32,
     /// The walk hit its object limit; counts are a lower bound.
     pub truncated: bool,
     /// A GC collection was running during the read (explains torn links).
@@ -123,6 +133,9 @@ pub struct GraphTotals {
     pub unreachable: u64,
     /// Discovery stopped at the object limit: counts are lower bounds.
     pub truncated: bool,
+    /// Threads whose frames could not be read (they exited under the read).
+    #[serde(default)]
+    pub skipped_threads: u64,
     pub duration_ms: f64,
 }
 
@@ -216,7 +229,8 @@ pub fn take_census(
     // Each census reads the target as it is now, not as an earlier sample saw it.
     mem.invalidate();
     let timestamp = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-    let interpreters = process.interpreters(mem)?;
+    let listed = process.interpreters(mem)?;
+    let interpreters = listed.interpreters;
     let states = process.gc_states(mem, &interpreters)?;
 
     let mut walker = Walker::new(&process.layout, limits);
@@ -240,7 +254,7 @@ pub fn take_census(
 
     let details = read_details(process, mem, &tally.watched);
     let gc = gc_info(process, mem, &interpreters, &states)?;
-    let threads = threads(process, mem, &interpreters)?;
+    let (threads, skipped_threads) = threads(process, mem, &interpreters)?;
     let mut types = tally.types;
     types.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
     Ok(Census {
@@ -260,6 +274,9 @@ pub fn take_census(
         resynced_objects: resynced,
         broken_lists,
         unreadable_objects: tally.unreadable,
+        skipped_threads,
+        skipped_interpreters: listed.skipped,
+        retries: 0,
         truncated,
         gc_collecting: in_collection > 0 || states.iter().any(|s| s.collecting),
         generations,
@@ -298,6 +315,9 @@ pub(crate) mod tests {
             resynced_objects: 0,
             broken_lists: 0,
             unreadable_objects: 0,
+            skipped_threads: 0,
+            skipped_interpreters: 0,
+            retries: 0,
             truncated: false,
             gc_collecting: false,
             generations: Vec::new(),

@@ -226,6 +226,9 @@ pub struct HeapGraph {
     pub roots: Vec<Root>,
     /// Discovery of untracked objects stopped at the object limit.
     pub truncated: bool,
+    /// Threads whose frames could not be read (they exited under the read): what only their
+    /// locals held shows as unreachable.
+    pub skipped_threads: u64,
 }
 
 impl HeapGraph {
@@ -425,7 +428,7 @@ fn mortal_refcount(layout: &ObjectLayout, word: u64) -> u32 {
 pub fn build(process: &PythonProcess, mem: &mut dyn RemoteMemory) -> Result<HeapGraph, LeakspyError> {
     let layout = &process.layout;
     mem.invalidate();
-    let interpreters = process.interpreters(mem)?;
+    let interpreters = process.interpreters(mem)?.interpreters;
     let states = process.gc_states(mem, &interpreters)?;
     let limits = WalkLimits::default();
     let mut found: Vec<(u64, u64, u64)> = Vec::new();
@@ -437,7 +440,7 @@ pub fn build(process: &PythonProcess, mem: &mut dyn RemoteMemory) -> Result<Heap
     }
     found.sort_unstable_by_key(|f| f.0);
     found.dedup_by_key(|f| f.0);
-    let frames = thread_stacks(process, mem, &interpreters)?;
+    let (frames, skipped_threads) = thread_stacks(process, mem, &interpreters)?;
     let stack_frames = frames.iter().filter(|f| f.frame_object.is_none()).count();
 
     // Mappings as they are now: the ones read at attach time miss heap grown since.
@@ -463,6 +466,7 @@ pub fn build(process: &PythonProcess, mem: &mut dyn RemoteMemory) -> Result<Heap
             frames: Vec::new(),
             roots: Vec::new(),
             truncated: false,
+            skipped_threads,
         },
         type_index: FxHashMap::default(),
         name_index: FxHashMap::default(),
@@ -1068,6 +1072,7 @@ pub(crate) mod tests {
             frames: Vec::new(),
             roots: roots.to_vec(),
             truncated: false,
+            skipped_threads: 0,
         }
     }
 

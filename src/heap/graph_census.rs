@@ -57,6 +57,7 @@ pub fn apply_graph(census: &mut Census, graph: &HeapGraph, started: Instant) {
         size_bytes: types.iter().filter_map(|t| t.size_bytes).sum(),
         unreachable,
         truncated: graph.truncated,
+        skipped_threads: graph.skipped_threads,
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
     });
     census.types = types;

@@ -1,6 +1,7 @@
 //! Where bytes come from. Everything above this module asks "give me these bytes at this
 //! address" and does not know whether they come from a live process or (later) a core file.
 
+pub mod faults;
 pub mod live;
 pub mod maps;
 pub mod pause;
@@ -29,6 +30,13 @@ pub trait RemoteMemory {
 
     /// Forgets anything cached, so that the next read sees the target's memory as it is now.
     fn invalidate(&mut self) {}
+
+    /// True if the memory may change between two reads: a running process. A copy taken
+    /// while the target was stopped (or a core file) says false: what reads torn there stays
+    /// torn, so nothing above retries it.
+    fn changes_under_reads(&self) -> bool {
+        true
+    }
 
     fn read_u64(&mut self, addr: u64) -> Result<u64, ReadError> {
         let mut b = [0u8; 8];

@@ -122,6 +122,10 @@ impl<'a> CopiedMemory<'a> {
 }
 
 impl RemoteMemory for CopiedMemory<'_> {
+    fn changes_under_reads(&self) -> bool {
+        false
+    }
+
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
         if let Some((start, data)) = self.regions.range(..=addr).next_back() {
             let offset = (addr - start) as usize;

@@ -24,15 +24,19 @@ fn clock(d: Duration) -> String {
     format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
-pub fn render_live(
-    census: &Census,
-    series: &Series,
-    elapsed: Duration,
-    rss: Option<u64>,
-    behind: bool,
-    top: usize,
-    sort: LiveSort,
-) -> String {
+/// Where sampling stands, for the live view's header.
+pub struct SamplingStatus<'a> {
+    pub elapsed: Duration,
+    pub rss: Option<u64>,
+    /// A census takes longer than the interval.
+    pub behind: bool,
+    /// Samples that could not be taken so far, and the last one's error.
+    pub skipped: u64,
+    pub last_skip: Option<&'a str>,
+}
+
+pub fn render_live(census: &Census, series: &Series, status: &SamplingStatus, top: usize, sort: LiveSort) -> String {
+    let SamplingStatus { elapsed, rss, behind, skipped, last_skip } = *status;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -47,6 +51,9 @@ pub fn render_live(
     );
     if behind {
         let _ = writeln!(out, "note: a census takes longer than --interval; sampling back to back");
+    }
+    if let (1.., Some(error)) = (skipped, last_skip) {
+        let _ = writeln!(out, "note: {skipped} samples skipped so far; the last because: {error}");
     }
     if census.torn_links > 0 {
         let _ =
@@ -95,10 +102,14 @@ pub fn render_summary(
     suspects: &[Suspect],
     findings: &[Finding],
     ended_because: &str,
+    skips: (u64, Option<&str>),
     pid: Option<i32>,
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\nSampling ended ({ended_because}) after {} samples.", series.samples_taken);
+    if let (skipped @ 1.., Some(error)) = skips {
+        let _ = writeln!(out, "{skipped} samples were skipped; the last because: {error}");
+    }
     for f in findings {
         let _ = writeln!(out, "* {}", f.message);
     }

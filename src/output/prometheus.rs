@@ -137,6 +137,7 @@ mod tests {
             size_bytes: 1250,
             unreachable: 0,
             truncated: false,
+            skipped_threads: 0,
             duration_ms: 1.0,
         });
         let text = render(&c, 2);

@@ -252,3 +252,20 @@ pub fn count_suspects(suspects: &Value) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// A CPU-bound process for as long as this lives: the loaded host of production, where
+/// leakspy and its target compete for the cores.
+pub struct CpuHog(Child);
+
+impl CpuHog {
+    pub fn start() -> CpuHog {
+        CpuHog(Command::new("sh").args(["-c", "while :; do :; done"]).spawn().expect("start a CPU hog"))
+    }
+}
+
+impl Drop for CpuHog {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -8,7 +8,9 @@ LeakspyStableCycle instances linked into reference cycles), then starts THREADS 
 daemon threads that allocate and free objects without pause: lists, dicts, LeakspyChurn
 instances, and LeakspyChurnCycle pairs that only the cyclic GC can free, with a low GC
 threshold, so that collections run all the time and objects keep moving between the
-generation lists. It writes the truth {"pid", "python_version", "stable": {TYPE: COUNT}},
+generation lists. One more thread starts short-lived threads without pause, as
+thread-per-request servers, threading.Timer and shrinking thread pools do: thread states are
+created, linked, unlinked and freed all the time while leakspy reads the thread list. It writes the truth {"pid", "python_version", "stable": {TYPE: COUNT}},
 prints READY on stdout and blocks in os.read(0, 1) in the main thread; it exits as soon as
 that returns (a byte on stdin, or stdin closed).
 
@@ -16,7 +18,7 @@ leakspy reads this process while it runs, so its census is not a consistent snap
 tests check that the walk survives the churn (no crash, no endless loop, torn links counted)
 and that the stable types, which nothing frees or allocates after READY, are counted exactly.
 
-Python 3.6 compatible. Uses only sys, gc, os, json and threading, which the Debian -minimal
+Python 3.6 compatible. Uses only sys, gc, os, json, time and threading, which the Debian -minimal
 interpreters have.
 """
 
@@ -25,6 +27,7 @@ import gc
 import os
 import json
 import threading
+import time
 
 N_STABLE = 5000        # LeakspyStable instances, held by a global list
 N_CYCLE_RINGS = 300    # rings of LeakspyStableCycle...
@@ -108,6 +111,29 @@ def churn():
         n += 1
 
 
+def short_lived(n):
+    """A thread's whole life: a little work, a short wait (as a request's I/O would), then
+    exit (its thread state is unlinked and freed)."""
+    scratch = [LeakspyChurn(n + k) for k in range(5)]
+    time.sleep(0.002)
+    del scratch
+
+
+def spawn_threads():
+    """Starts threads that exit at once, forever, a few alive at any time: the thread list
+    changes under every read of it."""
+    n = 0
+    alive = []
+    while True:
+        t = threading.Thread(target=short_lived, args=(n,))
+        t.daemon = True
+        t.start()
+        alive.append(t)
+        if len(alive) >= 16:
+            alive.pop(0).join()
+        n += 1
+
+
 def write_file_atomically(path, data):
     """Writes via a temporary name and a rename, with raw fds: no io objects are created,
     and a reader never sees a half-written truth."""
@@ -150,6 +176,9 @@ def main():
         t = threading.Thread(target=churn, name="leakspy-churn-%d" % i)
         t.daemon = True  # the process exits without waiting for them
         t.start()
+    spawner = threading.Thread(target=spawn_threads, name="leakspy-spawner")
+    spawner.daemon = True
+    spawner.start()
 
     truth = {
         "pid": os.getpid(),

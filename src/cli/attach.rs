@@ -97,7 +97,11 @@ pub fn run_program(args: RunArgs) -> Result<(), LeakspyError> {
         match open_target(pid) {
             Ok(opened) => break Ok(opened),
             Err(e) if child.try_wait().ok().flatten().is_some() => break Err(e),
-            Err(LeakspyError::NotPython { .. } | LeakspyError::LayoutMismatch { .. }) if Instant::now() < deadline => {
+            Err(
+                LeakspyError::NotPython { .. }
+                | LeakspyError::LayoutMismatch { .. }
+                | LeakspyError::TargetChanged { .. },
+            ) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => break Err(e),

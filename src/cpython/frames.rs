@@ -72,7 +72,7 @@ pub fn thread_stacks(
             };
             let thread = match thread {
                 Ok(thread) => thread,
-                Err(ReadError::Unmapped { .. }) => {
+                Err(e) if e.is_torn() => {
                     skipped += 1;
                     continue;
                 }
@@ -106,10 +106,10 @@ fn read_stack(
             }
         }
     };
-    // Counts every frame followed, shims included, so that a torn `previous` loop ends.
-    let mut followed = 0;
-    while frame != 0 && followed < MAX_DEPTH {
-        followed += 1;
+    // Every frame followed, shims included: a `previous` link back to one of them is a torn
+    // (or crafted) loop, and the stack ends there.
+    let mut followed = rustc_hash::FxHashSet::default();
+    while frame != 0 && followed.len() < MAX_DEPTH && followed.insert(frame) {
         let (code, next, frame_object) = match *frames {
             FrameLayout::Objects { f_back, f_code, .. } => {
                 (mem.read_u64(frame + f_code as u64)?, mem.read_u64(frame + f_back as u64)?, Some(frame))

@@ -8,6 +8,8 @@ use crate::memory::{ReadError, RemoteMemory, u32_at, u64_at};
 /// PyType_FromSpec), so its qualified name and module live in the type object and its dict
 /// rather than in the C string tp_name. The bit has not changed since Python 2.
 const TPFLAGS_HEAPTYPE: u64 = 1 << 9;
+/// Py_TPFLAGS_TYPE_SUBCLASS: set on `type` and every metaclass since 3.0.
+const TPFLAGS_TYPE_SUBCLASS: u64 = 1 << 31;
 /// Py_TPFLAGS_UNICODE_SUBCLASS: set on str and its subclasses since 3.0; checked before a
 /// pointer is decoded as a str, since a dict value can be anything.
 const TPFLAGS_UNICODE_SUBCLASS: u64 = 1 << 28;
@@ -16,18 +18,30 @@ const TPFLAGS_UNICODE_SUBCLASS: u64 = 1 << 28;
 const MAX_NAME_CHARS: u64 = 4096;
 /// More entries than this (4M, ~100 MB of entries) is a torn pointer, not a dict.
 const MAX_DICT_ENTRIES: u64 = 1 << 22;
+/// Entries of a class namespace searched for `__module__` and `__sizeof__`: a class body
+/// puts `__module__` first, and `type()` appends it after the given namespace, which is
+/// small in practice.
+pub const NAMESPACE_LOOKUP_ENTRIES: u64 = 1024;
+/// Entries of `sys.modules` searched for a module.
+pub const MODULES_LOOKUP_ENTRIES: u64 = 1 << 16;
 
 /// The name under which a type is reported everywhere: `qualname` for builtins, else
 /// `module.qualname`, the way Python code would spell it.
 pub fn type_name(mem: &mut dyn RemoteMemory, layout: &Layout, type_addr: u64) -> Result<String, ReadError> {
     let t = &layout.type_;
+    // A type's own type is `type` or a metaclass: its flags say so. Anything else behind an
+    // object's ob_type is a freed object's garbage or a crafted pointer, not a name to report.
+    let metatype = mem.read_u64(type_addr + layout.object.ob_type as u64)?;
+    if metatype == 0 || mem.read_u64(metatype + t.tp_flags as u64)? & TPFLAGS_TYPE_SUBCLASS == 0 {
+        return Err(ReadError::Implausible { addr: type_addr, what: "a type object" });
+    }
     let flags = mem.read_u64(type_addr + t.tp_flags as u64)?;
     if flags & TPFLAGS_HEAPTYPE != 0 {
         let qualname_ptr = mem.read_u64(type_addr + t.ht_qualname as u64)?;
         let qualname = read_str(mem, layout, qualname_ptr)?;
         if let Some(qualname) = qualname {
             let dict = mem.read_u64(type_addr + t.tp_dict as u64)?;
-            let module = dict_get_str(mem, layout, dict, "__module__")?;
+            let module = dict_get_str(mem, layout, dict, "__module__", NAMESPACE_LOOKUP_ENTRIES)?;
             return Ok(match module {
                 Some(module) if module != "builtins" => format!("{module}.{qualname}"),
                 _ => qualname,
@@ -36,7 +50,8 @@ pub fn type_name(mem: &mut dyn RemoteMemory, layout: &Layout, type_addr: u64) ->
     }
     // Static types: tp_name is "module.qualname", or just the name for builtins.
     let name_ptr = mem.read_u64(type_addr + t.tp_name as u64)?;
-    let name = mem.read_c_string(name_ptr, 512)?.ok_or(ReadError::Unmapped { addr: name_ptr, len: 512 })?;
+    let name =
+        mem.read_c_string(name_ptr, 512)?.ok_or(ReadError::Implausible { addr: name_ptr, what: "a type name" })?;
     Ok(name.strip_prefix("builtins.").map(str::to_string).unwrap_or(name))
 }
 
@@ -144,13 +159,23 @@ pub fn code_location(mem: &mut dyn RemoteMemory, l: &Layout, code: u64) -> Resul
 /// (key, value) object pointers of a dict, combined or split (instance dicts sharing their
 /// keys keep the values in a separate array).
 pub fn dict_entries(mem: &mut dyn RemoteMemory, layout: &Layout, dict: u64) -> Result<Vec<(u64, u64)>, ReadError> {
+    dict_entries_upto(mem, layout, dict, MAX_DICT_ENTRIES)
+}
+
+/// The first `max` entries of a dict, for lookups that expect their key early.
+fn dict_entries_upto(
+    mem: &mut dyn RemoteMemory,
+    layout: &Layout,
+    dict: u64,
+    max: u64,
+) -> Result<Vec<(u64, u64)>, ReadError> {
     if dict == 0 {
         return Ok(Vec::new());
     }
     let d = &layout.dict;
     let keys = mem.read_u64(dict + d.ma_keys as u64)?;
     let values = mem.read_u64(dict + d.ma_values as u64)?;
-    let entries = keys_entries(mem, layout, keys)?;
+    let entries = keys_entries_upto(mem, layout, keys, max)?;
     if values == 0 {
         return Ok(entries.into_iter().filter(|(k, v)| *k != 0 && *v != 0).collect());
     }
@@ -172,6 +197,15 @@ pub fn split_values(
 /// (key, value) pointers of the entries of a dict-keys object, in insertion order; values are
 /// NULL in split keys.
 pub fn keys_entries(mem: &mut dyn RemoteMemory, layout: &Layout, keys: u64) -> Result<Vec<(u64, u64)>, ReadError> {
+    keys_entries_upto(mem, layout, keys, MAX_DICT_ENTRIES)
+}
+
+fn keys_entries_upto(
+    mem: &mut dyn RemoteMemory,
+    layout: &Layout,
+    keys: u64,
+    max: u64,
+) -> Result<Vec<(u64, u64)>, ReadError> {
     if keys == 0 {
         return Ok(Vec::new());
     }
@@ -206,21 +240,23 @@ pub fn keys_entries(mem: &mut dyn RemoteMemory, layout: &Layout, keys: u64) -> R
         return Ok(Vec::new());
     }
     let entries_at = keys + d.dk_indices as u64 + index_bytes;
-    let mut raw = vec![0u8; (nentries * entry_size) as usize];
-    mem.read(entries_at, &mut raw)?;
+    let raw = mem.read_claimed(entries_at, nentries.min(max) * entry_size)?;
     // Both entry formats end with (key, value): {hash, key, value} or {key, value}.
     let key_at = entry_size as usize - 16;
     Ok(raw.chunks_exact(entry_size as usize).map(|e| (u64_at(e, key_at), u64_at(e, key_at + 8))).collect())
 }
 
-/// The object stored under the str key `wanted`, if any.
+/// The object stored under the str key `wanted` among the first `max` entries, if any. Str
+/// hashes are salted per process, so a lookup from outside is a scan; the bound keeps a dict
+/// that claims millions of entries from costing more than the few that real lookups need.
 pub fn dict_get(
     mem: &mut dyn RemoteMemory,
     layout: &Layout,
     dict: u64,
     wanted: &str,
+    max: u64,
 ) -> Result<Option<u64>, ReadError> {
-    for (key, value) in dict_entries(mem, layout, dict)? {
+    for (key, value) in dict_entries_upto(mem, layout, dict, max)? {
         if read_str(mem, layout, key)?.as_deref() == Some(wanted) {
             return Ok(Some(value));
         }
@@ -228,14 +264,15 @@ pub fn dict_get(
     Ok(None)
 }
 
-/// The str value stored under the str key `wanted`, if any.
+/// The str value stored under the str key `wanted` among the first `max` entries, if any.
 pub fn dict_get_str(
     mem: &mut dyn RemoteMemory,
     layout: &Layout,
     dict: u64,
     wanted: &str,
+    max: u64,
 ) -> Result<Option<String>, ReadError> {
-    match dict_get(mem, layout, dict, wanted)? {
+    match dict_get(mem, layout, dict, wanted, max)? {
         Some(value) => read_str(mem, layout, value),
         None => Ok(None),
     }

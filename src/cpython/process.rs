@@ -89,8 +89,8 @@ pub fn read_error(pid: i32, e: ReadError) -> LeakspyError {
         ReadError::Denied(err) => {
             LeakspyError::PermissionDenied { pid, detail: err.to_string(), ptrace_scope: ptrace_scope() }
         }
-        unmapped @ ReadError::Unmapped { .. } => {
-            LeakspyError::TargetChanged { pid, attempts: 1, detail: unmapped.to_string() }
+        torn @ (ReadError::Unmapped { .. } | ReadError::Implausible { .. }) => {
+            LeakspyError::TargetChanged { pid, attempts: 1, detail: torn.to_string() }
         }
         io @ ReadError::Io(_) => LeakspyError::Other(anyhow::anyhow!("reading process {pid}: {io}")),
     }
@@ -324,7 +324,7 @@ impl PythonProcess {
         })?;
         let mut found: Vec<Interpreter> = Vec::new();
         let torn = |e: ReadError| match e {
-            ReadError::Unmapped { addr, .. } => Ok(format!("{addr:#x} is not readable")),
+            torn if torn.is_torn() => Ok(torn.to_string()),
             other => Err(read_error(self.pid, other)),
         };
         let mut addr = match mem.read_u64(head_ptr) {
@@ -419,7 +419,8 @@ impl PythonProcess {
             Ok(())
         };
         match read() {
-            Ok(()) | Err(ReadError::Unmapped { .. }) => Ok(list),
+            Ok(()) => Ok(list),
+            Err(e) if e.is_torn() => Ok(list),
             Err(e) => Err(read_error(self.pid, e)),
         }
     }

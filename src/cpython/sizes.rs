@@ -8,7 +8,7 @@
 //! where CPython counts it, or not at all.
 
 use super::layout::{DictKeysFormat, FrameLayout, Layout, SizesLayout};
-use super::objects::{StrHeader, dict_get_str, str_header, type_name};
+use super::objects::{NAMESPACE_LOOKUP_ENTRIES, StrHeader, dict_get_str, str_header, type_name};
 use crate::memory::{ReadError, RemoteMemory};
 
 const TPFLAGS_HEAPTYPE: u64 = 1 << 9;
@@ -67,7 +67,7 @@ pub fn size_rule(mem: &mut dyn RemoteMemory, layout: &Layout, bases: &[u64]) -> 
         // Another type defining __sizeof__ (object's, an extension's, a Python method): the
         // default is what leakspy can compute.
         let dict = mem.read_u64(t + layout.type_.tp_dict as u64)?;
-        if dict_get_str(mem, layout, dict, "__sizeof__")?.is_some() {
+        if dict_get_str(mem, layout, dict, "__sizeof__", NAMESPACE_LOOKUP_ENTRIES)?.is_some() {
             return Ok(SizeRule::Default);
         }
     }

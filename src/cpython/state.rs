@@ -3,7 +3,7 @@
 //! of leaks, and each can be read from outside.
 
 use super::layout::{GcStatsLayout, GcStatsPlacement};
-use super::objects::{dict_get, read_str, type_name};
+use super::objects::{MODULES_LOOKUP_ENTRIES, dict_get, read_str, type_name};
 use super::process::{GcState, Interpreter, PythonProcess, read_error};
 use crate::error::LeakspyError;
 use crate::memory::{ReadError, RemoteMemory};
@@ -160,9 +160,9 @@ fn garbage_from_gc_module(
     let c = &process.layout.containers;
     let (Some(main), Some(modules_off)) = (interpreters.first(), c.interp_modules) else { return Ok(0) };
     let modules = mem.read_u64(main.addr + modules_off as u64)?;
-    let Some(gc_module) = dict_get(mem, &process.layout, modules, "gc")? else { return Ok(0) };
+    let Some(gc_module) = dict_get(mem, &process.layout, modules, "gc", MODULES_LOOKUP_ENTRIES)? else { return Ok(0) };
     let namespace = mem.read_u64(gc_module + c.module_dict as u64)?;
-    Ok(dict_get(mem, &process.layout, namespace, "garbage")?.unwrap_or(0))
+    Ok(dict_get(mem, &process.layout, namespace, "garbage", MODULES_LOOKUP_ENTRIES)?.unwrap_or(0))
 }
 
 /// The length of a list object and its items per type name (from the first items).
@@ -188,7 +188,7 @@ fn list_item_types(
         })();
         let name = match name {
             Ok(name) => name,
-            Err(ReadError::Unmapped { .. }) => continue,
+            Err(e) if e.is_torn() => continue,
             Err(e) => return Err(e),
         };
         match types.iter_mut().find(|(n, _)| *n == name) {
@@ -235,7 +235,7 @@ pub fn threads(
             })();
             match read {
                 Ok(info) => out.push(info),
-                Err(ReadError::Unmapped { .. }) => skipped += 1,
+                Err(e) if e.is_torn() => skipped += 1,
                 Err(e) => return Err(read_error(process.pid, e)),
             }
         }

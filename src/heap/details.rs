@@ -123,7 +123,7 @@ pub fn read_details(process: &PythonProcess, mem: &mut dyn RemoteMemory, watched
                 let func_type = mem.read_u64(func + process.layout.object.ob_type as u64)?;
                 if Some(func_type) != watched.function_type {
                     // A bound built-in or callable object: no code to group by.
-                    return Err(ReadError::Unmapped { addr: func, len: 0 });
+                    return Err(ReadError::Implausible { addr: func, what: "a Python function" });
                 }
                 let code = mem.read_u64(func + f.func_code as u64)?;
                 ensure_group(&mut groups, mem, process, f, func, code)?;

@@ -22,6 +22,7 @@ use crate::cpython::process::{PythonProcess, read_error};
 use crate::cpython::sizes::{SizeClass, SizeRule, shallow_size, size_rule};
 use crate::error::LeakspyError;
 use crate::memory::maps::MemoryMap;
+use crate::memory::proc_info::rss_bytes;
 use crate::memory::{ReadError, RemoteMemory, u64_at};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
@@ -35,6 +36,13 @@ const TPFLAGS_DICT: u64 = 1 << 29;
 const TPFLAGS_TYPE: u64 = 1 << 31;
 /// Items read from one container: more is a torn length.
 const MAX_ITEMS: u64 = 1 << 26;
+/// Containers' item arrays may add up to this many times the target's resident memory (at
+/// least `MIN_CLAIMS_BASE`): real ones add up to less than it (shared keys of split dicts
+/// are read once per instance, the reason for the margin).
+const CLAIMS_PER_TARGET_BYTE: u64 = 4;
+const MIN_CLAIMS_BASE: u64 = 64 << 20;
+/// What one dict entry counts against the budget (hash, key, value).
+const DICT_ENTRY_BYTES: u64 = 24;
 /// Bytes of one object scanned conservatively: the exact kinds cover the big containers.
 const MAX_SCAN: u64 = 4096;
 /// A refcount above this is a word that is not an object's header (a hash, a pointer).
@@ -324,9 +332,33 @@ struct Builder<'a> {
     /// Addresses already found not to be objects.
     rejected: AddressSet,
     max_nodes: usize,
+    /// Bytes that containers' item arrays may still take. Each real array is the target's
+    /// own memory, read once; containers whose sizes add up to far more than the target holds
+    /// are crafted (or torn), and past this budget their items are not read, so that the
+    /// graph costs in proportion to the target's memory, not to what its objects claim.
+    claims_left: u64,
 }
 
 impl Builder<'_> {
+    /// Takes `bytes` of item arrays out of the budget; false (and the graph marked
+    /// truncated) when they do not fit.
+    fn claim(&mut self, bytes: u64) -> bool {
+        if bytes > self.claims_left {
+            self.graph.truncated = true;
+            return false;
+        }
+        self.claims_left -= bytes;
+        true
+    }
+
+    /// A container's item array of `count` words, if the budget allows.
+    fn items(&mut self, mem: &mut dyn RemoteMemory, addr: u64, count: u64) -> Result<Vec<u64>, ReadError> {
+        if count > MAX_ITEMS || !self.claim(count * 8) {
+            return Ok(Vec::new());
+        }
+        mem.read_words(addr, count as usize)
+    }
+
     fn type_id(&mut self, mem: &mut dyn RemoteMemory, type_addr: u64) -> u32 {
         if let Some(&i) = self.type_index.get(&type_addr) {
             return i;
@@ -473,6 +505,8 @@ pub fn build(process: &PythonProcess, mem: &mut dyn RemoteMemory) -> Result<Heap
         field_index: FxHashMap::default(),
         rejected: AddressSet::default(),
         max_nodes: (limits.max_objects as usize).max(found.len() * 4),
+        claims_left: CLAIMS_PER_TARGET_BYTE
+            * rss_bytes(process.pid).unwrap_or_else(|| maps.writable_bytes()).max(MIN_CLAIMS_BASE),
     };
     let frame_type = b.graph.types.len() as u32;
     b.graph.types.push(Rc::new(TypeInfo::synthetic("<frame>".into(), Kind::StackFrame)));
@@ -646,14 +680,6 @@ fn members(mem: &mut dyn RemoteMemory, layout: &Layout, type_addr: u64) -> Resul
     Ok(out)
 }
 
-/// The words of an item array, none if the count is a torn length.
-fn read_words(mem: &mut dyn RemoteMemory, addr: u64, count: u64) -> Result<Vec<u64>, ReadError> {
-    if count > MAX_ITEMS {
-        return Ok(Vec::new());
-    }
-    mem.read_words(addr, count as usize)
-}
-
 /// The references of node `i`, as (address, label, owned).
 fn references(
     mem: &mut dyn RemoteMemory,
@@ -670,18 +696,22 @@ fn references(
         Kind::List => {
             let n = ob_size(mem)?;
             let items = mem.read_u64(obj + layout.containers.list_ob_item as u64)?;
-            for (k, item) in read_words(mem, items, n)?.into_iter().enumerate() {
+            for (k, item) in b.items(mem, items, n)?.into_iter().enumerate() {
                 out.push((item, Label::Index(k as u32), true));
             }
         }
         Kind::Tuple => {
             let n = ob_size(mem)?;
-            for (k, item) in read_words(mem, obj + g.tuple_ob_item as u64, n)?.into_iter().enumerate() {
+            for (k, item) in b.items(mem, obj + g.tuple_ob_item as u64, n)?.into_iter().enumerate() {
                 out.push((item, Label::Index(k as u32), true));
             }
         }
         Kind::Dict => {
-            for (key, value) in dict_entries(mem, layout, obj)? {
+            let entries = dict_entries(mem, layout, obj)?;
+            if !b.claim(entries.len() as u64 * DICT_ENTRY_BYTES) {
+                return Ok(());
+            }
+            for (key, value) in entries {
                 out.push((key, Label::DictKey, true));
                 out.push((value, Label::Key(b.name_id(key)), true));
             }
@@ -689,7 +719,7 @@ fn references(
         Kind::Set => {
             let mask = mem.read_u64(obj + g.set_mask as u64)?;
             let table = mem.read_u64(obj + g.set_table as u64)?;
-            let words = read_words(mem, table, (mask + 1) * (g.set_entry_size as u64 / 8))?;
+            let words = b.items(mem, table, mask.saturating_add(1).saturating_mul(g.set_entry_size as u64 / 8))?;
             for entry in words.chunks_exact(g.set_entry_size / 8) {
                 out.push((entry[0], Label::Member, true));
             }
@@ -789,7 +819,11 @@ fn attributes(
         _ => 0,
     };
     if dict != 0 {
-        for (key, value) in dict_entries(mem, layout, dict)? {
+        let entries = dict_entries(mem, layout, dict)?;
+        if !b.claim(entries.len() as u64 * DICT_ENTRY_BYTES) {
+            return Ok(());
+        }
+        for (key, value) in entries {
             out.push((value, Label::Attr(b.name_id(key)), false));
         }
         // The dict itself is what the instance references (and what counts in refcounts);
@@ -822,7 +856,7 @@ fn scan(
     if size <= header {
         return Ok(());
     }
-    let words = read_words(mem, obj + header, (size - header) / 8)?;
+    let words = mem.read_words(obj + header, ((size - header) / 8) as usize)?;
     for (k, word) in words.into_iter().enumerate() {
         let offset = header + 8 * k as u64;
         if word == 0 || word & 7 != 0 || skip.iter().any(|r| r.contains(&offset)) {

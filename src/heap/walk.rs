@@ -162,7 +162,7 @@ impl<'a> Walker<'a> {
         }
         match mem.read(current, buf) {
             Ok(()) => {}
-            Err(ReadError::Unmapped { .. }) => {
+            Err(e) if e.is_torn() => {
                 self.stats.torn_links += 1;
                 return Ok(Step::Broken);
             }

@@ -79,6 +79,10 @@ impl<M: RemoteMemory> RemoteMemory for FaultyMemory<M> {
     fn changes_under_reads(&self) -> bool {
         self.inner.changes_under_reads()
     }
+
+    fn populated(&mut self, addr: u64, len: u64) -> Option<bool> {
+        self.inner.populated(addr, len)
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! block needs the byte count of a partial read (a block may end in an unmapped page), which
 //! the wrappers turn into an error.
 
-use super::{ReadError, RemoteMemory};
+use super::{ReadError, RemoteMemory, u64_at};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -31,6 +31,9 @@ pub struct LiveProcess {
     pid: i32,
     blocks: Vec<Block>,
     mem_file: Option<File>,
+    /// /proc/PID/pagemap, opened the first time a large claimed range is checked; `None`
+    /// inside when it cannot be opened (then claims are not checked).
+    pagemap: Option<Option<File>>,
     /// Set once process_vm_readv turns out to be unavailable (ENOSYS, or EPERM under some
     /// seccomp profiles), so that every later read goes straight to /proc/PID/mem.
     use_mem_file: bool,
@@ -45,7 +48,7 @@ impl LiveProcess {
         let blocks = (0..blocks.max(1))
             .map(|_| Block { addr: u64::MAX, valid: 0, data: Vec::new().into_boxed_slice() })
             .collect();
-        LiveProcess { pid, blocks, mem_file: None, use_mem_file: false }
+        LiveProcess { pid, blocks, mem_file: None, pagemap: None, use_mem_file: false }
     }
 
     /// Sizes the cache to a quarter of the target's writable memory (within the default
@@ -93,7 +96,32 @@ impl LiveProcess {
     }
 }
 
+/// x86_64's page size, the only one leakspy reads.
+const PAGE_SIZE: u64 = 4096;
+/// Pagemap entry bits: the page is in memory, or in swap (either way the target wrote it).
+const PAGEMAP_PRESENT: u64 = 1 << 63;
+const PAGEMAP_SWAPPED: u64 = 1 << 62;
+
 impl RemoteMemory for LiveProcess {
+    /// From /proc/PID/pagemap, 8 bytes per page: whether each page is present or swapped.
+    /// A page neither was never written: an anonymous mapping reads there as zeros.
+    fn populated(&mut self, addr: u64, len: u64) -> Option<bool> {
+        let pid = self.pid;
+        let file = self.pagemap.get_or_insert_with(|| File::open(format!("/proc/{pid}/pagemap")).ok()).as_ref()?;
+        let (first, end) = (addr / PAGE_SIZE, addr.checked_add(len)?.div_ceil(PAGE_SIZE));
+        let mut entries = vec![0u8; 8 * 4096];
+        let mut page = first;
+        while page < end {
+            let n = ((end - page) as usize).min(entries.len() / 8);
+            file.read_exact_at(&mut entries[..8 * n], page * 8).ok()?;
+            if entries[..8 * n].chunks_exact(8).any(|e| u64_at(e, 0) & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED) == 0) {
+                return Some(false);
+            }
+            page += n as u64;
+        }
+        Some(true)
+    }
+
     fn invalidate(&mut self) {
         for block in &mut self.blocks {
             block.addr = u64::MAX;
@@ -201,6 +229,38 @@ mod tests {
         mem.read(base + 48, &mut buf).unwrap();
         let start = (base - data.as_ptr() as u64) as usize + 48;
         assert_eq!(&buf[..], &data[start..start + 16]);
+    }
+
+    #[test]
+    fn claims_over_memory_never_written_are_refused_before_anything_is_allocated() {
+        // 8 MiB reserved, one page written: what a crafted or torn length over an untouched
+        // mapping looks like.
+        let len = 8 << 20;
+        // SAFETY: a fresh private anonymous mapping, unmapped below; only its first page is
+        // written, through the pointer mmap returned.
+        let base = unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            *(p as *mut u8) = 7;
+            p as u64
+        };
+        let mut mem = LiveProcess::new(std::process::id() as i32);
+        assert_eq!(mem.populated(base, PAGE_SIZE), Some(true));
+        assert_eq!(mem.populated(base, len as u64), Some(false));
+        assert!(matches!(mem.read_claimed(base, len as u64), Err(ReadError::Implausible { .. })));
+        // Small claims are read without the check, and real ones pass it.
+        assert_eq!(mem.read_claimed(base, 16).unwrap()[0], 7);
+        let real = vec![1u8; 4 << 20];
+        assert_eq!(mem.read_claimed(real.as_ptr() as u64, real.len() as u64).unwrap(), real);
+        // SAFETY: unmaps the mapping made above, which nothing else refers to.
+        unsafe { libc::munmap(base as *mut libc::c_void, len) };
     }
 
     #[test]

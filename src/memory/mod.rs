@@ -16,12 +16,31 @@ use std::io;
 pub enum ReadError {
     #[error("address {addr:#x} (+{len}) is not readable in the target")]
     Unmapped { addr: u64, len: usize },
+    /// Readable, but not what it claims to be: a pointer to something that is not a type, a
+    /// length over memory the target never wrote. Torn or corrupt, like an unmapped address.
+    #[error("the data at {addr:#x} is not {what} (torn or corrupt)")]
+    Implausible { addr: u64, what: &'static str },
     #[error("the target process is gone")]
     ProcessGone,
     #[error("reading the target's memory was denied: {0}")]
     Denied(io::Error),
     #[error("reading the target's memory failed: {0}")]
     Io(io::Error),
+}
+
+/// Claimed ranges larger than this have their pages checked before they are read.
+const CHECK_POPULATED_ABOVE: u64 = 1 << 20;
+/// No single object claims more than this (16 GiB): a list of two billion items.
+const MAX_CLAIMED_BYTES: u64 = 1 << 34;
+const CLAIMED_PIECE: usize = 1 << 20;
+
+impl ReadError {
+    /// True if the target's data could not be trusted at this moment (a stale or corrupt
+    /// pointer, a torn length): skip it or read again. False for what ends the read: the
+    /// process gone, access denied, an I/O failure.
+    pub fn is_torn(&self) -> bool {
+        matches!(self, ReadError::Unmapped { .. } | ReadError::Implausible { .. })
+    }
 }
 
 /// A source of target memory. `&mut self` because real sources cache.
@@ -56,10 +75,36 @@ pub trait RemoteMemory {
         Ok(b[0])
     }
 
-    /// `count` consecutive 64-bit words (pointers of an item array, a frame's slots).
+    /// Whether every page of `len` bytes at `addr` holds data the target wrote (present in
+    /// memory or swapped out), where the source can tell (`None` where it cannot).
+    fn populated(&mut self, _addr: u64, _len: u64) -> Option<bool> {
+        None
+    }
+
+    /// Reads `len` bytes whose size the target claims: an item array, a dict's entries. The
+    /// claim is checked before anything is allocated for it: a real array of this size was
+    /// written by the target, so its pages are populated; one laid over memory never touched
+    /// (a crafted length, or a torn one) would make leakspy read and hold gigabytes for
+    /// nothing. So the cost of reading stays proportional to the target's real memory.
+    fn read_claimed(&mut self, addr: u64, len: u64) -> Result<Vec<u8>, ReadError> {
+        if len > MAX_CLAIMED_BYTES || (len > CHECK_POPULATED_ABOVE && self.populated(addr, len) == Some(false)) {
+            return Err(ReadError::Implausible {
+                addr,
+                what: "an array the target wrote (its length is torn or crafted)",
+            });
+        }
+        let mut out = vec![0u8; len as usize];
+        // In pieces, so that a range that turns out unreadable half-way is given up early.
+        for (k, piece) in out.chunks_mut(CLAIMED_PIECE).enumerate() {
+            self.read(addr + (k * CLAIMED_PIECE) as u64, piece)?;
+        }
+        Ok(out)
+    }
+
+    /// `count` consecutive 64-bit words (pointers of an item array, a frame's slots), `count`
+    /// as the target claims it (see `read_claimed`).
     fn read_words(&mut self, addr: u64, count: usize) -> Result<Vec<u64>, ReadError> {
-        let mut raw = vec![0u8; count * 8];
-        self.read(addr, &mut raw)?;
+        let raw = self.read_claimed(addr, (count as u64).saturating_mul(8))?;
         Ok(raw.chunks_exact(8).map(|w| u64_at(w, 0)).collect())
     }
 

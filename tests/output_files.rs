@@ -172,18 +172,45 @@ fn planted_links_and_files_in_a_shared_directory_change_nothing() {
     std::fs::remove_dir_all(&private).unwrap();
 }
 
+/// Puts the machine's /dev/null, /dev/stdout and /dev/stderr back if a regression replaced
+/// them with regular files (as leakspy once did): other work shares this machine.
+struct DevGuard;
+
+impl Drop for DevGuard {
+    fn drop(&mut self) {
+        if !std::fs::symlink_metadata("/dev/null").is_ok_and(|m| m.file_type().is_char_device()) {
+            let _ = std::fs::remove_file("/dev/null");
+            let _ = Command::new("mknod").args(["-m", "666", "/dev/null", "c", "1", "3"]).status();
+        }
+        for (link, fd) in [("/dev/stdout", 1), ("/dev/stderr", 2)] {
+            if !std::fs::symlink_metadata(link).is_ok_and(|m| m.file_type().is_symlink()) {
+                let _ = std::fs::remove_file(link);
+                let _ = std::os::unix::fs::symlink(format!("/proc/self/fd/{fd}"), link);
+            }
+        }
+    }
+}
+
 #[test]
 fn devices_fifos_and_stdout_are_written_as_they_are() {
     let target = Target::start(&newest_host_python(), "idle_target.py", &[]);
     let pid = target.pid.to_string();
-    let null_before = std::fs::metadata("/dev/null").unwrap();
-    assert!(null_before.file_type().is_char_device());
-    let out = leakspy_within(&["snapshot", &pid, "--json", "-o", "/dev/null"]);
-    assert!(out.status.success(), "{}", stderr_of(&out));
-    assert!(out.stdout.is_empty());
-    let null_after = std::fs::metadata("/dev/null").unwrap();
-    assert!(null_after.file_type().is_char_device(), "/dev/null is still a device");
-    assert_eq!((null_after.rdev(), null_after.ino()), (null_before.rdev(), null_before.ino()));
+    let dir = scratch("devices", 0o755);
+    // First a private node of the null device: a regression replaces that one, and the test
+    // stops before it touches the machine's /dev/null.
+    let made = Command::new("mknod").args(["-m", "666", s(&dir.join("null")), "c", "1", "3"]).status().unwrap();
+    assert!(made.success(), "mknod");
+    let _restore = DevGuard;
+    for null in [s(&dir.join("null")), "/dev/null"] {
+        let before = std::fs::metadata(null).unwrap();
+        assert!(before.file_type().is_char_device());
+        let out = leakspy_within(&["snapshot", &pid, "--json", "-o", null]);
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        assert!(out.stdout.is_empty());
+        let after = std::fs::metadata(null).unwrap();
+        assert!(after.file_type().is_char_device(), "{null} is still a device");
+        assert_eq!((after.rdev(), after.ino()), (before.rdev(), before.ino()), "{null} is the same device");
+    }
 
     for stdout in ["-", "/dev/stdout"] {
         let out = leakspy_within(&["snapshot", &pid, "--json", "-o", stdout]);
@@ -191,10 +218,12 @@ fn devices_fifos_and_stdout_are_written_as_they_are() {
         let census: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(census["pid"], target.pid, "-o {stdout}");
     }
-    // Other links to streams are refused, with the way to stdout in the message.
-    assert_one_line_error(&leakspy_within(&["snapshot", &pid, "-o", "/dev/stderr"]), "for stdout, use -o -");
+    // Other links to streams (like /dev/stderr) are refused, with the way to stdout in the message.
+    let stderr_link = dir.join("stderr");
+    std::os::unix::fs::symlink("/proc/self/fd/2", &stderr_link).unwrap();
+    assert_one_line_error(&leakspy_within(&["snapshot", &pid, "-o", s(&stderr_link)]), "for stdout, use -o -");
+    assert!(std::fs::symlink_metadata(&stderr_link).unwrap().file_type().is_symlink());
 
-    let dir = scratch("fifo", 0o755);
     let fifo = dir.join("census.pipe");
     let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(made.success());
@@ -218,11 +247,11 @@ fn devices_fifos_and_stdout_are_written_as_they_are() {
     assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO is still a FIFO");
 
     // A history must be a regular file: a device would swallow it, a FIFO block it.
-    for history in ["/dev/null", s(&fifo)] {
+    for history in [s(&dir.join("null")), s(&fifo)] {
         let out = leakspy_within(&["snapshot", &pid, "--append", history]);
         assert_one_line_error(&out, "not a regular file");
     }
-    assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
+    assert!(std::fs::metadata(dir.join("null")).unwrap().file_type().is_char_device());
     assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
     std::fs::remove_dir_all(&dir).unwrap();
 }

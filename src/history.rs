@@ -2,31 +2,22 @@
 //! read back by `diff` and `trend`.
 //!
 //! Appends take an exclusive lock and write each line with one write, so concurrent runs never
-//! interleave; a crash can leave at most a partial last line, which readers skip with a
-//! warning, as they skip any other line that is not a census.
+//! interleave; a failed write is cut back, so only a crash can leave a partial last line, which
+//! readers skip with a warning, as they skip any other line that is not a census.
 
 use crate::heap::census::Census;
+use crate::output::files::AppendFile;
 use anyhow::{Context, Result, bail};
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-/// Appends one census as one line, under an exclusive lock.
+/// Appends one census as one line, under an exclusive lock; a failed append leaves the file
+/// as it was (see `output::files::AppendFile`).
 pub fn append(path: &Path, census: &Census) -> Result<()> {
     let mut line = serde_json::to_string(census)?;
     line.push('\n');
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("opening history file {}", path.display()))?;
-    // SAFETY: flock on a file descriptor we own; it is released when the file is closed.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("locking {}", path.display()));
-    }
-    file.write_all(line.as_bytes()).with_context(|| format!("appending to {}", path.display()))?;
-    file.sync_data().with_context(|| format!("flushing {}", path.display()))
+    AppendFile::open(path)?.append(line.as_bytes())
 }
 
 /// Lines of a history file that were not census records, for one warning each.

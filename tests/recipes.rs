@@ -48,6 +48,10 @@ fn run_twice_and_check(command: &str, what: &str) {
         assert_eq!(record["pid"], target.id());
     }
     let prom = std::fs::read_to_string(dir.join("leakspy.prom")).unwrap();
+    // --mode 0644 in the recipe: a node_exporter running as its own user reads the file.
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.join("leakspy.prom")).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o644, "{what}: the .prom file's mode");
     assert!(prom.contains(&format!("leakspy_objects_total{{pid=\"{}\"", target.id())), "{what}:\n{prom}");
     let _ = target.kill();
     let _ = target.wait();

@@ -10,6 +10,7 @@ use crate::heap::census::Census;
 use crate::heap::walk::WalkLimits;
 use crate::memory::live::LiveProcess;
 use crate::memory::proc_info::rss_bytes;
+use crate::output::files::AppendFile;
 use crate::output::live::{LiveSort, SamplingStatus, render_live, render_summary};
 use anyhow::Context;
 use serde::Serialize;
@@ -37,7 +38,8 @@ pub struct SamplingArgs {
     /// JSON Lines on stdout (the default when stdout is not a terminal).
     #[arg(long)]
     pub json: bool,
-    /// Also append every sample to FILE as JSON Lines (the snapshot schema), for `trend`.
+    /// Also append every sample to FILE as JSON Lines (the snapshot schema), for `trend`. A new
+    /// file is 0600; a symbolic link or anything but a regular file is refused.
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
     /// Rows in the live table.
@@ -188,13 +190,7 @@ fn sample(
     let live = !args.json && std::io::stdout().is_terminal();
     let mut stdout = std::io::stdout();
     let mut record = match &args.record {
-        Some(path) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("opening {} to record samples", path.display()))?,
-        ),
+        Some(path) => Some(AppendFile::open(path)?),
         None => None,
     };
     let start = Instant::now();
@@ -262,9 +258,9 @@ fn sample(
         let line =
             json_line(&SampleLine { sample: taken, elapsed_s: sampled_at, skipped: skips.total, census: &census })?;
         if let Some(file) = record.as_mut() {
-            // One write per line: a crash leaves at most a partial last line.
-            if let Err(e) = file.write_all(line.as_bytes()).and_then(|_| file.flush()) {
-                failure = Some(anyhow::Error::from(e).context("writing the record file").into());
+            // One locked write per line, undone if it fails: the file never holds half a line.
+            if let Err(e) = file.append(line.as_bytes()) {
+                failure = Some(e.into());
                 break "error";
             }
         }

@@ -4,8 +4,9 @@
 use super::{TargetArgs, open_target, take_census_of_process};
 use crate::error::LeakspyError;
 use crate::heap::walk::WalkLimits;
+use crate::output::files::{Destination, parse_mode, write_output};
+use crate::output::prometheus;
 use crate::output::table::{SortKey, render, sort_types};
-use crate::output::{prometheus, write_atomic};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -26,11 +27,19 @@ pub struct SnapshotArgs {
     /// Same as --format json.
     #[arg(long, conflicts_with = "format")]
     pub json: bool,
-    /// Write to FILE instead of stdout (atomically: a reader never sees half a file).
+    /// Write to FILE instead of stdout: a regular file is replaced atomically (a reader never
+    /// sees half a file) keeping its owner and mode; a device or FIFO is written as it is; `-`
+    /// or /dev/stdout is stdout. A symbolic link is refused.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Permissions of the file -o writes, in octal (default: those of the file it replaces, or
+    /// 0600 for a new one, since a census holds command lines), e.g. 0644 for a textfile
+    /// collector running as another user.
+    #[arg(long, value_name = "OCTAL", value_parser = parse_mode, requires = "output")]
+    pub mode: Option<u32>,
     /// Append the census as one JSON line to the history FILE (locked against concurrent
-    /// runs). Prints nothing else unless --format or -o is given.
+    /// runs; a new file is 0600, a failed append is undone). Prints nothing else unless
+    /// --format or -o is given. A symbolic link is refused.
     #[arg(long, value_name = "FILE")]
     pub append: Option<PathBuf>,
     /// Number of types in the table, or in Prometheus output (the rest go to type="(other)").
@@ -71,9 +80,7 @@ pub fn run(args: SnapshotArgs) -> Result<(), LeakspyError> {
         Format::Table => render(&census, args.top, args.sort),
         Format::Prometheus => prometheus::render(&census, args.top),
     };
-    match args.output {
-        Some(path) => write_atomic(&path, text.as_bytes())?,
-        None => print!("{text}"),
-    }
+    let destination = args.output.as_deref().map_or(Destination::Stdout, Destination::from_arg);
+    write_output(&destination, text.as_bytes(), args.mode)?;
     Ok(())
 }

@@ -2,10 +2,10 @@
 //! Python linked in statically, or libpython), where it is loaded, its symbols and its version.
 
 use crate::error::LeakspyError;
-use crate::memory::maps::{MemoryMap, openable_paths};
+use crate::memory::maps::MemoryMap;
+use crate::memory::target_files::open_mapped;
 use goblin::elf::Elf;
 use rustc_hash::FxHashMap;
-use std::path::PathBuf;
 
 /// The symbols leakspy looks up. `_PyRuntime` (3.7+) anchors everything; 3.6 has no runtime
 /// struct, so its interpreter list and GC generations are found through their own globals.
@@ -132,17 +132,10 @@ pub fn find_python(pid: i32, maps: &MemoryMap) -> Result<PythonBinary, LeakspyEr
 
 fn load_binary(pid: i32, maps: &MemoryMap, path: &str) -> Result<PythonBinary, String> {
     let first = maps.mappings.iter().find(|m| m.path == path && m.offset == 0).ok_or("no mapping at file offset 0")?;
-    let file = openable_paths(pid, first)
-        .iter()
-        .find_map(|p: &PathBuf| std::fs::File::open(p).ok())
-        .ok_or("cannot open the file through /proc/PID/root or map_files")?;
-    // Mapped, not read: libpython with its symbols is 20+ MB, of which only the symbol tables
-    // and .rodata are touched; reading it all would double leakspy's peak memory on small
-    // heaps.
-    // SAFETY: the mapping is private and read-only. It would fault only if the file were
-    // truncated in place while we parse it; package managers replace binaries by renaming a
-    // new file over the old one, which leaves this inode and mapping intact.
-    let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("cannot map the file: {e}"))?;
+    // The file the process maps, not whatever has its name now, opened without following
+    // the target's symlinks out of its root: see memory::target_files.
+    let file = open_mapped(pid, first).map_err(|e| e.reason.to_string())?;
+    let bytes = file.map().map_err(|e| format!("cannot map the file: {e}"))?;
     let elf = Elf::parse(&bytes).map_err(|e| format!("not a readable ELF file: {e}"))?;
 
     let mut symbols = FxHashMap::default();

@@ -1,8 +1,6 @@
 //! The target's memory map (/proc/PID/maps): which files are loaded where, and which addresses
 //! are worth dereferencing at all.
 
-use std::path::PathBuf;
-
 #[derive(Debug, Clone)]
 pub struct Mapping {
     pub start: u64,
@@ -91,17 +89,6 @@ fn parse_line(line: &str) -> Option<Mapping> {
         offset: u64::from_str_radix(offset, 16).ok()?,
         path,
     })
-}
-
-/// Where to open a file the target has mapped: through /proc/PID/root so that a target in a
-/// chroot or container resolves its own paths, with /proc/PID/map_files as a fallback that
-/// still works when the file was deleted or replaced on disk.
-pub fn openable_paths(pid: i32, mapping: &Mapping) -> Vec<PathBuf> {
-    let path = mapping.path.strip_suffix(" (deleted)").unwrap_or(&mapping.path);
-    vec![
-        PathBuf::from(format!("/proc/{pid}/root{path}")),
-        PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", mapping.start, mapping.end)),
-    ]
 }
 
 #[cfg(test)]

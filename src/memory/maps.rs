@@ -8,8 +8,9 @@ pub struct Mapping {
     pub readable: bool,
     pub writable: bool,
     pub offset: u64,
-    /// The path as the target sees it (inside its own mount namespace / chroot), or a
-    /// pseudo-name such as `[heap]`; empty for anonymous memory.
+    /// The path as the kernel names it to us, or a pseudo-name such as `[heap]`; empty for
+    /// anonymous memory. A target in its own mount namespace shows its own paths; one chrooted
+    /// into a directory we can see shows our path to the file (/srv/jail/usr/bin/python3).
     pub path: String,
 }
 

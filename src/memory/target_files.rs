@@ -131,11 +131,10 @@ pub fn open_in_root(root: &Path, path: &str) -> Result<TargetFile, TargetFileErr
     open_in_root_with(root, path, resolve_in_root)
 }
 
-fn open_in_root_with(
-    root: &Path,
-    path: &str,
-    resolve: fn(&OwnedFd, &str) -> Result<OwnedFd, Refusal>,
-) -> Result<TargetFile, TargetFileError> {
+/// A way to find `path` under a root directory: `resolve_in_root`, or `walk_in_root` alone.
+type Resolver = fn(&OwnedFd, &str) -> Result<OwnedFd, Refusal>;
+
+fn open_in_root_with(root: &Path, path: &str, resolve: Resolver) -> Result<TargetFile, TargetFileError> {
     let refused = |reason| TargetFileError { path: path.to_string(), reason };
     // The root itself is ours to name (a /proc magic link): it is followed on purpose.
     let root = open_o_path(root, libc::O_DIRECTORY).map_err(|e| refused(Refusal::Io(e)))?;
@@ -350,8 +349,7 @@ mod tests {
 
     /// Both ways of resolving: the kernel's (openat2, where this kernel has it) and the walk
     /// used where it has not. Each test holds for both.
-    const RESOLVERS: [(&str, fn(&OwnedFd, &str) -> Result<OwnedFd, Refusal>); 2] =
-        [("openat2", resolve_in_root), ("walk", walk_in_root)];
+    const RESOLVERS: [(&str, Resolver); 2] = [("openat2", resolve_in_root), ("walk", walk_in_root)];
 
     /// A scratch directory with a fake target root in it and a "host" directory beside it,
     /// standing for the host files a hostile root would like leakspy to open.

@@ -43,25 +43,40 @@ fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T 
     rx.recv_timeout(limit).unwrap_or_else(|_| panic!("{what} took more than {limit:?}"))
 }
 
-/// `leakspy ARGS`, killed and failed if it runs longer than `limit`.
-fn leakspy_within(limit: Duration, args: &[&str]) -> Output {
-    let mut child =
-        Command::new(LEAKSPY).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run leakspy");
+/// Runs `cmd`, killed and failed if it runs longer than 10 s.
+fn run_bounded(mut cmd: Command) -> Output {
+    let limit = Duration::from_secs(10);
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run leakspy");
     let deadline = Instant::now() + limit;
     while child.try_wait().expect("wait for leakspy").is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("leakspy {} ran longer than {limit:?}", args.join(" "));
+            panic!("{cmd:?} ran longer than {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().expect("leakspy's output")
 }
 
-/// `leakspy snapshot PID --json`, which must succeed within 10 s.
-fn snapshot(pid: i32) -> serde_json::Value {
-    let out = leakspy_within(Duration::from_secs(10), &["snapshot", &pid.to_string(), "--json"]);
+/// `leakspy snapshot PID --json`, as root with every capability.
+fn snapshot_output(pid: i32) -> Output {
+    let mut cmd = Command::new(LEAKSPY);
+    cmd.args(["snapshot", &pid.to_string(), "--json"]);
+    run_bounded(cmd)
+}
+
+/// The same as root without CAP_SYS_ADMIN (nor CAP_CHECKPOINT_RESTORE): /proc/PID/map_files
+/// is closed to it, so the file is opened by its path inside the target's root.
+fn snapshot_output_by_path(pid: i32) -> Output {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--bounding-set", "-sys_admin,-checkpoint_restore", "--", LEAKSPY, "snapshot", &pid.to_string()]);
+    cmd.arg("--json");
+    run_bounded(cmd)
+}
+
+/// The census of a run that must have succeeded.
+fn census_of(out: &Output) -> serde_json::Value {
     assert!(out.status.success(), "exit {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("a JSON census")
 }
@@ -95,13 +110,14 @@ fn sid_interpreter() -> Option<Interpreter> {
     found
 }
 
-/// A chroot target is read through the file it maps, as before; and its path, resolved inside
-/// its real root, opens the same executable.
+/// A chroot target is read through the file it maps, as before; and by its path, resolved
+/// inside its real root, where map_files is not allowed.
 #[test]
-fn a_chroot_target_is_read_from_the_file_it_maps() {
+fn a_chroot_target_is_read_from_the_file_it_maps_or_by_path() {
     let Some(interp) = sid_interpreter() else { return };
     let target = Target::start(&interp, "census_target.py", &[]);
-    assert_census_is_the_targets(&snapshot(target.pid), &target, &interp);
+    assert_census_is_the_targets(&census_of(&snapshot_output(target.pid)), &target, &interp);
+    assert_census_is_the_targets(&census_of(&snapshot_output_by_path(target.pid)), &target, &interp);
 
     let exe = interp.exe.to_str().unwrap().to_string();
     let mapping = first_mapping(target.pid, &exe).expect("the chroot's python is mapped");
@@ -181,7 +197,8 @@ fn pyenv_with_libpython() -> Option<(Interpreter, PathBuf, PathBuf)> {
 
 /// A package upgrade renames a new libpython over the one a running service maps. leakspy
 /// must read the mapped one (through /proc/PID/map_files), not parse the new file as if the
-/// process ran it (which read another version's symbols: "runs Python 32.114.111").
+/// process ran it (which read another version's symbols: "runs Python 32.114.111"); where
+/// map_files is closed to it, it must say so rather than read the new file.
 #[test]
 fn a_library_replaced_on_disk_is_read_as_mapped() {
     let Some((interp, lib, other)) = pyenv_with_libpython() else {
@@ -201,6 +218,10 @@ fn a_library_replaced_on_disk_is_read_as_mapped() {
     let deleted = format!("{copy_name} (deleted)");
     assert!(first_mapping(target.pid, &deleted).is_some(), "the kernel says {copy_name} was replaced");
 
-    let census = snapshot(target.pid);
-    assert_census_is_the_targets(&census, &target, &interp);
+    assert_census_is_the_targets(&census_of(&snapshot_output(target.pid)), &target, &interp);
+
+    let out = snapshot_output_by_path(target.pid);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains(&format!("{copy_name} (deleted) (replaced on disk since the target mapped it")), "{err}");
 }

@@ -160,13 +160,15 @@ fn path_inside_root<'a>(root_link: &str, path: &'a str) -> &'a str {
 
 /// Resolves with openat2's RESOLVE_IN_ROOT, which does in the kernel what `walk_in_root` does
 /// by hand (and is immune to renames racing the walk), falling back to the walk where the
-/// kernel (before 5.6) or a seccomp filter (container runtimes) does not offer openat2.
+/// kernel (before 5.6) or a seccomp filter (container runtimes) does not offer openat2: such
+/// filters answer ENOSYS, older ones (Docker before 20.10) EPERM, which an O_PATH lookup
+/// never returns on its own.
 fn resolve_in_root(root: &OwnedFd, path: &str) -> Result<OwnedFd, Refusal> {
     for _ in 0..OPENAT2_ATTEMPTS {
         match openat2_in_root(root, path) {
             Ok(fd) => return Ok(fd),
             Err(e) => match e.raw_os_error() {
-                Some(libc::ENOSYS) => return walk_in_root(root, path),
+                Some(libc::ENOSYS | libc::EPERM) => return walk_in_root(root, path),
                 Some(libc::EAGAIN) => continue,
                 Some(libc::EXDEV) => return Err(Refusal::EscapesRoot),
                 Some(libc::ELOOP) => return Err(Refusal::TooManyLinks),

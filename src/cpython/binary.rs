@@ -2,10 +2,10 @@
 //! Python linked in statically, or libpython), where it is loaded, its symbols and its version.
 
 use crate::error::LeakspyError;
-use crate::memory::maps::{MemoryMap, openable_paths};
+use crate::memory::maps::MemoryMap;
+use crate::memory::target_files::open_mapped;
 use goblin::elf::Elf;
 use rustc_hash::FxHashMap;
-use std::path::PathBuf;
 
 /// The symbols leakspy looks up. `_PyRuntime` (3.7+) anchors everything; 3.6 has no runtime
 /// struct, so its interpreter list and GC generations are found through their own globals.
@@ -94,10 +94,15 @@ pub fn find_python(pid: i32, maps: &MemoryMap) -> Result<PythonBinary, LeakspyEr
     }
 
     let mut looked_at = Vec::new();
+    let mut unreadable = Vec::new();
     for path in candidates {
         let binary = match load_binary(pid, maps, path) {
             Ok(b) => b,
-            Err(why) => {
+            Err(Rejected::Unreadable(why)) => {
+                unreadable.push(format!("{path} ({why})"));
+                continue;
+            }
+            Err(Rejected::Unsuitable(why)) => {
                 looked_at.push(format!("{path} ({why})"));
                 continue;
             }
@@ -116,7 +121,16 @@ pub fn find_python(pid: i32, maps: &MemoryMap) -> Result<PythonBinary, LeakspyEr
         }
         looked_at.push(format!("{path} (no _PyRuntime symbol)"));
     }
-    let detail = if looked_at.is_empty() {
+    // A file leakspy could not read comes first: the interpreter may well be in it, and then
+    // the other files' lack of symbols says nothing about the target.
+    let detail = if !unreadable.is_empty() {
+        let mut detail =
+            format!("the file that would hold its interpreter could not be read: {}", unreadable.join(", "));
+        if !looked_at.is_empty() {
+            detail.push_str(&format!("; no interpreter symbols in {}", looked_at.join(", ")));
+        }
+        detail
+    } else if looked_at.is_empty() {
         format!(
             "its executable is {} and no libpython is loaded; point leakspy at the Python process itself (not a shell or launcher)",
             if exe.is_empty() { "unknown" } else { &exe }
@@ -130,20 +144,24 @@ pub fn find_python(pid: i32, maps: &MemoryMap) -> Result<PythonBinary, LeakspyEr
     Err(LeakspyError::NotPython { pid, detail })
 }
 
-fn load_binary(pid: i32, maps: &MemoryMap, path: &str) -> Result<PythonBinary, String> {
-    let first = maps.mappings.iter().find(|m| m.path == path && m.offset == 0).ok_or("no mapping at file offset 0")?;
-    let file = openable_paths(pid, first)
+/// Why a candidate file gave no interpreter. A file leakspy could not (or would not) open
+/// gets its own sentence: it says nothing about whether the target is CPython.
+enum Rejected {
+    Unreadable(String),
+    Unsuitable(String),
+}
+
+fn load_binary(pid: i32, maps: &MemoryMap, path: &str) -> Result<PythonBinary, Rejected> {
+    let first = maps
+        .mappings
         .iter()
-        .find_map(|p: &PathBuf| std::fs::File::open(p).ok())
-        .ok_or("cannot open the file through /proc/PID/root or map_files")?;
-    // Mapped, not read: libpython with its symbols is 20+ MB, of which only the symbol tables
-    // and .rodata are touched; reading it all would double leakspy's peak memory on small
-    // heaps.
-    // SAFETY: the mapping is private and read-only. It would fault only if the file were
-    // truncated in place while we parse it; package managers replace binaries by renaming a
-    // new file over the old one, which leaves this inode and mapping intact.
-    let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("cannot map the file: {e}"))?;
-    let elf = Elf::parse(&bytes).map_err(|e| format!("not a readable ELF file: {e}"))?;
+        .find(|m| m.path == path && m.offset == 0)
+        .ok_or_else(|| Rejected::Unsuitable("no mapping at file offset 0".into()))?;
+    // The file the process maps, not whatever has its name now, opened without following
+    // the target's symlinks out of its root: see memory::target_files.
+    let file = open_mapped(pid, first).map_err(|e| Rejected::Unreadable(e.reason.to_string()))?;
+    let bytes = file.map().map_err(|e| Rejected::Unreadable(format!("cannot map the file: {e}")))?;
+    let elf = Elf::parse(&bytes).map_err(|e| Rejected::Unsuitable(format!("not a readable ELF file: {e}")))?;
 
     let mut symbols = FxHashMap::default();
     let tables = [(&elf.dynsyms, &elf.dynstrtab), (&elf.syms, &elf.strtab)];

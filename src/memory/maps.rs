@@ -1,8 +1,6 @@
 //! The target's memory map (/proc/PID/maps): which files are loaded where, and which addresses
 //! are worth dereferencing at all.
 
-use std::path::PathBuf;
-
 #[derive(Debug, Clone)]
 pub struct Mapping {
     pub start: u64,
@@ -10,8 +8,9 @@ pub struct Mapping {
     pub readable: bool,
     pub writable: bool,
     pub offset: u64,
-    /// The path as the target sees it (inside its own mount namespace / chroot), or a
-    /// pseudo-name such as `[heap]`; empty for anonymous memory.
+    /// The path as the kernel names it to us, or a pseudo-name such as `[heap]`; empty for
+    /// anonymous memory. A target in its own mount namespace shows its own paths; one chrooted
+    /// into a directory we can see shows our path to the file (/srv/jail/usr/bin/python3).
     pub path: String,
 }
 
@@ -91,17 +90,6 @@ fn parse_line(line: &str) -> Option<Mapping> {
         offset: u64::from_str_radix(offset, 16).ok()?,
         path,
     })
-}
-
-/// Where to open a file the target has mapped: through /proc/PID/root so that a target in a
-/// chroot or container resolves its own paths, with /proc/PID/map_files as a fallback that
-/// still works when the file was deleted or replaced on disk.
-pub fn openable_paths(pid: i32, mapping: &Mapping) -> Vec<PathBuf> {
-    let path = mapping.path.strip_suffix(" (deleted)").unwrap_or(&mapping.path);
-    vec![
-        PathBuf::from(format!("/proc/{pid}/root{path}")),
-        PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", mapping.start, mapping.end)),
-    ]
 }
 
 #[cfg(test)]

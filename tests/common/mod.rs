@@ -132,6 +132,11 @@ static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new
 impl Target {
     /// Starts tests/targets/`script` under `interp` and waits for it to print READY.
     pub fn start(interp: &Interpreter, script: &str, args: &[&str]) -> Target {
+        Target::start_with_env(interp, script, args, &[])
+    }
+
+    /// As `start`, with extra environment variables for the target (LD_LIBRARY_PATH, ...).
+    pub fn start_with_env(interp: &Interpreter, script: &str, args: &[&str], env: &[(&str, &Path)]) -> Target {
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let tag = format!("leakspy-test-{}-{}", std::process::id(), n);
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/targets").join(script);
@@ -150,7 +155,7 @@ impl Target {
             }
             None => Command::new(&interp.exe),
         };
-        cmd.arg(inner_dir.join(script)).arg(&truth_inner).args(args);
+        cmd.arg(inner_dir.join(script)).arg(&truth_inner).args(args).envs(env.iter().copied());
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -93,7 +93,7 @@ fn assert_census_is_the_targets(census: &serde_json::Value, target: &Target, int
 }
 
 fn is_elf(file: TargetFile) -> bool {
-    file.map().map(|bytes| bytes.starts_with(b"\x7fELF")).unwrap_or(false)
+    file.read_at(0, 4).map(|bytes| bytes == b"\x7fELF").unwrap_or(false)
 }
 
 /// The mapping at file offset 0 of the file whose path ends with `suffix`.

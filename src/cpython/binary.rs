@@ -3,8 +3,16 @@
 
 use crate::error::LeakspyError;
 use crate::memory::maps::MemoryMap;
+use crate::memory::target_files::TargetFile;
 use crate::memory::target_files::open_mapped;
-use goblin::elf::Elf;
+use goblin::container::{Container, Ctx, Endian};
+use goblin::elf::header::header64::SIZEOF_EHDR;
+use goblin::elf::header::{EI_CLASS, EI_DATA, ELFCLASS64, ELFDATA2LSB};
+use goblin::elf::program_header::PT_LOAD;
+use goblin::elf::section_header::{SHT_DYNSYM, SHT_SYMTAB};
+use goblin::elf::sym::sym64::SIZEOF_SYM;
+use goblin::elf::{Elf, ProgramHeader, SectionHeader, Symtab};
+use goblin::strtab::Strtab;
 use rustc_hash::FxHashMap;
 
 /// The symbols leakspy looks up. `_PyRuntime` (3.7+) anchors everything; 3.6 has no runtime
@@ -160,38 +168,96 @@ fn load_binary(pid: i32, maps: &MemoryMap, path: &str) -> Result<PythonBinary, R
     // The file the process maps, not whatever has its name now, opened without following
     // the target's symlinks out of its root: see memory::target_files.
     let file = open_mapped(pid, first).map_err(|e| Rejected::Unreadable(e.reason.to_string()))?;
-    let bytes = file.map().map_err(|e| Rejected::Unreadable(format!("cannot map the file: {e}")))?;
-    let elf = Elf::parse(&bytes).map_err(|e| Rejected::Unsuitable(format!("not a readable ELF file: {e}")))?;
+    let elf = read_elf(&file).map_err(|e| match e {
+        ElfError::Read(e) => Rejected::Unreadable(format!("cannot read the file: {e}")),
+        ElfError::Parse(e) => Rejected::Unsuitable(format!("not a readable ELF file: {e}")),
+    })?;
+    let load_bias = first.start.wrapping_sub(elf.first_load_vaddr & !0xfff);
+    let name_version = version_from_file_name(first.file_name());
+    let embedded_version = rodata_version(&elf.rodata, name_version);
+    Ok(PythonBinary { path: path.to_string(), load_bias, symbols: elf.symbols, embedded_version, name_version })
+}
+
+/// What leakspy needs of an ELF file: the wanted symbols' link-time addresses, where the
+/// first loadable segment was linked, and the read-only data (for PY_VERSION).
+struct ElfParts {
+    symbols: FxHashMap<&'static str, u64>,
+    first_load_vaddr: u64,
+    rodata: Vec<u8>,
+}
+
+enum ElfError {
+    Read(std::io::Error),
+    Parse(String),
+}
+
+impl From<std::io::Error> for ElfError {
+    fn from(e: std::io::Error) -> ElfError {
+        ElfError::Read(e)
+    }
+}
+
+impl From<goblin::error::Error> for ElfError {
+    fn from(e: goblin::error::Error) -> ElfError {
+        ElfError::Parse(e.to_string())
+    }
+}
+
+/// Reads only the parts of the file it needs (headers, symbol and string tables, .rodata),
+/// each with a bounded read: a few MB of a 20-30 MB libpython, never the whole file.
+fn read_elf(file: &TargetFile) -> Result<ElfParts, ElfError> {
+    let ctx = Ctx::new(Container::Big, Endian::Little);
+    let header = Elf::parse_header(&file.read_at(0, SIZEOF_EHDR as u64)?)?;
+    if header.e_ident[EI_CLASS] != ELFCLASS64 || header.e_ident[EI_DATA] != ELFDATA2LSB {
+        return Err(ElfError::Parse("not a 64-bit little-endian ELF file".into()));
+    }
+    let table = |offset: u64, count: u16, entry: u16| file.read_at(offset, u64::from(count) * u64::from(entry));
+    let program_headers = ProgramHeader::parse(
+        &table(header.e_phoff, header.e_phnum, header.e_phentsize)?,
+        0,
+        header.e_phnum.into(),
+        ctx,
+    )?;
+    let first_load_vaddr = program_headers
+        .iter()
+        .filter(|ph| ph.p_type == PT_LOAD)
+        .map(|ph| ph.p_vaddr.wrapping_sub(ph.p_offset))
+        .min()
+        .unwrap_or(0);
+    // (parse_from: the table was read on its own, so it starts at offset 0 of its buffer.)
+    let sections = match header.e_shnum {
+        0 => Vec::new(),
+        n => SectionHeader::parse_from(&table(header.e_shoff, n, header.e_shentsize)?, 0, n.into(), ctx)?,
+    };
+    let section_bytes = |sh: &SectionHeader| file.read_at(sh.sh_offset, sh.sh_size);
+    let names = match sections.get(usize::from(header.e_shstrndx)) {
+        Some(sh) => section_bytes(sh)?,
+        None => Vec::new(),
+    };
+    let names = Strtab::parse(&names, 0, names.len(), 0)?;
 
     let mut symbols = FxHashMap::default();
-    let tables = [(&elf.dynsyms, &elf.dynstrtab), (&elf.syms, &elf.strtab)];
-    for (syms, strtab) in tables {
-        for sym in syms.iter() {
-            if sym.st_value == 0 {
-                continue;
-            }
-            if let Some(name) = strtab.get_at(sym.st_name)
-                && let Some(wanted) = WANTED_SYMBOLS.iter().find(|w| **w == name)
-            {
-                symbols.entry(*wanted).or_insert(sym.st_value);
+    // .dynsym first: a stripped binary has only it, and it agrees with .symtab where both are.
+    for sh_type in [SHT_DYNSYM, SHT_SYMTAB] {
+        for sh in sections.iter().filter(|sh| sh.sh_type == sh_type) {
+            let Some(strings) = sections.get(sh.sh_link as usize) else { continue };
+            let (syms, strings) = (section_bytes(sh)?, section_bytes(strings)?);
+            let strtab = Strtab::parse(&strings, 0, strings.len(), 0)?;
+            let syms = Symtab::parse(&syms, 0, syms.len() / SIZEOF_SYM, ctx)?;
+            for sym in syms.iter().filter(|sym| sym.st_value != 0) {
+                if let Some(name) = strtab.get_at(sym.st_name)
+                    && let Some(wanted) = WANTED_SYMBOLS.iter().find(|w| **w == name)
+                {
+                    symbols.entry(*wanted).or_insert(sym.st_value);
+                }
             }
         }
     }
-
-    // The segment that starts at file offset 0 is mapped at the lowest address; the bias is
-    // where it landed minus where it was linked (0 for shared objects and PIE executables).
-    let first_load_vaddr = elf
-        .program_headers
-        .iter()
-        .filter(|ph| ph.p_type == goblin::elf::program_header::PT_LOAD)
-        .map(|ph| ph.p_vaddr - ph.p_offset)
-        .min()
-        .unwrap_or(0);
-    let load_bias = first.start.wrapping_sub(first_load_vaddr & !0xfff);
-
-    let name_version = version_from_file_name(first.file_name());
-    let embedded_version = rodata_version(&elf, &bytes, name_version);
-    Ok(PythonBinary { path: path.to_string(), load_bias, symbols, embedded_version, name_version })
+    let rodata = match sections.iter().find(|sh| names.get_at(sh.sh_name) == Some(".rodata")) {
+        Some(sh) => section_bytes(sh)?,
+        None => Vec::new(),
+    };
+    Ok(ElfParts { symbols, first_load_vaddr, rodata })
 }
 
 /// "python3.11", "libpython3.9m.so.1.0", "libpython3.14.so" -> (3, 11) ...
@@ -207,11 +273,8 @@ fn version_from_file_name(name: &str) -> Option<(u32, u32)> {
 /// a string of that minor is accepted. The linker merges string literals that are the tail of
 /// a longer one, so PY_VERSION is often the end of another string (the build directory,
 /// ".../Python-3.8.18"): NUL-terminated tails count too.
-fn rodata_version(elf: &Elf, bytes: &[u8], name_version: Option<(u32, u32)>) -> Option<PythonVersion> {
-    let rodata = elf.section_headers.iter().find(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(".rodata"))?;
-    let start = rodata.sh_offset as usize;
-    let data = bytes.get(start..start.checked_add(rodata.sh_size as usize)?)?;
-    data.split(|&b| b == 0).find_map(|string| version_suffix(string, name_version))
+fn rodata_version(rodata: &[u8], name_version: Option<(u32, u32)>) -> Option<PythonVersion> {
+    rodata.split(|&b| b == 0).find_map(|string| version_suffix(string, name_version))
 }
 
 /// The version at the end of `string`, e.g. "3.8.18" in "Python-3.8.18" (but not "13.8.1").

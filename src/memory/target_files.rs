@@ -48,18 +48,23 @@ pub struct TargetFile {
 }
 
 impl TargetFile {
-    /// Maps the file read-only, exactly as long as it was when it was checked: a file that
-    /// grows afterwards cannot make leakspy map more than the bound.
-    ///
-    /// Mapped, not read: libpython with its symbols is 20+ MB, of which only the symbol tables
-    /// and .rodata are touched; reading it all would double leakspy's peak memory on small
-    /// heaps.
-    pub fn map(&self) -> io::Result<memmap2::Mmap> {
-        let len = usize::try_from(self.len).map_err(|_| io::Error::from(io::ErrorKind::FileTooLarge))?;
-        // SAFETY: the mapping is private and read-only. It would fault only if the file were
-        // truncated in place while we parse it; package managers replace binaries by renaming
-        // a new file over the old one, which leaves this inode and mapping intact.
-        unsafe { memmap2::MmapOptions::new().len(len).map(&self.file) }
+    /// `len` bytes at `offset`, within the size the file had when it was checked. Read, not
+    /// mapped: the target can truncate its own file in place at any moment, and a mapping of
+    /// it would then fault (SIGBUS) in the middle of parsing; a read just comes back short,
+    /// which is an error here.
+    pub fn read_at(&self, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+        let end = offset.checked_add(len).filter(|&end| end <= self.len);
+        if end.is_none() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "a range past the end of the file"));
+        }
+        let mut buf = vec![0u8; len as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, &mut buf, offset)?;
+        Ok(buf)
+    }
+
+    /// The size the file had when it was checked.
+    pub fn size(&self) -> u64 {
+        self.len
     }
 }
 
@@ -391,7 +396,7 @@ mod tests {
     }
 
     fn contents(file: TargetFile) -> Vec<u8> {
-        file.map().unwrap().to_vec()
+        file.read_at(0, file.size()).unwrap()
     }
 
     /// Opens `path` under `root` with each resolver; never waits more than 2 s for either.
@@ -419,6 +424,21 @@ mod tests {
         for (how, result) in open_each(&s.root(), "/usr/lib/libpython3.11.so") {
             assert_eq!(contents(result.unwrap_or_else(|e| panic!("{how}: {e}"))), b"\x7fELF...", "{how}");
         }
+    }
+
+    #[test]
+    fn a_file_truncated_in_place_reads_short_not_a_crash() {
+        // A target may truncate its own library while leakspy parses it: with a mapping that
+        // would be SIGBUS; reads must come back as an error instead.
+        let s = Scratch::new("truncated");
+        let path = s.root().join("usr/lib/libpython3.11.so");
+        std::fs::write(&path, vec![7u8; 1 << 16]).unwrap();
+        let file = open_in_root(&s.root(), "/usr/lib/libpython3.11.so").unwrap();
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(100).unwrap();
+        assert_eq!(file.read_at(0, 100).unwrap(), vec![7u8; 100]);
+        assert!(file.read_at(0, 1 << 16).is_err());
+        assert!(file.read_at(1 << 15, 8).is_err());
+        assert!(file.read_at(u64::MAX - 2, 8).is_err(), "past the checked size");
     }
 
     #[test]

@@ -83,3 +83,37 @@ fn killing_leakspy_mid_pause_leaves_the_target_running() {
     assert!(matches!(state(target.pid), 'R' | 'S'), "state {}", state(target.pid));
     assert!(cpu_ticks(target.pid) > after_kill, "the target runs again after leakspy died");
 }
+
+/// A pause costs what the target wrote, not the size of its mappings: 300 idle threads'
+/// stacks (2.4 GB reserved) or an untouched 4 GiB reservation are not copied.
+#[test]
+fn a_pause_copies_what_the_target_wrote_not_what_it_reserved() {
+    let mut problems = Vec::new();
+    for interp in supported_interpreters() {
+        for mode in ["threads", "reservation"] {
+            let target = Target::start(&interp, "pause_target.py", &[mode]);
+            let started = Instant::now();
+            let out = leakspy(&["snapshot", &target.pid.to_string(), "--pause", "--json"]);
+            let seconds = started.elapsed().as_secs_f64();
+            let what = format!("{} {mode}", interp.label);
+            if !out.status.success() {
+                problems.push(format!("{what}: {}", String::from_utf8_lossy(&out.stderr)));
+                continue;
+            }
+            let census: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let (paused_ms, copied) = (census["paused_ms"].as_f64().unwrap(), census["paused_bytes"].as_u64().unwrap());
+            println!("{what}: paused {paused_ms:.1} ms, copied {} MB, {seconds:.2} s", copied >> 20);
+            if copied > 200 << 20 || paused_ms > 2000.0 || seconds > 10.0 {
+                problems.push(format!("{what}: paused {paused_ms:.0} ms, copied {copied} bytes, {seconds:.1} s"));
+            }
+            let name = "__main__.LeakspyPauseStable";
+            if type_count(&census, name) != target.truth["stable"][name].as_u64() || census["consistent"] != true {
+                problems.push(format!("{what}: {name} {:?}, consistent {}", type_count(&census, name), census["consistent"]));
+            }
+            if !matches!(state(target.pid), 'R' | 'S') {
+                problems.push(format!("{what}: left in state {}", state(target.pid)));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+}

@@ -114,6 +114,7 @@ fn paused_census(
         drop(frozen);
         let paused_ms = started.elapsed().as_secs_f64() * 1000.0;
         let mut copy = copy.map_err(|e| read_error(pid, e))?;
+        let bytes_copied = copy.bytes_copied;
         let mut census = match take_census_with(process, &mut copy, limits, all) {
             Ok(census) => census,
             Err(e) if e.is_transient() && attempt + 1 < PAUSE_ATTEMPTS => continue,
@@ -122,6 +123,7 @@ fn paused_census(
         };
         census.consistent = true;
         census.paused_ms = Some(paused_ms);
+        census.paused_bytes = Some(bytes_copied);
         let flaws = census_flaws(&census);
         if flaws == 0 {
             return Ok((census, attempt));

@@ -71,6 +71,10 @@ pub struct Census {
     /// With --pause: how long the target's threads were stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_ms: Option<f64>,
+    /// With --pause: the bytes copied while they were (what the target had written of its
+    /// writable memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_bytes: Option<u64>,
     pub torn_links: u64,
     pub resynced_objects: u64,
     pub broken_lists: u64,
@@ -270,6 +274,7 @@ pub fn take_census(
         interpreters: interpreters.len() as u64,
         consistent: false,
         paused_ms: None,
+        paused_bytes: None,
         torn_links,
         resynced_objects: resynced,
         broken_lists,
@@ -311,6 +316,7 @@ pub(crate) mod tests {
             interpreters: 1,
             consistent: false,
             paused_ms: None,
+            paused_bytes: None,
             torn_links: 0,
             resynced_objects: 0,
             broken_lists: 0,

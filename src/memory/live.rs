@@ -58,9 +58,47 @@ impl LiveProcess {
         self.blocks.truncate(blocks.clamp(MIN_BLOCKS, DEFAULT_BLOCKS));
     }
 
-    /// Reads a large range in one go, bypassing the cache (for copying whole mappings).
+    /// Reads a large range in one go, bypassing the cache (for copying whole mappings); the
+    /// count of bytes read from `addr` on, short where an unreadable page begins.
     pub fn read_uncached(&mut self, addr: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
         self.read_raw(addr, buf)
+    }
+
+    /// The runs of pages in `[start, end)` that the target has written (present or swapped),
+    /// from /proc/PID/pagemap; `None` when pagemap cannot be read.
+    pub fn populated_runs(&mut self, start: u64, end: u64) -> Option<Vec<std::ops::Range<u64>>> {
+        let mut runs: Vec<std::ops::Range<u64>> = Vec::new();
+        self.for_each_page(start, end, &mut |page, populated| {
+            if populated {
+                match runs.last_mut() {
+                    Some(run) if run.end == page => run.end += PAGE_SIZE,
+                    _ => runs.push(page..page + PAGE_SIZE),
+                }
+            }
+            true
+        })?;
+        Some(runs)
+    }
+
+    /// Calls `visit(page address, populated)` for each page of `[start, end)` in order, until
+    /// it returns false. 8 bytes of /proc/PID/pagemap per page, read 32 KiB at a time.
+    fn for_each_page(&mut self, start: u64, end: u64, visit: &mut dyn FnMut(u64, bool) -> bool) -> Option<()> {
+        let pid = self.pid;
+        let file = self.pagemap.get_or_insert_with(|| File::open(format!("/proc/{pid}/pagemap")).ok()).as_ref()?;
+        let mut entries = vec![0u8; 8 * 4096];
+        let (mut page, last) = (start / PAGE_SIZE, end.div_ceil(PAGE_SIZE));
+        while page < last {
+            let n = ((last - page) as usize).min(entries.len() / 8);
+            file.read_exact_at(&mut entries[..8 * n], page * 8).ok()?;
+            for (k, entry) in entries[..8 * n].chunks_exact(8).enumerate() {
+                let populated = u64_at(entry, 0) & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED) != 0;
+                if !visit((page + k as u64) * PAGE_SIZE, populated) {
+                    return Some(());
+                }
+            }
+            page += n as u64;
+        }
+        Some(())
     }
 
     /// Reads as many bytes as are readable from `addr` on, up to `buf.len()`.
@@ -97,7 +135,7 @@ impl LiveProcess {
 }
 
 /// x86_64's page size, the only one leakspy reads.
-const PAGE_SIZE: u64 = 4096;
+pub const PAGE_SIZE: u64 = 4096;
 /// Pagemap entry bits: the page is in memory, or in swap (either way the target wrote it).
 const PAGEMAP_PRESENT: u64 = 1 << 63;
 const PAGEMAP_SWAPPED: u64 = 1 << 62;
@@ -106,20 +144,13 @@ impl RemoteMemory for LiveProcess {
     /// From /proc/PID/pagemap, 8 bytes per page: whether each page is present or swapped.
     /// A page neither was never written: an anonymous mapping reads there as zeros.
     fn populated(&mut self, addr: u64, len: u64) -> Option<bool> {
-        let pid = self.pid;
-        let file = self.pagemap.get_or_insert_with(|| File::open(format!("/proc/{pid}/pagemap")).ok()).as_ref()?;
-        let (first, end) = (addr / PAGE_SIZE, addr.checked_add(len)?.div_ceil(PAGE_SIZE));
-        let mut entries = vec![0u8; 8 * 4096];
-        let mut page = first;
-        while page < end {
-            let n = ((end - page) as usize).min(entries.len() / 8);
-            file.read_exact_at(&mut entries[..8 * n], page * 8).ok()?;
-            if entries[..8 * n].chunks_exact(8).any(|e| u64_at(e, 0) & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED) == 0) {
-                return Some(false);
-            }
-            page += n as u64;
-        }
-        Some(true)
+        let end = addr.checked_add(len)?;
+        let mut all = true;
+        self.for_each_page(addr, end, &mut |_, populated| {
+            all &= populated;
+            all
+        })?;
+        Some(all)
     }
 
     fn invalidate(&mut self) {

@@ -6,10 +6,10 @@
 //! whose tracer exits is detached and continues. Decoding happens after the threads run again,
 //! from the copy.
 
-use super::live::LiveProcess;
+use super::live::{LiveProcess, PAGE_SIZE};
 use super::maps::MemoryMap;
 use super::{ReadError, RemoteMemory};
-use std::collections::BTreeMap;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 /// Longest wait for all threads to stop; a thread in uninterruptible sleep may never do so.
@@ -95,30 +95,90 @@ impl Drop for Pause {
     }
 }
 
-/// The target's writable memory as copied during a pause; reads elsewhere (read-only code and
-/// data, which cannot change) go to the live process.
+/// The target's writable memory as copied during a pause. Only what the target wrote is
+/// copied: a thread's 8 MiB stack of which it used 20 KiB, a reservation of gigabytes never
+/// touched, cost what they hold, not their size; the pages of anonymous memory the target
+/// never wrote read as the zeros they are. Reads of read-only mappings (code, constants) go to
+/// the live process, where they cannot have changed; nothing writable is ever read live, so a
+/// census of the copy is what the stopped target held.
 pub struct CopiedMemory<'a> {
-    regions: BTreeMap<u64, Vec<u8>>,
+    /// Sorted, non-overlapping.
+    regions: Vec<Region>,
+    /// Read-only mappings at the time of the pause.
+    read_only: Vec<Range<u64>>,
     live: &'a mut LiveProcess,
+    /// Bytes copied while the target was stopped.
+    pub bytes_copied: u64,
 }
 
+struct Region {
+    range: Range<u64>,
+    /// `None`: anonymous memory the target never wrote, all zeros.
+    data: Option<Vec<u8>>,
+}
+
+/// Bytes copied per read: a mapping larger than the kernel's limit for one read (2 GiB) is
+/// never cut short, and a page that cannot be read costs only itself.
+const COPY_PIECE: usize = 64 << 20;
+
 impl<'a> CopiedMemory<'a> {
-    /// Copies every writable mapping; unreadable parts (guard pages) are left out.
+    /// Copies what the target wrote of every writable mapping (while it is stopped).
     pub fn copy(live: &'a mut LiveProcess, maps: &MemoryMap) -> Result<CopiedMemory<'a>, ReadError> {
-        let mut regions = BTreeMap::new();
+        let mut regions = Vec::new();
+        let mut bytes_copied = 0;
         for m in maps.mappings.iter().filter(|m| m.writable && m.readable && !m.path.starts_with("[v")) {
-            let mut data = vec![0u8; (m.end - m.start) as usize];
-            match live.read_uncached(m.start, &mut data) {
-                Ok(n) => {
-                    data.truncate(n);
-                    regions.insert(m.start, data);
+            // Anonymous memory ("", [heap], [stack], [anon:..]) not written is zeros; a file's
+            // unwritten pages are the file's contents, so file mappings (a library's .data)
+            // are copied whole.
+            let anonymous = !m.is_file();
+            let runs = match anonymous.then(|| live.populated_runs(m.start, m.end)).flatten() {
+                Some(runs) => runs,
+                None => vec![m.start..m.end],
+            };
+            let mut at = m.start;
+            for run in runs {
+                if run.start > at {
+                    regions.push(Region { range: at..run.start, data: None });
                 }
-                Err(ReadError::Unmapped { .. }) => {}
-                Err(e) => return Err(e),
+                bytes_copied += copy_run(live, run.clone(), &mut regions)?;
+                at = run.end;
+            }
+            if anonymous && at < m.end {
+                regions.push(Region { range: at..m.end, data: None });
             }
         }
-        Ok(CopiedMemory { regions, live })
+        let read_only = maps.mappings.iter().filter(|m| m.readable && !m.writable).map(|m| m.start..m.end).collect();
+        Ok(CopiedMemory { regions, read_only, live, bytes_copied })
     }
+
+    fn region_at(&self, addr: u64) -> Option<&Region> {
+        let k = self.regions.partition_point(|r| r.range.end <= addr);
+        self.regions.get(k).filter(|r| r.range.contains(&addr))
+    }
+}
+
+/// Copies `run` in pieces; a page that cannot be read (a file mapping past the file's end) is
+/// left out, and the copy goes on after it. Returns the bytes copied.
+fn copy_run(live: &mut LiveProcess, run: Range<u64>, regions: &mut Vec<Region>) -> Result<u64, ReadError> {
+    let mut copied = 0;
+    let mut at = run.start;
+    while at < run.end {
+        let len = ((run.end - at) as usize).min(COPY_PIECE);
+        let mut data = vec![0u8; len];
+        let n = match live.read_uncached(at, &mut data) {
+            Ok(n) => n,
+            Err(e) if e.is_torn() => 0,
+            Err(e) => return Err(e),
+        };
+        if n > 0 {
+            data.truncate(n);
+            regions.push(Region { range: at..at + n as u64, data: Some(data) });
+            copied += n as u64;
+        }
+        // Past what was read; if the read stopped short, past the page that stopped it.
+        at += if n == len { n as u64 } else { (n as u64 / PAGE_SIZE + 1) * PAGE_SIZE };
+    }
+    Ok(copied)
 }
 
 impl RemoteMemory for CopiedMemory<'_> {
@@ -127,13 +187,95 @@ impl RemoteMemory for CopiedMemory<'_> {
     }
 
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
-        if let Some((start, data)) = self.regions.range(..=addr).next_back() {
-            let offset = (addr - start) as usize;
-            if let Some(bytes) = data.get(offset..offset + buf.len()) {
-                buf.copy_from_slice(bytes);
-                return Ok(());
+        let end = addr.checked_add(buf.len() as u64).ok_or(ReadError::Unmapped { addr, len: buf.len() })?;
+        let mut at = addr;
+        while at < end {
+            let done = (at - addr) as usize;
+            let Some(region) = self.region_at(at) else {
+                // Not copied: a read-only mapping, read live, or nothing the pause saw.
+                let rest = &mut buf[done..];
+                if self.read_only.iter().any(|r| r.contains(&at)) {
+                    return self.live.read(at, rest);
+                }
+                return Err(ReadError::Unmapped { addr: at, len: rest.len() });
+            };
+            let n = ((region.range.end.min(end)) - at) as usize;
+            let from = (at - region.range.start) as usize;
+            match &region.data {
+                Some(data) => buf[done..done + n].copy_from_slice(&data[from..from + n]),
+                None => buf[done..done + n].fill(0),
             }
+            at += n as u64;
         }
-        self.live.read(addr, buf)
+        Ok(())
+    }
+
+    /// Pages the target never wrote are known from the copy: they are the zero regions.
+    fn populated(&mut self, addr: u64, len: u64) -> Option<bool> {
+        let end = addr.checked_add(len)?;
+        let mut at = addr;
+        while at < end {
+            let region = self.region_at(at)?;
+            if region.data.is_none() {
+                return Some(false);
+            }
+            at = region.range.end;
+        }
+        Some(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::maps::Mapping;
+
+    /// A mapping of 2.5 GiB of which two pages were written, one past 2 GiB: the copy holds
+    /// exactly those pages (the kernel's 2 GiB limit on one read does not cut it short), and
+    /// everything else reads as the zeros it is.
+    #[test]
+    fn a_copy_holds_what_was_written_past_two_gib_and_nothing_else() {
+        let len: usize = 5 << 29;
+        // SAFETY: a fresh private anonymous mapping, unmapped below; two of its pages are
+        // written through the pointer mmap returned, within its length.
+        let base = unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            *(p as *mut u64) = 0x1111;
+            *((p as *mut u8).add(9 << 28) as *mut u64) = 0x2222;
+            p as u64
+        };
+        let maps = MemoryMap {
+            mappings: vec![Mapping {
+                start: base,
+                end: base + len as u64,
+                readable: true,
+                writable: true,
+                offset: 0,
+                path: String::new(),
+            }],
+        };
+        let mut live = LiveProcess::new(std::process::id() as i32);
+        let mut copy = CopiedMemory::copy(&mut live, &maps).unwrap();
+        assert_eq!(copy.bytes_copied, 2 * PAGE_SIZE);
+        assert_eq!(copy.read_u64(base).unwrap(), 0x1111);
+        assert_eq!(copy.read_u64(base + (9 << 28)).unwrap(), 0x2222);
+        assert_eq!(copy.read_u64(base + (1 << 30)).unwrap(), 0, "never written: zeros");
+        let mut across = [0xffu8; 16];
+        copy.read(base + PAGE_SIZE - 8, &mut across).unwrap();
+        assert_eq!(across[..8], 0u64.to_le_bytes()[..]);
+        assert_eq!(copy.populated(base, 16), Some(true));
+        assert_eq!(copy.populated(base, 2 * PAGE_SIZE), Some(false));
+        assert!(copy.read_u64(base + len as u64).is_err(), "outside every mapping of the pause");
+        drop(copy);
+        // SAFETY: unmaps the mapping made above, which nothing else refers to.
+        unsafe { libc::munmap(base as *mut libc::c_void, len) };
     }
 }

@@ -1,8 +1,8 @@
 //! Findings: one sentence each that a person can act on, naming its evidence, for the leak
 //! causes that leave a mark in a single census. Pure functions of the census.
 
-use super::super::output::table::thousands;
 use crate::heap::census::Census;
+use crate::text::thousands;
 use serde::{Deserialize, Serialize};
 
 /// Python file or socket objects open at once before it is worth a line: a service has a

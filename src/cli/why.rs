@@ -8,7 +8,7 @@ use crate::error::LeakspyError;
 use crate::heap::graph::{HeapGraph, Path, Paths, Step, build, render, shortest_paths};
 use crate::heap::retained::Retention;
 use crate::memory::RemoteMemory;
-use crate::output::table::{human_bytes, thousands};
+use crate::text::{human_bytes, thousands};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use std::time::Instant;

@@ -1,9 +1,9 @@
 //! The live view of `attach` on a terminal, and the summary printed when sampling ends.
 
-use super::table::{signed, thousands};
 use crate::analysis::findings::Finding;
 use crate::analysis::series::{Series, Suspect};
 use crate::heap::census::Census;
+use crate::text::{signed, thousands};
 use std::fmt::Write;
 use std::time::Duration;
 

@@ -1,8 +1,8 @@
 //! Reports over recorded censuses: `diff` and `trend`, as text and as JSON documents.
 
-use super::table::{signed, thousands};
 use crate::analysis::diff::CensusDiff;
 use crate::analysis::runs::{RunInfo, Runs};
+use crate::text::{signed, thousands};
 use serde::Serialize;
 use std::fmt::Write;
 

@@ -1,6 +1,7 @@
 //! The human-readable census table.
 
 use crate::heap::census::{Census, TypeCount};
+use crate::text::{human_bytes, thousands};
 use std::fmt::Write;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -21,45 +22,6 @@ pub fn sort_types(types: &mut [TypeCount], key: SortKey) {
         SortKey::Retained => t.retained_bytes.unwrap_or(0),
     };
     types.sort_by(|a, b| value(b).cmp(&value(a)).then_with(|| a.name.cmp(&b.name)));
-}
-
-/// Groups digits so that 1234567 reads as 1,234,567.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// A change with its sign: +1,204, -3, 0.
-/// 1,234 B, 12.3 KiB, 4.5 MiB, 1.2 GiB.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut value = n as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
-pub fn signed(n: i64) -> String {
-    if n > 0 {
-        format!("+{}", thousands(n as u64))
-    } else if n < 0 {
-        format!("-{}", thousands(n.unsigned_abs()))
-    } else {
-        "0".into()
-    }
 }
 
 pub fn render(census: &Census, top: usize, sort: SortKey) -> String {
@@ -149,17 +111,4 @@ pub fn render(census: &Census, top: usize, sort: SortKey) -> String {
         let _ = writeln!(out, "note: {note}");
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn groups_thousands() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(1234567), "1,234,567");
-    }
 }

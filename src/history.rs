@@ -38,7 +38,8 @@ pub struct Skipped {
 impl Skipped {
     pub fn warn(&self, path: &Path) {
         for line in &self.lines {
-            eprintln!("leakspy: warning: {}: {line}", path.display());
+            // A line's error can quote the line, which holds what a target named.
+            eprintln!("leakspy: warning: {}", crate::text::terminal::message(&format!("{}: {line}", path.display())));
         }
     }
 }

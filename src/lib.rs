@@ -3,7 +3,7 @@
 //! The modules follow the data: `memory` (where bytes come from) -> `cpython` (what the bytes
 //! mean for this interpreter) -> `heap` (walk and count) -> `analysis` -> `output` (what the user
 //! sees); `text` holds the small text helpers (numbers, terminal escaping, shell quoting) that
-//! the rooms above `heap` share.
+//! the rooms share.
 
 pub mod analysis;
 pub mod cli;

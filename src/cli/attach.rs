@@ -11,6 +11,7 @@ use crate::heap::walk::WalkLimits;
 use crate::memory::live::LiveProcess;
 use crate::memory::proc_info::rss_bytes;
 use crate::output::live::{LiveSort, SamplingStatus, render_live, render_summary};
+use crate::text::terminal;
 use anyhow::Context;
 use serde::Serialize;
 use std::io::{IsTerminal, Write};
@@ -244,7 +245,7 @@ fn sample(
                 skips.total += 1;
                 skips.in_a_row += 1;
                 if !live {
-                    eprintln!("leakspy: note: sample skipped: {e}");
+                    eprintln!("leakspy: note: sample skipped: {}", terminal::message(&e.to_string()));
                 }
                 skips.last_error = Some(e.to_string());
                 if skips.in_a_row >= MAX_CONSECUTIVE_SKIPS {

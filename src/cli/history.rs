@@ -5,6 +5,7 @@ use crate::analysis::runs::Runs;
 use crate::error::LeakspyError;
 use crate::history::{census_time, for_each_record, load, parse_time};
 use crate::output::report::{TrendReport, render_diff, render_trend, trend_report};
+use crate::text::terminal;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -80,10 +81,10 @@ pub fn run_trend(args: TrendArgs) -> Result<(), LeakspyError> {
             .runs
             .iter()
             .flat_map(|run| {
-                run.suspects
-                    .iter()
-                    .filter(|s| s.metric == "count" && s.growth_per_hour >= threshold)
-                    .map(move |s| format!("{} grows by {:.0}/h in PID {}", s.name, s.growth_per_hour, run.info.pid))
+                run.suspects.iter().filter(|s| s.metric == "count" && s.growth_per_hour >= threshold).map(move |s| {
+                    let name = terminal::name(&s.name);
+                    format!("{name} grows by {:.0}/h in PID {}", s.growth_per_hour, run.info.pid)
+                })
             })
             .collect();
         if !crossed.is_empty() {

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 /// Appends one census as one line, under an exclusive lock.
 pub fn append(path: &Path, census: &Census) -> Result<()> {
-    let mut line = serde_json::to_string(census)?;
+    let mut line = crate::text::terminal::json(serde_json::to_string(census)?);
     line.push('\n');
     let mut file = std::fs::OpenOptions::new()
         .create(true)

@@ -145,7 +145,7 @@ struct SummaryLine<'a> {
 }
 
 fn json_line<T: Serialize>(value: &T) -> Result<String, LeakspyError> {
-    let mut line = serde_json::to_string(value).map_err(anyhow::Error::from)?;
+    let mut line = terminal::json(serde_json::to_string(value).map_err(anyhow::Error::from)?);
     line.push('\n');
     Ok(line)
 }

@@ -44,7 +44,7 @@ pub fn run_diff(args: DiffArgs) -> Result<(), LeakspyError> {
     let after = load(&args.after)?;
     let d = diff(&before, &after);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&d).map_err(anyhow::Error::from)?);
+        println!("{}", terminal::json(serde_json::to_string_pretty(&d).map_err(anyhow::Error::from)?));
     } else {
         print!("{}", render_diff(&d, args.top));
     }
@@ -72,7 +72,7 @@ pub fn run_trend(args: TrendArgs) -> Result<(), LeakspyError> {
     }
     let report: TrendReport = trend_report(&runs, skipped.lines.len());
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?);
+        println!("{}", terminal::json(serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?));
     } else {
         print!("{}", render_trend(&report, &args.history.display().to_string()));
     }

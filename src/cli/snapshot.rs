@@ -6,6 +6,7 @@ use crate::error::LeakspyError;
 use crate::heap::walk::WalkLimits;
 use crate::output::table::{SortKey, render, sort_types};
 use crate::output::{prometheus, write_atomic};
+use crate::text::terminal;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -67,7 +68,7 @@ pub fn run(args: SnapshotArgs) -> Result<(), LeakspyError> {
         (None, false) => Format::Table,
     };
     let text = match format {
-        Format::Json => serde_json::to_string_pretty(&census).map_err(anyhow::Error::from)? + "\n",
+        Format::Json => terminal::json(serde_json::to_string_pretty(&census).map_err(anyhow::Error::from)?) + "\n",
         Format::Table => render(&census, args.top, args.sort),
         Format::Prometheus => prometheus::render(&census, args.top),
     };

@@ -182,7 +182,7 @@ pub fn run(args: WhyArgs) -> Result<(), LeakspyError> {
         }
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?);
+        println!("{}", terminal::json(serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?));
     } else {
         print!("{}", render_report(&report, args.paths));
     }

@@ -153,6 +153,32 @@ pub fn message(s: &str) -> String {
     out
 }
 
+/// JSON text as serde_json wrote it, with every unsafe character it left raw written as a
+/// `\uXXXX` escape, so that JSON printed on a terminal is as harmless as the tables and still
+/// exact. serde_json escapes only the C0 controls, quote and backslash inside strings: DEL,
+/// C1 controls and the bidirectional and invisible characters stay raw. Outside its strings
+/// JSON holds only ASCII punctuation, letters, digits and whitespace, so every such character
+/// is inside a string, where its `\u` escape means the same character to any JSON reader.
+/// Raw C0 characters left in the text are the pretty-printer's newlines: kept.
+pub fn json(text: String) -> String {
+    if !text.chars().any(|c| c >= ' ' && is_unsafe(c)) {
+        return text;
+    }
+    use std::fmt::Write;
+    let mut out = String::with_capacity(text.len() + 64);
+    for c in text.chars() {
+        if c >= ' ' && is_unsafe(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,5 +270,18 @@ mod tests {
         let shown = name(&hostile);
         assert!(shown.chars().count() <= NAME_MAX_CHARS);
         assert_inert(&shown);
+    }
+
+    #[test]
+    fn json_is_made_terminal_safe_and_stays_exact() {
+        let names =
+            ["plain", "\x1b]0;t\x07", "a\u{7f}\u{9b}b", "evil\u{202e}x\u{200b}", "tag\u{e0041}", "q\"\\\n", "模块🚀"];
+        let text = json(serde_json::to_string_pretty(&names).unwrap_or_default());
+        assert!(!text.chars().any(|c| c != '\n' && is_unsafe(c)), "{text}");
+        assert!(text.contains(r"\u202e") && text.contains(r"\udb40\udc41") && text.contains("模块🚀"), "{text}");
+        let back: Vec<String> = serde_json::from_str(&text).unwrap_or_default();
+        assert_eq!(back, names);
+        let plain = serde_json::to_string(&["a", "b"]).unwrap_or_default();
+        assert_eq!(json(plain.clone()), plain);
     }
 }

@@ -6,6 +6,7 @@
 //! pseudo-terminal and its summary, `trend`, `diff`, JSON, errors) must carry none of them raw,
 //! keep each name on its own row, show it escaped, keep it exact in the JSON, and suggest a
 //! command that the shell reads back as the exact name without running anything in it.
+//! Prometheus output keeps the names exact, and its reference parser must read them back.
 
 mod common;
 
@@ -126,6 +127,20 @@ fn table_rows<'a>(what: &str, table: &'a str) -> Vec<&'a str> {
     rows
 }
 
+/// The `type` label values of leakspy_objects, as prometheus_client's parser reads them. The
+/// file is read without newline translation, as collectors read it: the format ends lines at
+/// LF only, and a CR in a label value is part of the value (it has no escape for one).
+const PROMETHEUS_TYPES: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+types = []
+for family in text_string_to_metric_families(open(sys.argv[1], encoding="utf-8", newline="").read()):
+    for s in family.samples:
+        if s.name == "leakspy_objects":
+            types.append(s.labels["type"])
+print(json.dumps(types))
+"#;
+
 /// One interpreter (number `n` of those present): every command over the hostile target.
 fn check(interp: &Interpreter, n: usize, scratch: &Path) {
     let label = &interp.label;
@@ -198,6 +213,25 @@ fn check(interp: &Interpreter, n: usize, scratch: &Path) {
     }
     let all = run_safe(&format!("{label} snapshot --all"), &["snapshot", &pid, "--all", "--top", "100000"]);
     table_rows(&format!("{label} snapshot --all"), &all);
+
+    // Prometheus: exact label values, read back by the reference parser.
+    let prom = scratch.join(format!("p{n}.prom"));
+    let prom_text = prom.display().to_string();
+    run_safe(
+        &format!("{label} prometheus"),
+        &["snapshot", &pid, "--format", "prometheus", "--top", "100000", "-o", &prom_text],
+    );
+    let parsed = Command::new("python3").args(["-c", PROMETHEUS_TYPES, &prom_text]).output().expect("python3");
+    assert!(
+        parsed.status.success(),
+        "prometheus_client rejected {prom_text}: {}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    let labels: Vec<String> = serde_json::from_slice(&parsed.stdout).expect("parser output");
+    for t in &types {
+        let name = t["name"].as_str().unwrap_or_default();
+        assert!(labels.iter().any(|l| l == name), "{label}: {name:?} not a type label in {prom_text}");
+    }
 
     // why: each type by its exact name; paths escaped as Python would write them.
     for t in &types {

@@ -15,7 +15,7 @@ use std::time::SystemTime;
 /// Appends one census as one line, under an exclusive lock; a failed append leaves the file
 /// as it was (see `output::files::AppendFile`).
 pub fn append(path: &Path, census: &Census) -> Result<()> {
-    let mut line = serde_json::to_string(census)?;
+    let mut line = crate::text::terminal::json(serde_json::to_string(census)?);
     line.push('\n');
     AppendFile::open(path)?.append(line.as_bytes())
 }
@@ -29,7 +29,8 @@ pub struct Skipped {
 impl Skipped {
     pub fn warn(&self, path: &Path) {
         for line in &self.lines {
-            eprintln!("leakspy: warning: {}: {line}", path.display());
+            // A line's error can quote the line, which holds what a target named.
+            eprintln!("leakspy: warning: {}", crate::text::terminal::message(&format!("{}: {line}", path.display())));
         }
     }
 }

@@ -58,7 +58,9 @@ fn main() {
             LeakspyError::Other(inner) => format!("{inner:#}"),
             other => other.to_string(),
         };
-        eprintln!("leakspy: error: {message}");
+        // Errors can carry the target's text (the path of a mapped file, a name): nothing in
+        // them reaches the terminal raw.
+        eprintln!("leakspy: error: {}", leakspy::text::terminal::message(&message));
         std::process::exit(e.exit_code());
     }
 }

@@ -1,8 +1,8 @@
 //! Findings: one sentence each that a person can act on, naming its evidence, for the leak
 //! causes that leave a mark in a single census. Pure functions of the census.
 
-use super::super::output::table::thousands;
 use crate::heap::census::Census;
+use crate::text::{terminal, thousands};
 use serde::{Deserialize, Serialize};
 
 /// Python file or socket objects open at once before it is worth a line: a service has a
@@ -19,6 +19,9 @@ pub struct Finding {
     /// "gc_disabled", "gc_garbage", "trace_hook", "profile_hook", "open_files",
     /// "open_sockets", "closures".
     pub kind: String,
+    /// One sentence for a person. Names from the target in it are escaped for a terminal
+    /// (`text::terminal::name`); their exact text is in the census's own fields (`functions`,
+    /// `threads`, `gc`).
     pub message: String,
 }
 
@@ -49,8 +52,12 @@ pub fn findings(census: &Census) -> Vec<Finding> {
             ));
         }
         if gc.garbage > 0 {
-            let types: Vec<String> =
-                gc.garbage_types.iter().take(3).map(|(t, n)| format!("{} {t}", thousands(*n))).collect();
+            let types: Vec<String> = gc
+                .garbage_types
+                .iter()
+                .take(3)
+                .map(|(t, n)| format!("{} {}", thousands(*n), terminal::name(t)))
+                .collect();
             out.push(finding(
                 "gc_garbage",
                 format!(
@@ -63,7 +70,7 @@ pub fn findings(census: &Census) -> Vec<Finding> {
     }
     for t in &census.threads {
         let thread = match (&t.name, t.native_thread_id) {
-            (Some(name), Some(tid)) => format!("thread {tid} ({name})"),
+            (Some(name), Some(tid)) => format!("thread {tid} ({})", terminal::name(name)),
             (_, Some(tid)) => format!("thread {tid}"),
             _ => format!("thread {:#x}", t.thread_id),
         };
@@ -75,7 +82,7 @@ pub fn findings(census: &Census) -> Vec<Finding> {
                     kind,
                     format!(
                         "{call} is active on {thread} ({}): every call runs the hook, which slows the program and can keep frames and their locals alive; turn it off outside debugging.",
-                        hook.name
+                        terminal::name(&hook.name)
                     ),
                 ));
             }
@@ -118,8 +125,8 @@ pub fn findings(census: &Census) -> Vec<Finding> {
                 format!(
                     "{} closures of {} ({}:{}) are alive: whatever holds them (a registry, a list of callbacks) keeps everything they capture alive too.",
                     thousands(f.closures),
-                    f.qualname,
-                    f.file,
+                    terminal::name(&f.qualname),
+                    terminal::name(&f.file),
                     f.line
                 ),
             ));
@@ -191,5 +198,43 @@ mod tests {
             "{}",
             text[3]
         );
+    }
+
+    #[test]
+    fn names_from_the_target_are_escaped_in_the_sentences() {
+        let mut c = census_with(&[("dict", 10, 10)]);
+        let mut g = gc(true, 5, 3);
+        // The same name twice: once with a real ESC and BEL, once with backslashes spelling them.
+        g.garbage_types = vec![("m.\x1b]0;t\x07".into(), 2), (r"m.\x1b]0;t\x07".into(), 1)];
+        c.gc = vec![g];
+        c.threads = vec![ThreadInfo {
+            interpreter: 0,
+            thread_id: 1,
+            native_thread_id: Some(42),
+            name: Some("w\r\n* forged".into()),
+            trace: None,
+            profile: Some(Hook { kind: "python".into(), name: "function \u{202e}rekaep".into() }),
+        }];
+        c.functions = vec![FunctionGroup {
+            qualname: "f\x1b[2J".into(),
+            file: "/tmp/\x1b]52;c;aGk=\x07.py".into(),
+            line: 1,
+            functions: 2_000,
+            closures: 2_000,
+            bound_methods: 0,
+        }];
+        let text: Vec<String> = findings(&c).into_iter().map(|f| f.message).collect();
+        assert_eq!(text.len(), 3, "{text:?}");
+        for sentence in &text {
+            assert!(!sentence.chars().any(crate::text::terminal::is_unsafe), "{sentence:?}");
+        }
+        assert!(text[0].contains(r"2 m.\x1b]0;t\x07"), "{}", text[0]);
+        assert!(text[0].contains(r"1 m.\\x1b]0;t\\x07"), "a backslash in the name is doubled: {}", text[0]);
+        assert!(
+            text[1].contains(r"thread 42 (w\r\n* forged)") && text[1].contains(r"function \u202erekaep"),
+            "{}",
+            text[1]
+        );
+        assert!(text[2].contains(r"closures of f\x1b[2J (/tmp/\x1b]52;c;aGk=\x07.py:1)"), "{}", text[2]);
     }
 }

@@ -12,6 +12,7 @@ use crate::memory::live::LiveProcess;
 use crate::memory::proc_info::rss_bytes;
 use crate::output::files::AppendFile;
 use crate::output::live::{LiveSort, SamplingStatus, render_live, render_summary};
+use crate::text::terminal;
 use anyhow::Context;
 use serde::Serialize;
 use std::io::{IsTerminal, Write};
@@ -146,7 +147,7 @@ struct SummaryLine<'a> {
 }
 
 fn json_line<T: Serialize>(value: &T) -> Result<String, LeakspyError> {
-    let mut line = serde_json::to_string(value).map_err(anyhow::Error::from)?;
+    let mut line = terminal::json(serde_json::to_string(value).map_err(anyhow::Error::from)?);
     line.push('\n');
     Ok(line)
 }
@@ -240,7 +241,7 @@ fn sample(
                 skips.total += 1;
                 skips.in_a_row += 1;
                 if !live {
-                    eprintln!("leakspy: note: sample skipped: {e}");
+                    eprintln!("leakspy: note: sample skipped: {}", terminal::message(&e.to_string()));
                 }
                 skips.last_error = Some(e.to_string());
                 if skips.in_a_row >= MAX_CONSECUTIVE_SKIPS {

@@ -5,6 +5,7 @@ use crate::analysis::runs::Runs;
 use crate::error::LeakspyError;
 use crate::history::{census_time, for_each_record, load, parse_time};
 use crate::output::report::{TrendReport, render_diff, render_trend, trend_report};
+use crate::text::terminal;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -43,7 +44,7 @@ pub fn run_diff(args: DiffArgs) -> Result<(), LeakspyError> {
     let after = load(&args.after)?;
     let d = diff(&before, &after);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&d).map_err(anyhow::Error::from)?);
+        println!("{}", terminal::json(serde_json::to_string_pretty(&d).map_err(anyhow::Error::from)?));
     } else {
         print!("{}", render_diff(&d, args.top));
     }
@@ -71,7 +72,7 @@ pub fn run_trend(args: TrendArgs) -> Result<(), LeakspyError> {
     }
     let report: TrendReport = trend_report(&runs, skipped.lines.len());
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?);
+        println!("{}", terminal::json(serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?));
     } else {
         print!("{}", render_trend(&report, &args.history.display().to_string()));
     }
@@ -80,10 +81,10 @@ pub fn run_trend(args: TrendArgs) -> Result<(), LeakspyError> {
             .runs
             .iter()
             .flat_map(|run| {
-                run.suspects
-                    .iter()
-                    .filter(|s| s.metric == "count" && s.growth_per_hour >= threshold)
-                    .map(move |s| format!("{} grows by {:.0}/h in PID {}", s.name, s.growth_per_hour, run.info.pid))
+                run.suspects.iter().filter(|s| s.metric == "count" && s.growth_per_hour >= threshold).map(move |s| {
+                    let name = terminal::name(&s.name);
+                    format!("{name} grows by {:.0}/h in PID {}", s.growth_per_hour, run.info.pid)
+                })
             })
             .collect();
         if !crossed.is_empty() {

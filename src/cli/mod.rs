@@ -18,7 +18,7 @@ use crate::memory::maps::MemoryMap;
 use crate::memory::pause::{CopiedMemory, Pause};
 use crate::memory::proc_info::{ProcessInfo, available_memory, descriptors, memory_split, rss_bytes};
 use crate::memory::{ReadError, RemoteMemory};
-use crate::output::table::human_bytes;
+use crate::text::human_bytes;
 use std::time::Instant;
 
 /// Which process to read: cron jobs rarely know a PID, so a PID file or a command-line match

@@ -7,6 +7,7 @@ use crate::heap::walk::WalkLimits;
 use crate::output::files::{Destination, parse_mode, write_output};
 use crate::output::prometheus;
 use crate::output::table::{SortKey, render, sort_types};
+use crate::text::terminal;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -76,7 +77,7 @@ pub fn run(args: SnapshotArgs) -> Result<(), LeakspyError> {
         (None, false) => Format::Table,
     };
     let text = match format {
-        Format::Json => serde_json::to_string_pretty(&census).map_err(anyhow::Error::from)? + "\n",
+        Format::Json => terminal::json(serde_json::to_string_pretty(&census).map_err(anyhow::Error::from)?) + "\n",
         Format::Table => render(&census, args.top, args.sort),
         Format::Prometheus => prometheus::render(&census, args.top),
     };

@@ -8,7 +8,7 @@ use crate::error::LeakspyError;
 use crate::heap::graph::{HeapGraph, Path, Paths, Step, build, render, shortest_paths};
 use crate::heap::retained::Retention;
 use crate::memory::RemoteMemory;
-use crate::output::table::{human_bytes, thousands};
+use crate::text::{human_bytes, terminal, thousands};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use std::time::Instant;
@@ -182,7 +182,7 @@ pub fn run(args: WhyArgs) -> Result<(), LeakspyError> {
         }
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?);
+        println!("{}", terminal::json(serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?));
     } else {
         print!("{}", render_report(&report, args.paths));
     }
@@ -291,6 +291,8 @@ fn retainers(
         .collect()
 }
 
+/// The text of the report. Type names are the target's, shown through `terminal::name`; the
+/// paths were rendered with their names escaped already (`heap::graph::render`).
 fn render_report(r: &WhyReport, max_paths: usize) -> String {
     let g = &r.graph;
     let mut out = format!(
@@ -308,7 +310,7 @@ fn render_report(r: &WhyReport, max_paths: usize) -> String {
     );
     if let Some(e) = &r.explanation {
         let what = match &r.type_name {
-            Some(name) => format!("instances of {name}"),
+            Some(name) => format!("instances of {}", terminal::name(name)),
             None => "objects".into(),
         };
         out += &format!(
@@ -323,7 +325,7 @@ fn render_report(r: &WhyReport, max_paths: usize) -> String {
             if let Some(h) = &p.holder {
                 out += &format!(
                     "    held by {} at {}, which retains {}\n",
-                    h.type_name,
+                    terminal::name(&h.type_name),
                     h.address,
                     human_bytes(h.retained_bytes)
                 );
@@ -377,7 +379,7 @@ fn render_report(r: &WhyReport, max_paths: usize) -> String {
             out += &format!(
                 "  {:>10}  {}  {}\n",
                 human_bytes(l.retained_bytes),
-                l.type_name,
+                terminal::name(&l.type_name),
                 match (&l.path, l.external_refs) {
                     (Some(path), _) => path.clone(),
                     (None, 0) => "(no path and no outside reference: garbage awaiting collection)".into(),

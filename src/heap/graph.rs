@@ -24,6 +24,7 @@ use crate::error::LeakspyError;
 use crate::memory::maps::MemoryMap;
 use crate::memory::proc_info::rss_bytes;
 use crate::memory::{ReadError, RemoteMemory, u64_at};
+use crate::text::terminal;
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -918,7 +919,8 @@ pub fn shortest_paths(graph: &HeapGraph) -> Paths {
     Paths { parent }
 }
 
-/// One step of a path, resolved for printing.
+/// One step of a path, resolved for printing. The names it holds are the target's, exact;
+/// [`Step::text`] and [`render`] write them escaped for a terminal.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Step {
     Index(u32),
@@ -934,18 +936,19 @@ pub enum Step {
 }
 
 impl Step {
-    /// The step on its own, as Python spells it.
+    /// The step on its own, as Python spells it, with the target's names escaped
+    /// (`terminal::name`).
     pub fn text(&self) -> String {
         match self {
             Step::Index(i) => format!("[{i}]"),
             Step::Key(k) => format!("[{}]", key_repr(k)),
-            Step::Attr(a) => format!(".{a}"),
+            Step::Attr(a) => format!(".{}", terminal::name(a)),
             Step::Local(name) => format!(".f_locals[{}]", key_repr(name)),
             Step::Stack => ".<value stack>".into(),
             Step::Namespace => ".__dict__".into(),
             Step::Member => ".<member>".into(),
             Step::DictKey => ".<key>".into(),
-            Step::Named(name) => format!(".{name}"),
+            Step::Named(name) => format!(".{}", terminal::name(name)),
             Step::Field(o) => format!(".<field +{o:#x}>"),
         }
     }
@@ -1019,16 +1022,22 @@ fn name_text(graph: &HeapGraph, mem: &mut dyn RemoteMemory, layout: &Layout, id:
     }
 }
 
-/// How a root is written at the start of a path.
+/// How a root is written at the start of a path, the target's names escaped.
 pub fn root_text(graph: &HeapGraph, node: u32) -> String {
     let root = graph.roots.iter().find(|r| r.node() == node);
     match root {
         Some(Root::Frame { frame, .. }) => match graph.frames.get(*frame as usize) {
-            Some(f) => format!("<frame {}() of thread {} ({}:{})>", f.function, f.thread, f.file, f.first_line),
+            Some(f) => format!(
+                "<frame {}() of thread {} ({}:{})>",
+                terminal::name(&f.function),
+                f.thread,
+                terminal::name(&f.file),
+                f.first_line
+            ),
             None => "<frame>".into(),
         },
         Some(Root::Interpreter { interpreter, field, .. }) => {
-            let name = graph.field_names.get(*field as usize).map_or("?", String::as_str);
+            let name = graph.field_names.get(*field as usize).map_or_else(|| "?".into(), |n| terminal::name(n));
             match interpreter {
                 -1 => format!("<runtime {name}>"),
                 id => format!("<interpreter {id} {name}>"),
@@ -1038,12 +1047,16 @@ pub fn root_text(graph: &HeapGraph, node: u32) -> String {
     }
 }
 
-/// A dict key as Python would print it: 'name' (object keys are already `<type>`).
+/// A dict key as Python would print it, 'name', escaped for a terminal as Python's repr()
+/// escapes it (`\'` for a quote). Object keys are already `<type>`: escaped, not quoted.
 pub fn key_repr(key: &str) -> String {
-    if key.starts_with('<') { key.to_string() } else { format!("{key:?}").replace('"', "'") }
+    let shown = terminal::name(key);
+    if key.starts_with('<') { shown } else { format!("'{}'", shown.replace('\'', "\\'")) }
 }
 
-/// A path as Python code would write it. A namespace followed by a key reads as an
+/// A path as Python code would write it, every name from the target escaped for a terminal
+/// (`terminal::name`: the path is shown as it is, and printed by `jq -r`). `root` is written
+/// as it is: [`root_text`] made it. A namespace followed by a key reads as an
 /// attribute (`.handlers`), except a module's, which reads as `.__dict__['NAME']` so that the
 /// module is named. Steps marked in `wildcard` print as `*`.
 pub fn render(root: &str, steps: &[Step], wildcard: &[bool]) -> String {
@@ -1055,7 +1068,7 @@ pub fn render(root: &str, steps: &[Step], wildcard: &[bool]) -> String {
         let module_namespace = from_modules && n == 2;
         match step {
             Step::Index(i) => out += &format!("[{}]", value(i.to_string())),
-            Step::Key(k) if in_namespace && !module_namespace => out += &format!(".{}", value(k.clone())),
+            Step::Key(k) if in_namespace && !module_namespace => out += &format!(".{}", value(terminal::name(k))),
             Step::Key(k) => out += &format!("[{}]", value(key_repr(k))),
             // A namespace reads as attributes of its owner, except a module's (named above).
             Step::Namespace if !(from_modules && n == 1) => {}
@@ -1168,5 +1181,26 @@ pub(crate) mod tests {
         let steps =
             [Step::Key("m".into()), Step::Namespace, Step::Key("C".into()), Step::Namespace, Step::Key("x".into())];
         assert_eq!(render("sys.modules", &steps, &[]), "sys.modules['m'].__dict__['C'].x");
+    }
+
+    #[test]
+    fn paths_show_the_targets_names_escaped() {
+        let steps = [
+            Step::Key("m\x1b]0;t\x07".into()),
+            Step::Namespace,
+            Step::Key("it's \\ \u{202e}".into()),
+            Step::Namespace,
+            Step::Key("a\nb".into()),
+            Step::Attr("c\r\x1b[2J".into()),
+            Step::Local("<x\u{9b}>".into()),
+            Step::Named("n\u{200b}".into()),
+        ];
+        let text = render("sys.modules", &steps, &[]);
+        assert_eq!(
+            text,
+            r"sys.modules['m\x1b]0;t\x07'].__dict__['it\'s \\ \u202e'].a\nb.c\r\x1b[2J.f_locals[<x\x9b>].n\u200b"
+        );
+        assert!(!text.chars().any(crate::text::terminal::is_unsafe));
+        assert_eq!(Step::Key("q'\x07".into()).text(), r"['q\'\x07']");
     }
 }

@@ -1,9 +1,9 @@
 //! The live view of `attach` on a terminal, and the summary printed when sampling ends.
 
-use super::table::{signed, thousands};
 use crate::analysis::findings::Finding;
 use crate::analysis::series::{Series, Suspect};
 use crate::heap::census::Census;
+use crate::text::{shell, signed, terminal, thousands};
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -53,7 +53,7 @@ pub fn render_live(census: &Census, series: &Series, status: &SamplingStatus, to
         let _ = writeln!(out, "note: a census takes longer than --interval; sampling back to back");
     }
     if let (1.., Some(error)) = (skipped, last_skip) {
-        let _ = writeln!(out, "note: {skipped} samples skipped so far; the last because: {error}");
+        let _ = writeln!(out, "note: {skipped} samples skipped so far; the last because: {}", terminal::message(error));
     }
     if census.torn_links > 0 {
         let _ =
@@ -75,7 +75,7 @@ pub fn render_live(census: &Census, series: &Series, status: &SamplingStatus, to
         let suspect = suspects.iter().find(|s| s.name == row.name);
         let mark = if suspect.is_some() { "!" } else { " " };
         let rate = suspect.map_or(String::new(), |s| format!("{:.0}", s.growth_per_minute));
-        let name: String = row.name.chars().take(48).collect();
+        let name = terminal::name_within(&row.name, 48);
         let _ = writeln!(
             out,
             "{mark} {:<48} {:>12} {:>10} {:>9} {:>10} {:>14}",
@@ -88,7 +88,7 @@ pub fn render_live(census: &Census, series: &Series, status: &SamplingStatus, to
         );
     }
     if !suspects.is_empty() {
-        let names: Vec<&str> = suspects.iter().take(5).map(|s| s.name.as_str()).collect();
+        let names: Vec<String> = suspects.iter().take(5).map(|s| terminal::name(&s.name)).collect();
         let _ = writeln!(out, "\n! leak suspects (steady growth): {}", names.join(", "));
     }
     for f in &census.findings {
@@ -108,7 +108,7 @@ pub fn render_summary(
     let mut out = String::new();
     let _ = writeln!(out, "\nSampling ended ({ended_because}) after {} samples.", series.samples_taken);
     if let (skipped @ 1.., Some(error)) = skips {
-        let _ = writeln!(out, "{skipped} samples were skipped; the last because: {error}");
+        let _ = writeln!(out, "{skipped} samples were skipped; the last because: {}", terminal::message(error));
     }
     for f in findings {
         let _ = writeln!(out, "* {}", f.message);
@@ -123,7 +123,7 @@ pub fn render_summary(
         let _ = writeln!(
             out,
             "  {}: +{:.0} {what}/min ({} added, {} now), confidence {:.0}% over {} samples",
-            s.name,
+            terminal::name(&s.name),
             s.growth_per_minute,
             signed(s.added),
             thousands(s.now),
@@ -133,7 +133,85 @@ pub fn render_summary(
     }
     // The next question is who holds them: while the process runs, that can be answered.
     if let (Some(pid), Some(top)) = (pid, suspects.first()) {
-        let _ = writeln!(out, "Who holds them: leakspy why {pid} --type {}", top.name);
+        let _ = writeln!(out, "Who holds them: {}", why_command(pid, &top.name));
     }
     out
+}
+
+/// Longest type argument a suggested command carries: past it (a generated name of
+/// kilobytes), the command says where to take the name from instead.
+const MAX_COMMAND_ARGUMENT: usize = 1000;
+
+/// The `leakspy why` command for a type, to copy into a shell: the name quoted so that the
+/// shell passes it exactly and runs nothing in it (`shell::quote`), and shown without any
+/// character a terminal acts on. A name that no command line can carry (a NUL) or that is
+/// too long to copy is shown escaped, with where to get it exactly.
+pub fn why_command(pid: i32, type_name: &str) -> String {
+    match shell::quote(type_name) {
+        // `--type=` keeps a name that starts with "-" from reading as an option.
+        Some(quoted) if quoted.len() <= MAX_COMMAND_ARGUMENT => {
+            let separator = if type_name.starts_with('-') { "=" } else { " " };
+            format!("leakspy why {pid} --type{separator}{quoted}")
+        }
+        quoted => {
+            let why = match quoted {
+                Some(_) => format!("the name is {} bytes long", type_name.len()),
+                None => "the name holds a NUL character, which no command line can carry".into(),
+            };
+            format!(
+                "leakspy why {pid} --type NAME, with NAME exactly as `leakspy snapshot {pid} --json` gives it \
+                 ({why}; it starts {})",
+                terminal::name_within(type_name, 60)
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::text::terminal::is_unsafe;
+
+    fn suspect(name: &str) -> Suspect {
+        Suspect {
+            name: name.into(),
+            metric: "count",
+            growth_per_minute: 600.0,
+            added: 100,
+            now: 150,
+            confidence: 0.99,
+            samples: 8,
+        }
+    }
+
+    #[test]
+    fn the_summary_shows_names_escaped_and_suggests_a_quoted_command() {
+        let hostile = "m.\x1b]0;pwned\x07$(touch /tmp/x)'\n";
+        let summary = render_summary(
+            &Series::default(),
+            &[suspect(hostile), suspect("__main__.Order")],
+            &[],
+            "sample count reached",
+            (1, Some("changed under \x1b[2J every read")),
+            Some(42),
+        );
+        assert!(!summary.chars().any(|c| c != '\n' && is_unsafe(c)), "{summary}");
+        assert!(summary.contains(r"  m.\x1b]0;pwned\x07$(touch /tmp/x)'\n: +600 objects/min"), "{summary}");
+        assert!(summary.contains(r"the last because: changed under \x1b[2J every read"), "{summary}");
+        assert!(
+            summary.contains(r"Who holds them: leakspy why 42 --type $'m.\x1b]0;pwned\x07$(touch /tmp/x)\'\x0a'"),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn suggested_commands_quote_only_what_needs_it() {
+        assert_eq!(why_command(7, "__main__.Order"), "leakspy why 7 --type __main__.Order");
+        assert_eq!(why_command(7, "f.<locals>.C"), "leakspy why 7 --type 'f.<locals>.C'");
+        assert_eq!(why_command(7, "-x"), "leakspy why 7 --type=-x");
+        let nul = why_command(7, "a\0b");
+        assert!(nul.starts_with("leakspy why 7 --type NAME,") && nul.contains(r"it starts a\x00b"), "{nul}");
+        let long = why_command(7, &"L".repeat(5000));
+        assert!(long.contains("5000 bytes long") && long.len() < 300, "{long}");
+    }
 }

@@ -4,7 +4,11 @@
 use crate::heap::census::{Census, TypeCount};
 use std::fmt::Write;
 
-/// Label values may hold anything a type name or command line holds.
+/// Label values may hold anything a type name or command line holds. The exposition format
+/// escapes exactly three characters in them (backslash, double quote, line feed) and takes
+/// every other character as it is: a carriage return or an ESC is part of the value, and only
+/// a raw line feed could end the sample's line. So the names stay exact here, and are not
+/// escaped for a terminal: this output is for a collector, not a person.
 fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
@@ -153,5 +157,50 @@ mod tests {
         assert!(
             !text.contains("leakspy_retained_bytes{pid=\"1\",process=\"\",python_version=\"3.11.7\",type=\"(other)\"")
         );
+    }
+
+    /// A label value read back as the exposition format's parsers read it.
+    fn unescape(value: &str) -> String {
+        let mut out = String::new();
+        let mut chars = value.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some(other) => out.push(other),
+                None => panic!("dangling backslash in {value:?}"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn hostile_names_stay_on_their_line_and_exact() {
+        let names = [
+            "m.Fake\"} 1\nleakspy_objects{type=\"forged\"} 999",
+            "m.\x1b]0;pwned\x07\r\x1b[2J",
+            "m.back\\slash\\n\u{202e}",
+        ];
+        let c = census_with(&[(names[0], 3, 3), (names[1], 2, 2), (names[2], 1, 1)]);
+        let text = render(&c, 10);
+        let mut found = Vec::new();
+        for line in text.lines() {
+            if line.starts_with('#') {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').unwrap_or_default();
+            assert!(value.parse::<f64>().is_ok(), "{line:?}");
+            assert!(series.starts_with("leakspy_") && series.ends_with('}'), "{line:?}");
+            if let Some(start) = series.find(",type=\"") {
+                found.push(unescape(&series[start + 7..series.len() - 2]));
+            }
+        }
+        for name in names {
+            assert!(found.iter().any(|f| f == name), "{name:?} not read back from:\n{text}");
+        }
+        assert!(!text.contains("type=\"forged\"} 999\n"));
     }
 }

@@ -1,19 +1,21 @@
 //! Reports over recorded censuses: `diff` and `trend`, as text and as JSON documents.
 
-use super::table::{signed, thousands};
 use crate::analysis::diff::CensusDiff;
 use crate::analysis::runs::{RunInfo, Runs};
+use crate::text::{signed, terminal, thousands};
 use serde::Serialize;
 use std::fmt::Write;
 
+/// The text of `diff`. Everything from the history files is shown through `terminal::name`:
+/// the files hold what the targets named.
 pub fn render_diff(d: &CensusDiff, top: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "From {} (PID {}) to {} (PID {}): {} objects",
-        d.from_timestamp,
+        terminal::name(&d.from_timestamp),
         d.from_pid,
-        d.to_timestamp,
+        terminal::name(&d.to_timestamp),
         d.to_pid,
         signed(d.objects_total_change)
     );
@@ -36,7 +38,7 @@ pub fn render_diff(d: &CensusDiff, top: usize) -> String {
                 thousands(t.count_after),
                 signed(t.count_change),
                 signed(t.refcount_change),
-                t.name
+                terminal::name(&t.name)
             );
         }
         if rows.len() > top {
@@ -101,6 +103,8 @@ pub fn trend_report(runs: &Runs, skipped_lines: usize) -> TrendReport {
     }
 }
 
+/// The text of `trend`: the runs' identities (host, command line) and the suspects' names
+/// come from the history file, and are shown through `terminal::name`.
 pub fn render_trend(report: &TrendReport, source: &str) -> String {
     let mut out = String::new();
     if report.runs.is_empty() {
@@ -111,13 +115,13 @@ pub fn render_trend(report: &TrendReport, source: &str) -> String {
             out,
             "PID {} on {} ({}), Python {}, started {}\n  {} samples from {} to {}",
             run.info.pid,
-            if run.info.hostname.is_empty() { "?" } else { &run.info.hostname },
-            run.info.cmdline,
-            run.info.python_version,
-            run.info.start_time,
+            if run.info.hostname.is_empty() { "?".into() } else { terminal::name(&run.info.hostname) },
+            terminal::name(&run.info.cmdline),
+            terminal::name(&run.info.python_version),
+            terminal::name(&run.info.start_time),
             run.samples,
-            run.info.first_timestamp,
-            run.info.last_timestamp
+            terminal::name(&run.info.first_timestamp),
+            terminal::name(&run.info.last_timestamp)
         );
         if let Some(previous) = run.info.restart_of {
             let _ = writeln!(out, "  the process restarted (previously PID {previous}): a new series starts here");
@@ -132,7 +136,7 @@ pub fn render_trend(report: &TrendReport, source: &str) -> String {
             let _ = writeln!(
                 out,
                 "  ! {}: {:+.0}/hour, {:+.0}/day {what} ({} over the series, {} now), confidence {:.0}%",
-                s.name,
+                terminal::name(&s.name),
                 s.growth_per_hour,
                 s.growth_per_day,
                 signed(s.added),

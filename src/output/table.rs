@@ -1,6 +1,7 @@
 //! The human-readable census table.
 
 use crate::heap::census::{Census, TypeCount};
+use crate::text::{human_bytes, terminal, thousands};
 use std::fmt::Write;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -21,45 +22,6 @@ pub fn sort_types(types: &mut [TypeCount], key: SortKey) {
         SortKey::Retained => t.retained_bytes.unwrap_or(0),
     };
     types.sort_by(|a, b| value(b).cmp(&value(a)).then_with(|| a.name.cmp(&b.name)));
-}
-
-/// Groups digits so that 1234567 reads as 1,234,567.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// A change with its sign: +1,204, -3, 0.
-/// 1,234 B, 12.3 KiB, 4.5 MiB, 1.2 GiB.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut value = n as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
-pub fn signed(n: i64) -> String {
-    if n > 0 {
-        format!("+{}", thousands(n as u64))
-    } else if n < 0 {
-        format!("-{}", thousands(n.unsigned_abs()))
-    } else {
-        "0".into()
-    }
 }
 
 pub fn render(census: &Census, top: usize, sort: SortKey) -> String {
@@ -97,14 +59,16 @@ pub fn render(census: &Census, top: usize, sort: SortKey) -> String {
             g.duration_ms
         );
     }
-    let width = types.iter().take(top).map(|t| t.name.len()).max().unwrap_or(4).clamp(4, 60);
+    // Names come from the target: shown escaped and bounded, and measured as shown.
+    let names: Vec<String> = types.iter().take(top).map(|t| terminal::name(&t.name)).collect();
+    let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(4).clamp(4, 60);
     let graph_columns = census.graph.is_some();
     let _ = write!(out, "\n{:>12}  {:>14}", "COUNT", "REFCOUNT SUM");
     if graph_columns {
         let _ = write!(out, "  {:>12}  {:>10}  {:>10}  {:>9}", "UNTRACKED", "SIZE", "RETAINED", "EXTERNAL");
     }
     let _ = writeln!(out, "  {:<width$}", "TYPE");
-    for t in types.iter().take(top) {
+    for (t, name) in types.iter().zip(&names) {
         let immortal = if t.immortal > 0 { format!("  ({} immortal)", thousands(t.immortal)) } else { String::new() };
         let _ = write!(out, "{:>12}  {:>14}", thousands(t.count), thousands(t.refcount_sum));
         if graph_columns {
@@ -117,7 +81,7 @@ pub fn render(census: &Census, top: usize, sort: SortKey) -> String {
                 thousands(t.external_refs.unwrap_or(0))
             );
         }
-        let _ = writeln!(out, "  {}{}", t.name, immortal);
+        let _ = writeln!(out, "  {name}{immortal}");
     }
     if types.len() > top {
         let rest: u64 = types.iter().skip(top).map(|t| t.count).sum();
@@ -154,12 +118,35 @@ pub fn render(census: &Census, top: usize, sort: SortKey) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::heap::census::tests::census_with;
+    use crate::text::terminal::{CUT_MARKER, NAME_MAX_CHARS, is_unsafe};
 
     #[test]
-    fn groups_thousands() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(1234567), "1,234,567");
+    fn hostile_type_names_stay_in_their_row() {
+        let long = format!("m.{}", "L".repeat(5000));
+        let c = census_with(&[
+            ("__main__.Order", 30, 30),
+            ("m.Fake\n     9,999           9,999  __main__.Forged", 20, 20),
+            ("m.\x1b]0;pwned\x07\x1b[2J", 10, 10),
+            ("m.evil\u{202e}cod.exe", 5, 5),
+            (&long, 1, 1),
+        ]);
+        let text = render(&c, 25, SortKey::Count);
+        assert!(!text.chars().any(|c| c != '\n' && is_unsafe(c)), "{text}");
+        let rows: Vec<&str> = text.lines().skip_while(|l| !l.contains("TYPE")).skip(1).collect();
+        assert_eq!(rows.len(), 5, "{text}");
+        for row in &rows {
+            let mut columns = row.split_whitespace();
+            for _ in 0..2 {
+                let number = columns.next().unwrap_or_default();
+                assert!(number.chars().all(|c| c.is_ascii_digit() || c == ','), "{row}");
+            }
+        }
+        assert!(rows[1].ends_with(r"m.Fake\n     9,999           9,999  __main__.Forged"), "{}", rows[1]);
+        assert!(rows[2].ends_with(r"m.\x1b]0;pwned\x07\x1b[2J"), "{}", rows[2]);
+        assert!(rows[3].ends_with(r"m.evil\u202ecod.exe"), "{}", rows[3]);
+        let shown = rows[4].split_whitespace().last().unwrap_or_default();
+        assert_eq!(shown.chars().count(), NAME_MAX_CHARS);
+        assert!(shown.ends_with(CUT_MARKER));
     }
 }

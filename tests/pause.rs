@@ -108,7 +108,11 @@ fn a_pause_copies_what_the_target_wrote_not_what_it_reserved() {
             }
             let name = "__main__.LeakspyPauseStable";
             if type_count(&census, name) != target.truth["stable"][name].as_u64() || census["consistent"] != true {
-                problems.push(format!("{what}: {name} {:?}, consistent {}", type_count(&census, name), census["consistent"]));
+                problems.push(format!(
+                    "{what}: {name} {:?}, consistent {}",
+                    type_count(&census, name),
+                    census["consistent"]
+                ));
             }
             if !matches!(state(target.pid), 'R' | 'S') {
                 problems.push(format!("{what}: left in state {}", state(target.pid)));

@@ -7,6 +7,8 @@ pub struct Mapping {
     pub end: u64,
     pub readable: bool,
     pub writable: bool,
+    /// MAP_SHARED: other processes may write it too (shared memory, a shared file mapping).
+    pub shared: bool,
     pub offset: u64,
     /// The path as the kernel names it to us, or a pseudo-name such as `[heap]`; empty for
     /// anonymous memory. A target in its own mount namespace shows its own paths; one chrooted
@@ -87,6 +89,7 @@ fn parse_line(line: &str) -> Option<Mapping> {
         end: u64::from_str_radix(end, 16).ok()?,
         readable: perms.starts_with('r'),
         writable: perms.as_bytes().get(1) == Some(&b'w'),
+        shared: perms.as_bytes().get(3) == Some(&b's'),
         offset: u64::from_str_radix(offset, 16).ok()?,
         path,
     })

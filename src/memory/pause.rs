@@ -97,15 +97,18 @@ impl Drop for Pause {
 
 /// The target's writable memory as copied during a pause. Only what the target wrote is
 /// copied: a thread's 8 MiB stack of which it used 20 KiB, a reservation of gigabytes never
-/// touched, cost what they hold, not their size; the pages of anonymous memory the target
-/// never wrote read as the zeros they are. Reads of read-only mappings (code, constants) go to
-/// the live process, where they cannot have changed; nothing writable is ever read live, so a
-/// census of the copy is what the stopped target held.
+/// touched, cost what they hold, not their size.
+/// - Private anonymous memory (the heap, arenas, stacks): the pages the target wrote are
+///   copied; the others read as the zeros they are.
+/// - Private file mappings (a library's .data): the pages written are copied; the others still
+///   hold the file's bytes, and are read from the process (unchanged while it ran, unless it
+///   writes them first: such pages hold no Python objects, only a library's static data).
+/// - Shared mappings (shared memory, shared files) and read-only ones (code, constants) are
+///   read from the process: other processes can write shared memory whatever leakspy
+///   stops, and read-only memory cannot change.
 pub struct CopiedMemory<'a> {
-    /// Sorted, non-overlapping.
+    /// Sorted, non-overlapping: every readable mapping of the pause, in pieces.
     regions: Vec<Region>,
-    /// Read-only mappings at the time of the pause.
-    read_only: Vec<Range<u64>>,
     live: &'a mut LiveProcess,
     /// Bytes copied while the target was stopped.
     pub bytes_copied: u64,
@@ -113,8 +116,15 @@ pub struct CopiedMemory<'a> {
 
 struct Region {
     range: Range<u64>,
-    /// `None`: anonymous memory the target never wrote, all zeros.
-    data: Option<Vec<u8>>,
+    contents: Contents,
+}
+
+enum Contents {
+    Copied(Vec<u8>),
+    /// Anonymous memory the target never wrote.
+    Zeros,
+    /// Read from the process when asked (see above).
+    Live,
 }
 
 /// Bytes copied per read: a mapping larger than the kernel's limit for one read (2 GiB) is
@@ -122,38 +132,45 @@ struct Region {
 const COPY_PIECE: usize = 64 << 20;
 
 impl<'a> CopiedMemory<'a> {
-    /// Copies what the target wrote of every writable mapping (while it is stopped).
+    /// Copies what the target wrote of its private writable mappings (while it is stopped).
     pub fn copy(live: &'a mut LiveProcess, maps: &MemoryMap) -> Result<CopiedMemory<'a>, ReadError> {
         let mut regions = Vec::new();
         let mut bytes_copied = 0;
-        for m in maps.mappings.iter().filter(|m| m.writable && m.readable && !m.path.starts_with("[v")) {
-            // Anonymous memory ("", [heap], [stack], [anon:..]) not written is zeros; a file's
-            // unwritten pages are the file's contents, so file mappings (a library's .data)
-            // are copied whole.
-            let anonymous = !m.is_file();
-            let runs = match anonymous.then(|| live.populated_runs(m.start, m.end)).flatten() {
-                Some(runs) => runs,
-                None => vec![m.start..m.end],
-            };
+        for m in maps.mappings.iter().filter(|m| m.readable && !m.path.starts_with("[v")) {
+            if !m.writable || m.shared {
+                regions.push(Region { range: m.start..m.end, contents: Contents::Live });
+                continue;
+            }
+            let unwritten = if m.is_file() { Contents::Live } else { Contents::Zeros };
+            let runs = live.populated_runs(m.start, m.end).unwrap_or_else(|| std::iter::once(m.start..m.end).collect());
             let mut at = m.start;
             for run in runs {
                 if run.start > at {
-                    regions.push(Region { range: at..run.start, data: None });
+                    regions.push(Region { range: at..run.start, contents: unwritten.same() });
                 }
                 bytes_copied += copy_run(live, run.clone(), &mut regions)?;
                 at = run.end;
             }
-            if anonymous && at < m.end {
-                regions.push(Region { range: at..m.end, data: None });
+            if at < m.end {
+                regions.push(Region { range: at..m.end, contents: unwritten });
             }
         }
-        let read_only = maps.mappings.iter().filter(|m| m.readable && !m.writable).map(|m| m.start..m.end).collect();
-        Ok(CopiedMemory { regions, read_only, live, bytes_copied })
+        Ok(CopiedMemory { regions, live, bytes_copied })
     }
 
     fn region_at(&self, addr: u64) -> Option<&Region> {
         let k = self.regions.partition_point(|r| r.range.end <= addr);
         self.regions.get(k).filter(|r| r.range.contains(&addr))
+    }
+}
+
+impl Contents {
+    /// The same kind of contents for another range (Zeros or Live; nothing copied).
+    fn same(&self) -> Contents {
+        match self {
+            Contents::Zeros => Contents::Zeros,
+            _ => Contents::Live,
+        }
     }
 }
 
@@ -172,7 +189,7 @@ fn copy_run(live: &mut LiveProcess, run: Range<u64>, regions: &mut Vec<Region>) 
         };
         if n > 0 {
             data.truncate(n);
-            regions.push(Region { range: at..at + n as u64, data: Some(data) });
+            regions.push(Region { range: at..at + n as u64, contents: Contents::Copied(data) });
             copied += n as u64;
         }
         // Past what was read; if the read stopped short, past the page that stopped it.
@@ -192,18 +209,14 @@ impl RemoteMemory for CopiedMemory<'_> {
         while at < end {
             let done = (at - addr) as usize;
             let Some(region) = self.region_at(at) else {
-                // Not copied: a read-only mapping, read live, or nothing the pause saw.
-                let rest = &mut buf[done..];
-                if self.read_only.iter().any(|r| r.contains(&at)) {
-                    return self.live.read(at, rest);
-                }
-                return Err(ReadError::Unmapped { addr: at, len: rest.len() });
+                return Err(ReadError::Unmapped { addr: at, len: buf.len() - done });
             };
-            let n = ((region.range.end.min(end)) - at) as usize;
+            let n = (region.range.end.min(end) - at) as usize;
             let from = (at - region.range.start) as usize;
-            match &region.data {
-                Some(data) => buf[done..done + n].copy_from_slice(&data[from..from + n]),
-                None => buf[done..done + n].fill(0),
+            match &region.contents {
+                Contents::Copied(data) => buf[done..done + n].copy_from_slice(&data[from..from + n]),
+                Contents::Zeros => buf[done..done + n].fill(0),
+                Contents::Live => self.live.read(at, &mut buf[done..done + n])?,
             }
             at += n as u64;
         }
@@ -216,10 +229,11 @@ impl RemoteMemory for CopiedMemory<'_> {
         let mut at = addr;
         while at < end {
             let region = self.region_at(at)?;
-            if region.data.is_none() {
-                return Some(false);
+            match region.contents {
+                Contents::Zeros => return Some(false),
+                Contents::Copied(_) => at = region.range.end,
+                Contents::Live => return None,
             }
-            at = region.range.end;
         }
         Some(true)
     }
@@ -258,6 +272,7 @@ mod tests {
                 end: base + len as u64,
                 readable: true,
                 writable: true,
+                shared: false,
                 offset: 0,
                 path: String::new(),
             }],

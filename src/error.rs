@@ -22,6 +22,12 @@ pub enum LeakspyError {
     )]
     PermissionDenied { pid: i32, detail: String, ptrace_scope: String },
 
+    #[error(
+        "process {pid} is already traced by process {tracer} ({tracer_name}): a process can have one tracer, \
+         and --pause needs to be it. Detach that debugger or tracer and retry, or run without --pause"
+    )]
+    AlreadyTraced { pid: i32, tracer: i32, tracer_name: String },
+
     #[error("process {pid} is not a CPython process: {detail}")]
     NotPython { pid: i32, detail: String },
 
@@ -55,7 +61,7 @@ impl LeakspyError {
         match self {
             LeakspyError::Other(_) => 1,
             LeakspyError::NoSuchProcess { .. } | LeakspyError::NoMatchingProcess { .. } => 3,
-            LeakspyError::PermissionDenied { .. } => 4,
+            LeakspyError::PermissionDenied { .. } | LeakspyError::AlreadyTraced { .. } => 4,
             LeakspyError::NotPython { .. } => 5,
             LeakspyError::UnsupportedVersion { .. } => 6,
             LeakspyError::LayoutMismatch { .. } => 7,

@@ -150,3 +150,22 @@ fn live_view_on_a_terminal_and_ctrl_c() {
     assert!(after.contains(&why), "summary names the next command:\n{after}");
     assert!(after.contains("LEAKSPY_EXIT=0"), "screen:\n{after}");
 }
+
+/// A process that execs a new program under its PID (a server reloading itself) is not the
+/// one attach was sampling: sampling ends there, with a summary, instead of following stale
+/// addresses or merging two programs into one series.
+#[test]
+fn a_target_that_execs_ends_sampling_as_replaced() {
+    for interp in oldest_and_newest() {
+        let target = Target::start(&interp, "exec_target.py", &["1.5"]);
+        let out = leakspy(&["attach", &target.pid.to_string(), "--interval", "0.1", "--samples", "100", "--json"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}: {}", interp.label, String::from_utf8_lossy(&out.stderr));
+        let summary: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        let ended = summary["ended_because"].as_str().unwrap_or_default();
+        assert!(ended.starts_with("target replaced"), "{}: ended because {ended}", interp.label);
+        let samples = summary["samples"].as_u64().unwrap();
+        assert!((5..40).contains(&samples), "{}: {samples} samples", interp.label);
+        assert_eq!(summary["skipped"], 0, "{}", interp.label);
+    }
+}

@@ -108,3 +108,25 @@ fn target_exiting_mid_read_is_reported_not_a_crash() {
         }
     }
 }
+
+/// A process has one tracer: with a debugger or strace attached, --pause cannot stop it, and
+/// the user must hear who holds it, not "permission denied, run as root".
+#[test]
+fn a_target_already_traced_names_its_tracer() {
+    let target = Target::start(&modern_python(), "idle_target.py", &[]);
+    // This test thread becomes the tracer, as strace or gdb would.
+    // SAFETY: PTRACE_SEIZE takes no pointers; the target is our own child and is killed below.
+    let rc = unsafe {
+        libc::ptrace(
+            libc::PTRACE_SEIZE,
+            target.pid,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_void>(),
+        )
+    };
+    assert_eq!(rc, 0, "seize: {}", std::io::Error::last_os_error());
+    let out = leakspy(&["snapshot", &target.pid.to_string(), "--pause"]);
+    assert_one_line_error(&out, 4, &format!("is already traced by process {}", std::process::id()));
+    // Without --pause nothing needs ptrace: the census is read as usual.
+    assert!(leakspy(&["snapshot", &target.pid.to_string()]).status.success());
+}

@@ -9,7 +9,7 @@ use crate::error::LeakspyError;
 use crate::heap::census::Census;
 use crate::heap::walk::WalkLimits;
 use crate::memory::live::LiveProcess;
-use crate::memory::proc_info::rss_bytes;
+use crate::memory::proc_info::{ProcessIdentity, Sameness, rss_bytes};
 use crate::output::files::AppendFile;
 use crate::output::live::{LiveSort, SamplingStatus, render_live, render_summary};
 use crate::text::terminal;
@@ -139,6 +139,8 @@ struct SummaryLine<'a> {
     skipped: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_skip_error: Option<&'a str>,
+    /// Samples read while the target's collector ran (low counts), left out of the trends.
+    overlapping_collection: usize,
     elapsed_s: f64,
     ended_because: &'a str,
     suspects: Vec<crate::analysis::series::Suspect>,
@@ -204,6 +206,7 @@ fn sample(
     // Every way out of the loop prints the summary of what was sampled; an error that ended
     // it is returned after that.
     let mut failure = None;
+    let identity = ProcessIdentity::read(process.pid);
     let ended_because = loop {
         if stop.load(Ordering::SeqCst) {
             break "interrupted";
@@ -218,6 +221,11 @@ fn sample(
             && child.try_wait().ok().flatten().is_some()
         {
             break "target exited";
+        }
+        match identity.check(process.pid) {
+            Sameness::Same => {}
+            Sameness::Gone => break "target exited",
+            Sameness::Replaced => break "target replaced (its PID now runs another process or program)",
         }
         let spinner = (taken == 0 && live).then(|| {
             let bar = indicatif::ProgressBar::new_spinner()
@@ -300,7 +308,7 @@ fn sample(
                 &last_findings,
                 ended_because,
                 (skips.total, skips.last_error.as_deref()),
-                (ended_because != "target exited").then_some(process.pid),
+                (identity.check(process.pid) == Sameness::Same).then_some(process.pid),
             )
         );
     } else {
@@ -312,6 +320,7 @@ fn sample(
                 samples: taken,
                 skipped: skips.total,
                 last_skip_error: skips.last_error.as_deref(),
+                overlapping_collection: series.overlapping_collection,
                 elapsed_s: start.elapsed().as_secs_f64(),
                 ended_because,
                 suspects,

@@ -73,11 +73,8 @@ pub fn take_census_of_process(
     all: bool,
 ) -> Result<Census, LeakspyError> {
     let limits = WalkLimits { max_objects };
-    let (mut census, retries) = if pause {
-        paused_census(process, mem, limits, all)?
-    } else {
-        retry_transient(true, |_| take_census_with(process, mem, limits, all))?
-    };
+    let (mut census, retries) =
+        if pause { paused_census(process, mem, limits, all)? } else { live_census(process, mem, limits, all)? };
     census.retries = retries;
     census.process = Some(ProcessInfo::read(process.pid));
     if let Some(resources) = census.resources.as_mut() {
@@ -86,6 +83,33 @@ pub fn take_census_of_process(
     census.memory = memory_split(process.pid);
     census.findings = findings(&census);
     Ok(census)
+}
+
+/// Censuses taken again when the target's collector ran during the read.
+const COLLECTION_RETRIES: u32 = 2;
+
+/// A census of the running target, read again if the target changed under the read, and
+/// again (twice at most, 5 then 10 ms later) if its collector ran meanwhile: a collection
+/// moves the objects it examines to a list of its own, and a census that misses them can be
+/// low by up to 90 %. One that overlaps every time is returned marked (`gc_collecting`), and
+/// the series over time leave it out.
+fn live_census(
+    process: &PythonProcess,
+    mem: &mut LiveProcess,
+    limits: WalkLimits,
+    all: bool,
+) -> Result<(Census, u32), LeakspyError> {
+    let (mut census, mut retries) = retry_transient(true, |_| take_census_with(process, mem, limits, all))?;
+    for k in 0..COLLECTION_RETRIES {
+        if !census.gc_collecting {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5 << k));
+        let (again, more) = retry_transient(true, |_| take_census_with(process, mem, limits, all))?;
+        census = again;
+        retries += more + 1;
+    }
+    Ok((census, retries))
 }
 
 /// Pauses taken at most for one `--pause` census.

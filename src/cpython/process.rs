@@ -5,6 +5,7 @@ use super::binary::{PythonBinary, PythonVersion, find_python};
 use super::layout::{GC_LINK_FLAG_BITS, GcLocation, InterpretersHead, Layout, candidate_layouts, supported_minors};
 use crate::error::{LeakspyError, ptrace_scope};
 use crate::memory::maps::MemoryMap;
+use crate::memory::proc_info::{has_exited, is_kernel_thread};
 use crate::memory::{ReadError, RemoteMemory};
 
 /// `_Py_DebugOffsets` starts with this cookie on 3.13+.
@@ -86,6 +87,11 @@ pub struct GcState {
 pub fn read_error(pid: i32, e: ReadError) -> LeakspyError {
     match e {
         ReadError::ProcessGone => LeakspyError::ProcessExited { pid },
+        ReadError::AlreadyTraced { tracer } => LeakspyError::AlreadyTraced {
+            pid,
+            tracer,
+            tracer_name: crate::memory::proc_info::command_name(tracer).unwrap_or_else(|| "gone".into()),
+        },
         ReadError::Denied(err) => {
             LeakspyError::PermissionDenied { pid, detail: err.to_string(), ptrace_scope: ptrace_scope() }
         }
@@ -493,29 +499,6 @@ pub fn retry_transient<T>(
             Err(e) => return Err(e),
         }
     }
-}
-
-/// Gone, a zombie, dead, or on its way out: the process has exited even if its parent has not
-/// reaped it. A user process that is exiting has already lost its executable link.
-fn has_exited(pid: i32) -> bool {
-    let zombie_or_gone = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])))
-        .unwrap_or(true);
-    zombie_or_gone || (std::fs::read_link(format!("/proc/{pid}/exe")).is_err() && !is_kernel_thread(pid))
-}
-
-/// PF_KTHREAD in the flags field of /proc/PID/stat.
-fn is_kernel_thread(pid: i32) -> bool {
-    const PF_KTHREAD: u64 = 0x0020_0000;
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            // Fields after the parenthesised command name: state is the first, flags the seventh.
-            let (_, rest) = stat.rsplit_once(')')?;
-            rest.split_whitespace().nth(6)?.parse::<u64>().ok()
-        })
-        .is_some_and(|flags| flags & PF_KTHREAD != 0)
 }
 
 /// The exact version: `Py_Version` (3.11+), else PY_VERSION in the binary's data, and last

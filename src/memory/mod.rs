@@ -25,6 +25,9 @@ pub enum ReadError {
     ProcessGone,
     #[error("reading the target's memory was denied: {0}")]
     Denied(io::Error),
+    /// Stopping the target needs ptrace, and a process has one tracer at most.
+    #[error("the target is already traced by process {tracer}")]
+    AlreadyTraced { tracer: i32 },
     #[error("reading the target's memory failed: {0}")]
     Io(io::Error),
 }

@@ -52,7 +52,10 @@ impl Pause {
                     // The thread ended meanwhile.
                     Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue,
                     Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {
-                        return Err(ReadError::Denied(e));
+                        return Err(match tracer_of(pid, tid) {
+                            Some(tracer) => ReadError::AlreadyTraced { tracer },
+                            None => ReadError::Denied(e),
+                        });
                     }
                     Err(e) => return Err(ReadError::Io(e)),
                 }
@@ -85,6 +88,19 @@ impl Pause {
             std::thread::sleep(Duration::from_micros(200));
         }
     }
+}
+
+/// The process tracing a thread, if another one does: then ptrace fails with EPERM even for
+/// root, and the user must hear who holds it, not "run as root". TracerPid names the tracing
+/// thread; its Tgid is the process a user knows (the debugger, strace).
+fn tracer_of(pid: i32, tid: i32) -> Option<i32> {
+    let field = |path: String, name: &str| -> Option<i32> {
+        let status = std::fs::read_to_string(path).ok()?;
+        status.lines().find_map(|l| l.strip_prefix(name))?.trim().parse().ok()
+    };
+    let thread = field(format!("/proc/{pid}/task/{tid}/status"), "TracerPid:").filter(|&t| t != 0)?;
+    let tracer = field(format!("/proc/{thread}/status"), "Tgid:").unwrap_or(thread);
+    (tracer != std::process::id() as i32).then_some(tracer)
 }
 
 impl Drop for Pause {

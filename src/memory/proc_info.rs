@@ -1,6 +1,8 @@
 //! What /proc says about a process besides its memory: enough to tell one run of a program
 //! from the next in a history file (PID, start time, command line, host) and its RSS.
 
+use super::live::LiveProcess;
+use super::{RemoteMemory, u64_at};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -35,12 +37,104 @@ pub fn cmdline(pid: i32) -> Option<String> {
     Some(text.trim_end_matches('\0').replace('\0', " "))
 }
 
-/// Boot time plus the start time in clock ticks from /proc/PID/stat (field 22).
-fn start_time_epoch(pid: i32) -> Option<u64> {
+/// What makes a process the one leakspy attached to. A PID is reused once its process exits,
+/// and exec() puts another program (or a fresh interpreter: uWSGI reloads so) under the same
+/// PID and start time: either would have leakspy follow stale addresses, or merge two
+/// processes into one series. So before every sample the start time, the executable and the
+/// 16 random bytes the kernel gives each exec (AT_RANDOM) are compared; the last tell an exec
+/// of the same non-PIE binary apart even where nothing is mapped elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessIdentity {
+    start_ticks: Option<u64>,
+    /// Device and inode of the executable.
+    exe: Option<(u64, u64)>,
+    exec_random: Option<[u8; 16]>,
+}
+
+/// What became of the process an identity was taken of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sameness {
+    Same,
+    Gone,
+    /// The PID now belongs to another process, or the process ran exec().
+    Replaced,
+}
+
+impl ProcessIdentity {
+    pub fn read(pid: i32) -> ProcessIdentity {
+        ProcessIdentity { start_ticks: start_ticks(pid), exe: exe_identity(pid), exec_random: exec_random(pid) }
+    }
+
+    pub fn check(&self, pid: i32) -> Sameness {
+        if start_ticks(pid).is_none() {
+            return Sameness::Gone;
+        }
+        if ProcessIdentity::read(pid) == *self {
+            Sameness::Same
+        } else if has_exited(pid) {
+            // An exiting process loses its memory and executable before its stat.
+            Sameness::Gone
+        } else {
+            Sameness::Replaced
+        }
+    }
+}
+
+/// The 16 random bytes at AT_RANDOM (from /proc/PID/auxv), on the stack exec() built.
+fn exec_random(pid: i32) -> Option<[u8; 16]> {
+    const AT_RANDOM: u64 = 25;
+    let auxv = std::fs::read(format!("/proc/{pid}/auxv")).ok()?;
+    let addr = auxv.chunks_exact(16).find(|e| u64_at(e, 0) == AT_RANDOM).map(|e| u64_at(e, 8))?;
+    let mut bytes = [0u8; 16];
+    LiveProcess::new(pid).read(addr, &mut bytes).ok()?;
+    Some(bytes)
+}
+
+/// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.
+fn start_ticks(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
     // `rest` starts at field 3 (state); field 22 is the 20th after it.
-    let ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn exe_identity(pid: i32) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
+/// Gone, a zombie, dead, or on its way out: the process has exited even if its parent has not
+/// reaped it. A user process that is exiting has already lost its executable link.
+pub fn has_exited(pid: i32) -> bool {
+    let zombie_or_gone = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])))
+        .unwrap_or(true);
+    zombie_or_gone || (std::fs::read_link(format!("/proc/{pid}/exe")).is_err() && !is_kernel_thread(pid))
+}
+
+/// PF_KTHREAD in the flags field of /proc/PID/stat.
+pub fn is_kernel_thread(pid: i32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the parenthesised command name: state is the first, flags the seventh.
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.split_whitespace().nth(6)?.parse::<u64>().ok()
+        })
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
+/// The kernel's name for a process (/proc/PID/comm).
+pub fn command_name(pid: i32) -> Option<String> {
+    Some(std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?.trim().to_string())
+}
+
+/// Boot time plus the start time in clock ticks from /proc/PID/stat (field 22).
+fn start_time_epoch(pid: i32) -> Option<u64> {
+    let ticks = start_ticks(pid)?;
     let boot: u64 = std::fs::read_to_string("/proc/stat")
         .ok()?
         .lines()
@@ -150,6 +244,31 @@ pub fn memory_split(pid: i32) -> Option<MemorySplit> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exec_under_the_same_pid_is_a_replacement() {
+        let me = std::process::id() as i32;
+        assert_eq!(ProcessIdentity::read(me).check(me), Sameness::Same);
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "read line; exec sleep 5"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let before = ProcessIdentity::read(pid);
+        assert!(before.exec_random.is_some() && before.exe.is_some(), "{before:?}");
+        assert_eq!(before.check(pid), Sameness::Same);
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while before.check(pid) == Sameness::Same && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(before.check(pid), Sameness::Replaced);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(before.check(pid), Sameness::Gone);
+    }
 
     #[test]
     fn describes_this_process() {

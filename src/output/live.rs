@@ -110,6 +110,13 @@ pub fn render_summary(
     if let (skipped @ 1.., Some(error)) = skips {
         let _ = writeln!(out, "{skipped} samples were skipped; the last because: {}", terminal::message(error));
     }
+    if series.overlapping_collection > 0 {
+        let _ = writeln!(
+            out,
+            "{} samples overlapped a garbage collection in the target and were left out of the trends.",
+            series.overlapping_collection
+        );
+    }
     for f in findings {
         let _ = writeln!(out, "* {}", f.message);
     }

@@ -5,7 +5,11 @@
 #    executables: our "container" case, seen through /proc/PID/root) plus their -dev headers
 #    (internal pycore_*.h) for scripts/gen_offsets.py;
 #  - gcc and python3 (the offset generator), setpriv (the permission-denied test), tmux (the
-#    live-view test), prometheus_client (the Prometheus format test).
+#    live-view test), prometheus_client (the Prometheus format test);
+#  - real libraries from PyPI (tests/requirements.txt: an ORM, an HTTP client, an event
+#    system, numpy/pandas, pydantic, flask, gunicorn) for the tests that leak through them:
+#    virtual environments of the oldest, a middle and the newest pyenv interpreter, and
+#    site directories inside the sid chroot for its 3.14 and 3.15 (wheels only).
 # pyenv's interpreters (3.6-3.13, libpython shared) come with the machine; tests use whatever
 # is present.
 set -euo pipefail
@@ -59,3 +63,69 @@ else
     mv "$SID_ROOT.tmp" "$SID_ROOT"
     chroot_complete || { echo "setup: chroot built but python or headers are missing" >&2; exit 1; }
 fi
+
+# Real libraries. Each environment is built aside and renamed into place, and carries the
+# hash of the requirements it was built from, so a changed list rebuilds it and an
+# interrupted build never looks complete. Independent installs run side by side.
+LIBS_ROOT="${LEAKSPY_LIBS_ROOT:-/var/lib/leakspy/libs}"
+REQUIREMENTS="$(cd "$(dirname "$0")/.." && pwd)/tests/requirements.txt"
+req_hash=$(sha256sum "$REQUIREMENTS" | cut -c1-16)
+mkdir -p "$LIBS_ROOT"
+
+lib_env_ready() { [ "$(cat "$1/.leakspy-requirements" 2>/dev/null)" = "$req_hash" ]; }
+
+build_venv() {  # PYTHON DIR
+    local python=$1 dir=$2
+    rm -rf "$dir.tmp"
+    "$python" -m venv "$dir.tmp" \
+        && "$dir.tmp/bin/python" -m pip install -q --disable-pip-version-check -r "$REQUIREMENTS" \
+        && echo "$req_hash" > "$dir.tmp/.leakspy-requirements" \
+        && rm -rf "$dir" && mv "$dir.tmp" "$dir"
+}
+
+# The chroot has no compiler and no pip: the host's pip fetches wheels built for its Python.
+# A library without such a wheel (numpy before it supports a new Python) is left out, and the
+# tests that need it skip that interpreter.
+build_chroot_site() {  # VERSION DIR
+    local version=$1 dir=$2 abi="cp${1/./}" failed=""
+    rm -rf "$dir.tmp"
+    while read -r requirement; do
+        case "$requirement" in ''|'#'*) continue ;; esac
+        python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --target "$dir.tmp" \
+            --python-version "$version" --implementation cp --abi "$abi" --abi abi3 --abi none \
+            --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+            --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any \
+            --only-binary=:all: --upgrade "$requirement" >/dev/null 2>&1 || failed="$failed $requirement"
+    done < "$REQUIREMENTS"
+    [ -z "$failed" ] || echo "setup: no wheels of$failed for Python $version in the chroot; tests needing them skip it"
+    echo "$req_hash" > "$dir.tmp/.leakspy-requirements" && rm -rf "$dir" && mv "$dir.tmp" "$dir"
+}
+
+pids=()
+pyenv_root=$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")
+pyenv_versions=$(ls -d "$pyenv_root"/versions/3.* 2>/dev/null | xargs -r -n1 basename | sort -V)
+if [ -n "$pyenv_versions" ]; then
+    oldest=$(echo "$pyenv_versions" | head -1)
+    newest=$(echo "$pyenv_versions" | tail -1)
+    middle=$(echo "$pyenv_versions" | grep '^3\.11\.' | tail -1)
+    for v in $(printf '%s\n' "$oldest" "$middle" "$newest" | grep . | sort -uV); do
+        dir="$LIBS_ROOT/venv-$v"
+        if lib_env_ready "$dir"; then continue; fi
+        echo "setup: installing tests/requirements.txt into $dir"
+        build_venv "$pyenv_root/versions/$v/bin/python" "$dir" &
+        pids+=($!)
+    done
+fi
+if chroot_complete; then
+    for v in 3.14 3.15; do
+        dir="$SID_ROOT/opt/leakspy-libs-$v"
+        if lib_env_ready "$dir"; then continue; fi
+        echo "setup: installing wheels of tests/requirements.txt into the chroot for Python $v"
+        build_chroot_site "$v" "$dir" &
+        pids+=($!)
+    done
+fi
+for pid in "${pids[@]}"; do
+    # Without PyPI the tests that need these libraries say so and skip; the rest still run.
+    wait "$pid" || echo "setup: warning: installing the test libraries failed (is PyPI reachable?)" >&2
+done

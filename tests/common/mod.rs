@@ -274,3 +274,82 @@ impl Drop for CpuHog {
         let _ = self.0.wait();
     }
 }
+
+/// Where scripts/setup.sh puts the real libraries from PyPI (tests/requirements.txt).
+pub fn libs_root() -> PathBuf {
+    std::env::var_os("LEAKSPY_LIBS_ROOT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/lib/leakspy/libs"))
+}
+
+/// An interpreter that has the tests' libraries from PyPI, and the environment a target needs
+/// to find them.
+#[derive(Debug, Clone)]
+pub struct LibraryPython {
+    pub interp: Interpreter,
+    pub env: Vec<(&'static str, PathBuf)>,
+}
+
+impl LibraryPython {
+    pub fn start(&self, script: &str, args: &[&str]) -> Target {
+        let env: Vec<(&str, &Path)> = self.env.iter().map(|(k, v)| (*k, v.as_path())).collect();
+        Target::start_with_env(&self.interp, script, args, &env)
+    }
+
+    /// True if every module in `modules` imports under this interpreter.
+    fn imports(&self, modules: &[&str]) -> bool {
+        let code = format!("import {}", modules.join(", "));
+        let mut cmd = match &self.interp.chroot {
+            Some(root) => {
+                let mut c = Command::new("chroot");
+                c.arg(root).arg(&self.interp.exe);
+                c
+            }
+            None => Command::new(&self.interp.exe),
+        };
+        cmd.args(["-c", &code]).envs(self.env.iter().map(|(k, v)| (*k, v))).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.status().is_ok_and(|s| s.success())
+    }
+}
+
+/// Every interpreter with the tests' libraries installed under which all of `modules` import:
+/// pyenv virtual environments (the interpreter's own libpython, so leakspy reads them like the
+/// plain interpreter) and the chroot's site directories. Prints, once per call, which
+/// interpreters were left out and why, so a skip is never silent.
+pub fn library_pythons(modules: &[&str]) -> Vec<LibraryPython> {
+    let root = libs_root();
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for interp in supported_interpreters() {
+        let candidate = match &interp.chroot {
+            None => {
+                let version = interp.label.strip_prefix("pyenv ").unwrap_or_default();
+                let python = root.join(format!("venv-{version}/bin/python"));
+                (!version.is_empty() && python.exists()).then(|| LibraryPython {
+                    interp: Interpreter { label: format!("{} (venv)", interp.label), exe: python, ..interp.clone() },
+                    env: Vec::new(),
+                })
+            }
+            Some(chroot) => {
+                let site = PathBuf::from(format!("/opt/leakspy-libs-{}.{}", interp.major, interp.minor));
+                chroot
+                    .join(site.strip_prefix("/").unwrap())
+                    .exists()
+                    .then(|| LibraryPython { interp: interp.clone(), env: vec![("PYTHONPATH", site)] })
+            }
+        };
+        match candidate {
+            Some(lib) if lib.imports(modules) => found.push(lib),
+            Some(lib) => missing.push(format!("{}: {} do not import", lib.interp.label, modules.join(", "))),
+            None => {}
+        }
+    }
+    if !missing.is_empty() {
+        println!("interpreters without these libraries (skipped): {}", missing.join("; "));
+    }
+    if found.is_empty() {
+        println!(
+            "no interpreter has {} from PyPI: run scripts/setup.sh (it needs PyPI to be reachable); skipping",
+            modules.join(", ")
+        );
+    }
+    found
+}

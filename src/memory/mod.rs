@@ -97,10 +97,14 @@ pub trait RemoteMemory {
                 what: "an array the target wrote (its length is torn or crafted)",
             });
         }
-        let mut out = vec![0u8; len as usize];
-        // In pieces, so that a range that turns out unreadable half-way is given up early.
-        for (k, piece) in out.chunks_mut(CLAIMED_PIECE).enumerate() {
-            self.read(addr + (k * CLAIMED_PIECE) as u64, piece)?;
+        // Grown piece by piece as reads succeed: where the source cannot tell which pages are
+        // populated, a false length costs one piece, not an allocation of the claimed size.
+        let mut out = Vec::with_capacity((len as usize).min(CLAIMED_PIECE));
+        let mut piece = vec![0u8; (len as usize).min(CLAIMED_PIECE)];
+        while (out.len() as u64) < len {
+            let n = ((len - out.len() as u64) as usize).min(CLAIMED_PIECE);
+            self.read(addr + out.len() as u64, &mut piece[..n])?;
+            out.extend_from_slice(&piece[..n]);
         }
         Ok(out)
     }

@@ -67,6 +67,7 @@ IF = "_PyInterpreterFrame"
 GEN, OLD_GEN = "struct gc_generation", "struct leakspy_gc_generation"
 DK, OLD_DK = "PyDictKeysObject", "struct leakspy_dictkeys"
 STATS, OLD_STATS = "struct gc_stats", "struct leakspy_gc_generation_stats"
+OLD_POOL = "struct leakspy_pool_header"
 # The gc_stats.* counters are offsets in one entry; from 3.15 entries sit in ring buffers.
 STATS_NOTE = (f"sizeof((({GC} *)0)->generation_stats) == sizeof(void *)"
               ' ? "in each entry of the gc_stats rings" : ""')
@@ -244,6 +245,17 @@ KEYS = [
     # sys.getsizeof, computed from outside (src/cpython/sizes.rs): the fields each built-in
     # __sizeof__ reads, and what _PySys_GetSizeOf adds before the object.
     ("flags.preheader", ["Py_TPFLAGS_PREHEADER", "Py_TPFLAGS_MANAGED_DICT"]),
+    ("flags.have_gc", ["Py_TPFLAGS_HAVE_GC"]),
+    # pymalloc: objects up to SMALL_REQUEST_THRESHOLD bytes live in pools of same-size blocks.
+    # A census reads whole pools in a few large reads instead of each object on its own
+    # (src/heap/pools.rs). Private to Objects/obmalloc.c before 3.12: declared below.
+    ("obmalloc.pool_size", ["POOL_SIZE", ("LEAKSPY_POOL_SIZE", DECLARED)]),
+    ("obmalloc.alignment", ["ALIGNMENT", ("LEAKSPY_ALIGNMENT", DECLARED)]),
+    ("obmalloc.small_request_threshold", ["SMALL_REQUEST_THRESHOLD", ("LEAKSPY_SMALL_REQUEST_THRESHOLD", DECLARED)]),
+    ("pool_header.size", [size("struct pool_header"), (size(OLD_POOL), DECLARED)]),
+    *[(f"pool_header.{m}", [off("struct pool_header", f), (off(OLD_POOL, f), DECLARED)])
+      for m, f in (("count", "ref.count"), ("freeblock", "freeblock"), ("szidx", "szidx"),
+                   ("nextoffset", "nextoffset"), ("maxnextoffset", "maxnextoffset"))],
     ("sizeof.static_type_preheader", [("LEAKSPY_STATIC_TYPE_PREHEADER", DECLARED)]),
     ("sizeof.int_min_digits", [("LEAKSPY_INT_MIN_DIGITS", DECLARED)]),
     ("sizeof.code_extra_header", [("LEAKSPY_CODE_EXTRA_HEADER", DECLARED)]),
@@ -297,7 +309,7 @@ KEYS = [
 # version at hand (3.7: internal/pystate.h; 3.8: pycore_pystate.h; 3.9+: pycore_runtime.h...).
 INTERNAL_HEADERS = ["pystate.h", "pycore_pystate.h", "pycore_runtime.h", "pycore_interp.h",
                     "pycore_gc.h", "pycore_dict.h", "pycore_debug_offsets.h", "pycore_frame.h",
-                    "pycore_interpframe_structs.h"]
+                    "pycore_interpframe_structs.h", "pycore_obmalloc.h"]
 
 # Public headers that Python.h does not include in every version (3.6-3.8: code.h;
 # frameobject.h declares PyFrameObject up to 3.10; structmember.h PyMemberDef up to 3.11).
@@ -358,6 +370,32 @@ struct leakspy_dictkeys {
 #define LEAKSPY_CODE_EXTRA_HEADER 8
 #else
 #define LEAKSPY_CODE_EXTRA_HEADER 0
+#endif
+#if PY_VERSION_HEX < 0x030C0000
+/* Mirrors Objects/obmalloc.c of CPython 3.6-3.11 (64-bit builds): the pool header, pools of
+   16 KiB from 3.10 (USE_LARGE_POOLS with the radix tree) and 4 KiB before, blocks aligned to
+   16 bytes from 3.8 and 8 before. */
+struct leakspy_pool_header {
+    union { void *_padding; unsigned int count; } ref;
+    void *freeblock;
+    struct leakspy_pool_header *nextpool;
+    struct leakspy_pool_header *prevpool;
+    unsigned int arenaindex;
+    unsigned int szidx;
+    unsigned int nextoffset;
+    unsigned int maxnextoffset;
+};
+#define LEAKSPY_SMALL_REQUEST_THRESHOLD 512
+#if PY_VERSION_HEX >= 0x030A0000
+#define LEAKSPY_POOL_SIZE 16384
+#else
+#define LEAKSPY_POOL_SIZE 4096
+#endif
+#if PY_VERSION_HEX >= 0x03080000
+#define LEAKSPY_ALIGNMENT 16
+#else
+#define LEAKSPY_ALIGNMENT 8
+#endif
 #endif
 /* dequeobject (Modules/_collectionsmodule.c): PyObject_VAR_HEAD, leftblock, rightblock,
    leftindex; PyODictObject (Objects/odictobject.c): PyDictObject, od_first, od_last,

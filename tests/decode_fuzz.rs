@@ -69,7 +69,7 @@ impl Image {
         for m in process.maps.mappings.iter().filter(|m| m.readable && !m.path.starts_with("[v")) {
             for run in live.populated_runs(m.start, m.end).unwrap_or_default() {
                 let mut data = vec![0u8; (run.end - run.start) as usize];
-                if let Ok(n) = live.read_uncached(run.start, &mut data) {
+                if let Ok(n) = live.read_bulk(run.start, &mut data) {
                     data.truncate(n);
                     regions.push((run.start, data));
                 }

@@ -500,7 +500,30 @@ pub struct Layout {
     pub sizes: SizesLayout,
     pub graph: GraphLayout,
     pub containers: ContainerLayout,
+    /// pymalloc's pools, where the interpreter keeps its small objects; `None` where the
+    /// table lacks them.
+    pub pools: Option<PoolLayout>,
     pub debug_offsets: Vec<DebugOffsetCheck>,
+}
+
+/// pymalloc's pools: POOL_SIZE-aligned runs of equal-size blocks, each starting with a header
+/// that says the block size and how far the pool has been carved. Its invariants (the last
+/// block's offset follows from the size class) are what tells a pool from other memory.
+#[derive(Debug, Clone)]
+pub struct PoolLayout {
+    pub pool_size: u64,
+    /// Blocks are multiples of this; size class `i` holds blocks of `(i + 1) * alignment`.
+    pub alignment: u64,
+    /// Largest request pymalloc serves; larger objects come from malloc, outside pools.
+    pub small_request_threshold: u64,
+    pub header_size: u64,
+    pub count: usize,
+    pub freeblock: usize,
+    pub szidx: usize,
+    pub nextoffset: usize,
+    pub maxnextoffset: usize,
+    /// Py_TPFLAGS_HAVE_GC: the objects of such a type start after a PyGC_Head.
+    pub have_gc_flag: u64,
 }
 
 impl Layout {
@@ -636,9 +659,25 @@ impl Layout {
                 module_dict: t.need("module.md_dict")?,
                 interp_modules: t.opt("interp.modules"),
             },
+            pools: pool_layout(t),
             debug_offsets: debug_offset_checks(t),
         })
     }
+}
+
+fn pool_layout(t: &OffsetTable) -> Option<PoolLayout> {
+    Some(PoolLayout {
+        pool_size: t.get("obmalloc.pool_size")?,
+        alignment: t.get("obmalloc.alignment")?,
+        small_request_threshold: t.get("obmalloc.small_request_threshold")?,
+        header_size: t.get("pool_header.size")?,
+        count: t.opt("pool_header.count")?,
+        freeblock: t.opt("pool_header.freeblock")?,
+        szidx: t.opt("pool_header.szidx")?,
+        nextoffset: t.opt("pool_header.nextoffset")?,
+        maxnextoffset: t.opt("pool_header.maxnextoffset")?,
+        have_gc_flag: t.get("flags.have_gc")?,
+    })
 }
 
 /// Where the statistics are: an array in the GC state, or (tables with `gc_stats.young_*`

@@ -2,6 +2,7 @@
 //! Plain data, serialisable, the unit everything over time is built from.
 
 use super::details::{FunctionGroup, OpenClosed, Watched, WatchedObjects, read_details};
+use super::pools::ObjectIndex;
 use super::walk::{ObjectHeader, WalkLimits, WalkStats, Walker};
 use crate::analysis::findings::Finding;
 use crate::cpython::layout::ObjectLayout;
@@ -10,7 +11,8 @@ use crate::cpython::process::{PythonProcess, read_error};
 use crate::cpython::state::{GcInfo, ThreadInfo, gc_info, threads};
 use crate::error::LeakspyError;
 use crate::memory::RemoteMemory;
-use crate::memory::proc_info::{Descriptors, MemorySplit, ProcessInfo};
+use crate::memory::maps::MemoryMap;
+use crate::memory::proc_info::{Descriptors, MemorySplit, ProcessInfo, rss_bytes};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::time::{Instant, SystemTime};
@@ -40,6 +42,22 @@ pub struct TypeCount {
     /// With `--all`: memory freed if every object of the type went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retained_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct BulkRead {
+    pub bytes_scanned: u64,
+    pub pools: u64,
+    /// Object headers indexed.
+    pub indexed: u64,
+    /// Objects the walk took from the index instead of reading them.
+    pub hits: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct IoStats {
+    pub reads: u64,
+    pub bytes_read: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -90,6 +108,13 @@ pub struct Census {
     /// relinked, a freed interpreter followed); each retry reads from scratch.
     #[serde(default)]
     pub retries: u32,
+    /// Where pymalloc's pools were read in bulk: what that read and how much of the walk it
+    /// served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk: Option<BulkRead>,
+    /// What reading the target cost: requests made and bytes read (from the memory layer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io: Option<IoStats>,
     /// The walk hit its object limit; counts are a lower bound.
     pub truncated: bool,
     /// A GC collection was running during the read (explains torn links).
@@ -232,12 +257,18 @@ pub fn take_census(
     let started = Instant::now();
     // Each census reads the target as it is now, not as an earlier sample saw it.
     mem.invalidate();
+    let io_before = mem.io();
     let timestamp = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
     let listed = process.interpreters(mem)?;
     let interpreters = listed.interpreters;
     let states = process.gc_states(mem, &interpreters)?;
 
-    let mut walker = Walker::new(&process.layout, limits);
+    // The mappings as they are now (arenas come and go), and pymalloc's pools read in bulk
+    // where the heap is large enough for that to beat following the lists through the cache.
+    let maps = MemoryMap::read(process.pid).unwrap_or_else(|_| process.maps.clone());
+    let rss = rss_bytes(process.pid).unwrap_or_else(|| maps.writable_bytes());
+    let index = ObjectIndex::build(mem, &process.layout, &maps, rss);
+    let mut walker = Walker::new(&process.layout, limits).with_index(index.as_ref());
     let mut tally = Tally::default();
     let mut generations = Vec::new();
     let mut objects_total = 0;
@@ -254,7 +285,14 @@ pub fn take_census(
             });
         }
     }
-    let WalkStats { torn_links, resynced, broken_lists, in_collection, truncated } = walker.stats;
+    let WalkStats { torn_links, resynced, broken_lists, in_collection, truncated, index_hits } = walker.stats;
+    let bulk = index.as_ref().map(|i| BulkRead {
+        bytes_scanned: i.stats.bytes_scanned,
+        pools: i.stats.pools,
+        indexed: i.stats.entries,
+        hits: index_hits,
+    });
+    drop(index);
 
     let details = read_details(process, mem, &tally.watched);
     let gc = gc_info(process, mem, &interpreters, &states)?;
@@ -282,6 +320,9 @@ pub fn take_census(
         skipped_threads,
         skipped_interpreters: listed.skipped,
         retries: 0,
+        bulk,
+        io: Some(IoStats { reads: mem.io().reads - io_before.reads, bytes_read: mem.io().bytes - io_before.bytes })
+            .filter(|io| io.reads > 0),
         truncated,
         gc_collecting: in_collection > 0 || states.iter().any(|s| s.collecting),
         generations,
@@ -324,6 +365,8 @@ pub(crate) mod tests {
             skipped_threads: 0,
             skipped_interpreters: 0,
             retries: 0,
+            bulk: None,
+            io: None,
             truncated: false,
             gc_collecting: false,
             generations: Vec::new(),

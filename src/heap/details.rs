@@ -89,6 +89,21 @@ pub struct Details {
 /// those are skipped, since a census of a running process is a moving picture anyway.
 pub fn read_details(process: &PythonProcess, mem: &mut dyn RemoteMemory, watched: &WatchedObjects) -> Details {
     let mut details = Details::default();
+    // In address order: the walk found them in list order, scattered over the heap, and
+    // tens of thousands of functions read in that order would fill the cache's blocks again
+    // and again; sorted, each block is read once.
+    let sorted = |addrs: &[u64]| {
+        let mut addrs = addrs.to_vec();
+        addrs.sort_unstable();
+        addrs
+    };
+    let watched = &WatchedObjects {
+        function_type: watched.function_type,
+        functions: sorted(&watched.functions),
+        methods: sorted(&watched.methods),
+        files: sorted(&watched.files),
+        sockets: sorted(&watched.sockets),
+    };
     let c = &process.layout.containers;
     for (addrs, fd_off, out) in
         [(&watched.files, c.fileio_fd, &mut details.files), (&watched.sockets, c.socket_fd, &mut details.sockets)]

@@ -8,6 +8,7 @@
 //! and reported, never silently dropped.
 
 use super::address_set::AddressSet;
+use super::pools::ObjectIndex;
 use crate::cpython::layout::{GC_LINK_FLAG_BITS, Layout};
 use crate::memory::{ReadError, RemoteMemory, u64_at};
 
@@ -28,6 +29,14 @@ impl Default for WalkLimits {
     }
 }
 
+/// A PyGC_Head and the object header after it.
+struct Header {
+    next: u64,
+    prev: u64,
+    type_addr: u64,
+    refcnt_word: u64,
+}
+
 /// What went wrong during the walks of one sample.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct WalkStats {
@@ -41,6 +50,8 @@ pub struct WalkStats {
     pub in_collection: u64,
     /// True if the object budget ran out: the census is incomplete.
     pub truncated: bool,
+    /// Objects whose header came from the pools' index instead of a read of the target.
+    pub index_hits: u64,
 }
 
 /// What the walker hands to its visitor for each object: enough for a census without a
@@ -55,6 +66,8 @@ pub struct ObjectHeader {
 
 pub struct Walker<'a> {
     layout: &'a Layout,
+    /// Headers read in bulk from pymalloc's pools: consulted before the target is read.
+    index: Option<&'a ObjectIndex>,
     /// PyGC_Head plus the PyObject header, read as one copy per object.
     header_len: usize,
     seen: AddressSet,
@@ -74,11 +87,53 @@ impl<'a> Walker<'a> {
         let header_len = layout.gc_head.size + o.ob_refcnt.max(o.ob_type) + 8;
         Walker {
             layout,
+            index: None,
             header_len,
             seen: AddressSet::default(),
             budget: limits.max_objects,
             stats: WalkStats::default(),
         }
+    }
+
+    /// Follows the lists through `index` where it has the object, reading the target only for
+    /// the rest.
+    pub fn with_index(mut self, index: Option<&'a ObjectIndex>) -> Walker<'a> {
+        self.index = index;
+        self
+    }
+
+    /// The links, type and refcount of the object whose PyGC_Head is at `at`: from the index
+    /// if it has it and its back link agrees with how the walk got there (an index entry can
+    /// be stale: the object may have moved since the pools were read), else read now.
+    fn header(
+        &mut self,
+        mem: &mut dyn RemoteMemory,
+        buf: &mut [u8],
+        at: u64,
+        from: u64,
+        back_off: usize,
+    ) -> Result<Header, ReadError> {
+        let g = &self.layout.gc_head;
+        if let Some(h) = self.index.and_then(|index| index.get(at)) {
+            let back = if back_off == g.prev { h.prev } else { h.next };
+            if back & !FLAG_BITS == from || (back_off == g.prev && back & PREV_MASK_COLLECTING != 0) {
+                self.stats.index_hits += 1;
+                return Ok(Header {
+                    next: h.next,
+                    prev: h.prev,
+                    type_addr: h.type_addr,
+                    refcnt_word: u64::from(h.refcnt_low),
+                });
+            }
+        }
+        mem.read(at, buf)?;
+        let o = &self.layout.object;
+        Ok(Header {
+            next: u64_at(buf, g.next),
+            prev: u64_at(buf, g.prev),
+            type_addr: u64_at(buf, g.size + o.ob_type),
+            refcnt_word: u64_at(buf, g.size + o.ob_refcnt),
+        })
     }
 
     /// Walks the list whose head is at `head`, calling `visit` once per object. Fails only if
@@ -95,7 +150,7 @@ impl<'a> Walker<'a> {
         let mut current = mem.read_u64(head + g.next as u64)? & !FLAG_BITS;
         let mut buf = vec![0u8; self.header_len];
         let forward_complete = loop {
-            match self.step(mem, &mut buf, current, previous, g.next, g.prev, head, visit)? {
+            match self.step(mem, &mut buf, current, previous, g.prev, head, visit)? {
                 Step::End => break true,
                 Step::Broken => break false,
                 Step::Next(next) => {
@@ -127,7 +182,7 @@ impl<'a> Walker<'a> {
         let mut recovered = 0;
         let mut following = head;
         let mut current = mem.read_u64(head + g.prev as u64)? & !FLAG_BITS;
-        while let Step::Next(prev) = self.step(mem, buf, current, following, g.prev, g.next, head, visit)? {
+        while let Step::Next(prev) = self.step(mem, buf, current, following, g.next, head, visit)? {
             recovered += 1;
             following = current;
             current = prev;
@@ -139,8 +194,9 @@ impl<'a> Walker<'a> {
         Ok(recovered)
     }
 
-    /// Visits `current` (reached from `from` through the link at `link_off`) and returns the
-    /// next address in the same direction. `back_off` is the link that must point back.
+    /// Visits `current` (reached from `from`) and returns the next address in the same
+    /// direction. `back_off` is the link that must point back: `prev` walking forward, `next`
+    /// walking backward.
     #[allow(clippy::too_many_arguments)]
     fn step(
         &mut self,
@@ -148,7 +204,6 @@ impl<'a> Walker<'a> {
         buf: &mut [u8],
         current: u64,
         from: u64,
-        link_off: usize,
         back_off: usize,
         head: u64,
         visit: &mut dyn FnMut(&mut dyn RemoteMemory, ObjectHeader),
@@ -160,22 +215,23 @@ impl<'a> Walker<'a> {
             self.stats.torn_links += 1;
             return Ok(Step::Broken);
         }
-        match mem.read(current, buf) {
-            Ok(()) => {}
+        let header = match self.header(mem, buf, current, from, back_off) {
+            Ok(header) => header,
             Err(e) if e.is_torn() => {
                 self.stats.torn_links += 1;
                 return Ok(Step::Broken);
             }
             Err(e) => return Err(e),
-        }
+        };
         if !self.seen.insert(current) {
             // Either the list loops without passing the head, or the object moved to another
             // list under us; following it further would walk the wrong list.
             self.stats.torn_links += 1;
             return Ok(Step::Broken);
         }
-        let back = u64_at(buf, back_off);
-        if back_off == self.layout.gc_head.prev && back & PREV_MASK_COLLECTING != 0 {
+        let g = &self.layout.gc_head;
+        let (back, forward) = if back_off == g.prev { (header.prev, header.next) } else { (header.next, header.prev) };
+        if back_off == g.prev && back & PREV_MASK_COLLECTING != 0 {
             // A collection is running over this object and `_gc_prev` holds its gc_refs, not
             // a pointer: nothing to check, and nothing torn.
             self.stats.in_collection += 1;
@@ -183,21 +239,12 @@ impl<'a> Walker<'a> {
             // Mid-update: the object is still a live object on a GC list, so it is counted.
             self.stats.torn_links += 1;
         }
-        let o = &self.layout.object;
-        let object = current + self.layout.gc_head.size as u64;
-        let at = self.layout.gc_head.size;
-        visit(
-            mem,
-            ObjectHeader {
-                addr: object,
-                type_addr: u64_at(buf, at + o.ob_type),
-                refcnt_word: u64_at(buf, at + o.ob_refcnt),
-            },
-        );
+        let object = current + g.size as u64;
+        visit(mem, ObjectHeader { addr: object, type_addr: header.type_addr, refcnt_word: header.refcnt_word });
         self.budget = self.budget.saturating_sub(1);
         if self.budget == 0 {
             self.stats.truncated = true;
         }
-        Ok(Step::Next(u64_at(buf, link_off) & !FLAG_BITS))
+        Ok(Step::Next(forward & !FLAG_BITS))
     }
 }

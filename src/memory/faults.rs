@@ -83,6 +83,14 @@ impl<M: RemoteMemory> RemoteMemory for FaultyMemory<M> {
     fn populated(&mut self, addr: u64, len: u64) -> Option<bool> {
         self.inner.populated(addr, len)
     }
+
+    fn populated_runs(&mut self, start: u64, end: u64) -> Option<Vec<std::ops::Range<u64>>> {
+        self.inner.populated_runs(start, end)
+    }
+
+    fn io(&self) -> super::IoCounters {
+        self.inner.io()
+    }
 }
 
 #[cfg(test)]

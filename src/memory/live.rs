@@ -1,23 +1,26 @@
 //! Memory of a live process, read without stopping it.
 //!
 //! A heap walk touches millions of small objects. One syscall each would cost more than the
-//! walk itself, so reads go through a cache of 64 KiB blocks filled by `process_vm_readv`
+//! walk itself, so reads go through a cache of 16 KiB blocks filled by `process_vm_readv`
 //! (falling back to /proc/PID/mem where that syscall is unavailable). The cache is
 //! direct-mapped and bounded, so leakspy's memory stays far below the target's however big the
 //! heap is. libc is called directly rather than through a wrapper crate because filling a
 //! block needs the byte count of a partial read (a block may end in an unmapped page), which
 //! the wrappers turn into an error.
 
-use super::{ReadError, RemoteMemory, u64_at};
+use super::{IoCounters, ReadError, RemoteMemory, u64_at};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-const BLOCK_SIZE: usize = 64 * 1024;
-/// 256 blocks of 64 KiB: 16 MiB at most, enough to keep the dense parts of a large heap hot.
-const DEFAULT_BLOCKS: usize = 256;
+/// A pymalloc pool (3.10+): most objects are read through the pools' index (heap::pools), so
+/// what comes through the cache is scattered (large objects, functions' fields): a larger
+/// block would mostly read bytes nobody asked for.
+const BLOCK_SIZE: usize = 16 * 1024;
+/// 1,024 blocks of 16 KiB: 16 MiB at most, enough to keep the dense parts of a large heap hot.
+const DEFAULT_BLOCKS: usize = 1024;
 /// The cache is never smaller than this (2 MiB), however small the heap.
-const MIN_BLOCKS: usize = 32;
+const MIN_BLOCKS: usize = 128;
 
 struct Block {
     /// Block-aligned address this slot holds, or `u64::MAX` when empty.
@@ -34,6 +37,7 @@ pub struct LiveProcess {
     /// /proc/PID/pagemap, opened the first time a large claimed range is checked; `None`
     /// inside when it cannot be opened (then claims are not checked).
     pagemap: Option<Option<File>>,
+    io: IoCounters,
     /// Set once process_vm_readv turns out to be unavailable (ENOSYS, or EPERM under some
     /// seccomp profiles), so that every later read goes straight to /proc/PID/mem.
     use_mem_file: bool,
@@ -48,7 +52,7 @@ impl LiveProcess {
         let blocks = (0..blocks.max(1))
             .map(|_| Block { addr: u64::MAX, valid: 0, data: Vec::new().into_boxed_slice() })
             .collect();
-        LiveProcess { pid, blocks, mem_file: None, pagemap: None, use_mem_file: false }
+        LiveProcess { pid, blocks, mem_file: None, pagemap: None, io: IoCounters::default(), use_mem_file: false }
     }
 
     /// Sizes the cache to a quarter of the target's writable memory (within the default
@@ -56,28 +60,6 @@ impl LiveProcess {
     pub fn fit_cache_to(&mut self, writable_bytes: u64) {
         let blocks = (writable_bytes / 4 / BLOCK_SIZE as u64) as usize;
         self.blocks.truncate(blocks.clamp(MIN_BLOCKS, DEFAULT_BLOCKS));
-    }
-
-    /// Reads a large range in one go, bypassing the cache (for copying whole mappings); the
-    /// count of bytes read from `addr` on, short where an unreadable page begins.
-    pub fn read_uncached(&mut self, addr: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
-        self.read_raw(addr, buf)
-    }
-
-    /// The runs of pages in `[start, end)` that the target has written (present or swapped),
-    /// from /proc/PID/pagemap; `None` when pagemap cannot be read.
-    pub fn populated_runs(&mut self, start: u64, end: u64) -> Option<Vec<std::ops::Range<u64>>> {
-        let mut runs: Vec<std::ops::Range<u64>> = Vec::new();
-        self.for_each_page(start, end, &mut |page, populated| {
-            if populated {
-                match runs.last_mut() {
-                    Some(run) if run.end == page => run.end += PAGE_SIZE,
-                    _ => runs.push(page..page + PAGE_SIZE),
-                }
-            }
-            true
-        })?;
-        Some(runs)
     }
 
     /// Calls `visit(page address, populated)` for each page of `[start, end)` in order, until
@@ -103,6 +85,13 @@ impl LiveProcess {
 
     /// Reads as many bytes as are readable from `addr` on, up to `buf.len()`.
     fn read_raw(&mut self, addr: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
+        let n = self.read_raw_uncounted(addr, buf)?;
+        self.io.reads += 1;
+        self.io.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn read_raw_uncounted(&mut self, addr: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
         if !self.use_mem_file {
             match process_vm_read(self.pid, addr, buf) {
                 Ok(n) => return Ok(n),
@@ -141,6 +130,29 @@ const PAGEMAP_PRESENT: u64 = 1 << 63;
 const PAGEMAP_SWAPPED: u64 = 1 << 62;
 
 impl RemoteMemory for LiveProcess {
+    fn io(&self) -> IoCounters {
+        self.io
+    }
+
+    /// From /proc/PID/pagemap: the pages present or swapped.
+    fn populated_runs(&mut self, start: u64, end: u64) -> Option<Vec<std::ops::Range<u64>>> {
+        let mut runs: Vec<std::ops::Range<u64>> = Vec::new();
+        self.for_each_page(start, end, &mut |page, populated| {
+            if populated {
+                match runs.last_mut() {
+                    Some(run) if run.end == page => run.end += PAGE_SIZE,
+                    _ => runs.push(page..page + PAGE_SIZE),
+                }
+            }
+            true
+        })?;
+        Some(runs)
+    }
+
+    fn read_bulk(&mut self, addr: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
+        self.read_raw(addr, buf)
+    }
+
     /// From /proc/PID/pagemap, 8 bytes per page: whether each page is present or swapped.
     /// A page neither was never written: an anonymous mapping reads there as zeros.
     fn populated(&mut self, addr: u64, len: u64) -> Option<bool> {

@@ -47,6 +47,13 @@ impl ReadError {
     }
 }
 
+/// What a source has read from the target so far: requests (syscalls) and bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoCounters {
+    pub reads: u64,
+    pub bytes: u64,
+}
+
 /// A source of target memory. `&mut self` because real sources cache.
 pub trait RemoteMemory {
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError>;
@@ -77,6 +84,23 @@ pub trait RemoteMemory {
         let mut b = [0u8; 1];
         self.read(addr, &mut b)?;
         Ok(b[0])
+    }
+
+    /// Requests made to the target and bytes read so far (zero for sources that do not read
+    /// a process).
+    fn io(&self) -> IoCounters {
+        IoCounters::default()
+    }
+
+    /// The runs of pages in `[start, end)` the target has written, where the source can tell.
+    fn populated_runs(&mut self, _start: u64, _end: u64) -> Option<Vec<std::ops::Range<u64>>> {
+        None
+    }
+
+    /// Reads a large range for a scan, past any cache; the count of bytes read from `addr`
+    /// on, short where an unreadable page begins.
+    fn read_bulk(&mut self, addr: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
+        self.read(addr, buf).map(|()| buf.len())
     }
 
     /// Whether every page of `len` bytes at `addr` holds data the target wrote (present in

@@ -198,7 +198,7 @@ fn copy_run(live: &mut LiveProcess, run: Range<u64>, regions: &mut Vec<Region>) 
     while at < run.end {
         let len = ((run.end - at) as usize).min(COPY_PIECE);
         let mut data = vec![0u8; len];
-        let n = match live.read_uncached(at, &mut data) {
+        let n = match live.read_bulk(at, &mut data) {
             Ok(n) => n,
             Err(e) if e.is_torn() => 0,
             Err(e) => return Err(e),

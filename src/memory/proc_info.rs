@@ -69,7 +69,16 @@ impl ProcessIdentity {
         if start_ticks(pid).is_none() {
             return Sameness::Gone;
         }
-        if ProcessIdentity::read(pid) == *self {
+        // A part that could not be read (a process in the middle of exec, a momentary
+        // failure) proves nothing either way: only parts read both times are compared.
+        let now = ProcessIdentity::read(pid);
+        fn differs<T: PartialEq>(a: &Option<T>, b: &Option<T>) -> bool {
+            matches!((a, b), (Some(x), Some(y)) if x != y)
+        }
+        let replaced = now.start_ticks != self.start_ticks
+            || differs(&now.exe, &self.exe)
+            || differs(&now.exec_random, &self.exec_random);
+        if !replaced {
             Sameness::Same
         } else if has_exited(pid) {
             // An exiting process loses its memory and executable before its stat.
@@ -255,7 +264,13 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
-        let before = ProcessIdentity::read(pid);
+        // Right after exec, its auxiliary vector may not be readable yet.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut before = ProcessIdentity::read(pid);
+        while before.exec_random.is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            before = ProcessIdentity::read(pid);
+        }
         assert!(before.exec_random.is_some() && before.exe.is_some(), "{before:?}");
         assert_eq!(before.check(pid), Sameness::Same);
         use std::io::Write;

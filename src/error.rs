@@ -17,6 +17,10 @@ pub enum LeakspyError {
     #[error("no Python process {whose} has {pattern:?} in its command line; it matches processes {detail}")]
     NoSelectableMatch { pattern: String, whose: String, detail: String },
 
+    /// Options that do not go together, beyond what the argument parser checks.
+    #[error("{0}")]
+    Usage(String),
+
     #[error(
         "the target options select {count} Python processes: {listed}; this command reads one: give its PID \
          (`leakspy ps` shows them as a tree)"
@@ -72,7 +76,7 @@ impl LeakspyError {
     pub fn exit_code(&self) -> i32 {
         match self {
             LeakspyError::Other(_) => 1,
-            LeakspyError::AmbiguousTarget { .. } => 2,
+            LeakspyError::AmbiguousTarget { .. } | LeakspyError::Usage(_) => 2,
             LeakspyError::NoSuchProcess { .. }
             | LeakspyError::NoMatchingProcess { .. }
             | LeakspyError::NoSelectableMatch { .. } => 3,

@@ -36,10 +36,10 @@ pub struct TargetArgs {
     pub children: bool,
     /// With --match: select processes of this user (a name or a UID; repeatable) instead of
     /// the user leakspy runs as.
-    #[arg(long = "user", value_name = "NAME|UID", value_parser = crate::memory::processes::parse_user, requires = "pattern")]
+    #[arg(long = "user", value_name = "NAME|UID", value_parser = crate::memory::processes::parse_user)]
     pub users: Vec<u32>,
     /// With --match: select matching processes of any user.
-    #[arg(long, conflicts_with = "users", requires = "pattern")]
+    #[arg(long, conflicts_with = "users")]
     pub all_users: bool,
 }
 

@@ -178,6 +178,13 @@ impl TargetArgs {
     }
 
     fn given_pid(&self) -> Result<Option<i32>, LeakspyError> {
+        if (self.all_users || !self.users.is_empty()) && self.which.pattern.is_none() {
+            return Err(LeakspyError::Usage(
+                "--user and --all-users choose whose processes --match may select; a PID or a PID file names its \
+                 process whoever's it is: leave them out, or use --match"
+                    .into(),
+            ));
+        }
         if let Some(pid) = self.which.pid {
             return Ok(Some(pid));
         }

@@ -5,7 +5,21 @@
 //! one that grows in 1 of 8 is more likely one request's state.
 
 use super::series::Suspect;
+use super::trend::{MIN_SAMPLES, analyse};
 use serde::Serialize;
+
+/// The fewest samples in which the trend test calls a perfectly steady climb a leak: every
+/// real series needs at least this many, more when it is noisy. The test's own minimum
+/// ([`MIN_SAMPLES`]) is lower, but its recent half must show the climb too. Asked of the test
+/// itself, so that it stays true when the test changes.
+pub fn samples_to_call() -> usize {
+    (MIN_SAMPLES..256)
+        .find(|&n| {
+            let points: Vec<(f64, f64)> = (0..n).map(|i| (i as f64, 100.0 + 10.0 * i as f64)).collect();
+            analyse(&points).is_some_and(|t| t.growing)
+        })
+        .unwrap_or(MIN_SAMPLES)
+}
 
 /// One process's verdict, as the fleet summary weighs it.
 #[derive(Debug, Clone)]
@@ -14,7 +28,7 @@ pub struct Verdict<'a> {
     /// The parent of other sampled processes (a gunicorn or uWSGI master, a pool's parent):
     /// it forks workers and serves nothing, so it is not counted among them.
     pub is_master: bool,
-    /// Sampled long enough for the trend test (`trend::MIN_SAMPLES` kept samples).
+    /// Sampled long enough for the trend test to call a leak ([`samples_to_call`]).
     pub judged: bool,
     pub suspects: &'a [Suspect],
 }
@@ -114,6 +128,12 @@ mod tests {
             confidence: 0.99,
             samples: 40,
         }
+    }
+
+    #[test]
+    fn a_steady_climb_needs_a_few_more_samples_than_the_minimum() {
+        let n = samples_to_call();
+        assert!((MIN_SAMPLES..=12).contains(&n), "{n}");
     }
 
     #[test]

@@ -16,9 +16,8 @@ use super::open_target;
 use super::select::Selection;
 use super::take_census_of_process;
 use crate::analysis::findings::Finding;
-use crate::analysis::fleet::{SharedSuspect, Verdict, across};
+use crate::analysis::fleet::{SharedSuspect, Verdict, across, samples_to_call};
 use crate::analysis::series::{Series, Suspect};
-use crate::analysis::trend::MIN_SAMPLES;
 use crate::cpython::process::PythonProcess;
 use crate::error::LeakspyError;
 use crate::heap::census::Census;
@@ -63,6 +62,11 @@ struct Member {
     /// The interpreter and a reader, while the process is sampled; dropped when it ends.
     reader: Option<(PythonProcess, LiveProcess)>,
     series: Series,
+    /// The newest census, held back from the series until the process is seen alive after
+    /// it: a process that exits tears its heap down first (module dicts cleared, objects
+    /// freed), and a census read then would end its series with a fall that says nothing
+    /// about its life.
+    held: Option<(f64, Census)>,
     taken: u64,
     skips: Skips,
     came_later: bool,
@@ -90,6 +94,7 @@ impl Member {
             identity,
             reader: Some((process, mem)),
             series: Series::default(),
+            held: None,
             taken: 0,
             skips: Skips::default(),
             came_later,
@@ -107,17 +112,36 @@ impl Member {
         self.ending.is_none()
     }
 
-    /// Ends the series: the verdict is decided now and the reader and series let go.
+    /// Ends the series: the verdict is decided now and the reader and series let go. The
+    /// census held back is dropped if the process exited or was replaced (it may have been
+    /// read during its teardown), and kept otherwise.
     fn end(&mut self, ending: Ending) {
+        if matches!(ending, Ending::Failed(_)) {
+            self.commit_held();
+        }
+        self.held = None;
         self.conclude();
         self.ending = Some(ending);
         self.reader = None;
         self.series = Series::default();
     }
 
+    fn commit_held(&mut self) {
+        if let Some((at, census)) = self.held.take() {
+            self.series.push(at, &census);
+        }
+    }
+
+    /// Takes in a new census; the one held back before it goes into the series.
+    fn add(&mut self, at: f64, census: Census) {
+        self.commit_held();
+        self.held = Some((at, census));
+    }
+
     fn conclude(&mut self) {
         if self.verdict.is_none() {
-            self.judged = self.series.kept_samples() >= MIN_SAMPLES;
+            self.commit_held();
+            self.judged = self.series.kept_samples() >= samples_to_call();
             self.verdict = Some(self.series.suspects());
             self.last_findings.extend(self.series.native_growth());
         }
@@ -171,7 +195,7 @@ struct FleetSummaryLine<'a> {
     exited: usize,
     replaced: usize,
     judged: usize,
-    /// Samples a process needs to be judged.
+    /// Samples a process needs for a steady climb to be called (see `samples_to_call`).
     min_samples: usize,
     rounds: u64,
     samples: u64,
@@ -312,10 +336,10 @@ pub fn sample(selection: Selection, args: &SamplingArgs) -> Result<(), LeakspyEr
             m.first_at.get_or_insert(at);
             m.last_at = Some(at);
             slowest = slowest.max(census.duration_ms);
-            m.series.push(at, &census);
             m.last_findings.clone_from(&census.findings);
             let line =
                 json_line(&SampleLine { sample: m.taken, elapsed_s: at, skipped: m.skips.total, census: &census })?;
+            m.add(at, census);
             if let Some(file) = record.as_mut()
                 && let Err(e) = file.append(line.as_bytes())
             {
@@ -382,6 +406,7 @@ pub fn sample(selection: Selection, args: &SamplingArgs) -> Result<(), LeakspyEr
             exited,
             replaced,
             skipped: members.iter().map(|m| m.skips.total).sum(),
+            samples_to_call: samples_to_call(),
         };
         let _ = write!(stdout, "{}", render_fleet_summary(&totals, &shared, &outcomes));
     } else {
@@ -417,7 +442,7 @@ pub fn sample(selection: Selection, args: &SamplingArgs) -> Result<(), LeakspyEr
             exited,
             replaced,
             judged: members.iter().filter(|m| m.judged).count(),
-            min_samples: MIN_SAMPLES,
+            min_samples: samples_to_call(),
             rounds,
             samples: members.iter().map(|m| m.taken).sum(),
             skipped: members.iter().map(|m| m.skips.total).sum(),
@@ -556,6 +581,7 @@ fn live_screen(
         slowest_census_ms,
         behind,
         skipped: members.iter().map(|m| m.skips.total).sum(),
+        samples_to_call: samples_to_call(),
     };
     render_fleet_live(&views, &status, args.top, args.sort)
 }

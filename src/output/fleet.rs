@@ -5,7 +5,6 @@
 use super::live::{LiveSort, why_command};
 use crate::analysis::fleet::SharedSuspect;
 use crate::analysis::series::{Suspect, TypeChange};
-use crate::analysis::trend::MIN_SAMPLES;
 use crate::text::{signed, terminal, thousands};
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -38,6 +37,8 @@ pub struct FleetStatus<'a> {
     pub slowest_census_ms: f64,
     pub behind: bool,
     pub skipped: u64,
+    /// Samples a process needs before a steady climb can be called.
+    pub samples_to_call: usize,
 }
 
 fn clock(d: Duration) -> String {
@@ -146,11 +147,12 @@ pub fn render_fleet_live(processes: &[ProcessView], status: &FleetStatus, top: u
         }
         let _ = writeln!(out);
     }
-    let judged = processes.iter().filter(|p| p.samples >= MIN_SAMPLES).count();
+    let needed = status.samples_to_call;
+    let judged = processes.iter().filter(|p| p.samples >= needed).count();
     if judged < processes.len() {
         let _ = writeln!(
             out,
-            "\n{} of {} processes have fewer than {MIN_SAMPLES} samples: not judged yet",
+            "\n{} of {} processes have fewer than {needed} samples: not judged yet",
             processes.len() - judged,
             processes.len()
         );
@@ -180,6 +182,7 @@ pub struct FleetTotals<'a> {
     pub exited: usize,
     pub replaced: usize,
     pub skipped: u64,
+    pub samples_to_call: usize,
 }
 
 fn rate(r: f64) -> String {
@@ -231,7 +234,8 @@ pub fn render_fleet_summary(totals: &FleetTotals, shared: &[SharedSuspect], proc
     if brief > 0 {
         let _ = writeln!(
             out,
-            "{brief} processes had fewer than {MIN_SAMPLES} samples, too few for the trend test: sample more often (--interval) to judge short-lived workers."
+            "{brief} processes had fewer than {} samples, too few to call a steady climb: sample more often (--interval) to judge short-lived workers.",
+            totals.samples_to_call
         );
     }
     if shared.is_empty() {
@@ -327,6 +331,7 @@ mod tests {
             slowest_census_ms: 12.0,
             behind: false,
             skipped: 0,
+            samples_to_call: 8,
         };
         let screen = render_fleet_live(&processes, &status, 10, LiveSort::Growth);
         assert!(!screen.chars().any(|c| c != '\n' && is_unsafe(c)), "{screen}");
@@ -375,6 +380,7 @@ mod tests {
             exited: 1,
             replaced: 0,
             skipped: 0,
+            samples_to_call: 8,
         };
         let text = render_fleet_summary(
             &totals,
@@ -396,7 +402,7 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("1 processes had fewer than 6 samples"), "{text}");
+        assert!(text.contains("1 processes had fewer than 8 samples"), "{text}");
         assert!(text.contains("14 worker (gunicorn: worker [app:app]), 3 samples, running: too few samples"), "{text}");
         assert!(text.contains("Who holds them: leakspy why 12 --type __main__.Order"), "{text}");
     }

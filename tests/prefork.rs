@@ -340,6 +340,10 @@ fn a_server_under_a_shell_is_read_through_it() {
     under.sort_unstable();
     matched.sort_unstable();
     assert_eq!(under, matched, "--children of the shell: the Python processes under it");
+    let out = leakspy(&["snapshot", &shell.to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("are read with --children") && err.contains(&pids[0].to_string()), "the shell's PID: {err}");
 
     let mut sleeper =
         Command::new("sh").args(["-c", &format!("sleep 60; : {}-shell-only", server.tag)]).spawn().unwrap();
@@ -534,4 +538,31 @@ fn match_passes_over_other_users_unless_asked() {
         let _ = child.wait();
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The live view over several processes under a real terminal (tmux): per type the total and
+/// each worker's change, redrawn in place; Ctrl-C prints the summary across them.
+#[test]
+fn live_view_over_a_pool_and_its_summary() {
+    let interp = supported_interpreters().pop().unwrap();
+    let target = Target::start(&interp, "pool_target.py", &[]);
+    let session = format!("leakspy-fleet-{}", std::process::id());
+    let command = format!("{LEAKSPY} attach {} --children --interval 0.2; echo LEAKSPY_EXIT=$?; sleep 30", target.pid);
+    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().expect("tmux (scripts/setup.sh installs it)");
+    let started = tmux(&["new-session", "-d", "-s", &session, "-x", "180", "-y", "60", &command]);
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let screen = || String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).into_owned();
+    std::thread::sleep(Duration::from_secs(8));
+    let during = screen();
+    tmux(&["send-keys", "-t", &session, "C-c"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let after = screen();
+    tmux(&["kill-session", "-t", &session]);
+    assert_eq!(during.matches("leakspy  4 processes (3 workers)").count(), 1, "redrawn in place:\n{during}");
+    let row = during.lines().find(|l| l.contains("__main__.Order")).unwrap_or_default();
+    assert!(row.starts_with("! __main__.Order") && row.contains("3/3"), "the leaking row:\n{during}");
+    assert!(during.contains(&format!("m {}", target.pid)), "the parent's column is marked:\n{during}");
+    assert!(after.contains("Sampling ended (interrupted)"), "{after}");
+    assert!(after.contains("__main__.Order grows in 3 of 3 workers"), "{after}");
+    assert!(after.contains("LEAKSPY_EXIT=0"), "{after}");
 }

@@ -253,6 +253,13 @@ fn sample(
                 break "error";
             }
             Err(e) => {
+                // A read that failed because the process exited or ran exec() under it is the
+                // end of this target, not a sample to skip.
+                match identity.check(process.pid) {
+                    Sameness::Same => {}
+                    Sameness::Gone => break "target exited",
+                    Sameness::Replaced => break "target replaced (its PID now runs another process or program)",
+                }
                 skips.total += 1;
                 skips.in_a_row += 1;
                 if !live {

@@ -315,6 +315,18 @@ pub fn sample(selection: Selection, args: &SamplingArgs) -> Result<(), LeakspyEr
                     continue;
                 }
                 Err(e) => {
+                    // Failed because the process exited or ran exec() under the read: its end.
+                    match m.identity.check(m.pid) {
+                        Sameness::Same => {}
+                        Sameness::Gone => {
+                            m.end(Ending::Exited);
+                            continue;
+                        }
+                        Sameness::Replaced => {
+                            m.end(Ending::Replaced);
+                            continue;
+                        }
+                    }
                     m.skips.total += 1;
                     m.skips.in_a_row += 1;
                     if !live {
@@ -458,12 +470,9 @@ pub fn sample(selection: Selection, args: &SamplingArgs) -> Result<(), LeakspyEr
 
 /// Processes that are the parent of another sampled process: a server's master or a pool's
 /// parent, which forks workers and serves nothing itself.
-fn masters(members: &[Member]) -> Vec<i32> {
-    members
-        .iter()
-        .filter(|m| members.iter().any(|other| other.ppid == m.pid && other.pid != m.pid))
-        .map(|m| m.pid)
-        .collect()
+fn masters(members: &[Member]) -> std::collections::HashSet<i32> {
+    let parents: std::collections::HashSet<i32> = members.iter().filter(|m| m.ppid != m.pid).map(|m| m.ppid).collect();
+    members.iter().map(|m| m.pid).filter(|pid| parents.contains(pid)).collect()
 }
 
 /// Scans for processes that joined the selection and opens them; a process whose interpreter

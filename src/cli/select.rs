@@ -21,6 +21,9 @@ use crate::memory::processes::{self, ProcessEntry, current_uid, describe_user};
 use crate::text::terminal;
 use std::collections::HashMap;
 
+/// A process younger than this is looked at again each scan until it is Python.
+const SETTLED_SECS: f64 = 3.0;
+
 /// Whose processes `--match` may select.
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserRule {
@@ -152,10 +155,20 @@ impl Selector {
     }
 
     fn probe(&mut self, e: &ProcessEntry) -> Probe {
-        if self.probed.len() > 65_536 {
-            self.probed.clear();
+        if let Some(known) = self.probed.get(&(e.pid, e.start_ticks)) {
+            return known.clone();
         }
-        self.probed.entry((e.pid, e.start_ticks)).or_insert_with(|| probe(e.pid)).clone()
+        let found = probe(e.pid);
+        // A process that has just started may not have loaded its libpython yet (the dynamic
+        // loader is still at work, or an exec is under way): it is looked at again next time.
+        let settled = found.is_python() || processes::uptime_secs(e.start_ticks).is_some_and(|s| s > SETTLED_SECS);
+        if settled {
+            if self.probed.len() > 65_536 {
+                self.probed.clear();
+            }
+            self.probed.insert((e.pid, e.start_ticks), found.clone());
+        }
+        found
     }
 }
 
@@ -224,6 +237,26 @@ impl TargetArgs {
                 // census's own error says what it is.
                 let pid = pids.first().map_or(0, |(pid, _)| *pid);
                 return Ok(Selection { pids: vec![pid], selector });
+            }
+            Base::Pids(pids) if !self.children => {
+                // A shell, an init or a launcher given by PID: say where the Python is.
+                let pid = pids.first().map_or(0, |(pid, _)| *pid);
+                if let Probe::NotPython(why) = probe(pid) {
+                    let table = processes::list();
+                    let under: Vec<i32> = processes::descendants(&table, pid)
+                        .into_iter()
+                        .filter(|child| probe(*child).is_python())
+                        .collect();
+                    if !under.is_empty() {
+                        return Err(LeakspyError::NotPython {
+                            pid,
+                            detail: format!(
+                                "{why}; the Python processes under it ({}) are read with --children",
+                                listing(&under)
+                            ),
+                        });
+                    }
+                }
             }
             Base::Pids(_) => {}
         }

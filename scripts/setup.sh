@@ -9,7 +9,9 @@
 #  - real libraries from PyPI (tests/requirements.txt: an ORM, an HTTP client, an event
 #    system, numpy/pandas, pydantic, flask, gunicorn) for the tests that leak through them:
 #    virtual environments of the oldest, a middle and the newest pyenv interpreter, and
-#    site directories inside the sid chroot for its 3.14 and 3.15 (wheels only).
+#    site directories inside the sid chroot for its 3.14 and 3.15 (wheels only);
+#  - uWSGI (the pre-fork server tests) into those virtual environments: it has no wheels and
+#    builds from source with gcc against pyenv's headers, in about a minute each here.
 # pyenv's interpreters (3.6-3.13, libpython shared) come with the machine; tests use whatever
 # is present.
 set -euo pipefail
@@ -129,3 +131,18 @@ for pid in "${pids[@]}"; do
     # Without PyPI the tests that need these libraries say so and skip; the rest still run.
     wait "$pid" || echo "setup: warning: installing the test libraries failed (is PyPI reachable?)" >&2
 done
+
+# uWSGI: built from source into each pyenv virtual environment that has the libraries, after
+# them (the venvs are renamed into place first). A failed build only skips its tests.
+uwsgi_pids=()
+for dir in "$LIBS_ROOT"/venv-*/; do
+    dir=${dir%/}
+    case "$dir" in *.tmp) continue ;; esac
+    [ -x "$dir/bin/python" ] || continue
+    [ -x "$dir/bin/uwsgi" ] && continue
+    echo "setup: building uWSGI into $dir (about a minute)"
+    ( "$dir/bin/python" -m pip install -q --disable-pip-version-check uwsgi >"$dir.uwsgi.log" 2>&1 \
+        || echo "setup: warning: uWSGI did not build for $dir (see $dir.uwsgi.log); its tests skip it" >&2 ) &
+    uwsgi_pids+=($!)
+done
+for pid in "${uwsgi_pids[@]}"; do wait "$pid"; done

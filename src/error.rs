@@ -11,6 +11,22 @@ pub enum LeakspyError {
     #[error("no process's command line contains {pattern:?}: check it with `ps -eo pid,args`")]
     NoMatchingProcess { pattern: String },
 
+    #[error("no Python process's command line contains {pattern:?}; it matches processes {detail}")]
+    NoPythonMatch { pattern: String, detail: String },
+
+    #[error("no Python process {whose} has {pattern:?} in its command line; it matches processes {detail}")]
+    NoSelectableMatch { pattern: String, whose: String, detail: String },
+
+    /// Options that do not go together, beyond what the argument parser checks.
+    #[error("{0}")]
+    Usage(String),
+
+    #[error(
+        "the target options select {count} Python processes: {listed}; this command reads one: give its PID \
+         (`leakspy ps` shows them as a tree)"
+    )]
+    AmbiguousTarget { count: usize, listed: String },
+
     #[error("growth threshold crossed: {detail}")]
     GrowthThreshold { detail: String },
 
@@ -60,9 +76,12 @@ impl LeakspyError {
     pub fn exit_code(&self) -> i32 {
         match self {
             LeakspyError::Other(_) => 1,
-            LeakspyError::NoSuchProcess { .. } | LeakspyError::NoMatchingProcess { .. } => 3,
+            LeakspyError::AmbiguousTarget { .. } | LeakspyError::Usage(_) => 2,
+            LeakspyError::NoSuchProcess { .. }
+            | LeakspyError::NoMatchingProcess { .. }
+            | LeakspyError::NoSelectableMatch { .. } => 3,
             LeakspyError::PermissionDenied { .. } | LeakspyError::AlreadyTraced { .. } => 4,
-            LeakspyError::NotPython { .. } => 5,
+            LeakspyError::NotPython { .. } | LeakspyError::NoPythonMatch { .. } => 5,
             LeakspyError::UnsupportedVersion { .. } => 6,
             LeakspyError::LayoutMismatch { .. } => 7,
             LeakspyError::ProcessExited { .. } => 8,

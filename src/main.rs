@@ -1,5 +1,5 @@
 use clap::{Parser, Subcommand};
-use leakspy::cli::{attach, history, snapshot, why};
+use leakspy::cli::{attach, history, ps, snapshot, why};
 use leakspy::error::LeakspyError;
 
 #[derive(Parser)]
@@ -25,6 +25,8 @@ enum Command {
     Diff(history::DiffArgs),
     /// Name leak suspects over a history file, one series per process run.
     Trend(history::TrendArgs),
+    /// List the Python processes this user may read, as a tree (masters and their workers).
+    Ps(ps::PsArgs),
     /// Show who holds objects (paths from module globals and threads' frames), their sizes and
     /// what they retain; without --type or --address, the objects that retain the most.
     Why(why::WhyArgs),
@@ -52,6 +54,7 @@ fn main() {
         Command::Diff(args) => history::run_diff(args),
         Command::Trend(args) => history::run_trend(args),
         Command::Why(args) => why::run(args),
+        Command::Ps(args) => ps::run(args),
     };
     if let Err(e) = result {
         let message = match &e {

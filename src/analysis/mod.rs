@@ -3,6 +3,7 @@
 
 pub mod diff;
 pub mod findings;
+pub mod fleet;
 pub mod runs;
 pub mod series;
 pub mod trend;

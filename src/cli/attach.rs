@@ -84,7 +84,14 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 pub fn run_attach(args: AttachArgs) -> Result<(), LeakspyError> {
-    let (process, mut mem) = open_target(args.target.resolve()?)?;
+    let selection = args.target.select()?;
+    // --match and --children select processes that come and go (a pre-fork server's workers).
+    if selection.selector.follows() {
+        return super::fleet::sample(selection, &args.sampling);
+    }
+    let pid = selection.pids.first().copied().unwrap_or_default();
+    let (process, mut mem) = open_target(pid)?;
+    super::fleet::note_python_children(pid);
     sample(&process, &mut mem, &args.sampling, None)
 }
 
@@ -120,13 +127,13 @@ pub fn run_program(args: RunArgs) -> Result<(), LeakspyError> {
 
 /// One JSON Lines record: a census plus where it falls in the series.
 #[derive(Serialize)]
-struct SampleLine<'a> {
-    sample: u64,
-    elapsed_s: f64,
+pub(super) struct SampleLine<'a> {
+    pub(super) sample: u64,
+    pub(super) elapsed_s: f64,
     /// Samples skipped so far (the target changed under every retry of their read).
-    skipped: u64,
+    pub(super) skipped: u64,
     #[serde(flatten)]
-    census: &'a Census,
+    pub(super) census: &'a Census,
 }
 
 #[derive(Serialize)]
@@ -148,14 +155,14 @@ struct SummaryLine<'a> {
     findings: Vec<Finding>,
 }
 
-fn json_line<T: Serialize>(value: &T) -> Result<String, LeakspyError> {
+pub(super) fn json_line<T: Serialize>(value: &T) -> Result<String, LeakspyError> {
     let mut line = terminal::json(serde_json::to_string(value).map_err(anyhow::Error::from)?);
     line.push('\n');
     Ok(line)
 }
 
 /// Set by Ctrl-C (once per process: the handler can only be installed once).
-fn interrupted() -> Arc<AtomicBool> {
+pub(super) fn interrupted() -> Arc<AtomicBool> {
     static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
     FLAG.get_or_init(|| {
         let flag = Arc::new(AtomicBool::new(false));
@@ -168,18 +175,18 @@ fn interrupted() -> Arc<AtomicBool> {
 
 /// Samples in a row that may fail before attach gives up: a minute's worth at the default
 /// interval. One failed sample (a target that changed under every retry) is skipped.
-const MAX_CONSECUTIVE_SKIPS: u64 = 60;
+pub(super) const MAX_CONSECUTIVE_SKIPS: u64 = 60;
 
 /// Samples that could not be taken, and why the last one failed.
 #[derive(Default)]
-struct Skips {
-    total: u64,
-    in_a_row: u64,
-    last_error: Option<String>,
+pub(super) struct Skips {
+    pub(super) total: u64,
+    pub(super) in_a_row: u64,
+    pub(super) last_error: Option<String>,
 }
 
 /// Errors that end sampling: whatever the next sample would meet again.
-fn ends_sampling(e: &LeakspyError) -> bool {
+pub(super) fn ends_sampling(e: &LeakspyError) -> bool {
     matches!(e, LeakspyError::PermissionDenied { .. } | LeakspyError::UnsupportedVersion { .. })
 }
 
@@ -246,6 +253,13 @@ fn sample(
                 break "error";
             }
             Err(e) => {
+                // A read that failed because the process exited or ran exec() under it is the
+                // end of this target, not a sample to skip.
+                match identity.check(process.pid) {
+                    Sameness::Same => {}
+                    Sameness::Gone => break "target exited",
+                    Sameness::Replaced => break "target replaced (its PID now runs another process or program)",
+                }
                 skips.total += 1;
                 skips.in_a_row += 1;
                 if !live {
@@ -335,7 +349,7 @@ fn sample(
 
 /// Sleeps until the next sample is due (sample `done` + 1 on the schedule), waking early for
 /// Ctrl-C; true if it was already due (the census takes longer than the interval).
-fn wait_for_next(start: Instant, interval: Duration, done: u64, stop: &AtomicBool) -> bool {
+pub(super) fn wait_for_next(start: Instant, interval: Duration, done: u64, stop: &AtomicBool) -> bool {
     let next_due = start + interval.mul_f64(done as f64);
     let behind = Instant::now() > next_due;
     while Instant::now() < next_due && !stop.load(Ordering::SeqCst) {

@@ -2,7 +2,10 @@
 //! only code that prints.
 
 pub mod attach;
+pub mod fleet;
 pub mod history;
+pub mod ps;
+pub mod select;
 pub mod snapshot;
 pub mod why;
 
@@ -22,35 +25,37 @@ use crate::text::human_bytes;
 use std::time::Instant;
 
 /// Which process to read: cron jobs rarely know a PID, so a PID file or a command-line match
-/// will do too.
+/// will do too; pre-fork servers are several processes (see `select`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct TargetArgs {
+    #[command(flatten)]
+    pub which: Which,
+    /// Also every Python process descended from the one selected (a server's workers, a
+    /// multiprocessing pool), whatever user they run as; `attach` follows those that appear.
+    #[arg(long)]
+    pub children: bool,
+    /// With --match: select processes of this user (a name or a UID; repeatable) instead of
+    /// the user leakspy runs as.
+    #[arg(long = "user", value_name = "NAME|UID", value_parser = crate::memory::processes::parse_user)]
+    pub users: Vec<u32>,
+    /// With --match: select matching processes of any user.
+    #[arg(long, conflicts_with = "users")]
+    pub all_users: bool,
+}
+
+/// The process (or processes) named: exactly one of these.
 #[derive(clap::Args, Clone, Debug)]
 #[group(required = true, multiple = false)]
-pub struct TargetArgs {
+pub struct Which {
     /// PID of the Python process.
     pub pid: Option<i32>,
     /// Read the PID from FILE (as daemons and systemd's PIDFile= write it).
     #[arg(long, value_name = "FILE")]
     pub pid_file: Option<std::path::PathBuf>,
-    /// The first process (lowest PID) whose command line contains PATTERN.
+    /// Every Python process whose command line contains PATTERN, of the user leakspy runs as
+    /// (see --user); processes that are not Python (a shell wrapper) are passed over.
     #[arg(long = "match", value_name = "PATTERN")]
     pub pattern: Option<String>,
-}
-
-impl TargetArgs {
-    pub fn resolve(&self) -> Result<i32, LeakspyError> {
-        if let Some(pid) = self.pid {
-            return Ok(pid);
-        }
-        if let Some(path) = &self.pid_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("reading PID file {}: {e}", path.display()))?;
-            return text.trim().parse().map_err(|_| {
-                anyhow::anyhow!("PID file {} does not hold a PID: {:?}", path.display(), text.trim()).into()
-            });
-        }
-        let pattern = self.pattern.clone().unwrap_or_default();
-        crate::memory::proc_info::find_by_cmdline(&pattern).ok_or(LeakspyError::NoMatchingProcess { pattern })
-    }
 }
 
 /// Opens a target for reading and identifies its interpreter.

@@ -64,22 +64,84 @@ pub struct SnapshotArgs {
 }
 
 pub fn run(args: SnapshotArgs) -> Result<(), LeakspyError> {
-    let (process, mut mem) = open_target(args.target.resolve()?)?;
+    let selection = args.target.select()?;
+    if selection.pids.len() > 1 {
+        return run_several(&args, &selection.pids);
+    }
+    let pid = selection.pids.first().copied().unwrap_or_default();
+    let (process, mut mem) = open_target(pid)?;
+    if !selection.selector.follows() {
+        super::fleet::note_python_children(pid);
+    }
     let mut census = take_census_of_process(&process, &mut mem, args.max_objects, args.pause, args.all)?;
     sort_types(&mut census.types, args.sort);
     if let Some(history) = &args.append {
         crate::history::append(history, &census)?;
     }
-    let format = match (args.format, args.json) {
-        (Some(format), _) => format,
-        (None, true) => Format::Json,
-        (None, false) if args.append.is_some() && args.output.is_none() => return Ok(()),
-        (None, false) => Format::Table,
-    };
+    let Some(format) = format(&args) else { return Ok(()) };
     let text = match format {
         Format::Json => terminal::json(serde_json::to_string_pretty(&census).map_err(anyhow::Error::from)?) + "\n",
         Format::Table => render(&census, args.top, args.sort),
         Format::Prometheus => prometheus::render(&census, args.top),
+    };
+    let destination = args.output.as_deref().map_or(Destination::Stdout, Destination::from_arg);
+    write_output(&destination, text.as_bytes(), args.mode)?;
+    Ok(())
+}
+
+/// The output format asked for; `None` when only a history append was.
+fn format(args: &SnapshotArgs) -> Option<Format> {
+    match (args.format, args.json) {
+        (Some(format), _) => Some(format),
+        (None, true) => Some(Format::Json),
+        (None, false) if args.append.is_some() && args.output.is_none() => None,
+        (None, false) => Some(Format::Table),
+    }
+}
+
+/// A census of each selected process (a server's master and workers), one after the other:
+/// each appended to the history as its own record, JSON as one object per line, tables one
+/// after the other, Prometheus as one file with a series per process. A process that exits
+/// before its census (a worker recycled meanwhile) or cannot be read is left out with a note;
+/// the command fails only if no census was taken.
+fn run_several(args: &SnapshotArgs, pids: &[i32]) -> Result<(), LeakspyError> {
+    let mut censuses = Vec::new();
+    let mut first_error = None;
+    for &pid in pids {
+        let census = open_target(pid).and_then(|(process, mut mem)| {
+            take_census_of_process(&process, &mut mem, args.max_objects, args.pause, args.all)
+        });
+        match census {
+            Ok(mut census) => {
+                sort_types(&mut census.types, args.sort);
+                if let Some(history) = &args.append {
+                    crate::history::append(history, &census)?;
+                }
+                censuses.push(census);
+            }
+            Err(e) => {
+                eprintln!("leakspy: note: process {pid} left out: {}", terminal::message(&e.to_string()));
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if censuses.is_empty()
+        && let Some(e) = first_error
+    {
+        return Err(e);
+    }
+    let Some(format) = format(args) else { return Ok(()) };
+    let text = match format {
+        Format::Json => {
+            let mut text = String::new();
+            for census in &censuses {
+                text.push_str(&terminal::json(serde_json::to_string(census).map_err(anyhow::Error::from)?));
+                text.push('\n');
+            }
+            text
+        }
+        Format::Table => censuses.iter().map(|c| render(c, args.top, args.sort)).collect::<Vec<_>>().join("\n"),
+        Format::Prometheus => prometheus::render_many(&censuses, args.top),
     };
     let destination = args.output.as_deref().map_or(Destination::Stdout, Destination::from_arg);
     write_output(&destination, text.as_bytes(), args.mode)?;

@@ -168,14 +168,91 @@ fn load_binary(pid: i32, maps: &MemoryMap, path: &str) -> Result<PythonBinary, R
     // The file the process maps, not whatever has its name now, opened without following
     // the target's symlinks out of its root: see memory::target_files.
     let file = open_mapped(pid, first).map_err(|e| Rejected::Unreadable(e.reason.to_string()))?;
-    let elf = read_elf(&file).map_err(|e| match e {
+    let name_version = version_from_file_name(first.file_name());
+    let parsed = parsed_file(&file, first.file_name(), Depth::Full, || {
+        let elf = read_elf(&file, Depth::Full)?;
+        let embedded_version = rodata_version(&elf.rodata, name_version);
+        Ok(ParsedFile { symbols: elf.symbols, first_load_vaddr: elf.first_load_vaddr, embedded_version })
+    })
+    .map_err(|e| match e {
         ElfError::Read(e) => Rejected::Unreadable(format!("cannot read the file: {e}")),
         ElfError::Parse(e) => Rejected::Unsuitable(format!("not a readable ELF file: {e}")),
     })?;
-    let load_bias = first.start.wrapping_sub(elf.first_load_vaddr & !0xfff);
-    let name_version = version_from_file_name(first.file_name());
-    let embedded_version = rodata_version(&elf.rodata, name_version);
-    Ok(PythonBinary { path: path.to_string(), load_bias, symbols: elf.symbols, embedded_version, name_version })
+    let load_bias = first.start.wrapping_sub(parsed.first_load_vaddr & !0xfff);
+    Ok(PythonBinary {
+        path: path.to_string(),
+        load_bias,
+        symbols: parsed.symbols.clone(),
+        embedded_version: parsed.embedded_version,
+        name_version,
+    })
+}
+
+/// True if the file mapped at offset 0 by `mapping` exports one of CPython's anchor symbols
+/// in its dynamic symbol table: a cheap test (the dynamic table only, no .symtab or .rodata)
+/// that tells a program with Python linked in (whatever its name) from the rest, for listing
+/// and selecting processes across a host. Every CPython build leakspy reads exports them there
+/// (extension modules link against them); an unreadable file is not Python for this purpose.
+pub fn exports_python_symbols(pid: i32, mapping: &crate::memory::maps::Mapping) -> bool {
+    let Ok(file) = open_mapped(pid, mapping) else { return false };
+    parsed_file(&file, mapping.file_name(), Depth::DynamicOnly, || {
+        let elf = read_elf(&file, Depth::DynamicOnly)?;
+        Ok(ParsedFile { symbols: elf.symbols, first_load_vaddr: elf.first_load_vaddr, embedded_version: None })
+    })
+    .is_ok_and(|parsed| !parsed.symbols.is_empty())
+}
+
+/// What leakspy keeps of a parsed ELF file.
+#[derive(Debug)]
+struct ParsedFile {
+    symbols: FxHashMap<&'static str, u64>,
+    first_load_vaddr: u64,
+    embedded_version: Option<PythonVersion>,
+}
+
+/// How much of an ELF file to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Depth {
+    /// Headers and the dynamic symbol table only.
+    DynamicOnly,
+    /// Both symbol tables and .rodata (PY_VERSION).
+    Full,
+}
+
+/// (device, inode, size, mtime), the file name (the version in it filters .rodata), depth.
+type FileKey = ((u64, u64, u64, i128), String, Depth);
+
+/// Files parsed at most this many at a time; past it the cache starts again. A host runs a
+/// few Python builds; a pre-fork server's workers (and each worker that replaces one) all map
+/// the same one, and `ps` looks at every process's executable.
+const MAX_CACHED_FILES: usize = 256;
+
+/// ELF files parsed so far, by the identity of the file: the same file (same inode, size and
+/// modification time) gives the same symbols, so the tens of milliseconds a libpython takes to
+/// parse are spent once per file, not once per process. A file replaced or rewritten has
+/// another identity and is parsed anew.
+static PARSED: std::sync::Mutex<Option<FxHashMap<FileKey, std::sync::Arc<ParsedFile>>>> = std::sync::Mutex::new(None);
+
+fn parsed_file(
+    file: &TargetFile,
+    file_name: &str,
+    depth: Depth,
+    parse: impl FnOnce() -> Result<ParsedFile, ElfError>,
+) -> Result<std::sync::Arc<ParsedFile>, ElfError> {
+    let key = (file.identity()?, file_name.to_string(), depth);
+    if let Some(found) = PARSED.lock().ok().and_then(|cache| cache.as_ref()?.get(&key).cloned()) {
+        return Ok(found);
+    }
+    // Parsed outside the lock: threads sampling other processes do not wait for it.
+    let parsed = std::sync::Arc::new(parse()?);
+    if let Ok(mut cache) = PARSED.lock() {
+        let cache = cache.get_or_insert_with(FxHashMap::default);
+        if cache.len() >= MAX_CACHED_FILES {
+            cache.clear();
+        }
+        cache.insert(key, parsed.clone());
+    }
+    Ok(parsed)
 }
 
 /// What leakspy needs of an ELF file: the wanted symbols' link-time addresses, where the
@@ -205,7 +282,7 @@ impl From<goblin::error::Error> for ElfError {
 
 /// Reads only the parts of the file it needs (headers, symbol and string tables, .rodata),
 /// each with a bounded read: a few MB of a 20-30 MB libpython, never the whole file.
-fn read_elf(file: &TargetFile) -> Result<ElfParts, ElfError> {
+fn read_elf(file: &TargetFile, depth: Depth) -> Result<ElfParts, ElfError> {
     let ctx = Ctx::new(Container::Big, Endian::Little);
     let header = Elf::parse_header(&file.read_at(0, SIZEOF_EHDR as u64)?)?;
     if header.e_ident[EI_CLASS] != ELFCLASS64 || header.e_ident[EI_DATA] != ELFDATA2LSB {
@@ -238,7 +315,8 @@ fn read_elf(file: &TargetFile) -> Result<ElfParts, ElfError> {
 
     let mut symbols = FxHashMap::default();
     // .dynsym first: a stripped binary has only it, and it agrees with .symtab where both are.
-    for sh_type in [SHT_DYNSYM, SHT_SYMTAB] {
+    let tables: &[u32] = if depth == Depth::Full { &[SHT_DYNSYM, SHT_SYMTAB] } else { &[SHT_DYNSYM] };
+    for &sh_type in tables {
         for sh in sections.iter().filter(|sh| sh.sh_type == sh_type) {
             let Some(strings) = sections.get(sh.sh_link as usize) else { continue };
             let (syms, strings) = (section_bytes(sh)?, section_bytes(strings)?);
@@ -254,8 +332,8 @@ fn read_elf(file: &TargetFile) -> Result<ElfParts, ElfError> {
         }
     }
     let rodata = match sections.iter().find(|sh| names.get_at(sh.sh_name) == Some(".rodata")) {
-        Some(sh) => section_bytes(sh)?,
-        None => Vec::new(),
+        Some(sh) if depth == Depth::Full => section_bytes(sh)?,
+        _ => Vec::new(),
     };
     Ok(ElfParts { symbols, first_load_vaddr, rodata })
 }

@@ -3,6 +3,7 @@
 //! heads and a [`layout::Layout`] it uses only through typed fields.
 
 pub mod binary;
+pub mod discover;
 pub mod frames;
 pub mod layout;
 pub mod objects;

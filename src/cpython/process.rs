@@ -503,7 +503,7 @@ pub fn retry_transient<T>(
 
 /// The exact version: `Py_Version` (3.11+), else PY_VERSION in the binary's data, and last
 /// the file name.
-fn detect_version(
+pub(crate) fn detect_version(
     pid: i32,
     mem: &mut dyn RemoteMemory,
     binary: &PythonBinary,

@@ -6,6 +6,7 @@ pub mod live;
 pub mod maps;
 pub mod pause;
 pub mod proc_info;
+pub mod processes;
 pub mod target_files;
 
 use std::io;

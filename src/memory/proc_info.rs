@@ -174,19 +174,6 @@ pub fn available_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// The first process (lowest PID) other than this one whose command line contains `pattern`.
-pub fn find_by_cmdline(pattern: &str) -> Option<i32> {
-    let me = std::process::id() as i32;
-    let mut pids: Vec<i32> = std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|pid| *pid != me)
-        .collect();
-    pids.sort_unstable();
-    pids.into_iter().find(|pid| cmdline(*pid).is_some_and(|c| !c.is_empty() && c.contains(pattern)))
-}
-
 /// Open file descriptors by kind, from /proc/PID/fd.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Descriptors {
@@ -292,7 +279,6 @@ mod tests {
         assert!(info.start_time.ends_with('Z'), "{info:?}");
         assert!(!info.cmdline.is_empty());
         assert!(info.rss_bytes > 0);
-        assert!(find_by_cmdline("no-such-command-line-anywhere-4711").is_none());
         let fds = descriptors(me).unwrap();
         assert!(fds.total >= 3 && fds.limit.is_some(), "{fds:?}");
         let split = memory_split(me).unwrap();

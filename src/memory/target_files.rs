@@ -66,6 +66,19 @@ impl TargetFile {
     pub fn size(&self) -> u64 {
         self.len
     }
+
+    /// Device, inode, size and modification time (ns): what tells one file, as it is now,
+    /// from any other, so that what was parsed of it once can be reused.
+    pub fn identity(&self) -> io::Result<(u64, u64, u64, i128)> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = self.file.metadata()?;
+        Ok((
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        ))
+    }
 }
 
 /// A file of the target's that leakspy would not (or could not) open.

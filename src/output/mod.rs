@@ -1,7 +1,9 @@
 //! Output: human tables and files. The only place (with main.rs) that prints.
 
 pub mod files;
+pub mod fleet;
 pub mod live;
 pub mod prometheus;
+pub mod ps;
 pub mod report;
 pub mod table;

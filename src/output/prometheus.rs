@@ -41,32 +41,64 @@ fn process_name(cmdline: &str) -> String {
 }
 
 pub fn render(census: &Census, top: usize) -> String {
-    let process = census.process.as_ref().map_or(String::new(), |p| process_name(&p.cmdline));
-    let common = format!(
-        "pid=\"{}\",process=\"{}\",python_version=\"{}\"",
-        census.pid,
-        escape(&process),
-        escape(&census.python_version)
-    );
-    let mut types = census.types.clone();
-    types.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
-    let (shown, rest) = types.split_at(top.min(types.len()));
+    render_many(std::slice::from_ref(census), top)
+}
+
+/// One process's part of the output: its labels, its shown types and the rest.
+struct Part<'a> {
+    census: &'a Census,
+    common: String,
+    shown: Vec<&'a TypeCount>,
+    rest: Vec<&'a TypeCount>,
+}
+
+/// Several processes (a server's workers) in one file, each metric family once with a series
+/// per process. The same `top` types are shown for every process (those with the most objects
+/// over all of them), so that the label set stays at `top` + 1 types per process however the
+/// workers' heaps differ.
+pub fn render_many(censuses: &[Census], top: usize) -> String {
+    let mut totals: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    for t in censuses.iter().flat_map(|c| &c.types) {
+        *totals.entry(t.name.as_str()).or_default() += t.count;
+    }
+    let mut ranked: Vec<(&str, u64)> = totals.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let shown_names: std::collections::HashSet<&str> = ranked.iter().take(top).map(|(name, _)| *name).collect();
+    let parts: Vec<Part> = censuses
+        .iter()
+        .map(|census| {
+            let process = census.process.as_ref().map_or(String::new(), |p| process_name(&p.cmdline));
+            let common = format!(
+                "pid=\"{}\",process=\"{}\",python_version=\"{}\"",
+                census.pid,
+                escape(&process),
+                escape(&census.python_version)
+            );
+            let mut types: Vec<&TypeCount> = census.types.iter().collect();
+            types.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
+            let (shown, rest) = types.into_iter().partition(|t| shown_names.contains(t.name.as_str()));
+            Part { census, common, shown, rest }
+        })
+        .collect();
 
     let mut out = String::new();
     // `other`: whether a sum over the remaining types means anything (retained sizes overlap).
     let mut per_type = |name: &str, help: &str, value: &dyn Fn(&TypeCount) -> Option<u64>, other: bool| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for t in shown {
-            if let Some(v) = value(t) {
-                let _ = writeln!(out, "{name}{{{common},type=\"{}\"}} {v}", escape(&t.name));
+        for part in &parts {
+            for t in &part.shown {
+                if let Some(v) = value(t) {
+                    let _ = writeln!(out, "{name}{{{},type=\"{}\"}} {v}", part.common, escape(&t.name));
+                }
+            }
+            if other && !part.rest.is_empty() {
+                let sum: u64 = part.rest.iter().copied().filter_map(value).sum();
+                let _ = writeln!(out, "{name}{{{},type=\"(other)\"}} {sum}", part.common);
             }
         }
-        if other && !rest.is_empty() {
-            let sum: u64 = rest.iter().filter_map(value).sum();
-            let _ = writeln!(out, "{name}{{{common},type=\"(other)\"}} {sum}");
-        }
     };
-    let objects_help = if census.graph.is_some() {
+    let graph = censuses.iter().any(|c| c.graph.is_some());
+    let objects_help = if graph {
         "Live objects per type, tracked by the GC or not (top types; the rest in type=\"(other)\")."
     } else {
         "Live GC-tracked objects per type (top types; the rest in type=\"(other)\")."
@@ -74,7 +106,7 @@ pub fn render(census: &Census, top: usize) -> String {
     per_type("leakspy_objects", objects_help, &|t| Some(t.count), true);
     per_type("leakspy_refcount_sum", "Sum of the refcounts of the objects of a type.", &|t| Some(t.refcount_sum), true);
     // Only in a census taken with --all (from the heap graph).
-    if census.graph.is_some() {
+    if graph {
         per_type("leakspy_object_bytes", "sys.getsizeof summed over the objects of a type.", &|t| t.size_bytes, true);
         per_type(
             "leakspy_retained_bytes",
@@ -83,19 +115,21 @@ pub fn render(census: &Census, top: usize) -> String {
             false,
         );
     }
-    let totals: [(&str, &str, f64); 5] = [
-        ("leakspy_objects_total", "All live GC-tracked objects.", census.objects_total as f64),
-        ("leakspy_types_total", "Distinct types among them.", census.types.len() as f64),
-        ("leakspy_census_duration_seconds", "Time the census took.", census.duration_ms / 1000.0),
-        ("leakspy_torn_links", "List links that changed during the read.", census.torn_links as f64),
-        (
-            "leakspy_process_resident_bytes",
-            "Resident set size of the target.",
-            census.process.as_ref().map_or(0, |p| p.rss_bytes) as f64,
-        ),
+    type Total = fn(&Census) -> f64;
+    let totals: [(&str, &str, Total); 5] = [
+        ("leakspy_objects_total", "All live GC-tracked objects.", |c| c.objects_total as f64),
+        ("leakspy_types_total", "Distinct types among them.", |c| c.types.len() as f64),
+        ("leakspy_census_duration_seconds", "Time the census took.", |c| c.duration_ms / 1000.0),
+        ("leakspy_torn_links", "List links that changed during the read.", |c| c.torn_links as f64),
+        ("leakspy_process_resident_bytes", "Resident set size of the target.", |c| {
+            c.process.as_ref().map_or(0, |p| p.rss_bytes) as f64
+        }),
     ];
     for (name, help, value) in totals {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{common}}} {value}");
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for part in &parts {
+            let _ = writeln!(out, "{name}{{{}}} {}", part.common, value(part.census));
+        }
     }
     out
 }
@@ -124,6 +158,26 @@ mod tests {
         assert!(!text.contains("type=\"x\""));
         assert!(text.contains("leakspy_objects_total{pid=\"1\",process=\"\",python_version=\"3.11.7\"} 18"));
         assert!(!text.contains("leakspy_object_bytes"), "sizes only come with --all");
+    }
+
+    #[test]
+    fn several_processes_share_the_type_set_and_each_family_is_written_once() {
+        let mut a = census_with(&[("Order", 100, 100), ("dict", 50, 50), ("x", 1, 1)]);
+        let mut b = census_with(&[("Order", 90, 90), ("tuple", 60, 60), ("dict", 5, 5)]);
+        a.pid = 11;
+        b.pid = 12;
+        let text = render_many(&[a, b], 2);
+        assert_eq!(text.matches("# TYPE leakspy_objects gauge").count(), 1, "{text}");
+        assert_eq!(text.matches("# TYPE leakspy_objects_total gauge").count(), 1, "{text}");
+        // Order (190) and tuple (60) over both; dict (55) goes to (other) in each.
+        assert!(text.contains("leakspy_objects{pid=\"11\",process=\"\",python_version=\"3.11.7\",type=\"Order\"} 100"));
+        assert!(text.contains("leakspy_objects{pid=\"12\",process=\"\",python_version=\"3.11.7\",type=\"tuple\"} 60"));
+        assert!(
+            text.contains("leakspy_objects{pid=\"11\",process=\"\",python_version=\"3.11.7\",type=\"(other)\"} 51")
+        );
+        assert!(text.contains("leakspy_objects{pid=\"12\",process=\"\",python_version=\"3.11.7\",type=\"(other)\"} 5"));
+        assert!(!text.contains("type=\"dict\""), "{text}");
+        assert!(text.contains("leakspy_objects_total{pid=\"12\""));
     }
 
     #[test]

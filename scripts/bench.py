@@ -98,14 +98,36 @@ def cleanup(*signal_args):
         sys.exit(130)
 
 
-def stage_target(interp):
-    """Path of bench_target.py as the interpreter sees it (copied into ROOT/tmp for a chroot)."""
+def stage_target(interp, source=TARGET_SRC):
+    """Path of a target script as the interpreter sees it (copied into ROOT/tmp for a chroot)."""
     if interp[3] is None:
-        return str(TARGET_SRC)
+        return str(source)
     host = Path(tempfile.mkdtemp(prefix="leakspy-bench-", dir=interp[3] / "tmp"))
     STAGED.append(host)
-    shutil.copy(TARGET_SRC, host / "bench_target.py")
-    return "/" + str((host / "bench_target.py").relative_to(interp[3]))
+    shutil.copy(source, host / source.name)
+    return "/" + str((host / source.name).relative_to(interp[3]))
+
+
+REAL_TARGET_SRC = REPO / "scripts" / "bench_real_target.py"
+LIBS_ROOT = Path(os.environ.get("LEAKSPY_LIBS_ROOT", "/var/lib/leakspy/libs"))
+
+
+def library_interpreters(interps):
+    """The interpreters of `interps` with tests/requirements.txt installed (scripts/setup.sh):
+    (interp tuple with the venv's python, environment) for pyenv builds, and the chroot's
+    site directory for its own pythons."""
+    found = []
+    for interp in interps:
+        label, (_, minor), argv, root = interp
+        if root is None:
+            venv = LIBS_ROOT / ("venv-" + label.split()[-1]) / "bin/python"
+            if venv.exists():
+                found.append(((label + " (venv)", (3, minor), [str(venv)], None), None))
+        else:
+            site = "/opt/leakspy-libs-3.%d" % minor
+            if (root / site.lstrip("/")).exists():
+                found.append((interp, dict(os.environ, PYTHONPATH=site)))
+    return found
 
 
 def line_reader(stream):
@@ -123,9 +145,9 @@ def line_reader(stream):
     return q
 
 
-def start_target(interp, script, args, timeout=900):
+def start_target(interp, script, args, timeout=900, env=None):
     p = spawn(interp[2] + [script] + [str(a) for a in args], stdin=subprocess.PIPE,
-              stdout=subprocess.PIPE, text=True)
+              stdout=subprocess.PIPE, text=True, env=env)
     q = line_reader(p.stdout)
     try:
         _, first = q.get(timeout=timeout)
@@ -197,6 +219,73 @@ def raw_copy(pid, chunk=16 << 20):
     return time.perf_counter() - t0, copied
 
 
+def writable_mappings(pid):
+    """(lo, hi, private anonymous?) of every readable, writable mapping but the kernel's."""
+    found = []
+    for line in open("/proc/%d/maps" % pid):
+        f = line.split()
+        if f[1].startswith("rw") and not (len(f) > 5 and f[5] in ("[vvar]", "[vsyscall]", "[vvar_vclock]")):
+            lo, hi = (int(x, 16) for x in f[0].split("-"))
+            found.append((lo, hi, f[1] == "rw-p" and (len(f) < 6 or f[5].startswith("["))))
+    return found
+
+
+def populated_runs(pid, lo, hi):
+    """Runs of pages present or swapped (pagemap bits 63 and 62): what the target wrote."""
+    runs = []
+    with open("/proc/%d/pagemap" % pid, "rb") as f:
+        f.seek(lo // 4096 * 8)
+        data = f.read((hi - lo) // 4096 * 8)
+    for i in range(0, len(data), 8):
+        word = int.from_bytes(data[i:i + 8], "little")
+        if word & (3 << 62):
+            page = lo + i // 8 * 4096
+            if runs and runs[-1][1] == page:
+                runs[-1][1] += 4096
+            else:
+                runs.append([page, page + 4096])
+    return runs
+
+
+def populated_copy(pid, chunk=16 << 20):
+    """The floor for a paused copy: the pages the target wrote, found in pagemap first (not
+    timed), then read once through /proc/PID/mem (timed)."""
+    runs = []
+    for lo, hi, _ in writable_mappings(pid):
+        runs += populated_runs(pid, lo, hi)
+    buf = memoryview(bytearray(chunk))
+    fd = os.open("/proc/%d/mem" % pid, os.O_RDONLY)
+    copied = 0
+    t0 = time.perf_counter()
+    try:
+        for lo, hi in runs:
+            addr = lo
+            while addr < hi:
+                try:
+                    n = os.preadv(fd, [buf[:min(chunk, hi - addr)]], addr)
+                except OSError:
+                    break
+                if n <= 0:
+                    break
+                copied += n
+                addr += n
+    finally:
+        os.close(fd)
+    return time.perf_counter() - t0, copied
+
+
+def writable_rss_kb(pid):
+    """Resident memory of the writable mappings (smaps): what a reader cannot avoid reading."""
+    total, writable = 0, False
+    for line in open("/proc/%d/smaps" % pid):
+        head = line.split()
+        if "-" in head[0] and len(head) > 1 and len(head[1]) == 4:
+            writable = head[1].startswith("rw")
+        elif head[0] == "Rss:" and writable:
+            total += int(head[1])
+    return total
+
+
 def bench_size(leakspy, interp, size, runs):
     """`runs` fresh targets; every ratio is taken within one run, then the median over runs."""
     rows = []
@@ -206,8 +295,11 @@ def bench_size(leakspy, interp, size, runs):
         try:
             pid = ready["pid"]
             rss = status_kb(pid, "VmRSS")
+            wrss = writable_rss_kb(pid)
             wall, census, peak = run_leakspy(leakspy, ["snapshot", str(pid), "--json"])
             copy_s, copied = raw_copy(pid)
+            _, paused, _ = run_leakspy(leakspy, ["snapshot", str(pid), "--pause", "--json"])
+            floor_s, floor_bytes = populated_copy(pid)
             # The heap graph: `why` (graph, paths, dominators) and `snapshot --all`.
             why_wall, why, why_peak = run_leakspy(leakspy, ["why", str(pid), "--type", "__main__.Slotted", "--json"])
             all_wall, _, all_peak = run_leakspy(leakspy, ["snapshot", str(pid), "--all", "--json"])
@@ -222,8 +314,38 @@ def bench_size(leakspy, interp, size, runs):
                          ms_per_m=wall * 1000 / (census["objects_total"] / 1e6),
                          graph_objects=why["graph"]["objects"], referents_s=ready["referents_s"],
                          why_wall=why_wall, x_referents=why_wall / ready["referents_s"], x_snapshot=why_wall / wall,
-                         why_peak_kb=why_peak, all_wall=all_wall, all_peak_kb=all_peak))
+                         why_peak_kb=why_peak, all_wall=all_wall, all_peak_kb=all_peak,
+                         reads=census.get("io", {}).get("reads", 0), bytes_read=census.get("io", {}).get("bytes_read", 0),
+                         wrss_kb=wrss, x_wrss=census.get("io", {}).get("bytes_read", 0) / 1024 / max(wrss, 1),
+                         paused_ms=paused["paused_ms"], paused_bytes=paused.get("paused_bytes", 0),
+                         floor_ms=floor_s * 1000, floor_bytes=floor_bytes, x_floor=paused["paused_ms"] / (floor_s * 1000)))
     return {k: (statistics.median(r[k] for r in rows) if k != "python" else rows[0][k]) for k in rows[0]}
+
+
+def bench_real(leakspy, interp, env, scale, runs):
+    """A heap made by real libraries (scripts/bench_real_target.py): snapshot against the
+    in-process census, what the snapshot read against the writable resident memory, leakspy's
+    peak RSS against the target's, and --pause against the populated-copy floor."""
+    rows = []
+    script = stage_target(interp, REAL_TARGET_SRC)
+    for _ in range(runs):
+        p, _q, ready = start_target(interp, script, [scale, 3], env=env)
+        try:
+            pid = ready["pid"]
+            rss, wrss = status_kb(pid, "VmRSS"), writable_rss_kb(pid)
+            wall, census, peak = run_leakspy(leakspy, ["snapshot", str(pid), "--json"])
+            _, paused, _ = run_leakspy(leakspy, ["snapshot", str(pid), "--pause", "--json"])
+            floor_s, floor_bytes = populated_copy(pid)
+        finally:
+            stop(p)
+        io = census.get("io", {})
+        rows.append(dict(objects=census["objects_total"], types=len(census["types"]), census_s=ready["census_s"],
+                         wall=wall, x_census=wall / ready["census_s"], reads=io.get("reads", 0),
+                         bytes_read=io.get("bytes_read", 0), wrss_kb=wrss,
+                         x_wrss=io.get("bytes_read", 0) / 1024 / max(wrss, 1), peak_kb=peak, rss_kb=rss,
+                         x_rss=peak / rss, paused_ms=paused["paused_ms"], floor_ms=floor_s * 1000,
+                         x_floor=paused["paused_ms"] / (floor_s * 1000), paused_bytes=paused.get("paused_bytes", 0)))
+    return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
 
 
 def bench_slowdown(leakspy, interp, resident, seconds):
@@ -292,6 +414,8 @@ def main():
     ap.add_argument("--slowdown-resident", type=parse_size, default=parse_size("1m"),
                     help="objects the CPU target keeps resident while sampled")
     ap.add_argument("--no-slowdown", action="store_true")
+    ap.add_argument("--real", default="1", help="scales of the real-library heap (1 is about 1.1-1.6M "
+                    "objects), comma list; 'none' to skip")
     ap.add_argument("--leakspy", default=str(REPO / "target/release/leakspy"))
     ap.add_argument("--output", default=str(REPO / "bench-results.md"))
     args = ap.parse_args()
@@ -306,8 +430,16 @@ def main():
                          capture_output=True, text=True).stdout.strip()
     if Path(args.leakspy).resolve() != (REPO / "target/release/leakspy").resolve():
         rev = "binary %s (not this work tree's build)" % args.leakspy
-    rows, slow = [], []
+    rows, slow, real = [], [], []
     try:
+        if args.real != "none":
+            for interp, env in library_interpreters(interps):
+                for scale in args.real.split(","):
+                    print("# %s, real-library heap x%s, %d runs" % (interp[0], scale, args.runs), file=sys.stderr, flush=True)
+                    try:
+                        real.append((interp[0], bench_real(args.leakspy, interp, env, scale, args.runs)))
+                    except RuntimeError as e:
+                        print("  failed: %s" % e, file=sys.stderr)
         for interp in interps:
             for size in sizes:
                 print("# %s, %d objects, %d runs" % (interp[0], size, args.runs), file=sys.stderr, flush=True)
@@ -355,6 +487,29 @@ def main():
             label, format(int(r["objects"]), ","), format(int(r["graph_objects"]), ","), r["referents_s"],
             r["why_wall"], r["x_referents"], r["x_snapshot"], mb(r["why_peak_kb"]), r["all_wall"],
             mb(r["all_peak_kb"])))
+    out += ["", "What a snapshot reads (counted in leakspy's memory layer) against the target's writable resident "
+            "memory, and `--pause` against the floor of a paused copy (the pages the target wrote, per pagemap, "
+            "read once through /proc/PID/mem; measured in the same run):", "",
+            "| interpreter | objects | reads | bytes read | writable RSS | × writable RSS | --pause stopped | "
+            "copied | populated-copy floor | × floor |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, r in rows:
+        if r is None:
+            continue
+        out.append("| %s | %s | %s | %s | %s | %.2f | %.1f ms | %s | %.1f ms | %.2f |" % (
+            label, format(int(r["objects"]), ","), format(int(r["reads"]), ","), mb(r["bytes_read"] / 1024),
+            mb(r["wrss_kb"]), r["x_wrss"], r["paused_ms"], mb(r["paused_bytes"] / 1024), r["floor_ms"], r["x_floor"]))
+    if real:
+        out += ["", "A heap made by real libraries (scripts/bench_real_target.py: pandas frames with object columns, "
+                "an SQLAlchemy session with thousands of related objects, pydantic models, the ASTs of the standard "
+                "library; churn between the parts scatters the lists over the arenas):", "",
+                "| interpreter | objects | types | in-process census | leakspy snapshot | × census | reads | bytes read "
+                "| × writable RSS | leakspy peak RSS | target RSS | × target RSS | --pause stopped | × floor |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for label, r in real:
+            out.append("| %s | %s | %d | %.3f s | %.3f s | %.2f | %s | %s | %.2f | %s | %s | %.2f | %.1f ms | %.2f |" % (
+                label, format(int(r["objects"]), ","), r["types"], r["census_s"], r["wall"], r["x_census"],
+                format(int(r["reads"]), ","), mb(r["bytes_read"] / 1024), r["x_wrss"], mb(r["peak_kb"]),
+                mb(r["rss_kb"]), r["x_rss"], r["paused_ms"], r["x_floor"]))
     out += [""]
     for label, pct, off, on, samples in slow:
         out.append("- Slowdown of the CPU-bound target (%s objects resident) under `leakspy attach --interval 1`, "

@@ -66,12 +66,19 @@ fn killing_leakspy_mid_pause_leaves_the_target_running() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until the target is held in a tracing stop.
+    // Wait until every thread of the target is held in a tracing stop (they are stopped one
+    // after the other).
+    let all_stopped = || {
+        std::fs::read_dir(format!("/proc/{}/task", target.pid)).into_iter().flatten().flatten().all(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('t'))
+        })
+    };
     let deadline = Instant::now() + Duration::from_secs(5);
-    while state(target.pid) != 't' && Instant::now() < deadline {
+    while !all_stopped() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(state(target.pid), 't', "the target should be paused by now");
+    assert!(all_stopped(), "the target should be paused by now");
     let before = cpu_ticks(target.pid);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(cpu_ticks(target.pid), before, "paused means not running");

@@ -18,7 +18,7 @@ use crate::heap::graph_census::apply_graph;
 use crate::heap::walk::WalkLimits;
 use crate::memory::live::LiveProcess;
 use crate::memory::maps::MemoryMap;
-use crate::memory::pause::{CopiedMemory, Pause};
+use crate::memory::pause::{CopiedMemory, CopyArena, Pause};
 use crate::memory::proc_info::{ProcessInfo, available_memory, descriptors, memory_split, rss_bytes};
 use crate::memory::{ReadError, RemoteMemory};
 use crate::text::human_bytes;
@@ -134,11 +134,14 @@ fn paused_census(
     let pid = process.pid;
     let mut best: Option<(Census, u32)> = None;
     for attempt in 0..PAUSE_ATTEMPTS {
+        // The destination, allocated and faulted in while the target still runs.
+        let arena = CopyArena::prepare(mem, &MemoryMap::read(pid).map_err(|_| LeakspyError::ProcessExited { pid })?);
         let started = Instant::now();
         let frozen = Pause::freeze(pid).map_err(|e| read_error(pid, e))?;
         // The mappings as they are while stopped: none can appear or go until the threads run.
-        let copy =
-            MemoryMap::read(pid).map_err(|_| ReadError::ProcessGone).and_then(|maps| CopiedMemory::copy(mem, &maps));
+        let copy = MemoryMap::read(pid)
+            .map_err(|_| ReadError::ProcessGone)
+            .and_then(|maps| CopiedMemory::copy(mem, &maps, arena));
         hold_pause_for_tests();
         drop(frozen);
         let paused_ms = started.elapsed().as_secs_f64() * 1000.0;

@@ -55,6 +55,16 @@ impl LiveProcess {
         LiveProcess { pid, blocks, mem_file: None, pagemap: None, io: IoCounters::default(), use_mem_file: false }
     }
 
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// True once process_vm_readv has worked for this target: then other threads may read it
+    /// the same way (`direct_read`), which has no state to share.
+    pub fn reads_directly(&self) -> bool {
+        !self.use_mem_file && self.io.reads > 0
+    }
+
     /// Sizes the cache to a quarter of the target's writable memory (within the default
     /// bounds), so that reading a small process never costs more memory than it uses.
     pub fn fit_cache_to(&mut self, writable_bytes: u64) {
@@ -213,6 +223,12 @@ impl RemoteMemory for LiveProcess {
         }
         Ok(())
     }
+}
+
+/// One process_vm_readv, uncached and stateless, for threads that copy in parallel: as many
+/// bytes as are readable from `addr` on.
+pub fn direct_read(pid: i32, addr: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
+    process_vm_read(pid, addr, buf).map_err(|e| classify(pid, addr, buf.len(), e))
 }
 
 fn process_vm_read(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<usize> {

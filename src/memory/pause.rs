@@ -6,7 +6,8 @@
 //! whose tracer exits is detached and continues. Decoding happens after the threads run again,
 //! from the copy.
 
-use super::live::{LiveProcess, PAGE_SIZE};
+use super::live::{LiveProcess, PAGE_SIZE, direct_read};
+use super::maps::Mapping;
 use super::maps::MemoryMap;
 use super::{ReadError, RemoteMemory};
 use std::ops::Range;
@@ -125,6 +126,8 @@ impl Drop for Pause {
 pub struct CopiedMemory<'a> {
     /// Sorted, non-overlapping: every readable mapping of the pause, in pieces.
     regions: Vec<Region>,
+    /// The copied bytes, which `Contents::Copied` regions point into.
+    arena: Vec<u8>,
     live: &'a mut LiveProcess,
     /// Bytes copied while the target was stopped.
     pub bytes_copied: u64,
@@ -136,7 +139,8 @@ struct Region {
 }
 
 enum Contents {
-    Copied(Vec<u8>),
+    /// At this offset of the arena.
+    Copied(usize),
     /// Anonymous memory the target never wrote.
     Zeros,
     /// Read from the process when asked (see above).
@@ -146,32 +150,105 @@ enum Contents {
 /// Bytes copied per read: a mapping larger than the kernel's limit for one read (2 GiB) is
 /// never cut short, and a page that cannot be read costs only itself.
 const COPY_PIECE: usize = 64 << 20;
+/// Copies smaller than this are made by one thread: a second one would cost more to start
+/// than it saves.
+const PARALLEL_ABOVE: usize = 8 << 20;
+
+/// Where a paused copy goes, allocated and written to (so that its pages exist) while the
+/// target still runs: faulting in a destination page by page inside the pause cost as much as
+/// the copy itself. Sized from what the target had written just before, with room for growth;
+/// a copy that needs more grows it, inside the pause.
+pub struct CopyArena {
+    bytes: Vec<u8>,
+}
+
+impl CopyArena {
+    pub fn prepare(live: &mut LiveProcess, maps: &MemoryMap) -> CopyArena {
+        let written: u64 = maps
+            .mappings
+            .iter()
+            .filter(|m| copied_in_pause(m))
+            .map(|m| match live.populated_runs(m.start, m.end) {
+                Some(runs) => runs.iter().map(|r| r.end - r.start).sum(),
+                None => m.end - m.start,
+            })
+            .sum();
+        let len = (written + written / 8 + (1 << 20)) as usize;
+        let mut bytes = Vec::with_capacity(len);
+        // Written, not only allocated: a fresh allocation is untouched zero pages.
+        bytes.resize(len, 1u8);
+        CopyArena { bytes }
+    }
+}
+
+/// Private writable mappings are copied; the rest is read from the process (see above).
+fn copied_in_pause(m: &Mapping) -> bool {
+    m.readable && m.writable && !m.shared && !m.path.starts_with("[v")
+}
+
+/// One read of the copy: `len` bytes of the target at `addr` into the arena at `at`.
+#[derive(Clone, Copy)]
+struct Job {
+    addr: u64,
+    at: usize,
+    len: usize,
+}
 
 impl<'a> CopiedMemory<'a> {
-    /// Copies what the target wrote of its private writable mappings (while it is stopped).
-    pub fn copy(live: &'a mut LiveProcess, maps: &MemoryMap) -> Result<CopiedMemory<'a>, ReadError> {
-        let mut regions = Vec::new();
-        let mut bytes_copied = 0;
+    /// Copies what the target wrote of its private writable mappings, into `arena`, on two
+    /// threads when there is enough to copy. Call with the target stopped.
+    pub fn copy(live: &'a mut LiveProcess, maps: &MemoryMap, arena: CopyArena) -> Result<CopiedMemory<'a>, ReadError> {
+        let mut arena = arena.bytes;
+        // What goes where: every readable mapping, its written runs as jobs into the arena.
+        let mut layout: Vec<(Range<u64>, Option<Job>, Contents)> = Vec::new();
+        let mut used = 0usize;
         for m in maps.mappings.iter().filter(|m| m.readable && !m.path.starts_with("[v")) {
-            if !m.writable || m.shared {
-                regions.push(Region { range: m.start..m.end, contents: Contents::Live });
+            if !copied_in_pause(m) {
+                layout.push((m.start..m.end, None, Contents::Live));
                 continue;
             }
-            let unwritten = if m.is_file() { Contents::Live } else { Contents::Zeros };
+            let unwritten = || if m.is_file() { Contents::Live } else { Contents::Zeros };
             let runs = live.populated_runs(m.start, m.end).unwrap_or_else(|| std::iter::once(m.start..m.end).collect());
             let mut at = m.start;
             for run in runs {
                 if run.start > at {
-                    regions.push(Region { range: at..run.start, contents: unwritten.same() });
+                    layout.push((at..run.start, None, unwritten()));
                 }
-                bytes_copied += copy_run(live, run.clone(), &mut regions)?;
+                let mut addr = run.start;
+                while addr < run.end {
+                    let len = ((run.end - addr) as usize).min(COPY_PIECE);
+                    layout.push((addr..addr + len as u64, Some(Job { addr, at: used, len }), Contents::Copied(used)));
+                    used += len;
+                    addr += len as u64;
+                }
                 at = run.end;
             }
             if at < m.end {
-                regions.push(Region { range: at..m.end, contents: unwritten });
+                layout.push((at..m.end, None, unwritten()));
             }
         }
-        Ok(CopiedMemory { regions, live, bytes_copied })
+        if arena.len() < used {
+            arena.resize(used, 0);
+        }
+        let jobs: Vec<Job> = layout.iter().filter_map(|(_, job, _)| *job).collect();
+        let read = copy_jobs(live, &jobs, &mut arena[..used])?;
+        // Regions: the copied parts of each job as read (a short read leaves a hole), the
+        // rest as laid out.
+        let mut regions = Vec::with_capacity(layout.len());
+        let mut pieces = read.into_iter().peekable();
+        let mut bytes_copied = 0;
+        for (range, job, contents) in layout {
+            if job.is_none() {
+                regions.push(Region { range, contents });
+                continue;
+            }
+            while let Some(&(addr, at, len)) = pieces.peek().filter(|(addr, ..)| range.contains(addr)) {
+                regions.push(Region { range: addr..addr + len as u64, contents: Contents::Copied(at) });
+                bytes_copied += len as u64;
+                pieces.next();
+            }
+        }
+        Ok(CopiedMemory { regions, arena, live, bytes_copied })
     }
 
     fn region_at(&self, addr: u64) -> Option<&Region> {
@@ -180,38 +257,69 @@ impl<'a> CopiedMemory<'a> {
     }
 }
 
-impl Contents {
-    /// The same kind of contents for another range (Zeros or Live; nothing copied).
-    fn same(&self) -> Contents {
-        match self {
-            Contents::Zeros => Contents::Zeros,
-            _ => Contents::Live,
-        }
+/// Runs the jobs (whose destinations lie one after the other in `dest`, which starts at arena
+/// offset 0), split over two threads by bytes when worth it; returns the pieces read as
+/// (address, arena offset, length), in job order.
+fn copy_jobs(live: &mut LiveProcess, jobs: &[Job], dest: &mut [u8]) -> Result<Vec<(u64, usize, usize)>, ReadError> {
+    let total: usize = jobs.iter().map(|j| j.len).sum();
+    let split = jobs.iter().scan(0, |sum, j| {
+        *sum += j.len;
+        Some(*sum)
+    });
+    let half = split.take_while(|&sum| sum * 2 < total).count() + 1;
+    let pid = live.pid();
+    if total < PARALLEL_ABOVE || half >= jobs.len() || !live.reads_directly() {
+        return jobs.iter().try_fold(Vec::new(), |mut out, job| {
+            copy_job(job, &mut dest[job.at..job.at + job.len], &mut |addr, buf| live.read_bulk(addr, buf), &mut out)?;
+            Ok(out)
+        });
     }
+    let (first, second) = jobs.split_at(half);
+    let (dest_first, dest_second) = dest.split_at_mut(second[0].at);
+    let run = |jobs: &[Job], dest: &mut [u8], base: usize| -> Result<Vec<(u64, usize, usize)>, ReadError> {
+        let mut out = Vec::new();
+        for job in jobs {
+            let at = job.at - base;
+            copy_job(job, &mut dest[at..at + job.len], &mut |addr, buf| direct_read(pid, addr, buf), &mut out)?;
+        }
+        Ok(out)
+    };
+    let base = second[0].at;
+    let (a, b) = std::thread::scope(|scope| {
+        let other = scope.spawn(|| run(second, dest_second, base));
+        let mine = run(first, dest_first, 0);
+        (mine, other.join().unwrap_or_else(|_| Err(ReadError::Io(std::io::Error::other("copy thread panicked")))))
+    });
+    let mut out = a?;
+    out.extend(b?);
+    Ok(out)
 }
 
-/// Copies `run` in pieces; a page that cannot be read (a file mapping past the file's end) is
-/// left out, and the copy goes on after it. Returns the bytes copied.
-fn copy_run(live: &mut LiveProcess, run: Range<u64>, regions: &mut Vec<Region>) -> Result<u64, ReadError> {
-    let mut copied = 0;
-    let mut at = run.start;
-    while at < run.end {
-        let len = ((run.end - at) as usize).min(COPY_PIECE);
-        let mut data = vec![0u8; len];
-        let n = match live.read_bulk(at, &mut data) {
+/// Reads target memory into a buffer: as many bytes as are readable from an address on.
+type ReadInto<'a> = dyn FnMut(u64, &mut [u8]) -> Result<usize, ReadError> + 'a;
+
+/// Copies one job with `read`; a page that cannot be read (a file mapping past the file's end)
+/// is left out, and the copy goes on after it.
+fn copy_job(
+    job: &Job,
+    dest: &mut [u8],
+    read: &mut ReadInto,
+    out: &mut Vec<(u64, usize, usize)>,
+) -> Result<(), ReadError> {
+    let mut done = 0;
+    while done < job.len {
+        let n = match read(job.addr + done as u64, &mut dest[done..]) {
             Ok(n) => n,
             Err(e) if e.is_torn() => 0,
             Err(e) => return Err(e),
         };
         if n > 0 {
-            data.truncate(n);
-            regions.push(Region { range: at..at + n as u64, contents: Contents::Copied(data) });
-            copied += n as u64;
+            out.push((job.addr + done as u64, job.at + done, n));
         }
         // Past what was read; if the read stopped short, past the page that stopped it.
-        at += if n == len { n as u64 } else { (n as u64 / PAGE_SIZE + 1) * PAGE_SIZE };
+        done += if done + n == job.len { n } else { (n / PAGE_SIZE as usize + 1) * PAGE_SIZE as usize };
     }
-    Ok(copied)
+    Ok(())
 }
 
 impl RemoteMemory for CopiedMemory<'_> {
@@ -230,7 +338,7 @@ impl RemoteMemory for CopiedMemory<'_> {
             let n = (region.range.end.min(end) - at) as usize;
             let from = (at - region.range.start) as usize;
             match &region.contents {
-                Contents::Copied(data) => buf[done..done + n].copy_from_slice(&data[from..from + n]),
+                Contents::Copied(at) => buf[done..done + n].copy_from_slice(&self.arena[at + from..at + from + n]),
                 Contents::Zeros => buf[done..done + n].fill(0),
                 Contents::Live => self.live.read(at, &mut buf[done..done + n])?,
             }
@@ -294,7 +402,8 @@ mod tests {
             }],
         };
         let mut live = LiveProcess::new(std::process::id() as i32);
-        let mut copy = CopiedMemory::copy(&mut live, &maps).unwrap();
+        let arena = CopyArena::prepare(&mut live, &maps);
+        let mut copy = CopiedMemory::copy(&mut live, &maps, arena).unwrap();
         assert_eq!(copy.bytes_copied, 2 * PAGE_SIZE);
         assert_eq!(copy.read_u64(base).unwrap(), 0x1111);
         assert_eq!(copy.read_u64(base + (9 << 28)).unwrap(), 0x2222);

@@ -28,7 +28,7 @@ const SCAN_PIECE: usize = 8 << 20;
 /// that leakspy stays a fraction of the process it reads.
 const MAX_INDEX_FRACTION: f64 = 0.1;
 /// Bytes per entry (the index's arrays).
-const ENTRY_BYTES: u64 = 20;
+const ENTRY_BYTES: u64 = 18;
 /// Addresses above this do not fit the index's 48-bit links (none do on x86_64 Linux).
 const MAX_LINK: u64 = (1 << 48) - 1;
 
@@ -44,15 +44,18 @@ pub struct IndexedHeader {
     pub refcnt_low: u32,
 }
 
-/// The headers found, by pool: per pool, a sorted run of entries. Held compactly (20 bytes an
-/// object): a block's offset in its pool, the two links in 48 bits each (user addresses on
-/// x86_64 fit, flag bits included), the type as an index into a table of the few thousand
-/// types there are, and the refcount word's low half.
+/// The headers found, by pool. Held compactly (20 bytes an object): the two links in 48 bits
+/// each (user addresses on x86_64 fit, flag bits included), the type as an index into a table
+/// of the few thousand types there are, and the refcount word's low half. A pool's entries are
+/// found without searching: a bit per block-alignment slot of the pool says which slots have
+/// an entry, and the entry is the pool's first plus the number of bits set before it.
 #[derive(Debug, Default)]
 pub struct ObjectIndex {
     pool_mask: u64,
-    pools: FxHashMap<u64, (u32, u32)>,
-    offsets: Vec<u16>,
+    /// log2 of the slot size (pymalloc's alignment).
+    slot_shift: u32,
+    pools: FxHashMap<u64, u32>,
+    slots: Vec<PoolSlots>,
     links: Vec<[u8; 12]>,
     types: Vec<u16>,
     refcnt_low: Vec<u32>,
@@ -60,6 +63,16 @@ pub struct ObjectIndex {
     type_ids: FxHashMap<u64, u16>,
     /// What building it cost and found, for the census and the benchmark.
     pub stats: IndexStats,
+}
+
+/// Which slots of one pool have an entry (a pool has at most 1,024 slots: 16 KiB of 16-byte
+/// slots), and where its entries start.
+#[derive(Debug, Clone, Copy, Default)]
+struct PoolSlots {
+    first: u32,
+    bits: [u64; 16],
+    /// Entries in the words before each word.
+    before: [u16; 16],
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +114,11 @@ impl ObjectIndex {
             }
         }
         let max_entries = ((rss as f64 * MAX_INDEX_FRACTION) as u64 / ENTRY_BYTES).max(1 << 16);
-        let mut index = ObjectIndex { pool_mask: !(pools.pool_size - 1), ..ObjectIndex::default() };
+        let mut index = ObjectIndex {
+            pool_mask: !(pools.pool_size - 1),
+            slot_shift: pools.alignment.trailing_zeros(),
+            ..ObjectIndex::default()
+        };
         let mut scanner = Scanner::new(layout, pools);
         let mut buf = vec![0u8; SCAN_PIECE];
         'runs: for run in runs {
@@ -130,10 +147,15 @@ impl ObjectIndex {
 
     pub fn get(&self, gc_addr: u64) -> Option<IndexedHeader> {
         let pool = gc_addr & self.pool_mask;
-        let &(start, len) = self.pools.get(&pool)?;
-        let range = start as usize..(start + len) as usize;
-        let offset = u16::try_from(gc_addr - pool).ok()?;
-        let k = self.offsets[range.clone()].binary_search(&offset).ok()? + range.start;
+        let slots = &self.slots[*self.pools.get(&pool)? as usize];
+        let slot = ((gc_addr - pool) >> self.slot_shift) as usize;
+        let (word, bit) = (slot / 64, slot % 64);
+        let bits = *slots.bits.get(word)?;
+        if (gc_addr - pool) & ((1 << self.slot_shift) - 1) != 0 || bits & (1 << bit) == 0 {
+            return None;
+        }
+        let k =
+            slots.first as usize + usize::from(slots.before[word]) + (bits & ((1 << bit) - 1)).count_ones() as usize;
         let link = |bytes: &[u8]| bytes.iter().rev().fold(0u64, |word, &b| word << 8 | u64::from(b));
         Some(IndexedHeader {
             next: link(&self.links[k][..6]),
@@ -143,11 +165,26 @@ impl ObjectIndex {
         })
     }
 
-    fn len(&self) -> usize {
-        self.offsets.len()
+    /// Starts the entries of the pool at `pool`; `push` adds to it, in address order.
+    fn begin_pool(&mut self, pool: u64) {
+        self.pools.insert(pool, self.slots.len() as u32);
+        self.slots.push(PoolSlots { first: self.links.len() as u32, ..PoolSlots::default() });
     }
 
-    /// Adds a header; false (nothing added) if it does not fit the compact form.
+    /// Drops the pool begun last if nothing was added to it.
+    fn end_pool(&mut self, pool: u64) {
+        if self.slots.last().is_some_and(|s| s.first as usize == self.links.len()) {
+            self.slots.pop();
+            self.pools.remove(&pool);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Adds a header to the pool begun last; false (nothing added) if it does not fit the
+    /// compact form.
     fn push(&mut self, pool: u64, gc: u64, header: IndexedHeader) -> bool {
         let type_id = match self.type_ids.get(&header.type_addr) {
             Some(&id) => id,
@@ -159,13 +196,18 @@ impl ObjectIndex {
             }
             None => return false,
         };
-        if header.next > MAX_LINK || header.prev > MAX_LINK {
+        let slot = ((gc - pool) >> self.slot_shift) as usize;
+        let Some(slots) = self.slots.last_mut() else { return false };
+        if header.next > MAX_LINK || header.prev > MAX_LINK || slot >= 64 * slots.bits.len() {
             return false;
+        }
+        slots.bits[slot / 64] |= 1 << (slot % 64);
+        for word in slot / 64 + 1..slots.before.len() {
+            slots.before[word] += 1;
         }
         let mut links = [0u8; 12];
         links[..6].copy_from_slice(&header.next.to_le_bytes()[..6]);
         links[6..].copy_from_slice(&header.prev.to_le_bytes()[..6]);
-        self.offsets.push((gc - pool) as u16);
         self.links.push(links);
         self.types.push(type_id);
         self.refcnt_low.push(header.refcnt_low);
@@ -224,12 +266,9 @@ impl Scanner {
         for (k, pool) in data.chunks_exact(pool_size).enumerate() {
             let pool_addr = base + (k * pool_size) as u64;
             if let Some(block_size) = self.used_pool(pool, pool_addr) {
-                let start = index.len() as u32;
+                index.begin_pool(pool_addr);
                 self.index_blocks(pool, pool_addr, block_size, index);
-                let len = index.len() as u32 - start;
-                if len > 0 {
-                    index.pools.insert(pool_addr, (start, len));
-                }
+                index.end_pool(pool_addr);
                 index.stats.pools += 1;
             }
         }
@@ -300,5 +339,90 @@ impl Scanner {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpython::layout::candidate_layouts;
+    use crate::memory::ReadError;
+    use crate::memory::maps::Mapping;
+
+    const BASE: u64 = 0x7f00_0000_0000;
+
+    /// A running process's memory made of one anonymous mapping of bytes.
+    struct Image(Vec<u8>);
+
+    impl RemoteMemory for Image {
+        fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+            let at = addr.checked_sub(BASE).ok_or(ReadError::Unmapped { addr, len: buf.len() })? as usize;
+            let bytes = self.0.get(at..at + buf.len()).ok_or(ReadError::Unmapped { addr, len: buf.len() })?;
+            buf.copy_from_slice(bytes);
+            Ok(())
+        }
+    }
+
+    fn put(image: &mut [u8], at: u64, word: u64) {
+        let at = (at - BASE) as usize;
+        image[at..at + 8].copy_from_slice(&word.to_le_bytes());
+    }
+
+    fn put32(image: &mut [u8], at: u64, word: u32) {
+        let at = (at - BASE) as usize;
+        image[at..at + 4].copy_from_slice(&word.to_le_bytes());
+    }
+
+    #[test]
+    fn pools_are_found_and_their_gc_blocks_indexed_free_ones_not() {
+        let layout = candidate_layouts(11, 7).unwrap().remove(0);
+        let p = layout.pools.clone().unwrap();
+        let mut image = vec![0u8; 3 * p.pool_size as usize];
+        // Pool 1 (the second pool-size run): 64-byte blocks, five handed out, block 2 freed.
+        let pool = BASE + p.pool_size;
+        let size = 64u64;
+        put32(&mut image, pool + p.szidx as u64, (size / p.alignment - 1) as u32);
+        put32(&mut image, pool + p.maxnextoffset as u64, (p.pool_size - size) as u32);
+        put32(&mut image, pool + p.nextoffset as u64, (p.header_size + 5 * size) as u32);
+        put32(&mut image, pool + p.count as u64, 4);
+        let block = |k: u64| pool + p.header_size + k * size;
+        put(&mut image, pool + p.freeblock as u64, block(2));
+        let ty = 0x5555_0000_1000;
+        for k in 0..5 {
+            // A GC head linked to the next block, then refcount and type.
+            put(&mut image, block(k), block(k + 1));
+            put(&mut image, block(k) + 8, block(k).wrapping_sub(size));
+            put(&mut image, block(k) + 16 + layout.object.ob_refcnt as u64, 7 + k);
+            put(&mut image, block(k) + 16 + layout.object.ob_type as u64, ty);
+        }
+        // Block 4 is not a GC object: its first word is a small number (a refcount).
+        put(&mut image, block(4), 3);
+        // The freed block's first word links the free list (to nothing).
+        put(&mut image, block(2), 0);
+        // Pool 0 is noise that must not pass: a size class whose last offset does not fit.
+        put32(&mut image, BASE + p.szidx as u64, 3);
+        put32(&mut image, BASE + p.maxnextoffset as u64, 1234);
+        let maps = MemoryMap {
+            mappings: vec![Mapping {
+                start: BASE,
+                end: BASE + image.len() as u64,
+                readable: true,
+                writable: true,
+                shared: false,
+                offset: 0,
+                path: String::new(),
+            }],
+        };
+        let index = ObjectIndex::build(&mut Image(image), &layout, &maps, 1 << 30).unwrap();
+        assert_eq!(index.stats.pools, 1);
+        for k in [0, 1, 3] {
+            let h = index.get(block(k)).unwrap_or_else(|| panic!("block {k}"));
+            assert_eq!((h.next, h.type_addr, h.refcnt_low), (block(k + 1), ty, 7 + k as u32));
+            assert_eq!(h.prev, block(k).wrapping_sub(size));
+        }
+        assert_eq!(index.get(block(2)), None, "on the free list");
+        assert_eq!(index.get(block(4)), None, "not a GC object");
+        assert_eq!(index.get(block(0) + 8), None, "not a block start");
+        assert_eq!(index.get(BASE + 64), None, "not a pool");
     }
 }

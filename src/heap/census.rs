@@ -286,6 +286,7 @@ pub fn take_census(
         }
     }
     let WalkStats { torn_links, resynced, broken_lists, in_collection, truncated, index_hits } = walker.stats;
+    let elsewhere = index.as_ref().map_or((0, 0), |i| (i.stats.reads_elsewhere, i.stats.bytes_elsewhere));
     let bulk = index.as_ref().map(|i| BulkRead {
         bytes_scanned: i.stats.bytes_scanned,
         pools: i.stats.pools,
@@ -321,8 +322,11 @@ pub fn take_census(
         skipped_interpreters: listed.skipped,
         retries: 0,
         bulk,
-        io: Some(IoStats { reads: mem.io().reads - io_before.reads, bytes_read: mem.io().bytes - io_before.bytes })
-            .filter(|io| io.reads > 0),
+        io: Some(IoStats {
+            reads: mem.io().reads - io_before.reads + elsewhere.0,
+            bytes_read: mem.io().bytes - io_before.bytes + elsewhere.1,
+        })
+        .filter(|io| io.reads > 0),
         truncated,
         gc_collecting: in_collection > 0 || states.iter().any(|s| s.collecting),
         generations,

@@ -18,12 +18,15 @@
 
 use crate::cpython::layout::Layout;
 use crate::cpython::layout::{GC_LINK_FLAG_BITS, PoolLayout};
+use crate::memory::live::direct_read;
 use crate::memory::maps::MemoryMap;
 use crate::memory::{RemoteMemory, u32_at, u64_at};
 use rustc_hash::FxHashMap;
 
 /// Bytes read from the target per request while scanning.
 const SCAN_PIECE: usize = 8 << 20;
+/// Scans of fewer bytes than this run on one thread.
+const PARALLEL_ABOVE: u64 = 32 << 20;
 /// The index holds at most this many bytes per byte of the target's resident memory, so
 /// that leakspy stays a fraction of the process it reads.
 const MAX_INDEX_FRACTION: f64 = 0.1;
@@ -78,6 +81,12 @@ struct PoolSlots {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct IndexStats {
     pub bytes_scanned: u64,
+    /// Reads made to scan.
+    pub reads: u64,
+    /// Of the scan, the reads and bytes another thread made (not counted by the memory
+    /// source, which only sees its own).
+    pub reads_elsewhere: u64,
+    pub bytes_elsewhere: u64,
     pub pools: u64,
     pub entries: u64,
     /// The index stopped growing at its memory bound.
@@ -114,35 +123,111 @@ impl ObjectIndex {
             }
         }
         let max_entries = ((rss as f64 * MAX_INDEX_FRACTION) as u64 / ENTRY_BYTES).max(1 << 16);
-        let mut index = ObjectIndex {
+        let total: u64 = runs.iter().map(|r| r.end - r.start).sum();
+        let empty = || ObjectIndex {
             pool_mask: !(pools.pool_size - 1),
             slot_shift: pools.alignment.trailing_zeros(),
             ..ObjectIndex::default()
         };
+        // Two threads, each scanning half the bytes, where the source can be read from another
+        // thread and there is enough to share: reading is most of the work.
+        let pid = mem.direct_reads().filter(|_| total >= PARALLEL_ABOVE);
+        let (mine, theirs) = match pid {
+            Some(_) => split_runs(&runs, total / 2, pools.pool_size),
+            None => (runs, Vec::new()),
+        };
+        let (mut index, other) = std::thread::scope(|scope| {
+            let other = pid.map(|pid| {
+                scope.spawn(move || {
+                    let mut index = empty();
+                    let mut read = |addr: u64, buf: &mut [u8]| direct_read(pid, addr, buf);
+                    index.scan_runs(&theirs, layout, pools, max_entries / 2, &mut read).map(|()| index)
+                })
+            });
+            let mut index = empty();
+            let budget = if other.is_some() { max_entries / 2 } else { max_entries };
+            let mine = index.scan_runs(&mine, layout, pools, budget, &mut |addr, buf| mem.read_bulk(addr, buf));
+            (mine.map(|()| index), other.map(|t| t.join().ok().flatten()))
+        });
+        if let Some(index) = index.as_mut() {
+            match other {
+                Some(Some(other)) => index.absorb(other),
+                // The other half could not be read: what this half indexed still serves.
+                Some(None) | None => {}
+            }
+            index.stats.entries = index.len() as u64;
+        }
+        index
+    }
+
+    /// Scans `runs` (pool-aligned) into this index, stopping at `max_entries`; `None` if the
+    /// target cannot be read at all (gone, denied).
+    fn scan_runs(
+        &mut self,
+        runs: &[std::ops::Range<u64>],
+        layout: &Layout,
+        pools: &PoolLayout,
+        max_entries: u64,
+        read: &mut dyn FnMut(u64, &mut [u8]) -> Result<usize, crate::memory::ReadError>,
+    ) -> Option<()> {
         let mut scanner = Scanner::new(layout, pools);
         let mut buf = vec![0u8; SCAN_PIECE];
-        'runs: for run in runs {
-            // Pieces start on pool boundaries, so that no pool is cut in two.
-            let mut at = run.start.next_multiple_of(pools.pool_size);
+        for run in runs {
+            let mut at = run.start;
             while at + pools.pool_size <= run.end {
                 let len = ((run.end - at) as usize).min(SCAN_PIECE) & !(pools.pool_size as usize - 1);
-                let n = match mem.read_bulk(at, &mut buf[..len]) {
+                let n = match read(at, &mut buf[..len]) {
                     Ok(n) => n,
                     Err(e) if e.is_torn() => 0,
                     Err(_) => return None,
                 };
-                index.stats.bytes_scanned += n as u64;
-                scanner.scan(&buf[..n], at, &mut index);
-                if index.len() as u64 >= max_entries {
-                    index.stats.full = true;
-                    break 'runs;
+                self.stats.bytes_scanned += n as u64;
+                self.stats.reads += 1;
+                scanner.scan(&buf[..n], at, self);
+                if self.len() as u64 >= max_entries {
+                    self.stats.full = true;
+                    return Some(());
                 }
                 // Past what was read; a short read skips the pool that stopped it.
                 at += (n as u64 / pools.pool_size + u64::from(n < len)) * pools.pool_size;
             }
         }
-        index.stats.entries = index.len() as u64;
-        Some(index)
+        Some(())
+    }
+
+    /// Takes in an index built over other pools (by another thread).
+    fn absorb(&mut self, other: ObjectIndex) {
+        let type_ids: Vec<Option<u16>> = other
+            .type_table
+            .iter()
+            .map(|&addr| match self.type_ids.get(&addr) {
+                Some(&id) => Some(id),
+                None if self.type_table.len() <= usize::from(u16::MAX) => {
+                    let id = self.type_table.len() as u16;
+                    self.type_table.push(addr);
+                    self.type_ids.insert(addr, id);
+                    Some(id)
+                }
+                None => None,
+            })
+            .collect();
+        // A type this index has no room for: the other pools' objects are left to the walk's
+        // reads (dropped whole, so that ranks stay right).
+        if type_ids.iter().any(Option::is_none) {
+            return;
+        }
+        let (first_slot, first_entry) = (self.slots.len() as u32, self.links.len() as u32);
+        self.pools.extend(other.pools.into_iter().map(|(pool, slot)| (pool, slot + first_slot)));
+        self.slots.extend(other.slots.into_iter().map(|s| PoolSlots { first: s.first + first_entry, ..s }));
+        self.links.extend(other.links);
+        self.types.extend(other.types.into_iter().map(|t| type_ids[usize::from(t)].unwrap_or(0)));
+        self.refcnt_low.extend(other.refcnt_low);
+        self.stats.bytes_scanned += other.stats.bytes_scanned;
+        self.stats.reads += other.stats.reads;
+        self.stats.reads_elsewhere += other.stats.reads;
+        self.stats.bytes_elsewhere += other.stats.bytes_scanned;
+        self.stats.pools += other.stats.pools;
+        self.stats.full |= other.stats.full;
     }
 
     pub fn get(&self, gc_addr: u64) -> Option<IndexedHeader> {
@@ -213,6 +298,31 @@ impl ObjectIndex {
         self.refcnt_low.push(header.refcnt_low);
         true
     }
+}
+
+/// `runs` cut in two at about `bytes` (on a pool boundary): the first part and the rest.
+fn split_runs(
+    runs: &[std::ops::Range<u64>],
+    bytes: u64,
+    pool_size: u64,
+) -> (Vec<std::ops::Range<u64>>, Vec<std::ops::Range<u64>>) {
+    let (mut first, mut rest) = (Vec::new(), Vec::new());
+    let mut left = bytes;
+    for run in runs {
+        let len = run.end - run.start;
+        if left >= len {
+            first.push(run.clone());
+            left -= len;
+        } else if left > 0 {
+            let cut = (run.start + left).next_multiple_of(pool_size).min(run.end);
+            first.push(run.start..cut);
+            rest.push(cut..run.end);
+            left = 0;
+        } else {
+            rest.push(run.clone());
+        }
+    }
+    (first, rest)
 }
 
 /// What the scan needs to know of this interpreter's layout, precomputed.

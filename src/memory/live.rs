@@ -140,6 +140,10 @@ const PAGEMAP_PRESENT: u64 = 1 << 63;
 const PAGEMAP_SWAPPED: u64 = 1 << 62;
 
 impl RemoteMemory for LiveProcess {
+    fn direct_reads(&self) -> Option<i32> {
+        self.reads_directly().then_some(self.pid)
+    }
+
     fn io(&self) -> IoCounters {
         self.io
     }

@@ -87,6 +87,12 @@ pub trait RemoteMemory {
         Ok(b[0])
     }
 
+    /// The PID to read with `live::direct_read` from other threads, where that reads the same
+    /// memory as this source (a live process read with process_vm_readv).
+    fn direct_reads(&self) -> Option<i32> {
+        None
+    }
+
     /// Requests made to the target and bytes read so far (zero for sources that do not read
     /// a process).
     fn io(&self) -> IoCounters {

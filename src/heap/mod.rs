@@ -6,5 +6,6 @@ pub mod details;
 pub mod dominators;
 pub mod graph;
 pub mod graph_census;
+pub mod holders;
 pub mod retained;
 pub mod walk;

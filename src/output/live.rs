@@ -1,8 +1,10 @@
 //! The live view of `attach` on a terminal, and the summary printed when sampling ends.
 
+use super::suspects::{detail_lines, short};
 use crate::analysis::findings::Finding;
 use crate::analysis::series::{Series, Suspect};
 use crate::heap::census::Census;
+use crate::heap::holders::GraphPass;
 use crate::text::{shell, signed, terminal, thousands};
 use std::fmt::Write;
 use std::time::Duration;
@@ -73,8 +75,12 @@ pub fn render_live(census: &Census, series: &Series, status: &SamplingStatus, to
     );
     for row in rows.iter().take(top) {
         let suspect = suspects.iter().find(|s| s.name == row.name);
-        let mark = if suspect.is_some() { "!" } else { " " };
-        let rate = suspect.map_or(String::new(), |s| format!("{:.0}", s.growth_per_minute));
+        let part = suspects.iter().flat_map(|s| &s.parts).find(|p| p.name == row.name);
+        let (mark, rate) = match (suspect, part) {
+            (Some(s), _) => ("!", format!("{:.0}", s.growth_per_minute)),
+            (None, Some(p)) => ("~", format!("{:.0}", p.growth_per_minute)),
+            (None, None) => (" ", String::new()),
+        };
         let name = terminal::name_within(&row.name, 48);
         let _ = writeln!(
             out,
@@ -88,8 +94,8 @@ pub fn render_live(census: &Census, series: &Series, status: &SamplingStatus, to
         );
     }
     if !suspects.is_empty() {
-        let names: Vec<String> = suspects.iter().take(5).map(|s| terminal::name(&s.name)).collect();
-        let _ = writeln!(out, "\n! leak suspects (steady growth): {}", names.join(", "));
+        let names: Vec<String> = suspects.iter().take(5).map(|s| short(&s.name, &s.parts)).collect();
+        let _ = writeln!(out, "\n! leak suspects (steady growth; ~ their parts): {}", names.join(", "));
     }
     for f in &census.findings {
         let _ = writeln!(out, "* {}", f.message);
@@ -101,6 +107,7 @@ pub fn render_summary(
     series: &Series,
     suspects: &[Suspect],
     findings: &[Finding],
+    pass: &GraphPass,
     ended_because: &str,
     skips: (u64, Option<&str>),
     pid: Option<i32>,
@@ -124,7 +131,7 @@ pub fn render_summary(
         let _ = writeln!(out, "No leak suspects: no type grew steadily over the series.");
         return out;
     }
-    let _ = writeln!(out, "Leak suspects, by growth:");
+    let _ = writeln!(out, "Leak suspects, the leaking type first with what each instance brings along:");
     for s in suspects {
         let what = if s.metric == "count" { "objects" } else { "references (count flat)" };
         let _ = writeln!(
@@ -137,6 +144,24 @@ pub fn render_summary(
             s.confidence * 100.0,
             s.samples
         );
+        for line in detail_lines(&s.functions, &s.parts) {
+            let _ = writeln!(out, "      {line}");
+        }
+    }
+    let grouping = match (pass.ran, &pass.skipped_because, &pass.error) {
+        (true, _, _) => format!(
+            "Parts grouped from the heap graph (the references of {} objects, read in {:.0} ms) and by growth.",
+            thousands(pass.objects_read),
+            pass.duration_ms
+        ),
+        (false, _, Some(error)) => {
+            format!("Parts grouped by growth only: the heap graph could not be read ({}).", terminal::message(error))
+        }
+        (false, Some(why), None) => format!("Parts grouped by growth only ({why})."),
+        (false, None, None) => "Parts grouped by growth only.".into(),
+    };
+    if suspects.iter().any(|s| !s.parts.is_empty()) || pass.ran {
+        let _ = writeln!(out, "{grouping}");
     }
     // The next question is who holds them: while the process runs, that can be answered.
     if let (Some(pid), Some(top)) = (pid, suspects.first()) {
@@ -188,6 +213,8 @@ mod tests {
             now: 150,
             confidence: 0.99,
             samples: 8,
+            parts: Vec::new(),
+            functions: Vec::new(),
         }
     }
 
@@ -198,6 +225,7 @@ mod tests {
             &Series::default(),
             &[suspect(hostile), suspect("__main__.Order")],
             &[],
+            &GraphPass::default(),
             "sample count reached",
             (1, Some("changed under \x1b[2J every read")),
             Some(42),

@@ -4,4 +4,5 @@ pub mod files;
 pub mod live;
 pub mod prometheus;
 pub mod report;
+pub mod suspects;
 pub mod table;

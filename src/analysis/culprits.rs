@@ -152,9 +152,11 @@ pub struct Link {
     pub evidence: &'static str,
 }
 
-/// The links the graph shows among the suspects: those in which at least half of each side's
-/// growth takes part. A module's namespace holding every function, or one session dict
-/// holding every pending object, is not a part relation; an instance holding its own dict is.
+/// The links the graph shows among the suspects: those in which at least half of the holder's
+/// growth takes part, holding as many distinct objects (half the smaller of the two growths:
+/// the held type may grow for other holders too, as dicts do). A module's namespace holding
+/// every function, every function holding the same globals, or one session dict holding every
+/// pending object, is not a part relation; an instance holding its own dict is.
 pub fn graph_links(holds: &[Hold], members: &[Member]) -> Vec<Link> {
     let added: FxHashMap<&str, f64> =
         members.iter().map(|m| (m.suspect.name.as_str(), m.suspect.added.max(1) as f64)).collect();
@@ -163,7 +165,7 @@ pub fn graph_links(holds: &[Hold], members: &[Member]) -> Vec<Link> {
         .filter(|h| h.holder != h.held)
         .filter(|h| match (added.get(h.holder.as_str()), added.get(h.held.as_str())) {
             (Some(holder), Some(held)) => {
-                h.holders as f64 >= LINK_SHARE * holder && h.held_objects as f64 >= LINK_SHARE * held
+                h.holders as f64 >= LINK_SHARE * holder && h.held_objects as f64 >= LINK_SHARE * holder.min(*held)
             }
             _ => false,
         })
@@ -244,6 +246,26 @@ pub fn group(members: Vec<Member>, links: &[Link]) -> Vec<Suspect> {
         }
         if let Some((p, _)) = choice {
             parent[x] = Some(Parent { of: p, relation: "part", evidence: "growth" });
+        }
+    }
+
+    // A type held both by the leading type and by one of its parts (an ORM instance's dict,
+    // and the dicts of its instance state) is listed as the leading type's own part.
+    let root_of = |parent: &[Option<Parent>], mut x: usize| {
+        for _ in 0..n {
+            match parent[x] {
+                Some(p) => x = p.of,
+                None => break,
+            }
+        }
+        x
+    };
+    for x in 0..n {
+        let root = root_of(&parent, x);
+        if parent[x].is_some_and(|p| p.of != root && p.relation == "part")
+            && let Some(direct) = candidates[x].iter().find(|c| c.of == root && c.relation == "part")
+        {
+            parent[x] = Some(*direct);
         }
     }
 
@@ -557,6 +579,26 @@ mod tests {
     }
 
     #[test]
+    fn a_type_held_by_the_leader_and_by_its_part_is_the_leader_s_own_part() {
+        // An ORM instance holds its dict and its instance state; the state holds two dicts of
+        // its own: the dicts are listed as the instance's, three per instance.
+        let members = vec![
+            member("__main__.Invoice", 10.0, 0.0),
+            member("sqlalchemy.orm.state.InstanceState", 10.0, 0.0),
+            member("dict", 30.0, 2.0),
+        ];
+        let links = [
+            link("__main__.Invoice", "sqlalchemy.orm.state.InstanceState"),
+            link("sqlalchemy.orm.state.InstanceState", "dict"),
+            link("__main__.Invoice", "dict"),
+        ];
+        let grouped = group(members, &links);
+        assert_eq!(grouped.len(), 1, "{grouped:?}");
+        let dict = grouped[0].parts.iter().find(|p| p.name == "dict").unwrap();
+        assert_eq!((dict.per_instance, dict.of.as_deref()), (3.0, None));
+    }
+
+    #[test]
     fn two_classes_holding_each_other_are_led_by_the_program_s() {
         let members =
             vec![member("sqlalchemy.orm.state.InstanceState", 10.0, 0.0), member("__main__.Invoice", 10.0, 0.0)];
@@ -579,7 +621,7 @@ mod tests {
     #[test]
     fn graph_links_need_a_share_of_both_sides_growth() {
         let members = vec![member("function", 10.0, 0.0), member("dict", 10.0, 0.0)];
-        // A module namespace holds every function: one dict, not a part relation.
+        // A module namespace holds every function: few dicts, not a part relation.
         let namespace = Hold { holder: "dict".into(), held: "function".into(), holders: 3, held_objects: 900 };
         // Every function holds its globals: one dict held, not a part either.
         let globals = Hold { holder: "function".into(), held: "dict".into(), holders: 1390, held_objects: 1 };

@@ -78,14 +78,15 @@ pub fn detail_lines(functions: &[CodeSuspect], parts: &[Part]) -> Vec<String> {
     lines
 }
 
-/// Short form for the live view's suspect line: "Invoice (each with 1 dict, 1 list)".
+/// Short form for the live view's suspect line: "Invoice (each with 1 dict, 1 list)"; the
+/// parts it lists are the suspect's own (not its parts' parts).
 pub fn short(name: &str, parts: &[Part]) -> String {
     let with: Vec<String> = parts.iter().filter(|p| p.of.is_none()).take(4).map(part_text).collect();
     if with.is_empty() {
         terminal::name(name)
     } else {
         let more = if parts.len() > 4 { ", ..." } else { "" };
-        format!("{} ({}{more})", terminal::name(name), with.join(", "))
+        format!("{} (each with {}{more})", terminal::name(name), with.join(", "))
     }
 }
 

@@ -363,6 +363,57 @@ mod tests {
     }
 
     #[test]
+    fn growing_closures_and_bound_methods_are_named_by_their_code_and_grouped() {
+        use crate::heap::details::{Capture, SelfType};
+        let mut s = Series::default();
+        for i in 0..20u64 {
+            let mut c = census(&[
+                ("function", 1000 + 10 * i, 2000),
+                ("cell", 300 + 20 * i, 300),
+                ("method", 50 + 5 * i, 50),
+                ("app.Timer", 10 + 5 * i, 10),
+                ("dict", 5000 + (i * 7919) % 13, 9000),
+            ]);
+            c.functions = vec![
+                FunctionGroup {
+                    qualname: "make.<locals>.handler".into(),
+                    file: "app.py".into(),
+                    line: 3,
+                    functions: 10 * i + 4,
+                    closures: 10 * i,
+                    captures: vec![Capture { name: "route".into(), type_name: Some("str".into()) }],
+                    ..FunctionGroup::default()
+                },
+                FunctionGroup {
+                    qualname: "Timer.done".into(),
+                    file: "app.py".into(),
+                    line: 9,
+                    functions: 1,
+                    bound_methods: 5 * i,
+                    self_types: vec![SelfType { name: "app.Timer".into(), count: 5 * i }],
+                    ..FunctionGroup::default()
+                },
+            ];
+            s.push(i as f64, &c);
+        }
+        let suspects = s.suspects();
+        let leaders: Vec<&str> = suspects.iter().map(|x| x.name.as_str()).collect();
+        assert_eq!(leaders, vec!["app.Timer", "function"], "{suspects:#?}");
+        // The bound methods hold the timers: they are its holders, named by their code.
+        let method = &suspects[0].parts[0];
+        assert_eq!((method.name.as_str(), method.relation, method.evidence), ("method", "holder", "__self__"));
+        assert_eq!(method.functions[0].qualname, "Timer.done");
+        assert_eq!(method.functions[0].self_types[0].name, "app.Timer");
+        // The closures are named, with what they capture; their cells are their parts.
+        let function = &suspects[1];
+        assert_eq!(function.functions.len(), 1, "the 4 plain functions do not grow");
+        let closure = &function.functions[0];
+        assert_eq!((closure.kind, closure.qualname.as_str(), closure.line), ("closure", "make.<locals>.handler", 3));
+        assert_eq!(closure.captures[0].name, "route");
+        assert_eq!((function.parts[0].name.as_str(), function.parts[0].per_instance), ("cell", 2.0));
+    }
+
+    #[test]
     fn samples_read_during_a_collection_are_left_out() {
         // A type that climbs slowly, read 90 % low in every third sample (while the collector
         // held most objects on a list of its own): the low samples are left out, the values

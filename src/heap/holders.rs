@@ -111,18 +111,39 @@ pub fn read_holdings(
         strides
     };
     let weak = weak_holders(process, mem, &graph, &selected, &index);
-    let type_of = |g: &HeapGraph, node: u32| index.get(g.type_info(node).name.as_str()).copied();
+    let holds = count_holds(&graph, &selected, types, &strides, &weak);
+    Ok(Holdings {
+        holds,
+        objects_read: selected.len() as u64,
+        graph_objects: graph.len() as u64,
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+    })
+}
+
+/// Counts, over the `selected` nodes (each standing for `strides[type]` instances), which of
+/// `types` hold which: per pair, the instances holding and the distinct instances held.
+/// References from the `weak` types count only where named (a weak reference's callback),
+/// not to their referent.
+fn count_holds(
+    graph: &HeapGraph,
+    selected: &[u32],
+    types: &[(String, u64)],
+    strides: &[u64],
+    weak: &FxHashSet<usize>,
+) -> Vec<Hold> {
+    let index: FxHashMap<&str, usize> = types.iter().enumerate().map(|(i, (name, _))| (name.as_str(), i)).collect();
+    let type_of = |node: u32| index.get(graph.type_info(node).name.as_str()).copied();
     // (holder type, held type) -> (holders seen, distinct held nodes)
     let mut pairs: FxHashMap<(usize, usize), (u64, FxHashSet<u32>)> = FxHashMap::default();
     let mut held_here: Vec<usize> = Vec::new();
-    for &node in &selected {
-        let Some(a) = type_of(&graph, node) else { continue };
+    for &node in selected {
+        let Some(a) = type_of(node) else { continue };
         held_here.clear();
         for (target, label) in graph.edges_of(node) {
             if target == node || (weak.contains(&a) && !matches!(label, Label::Named(_))) {
                 continue;
             }
-            let Some(b) = type_of(&graph, target) else { continue };
+            let Some(b) = type_of(target) else { continue };
             let entry = pairs.entry((a, b)).or_default();
             entry.1.insert(target);
             if !held_here.contains(&b) {
@@ -141,12 +162,7 @@ pub fn read_holdings(
         })
         .collect();
     holds.sort_by(|x, y| (&x.holder, &x.held).cmp(&(&y.holder, &y.held)));
-    Ok(Holdings {
-        holds,
-        objects_read: selected.len() as u64,
-        graph_objects: graph.len() as u64,
-        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-    })
+    holds
 }
 
 /// Which of the types asked about are weak references (or subclasses of them, such as
@@ -178,4 +194,68 @@ fn weak_holders(
         }
     }
     weak
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::heap::graph::Kind;
+    use crate::heap::graph::tests::graph_with;
+
+    #[test]
+    fn holds_are_counted_per_pair_and_weak_referents_are_not_holds() {
+        // Nodes: 0 module dict; 1, 2 Invoice; 3, 4 their dicts; 5, 6 weak references to the
+        // Invoices with 7, 8 (bound methods) as callbacks; 9 a function.
+        let types = [
+            ("dict", Kind::Dict),
+            ("__main__.Invoice", Kind::Other),
+            ("weakref", Kind::Other),
+            ("method", Kind::Other),
+            ("function", Kind::Other),
+        ];
+        let nodes = [
+            (0, 0, 1),
+            (1, 0, 1),
+            (1, 0, 1),
+            (0, 0, 1),
+            (0, 0, 1),
+            (2, 0, 1),
+            (2, 0, 1),
+            (3, 0, 1),
+            (3, 0, 1),
+            (4, 0, 1),
+        ];
+        let edges = [
+            (0, 1, Label::Key(0)),
+            (0, 2, Label::Key(1)),
+            (0, 9, Label::Key(2)),
+            (1, 3, Label::Namespace),
+            (2, 4, Label::Namespace),
+            (5, 1, Label::Field(24)),
+            (5, 7, Label::Named(0)),
+            (6, 2, Label::Field(24)),
+            (6, 8, Label::Named(0)),
+            (9, 0, Label::Named(0)),
+        ];
+        let g = graph_with(&types, &nodes, &edges, &[]);
+        let asked: Vec<(String, u64)> =
+            ["dict", "__main__.Invoice", "weakref", "method", "function"].iter().map(|t| (t.to_string(), 2)).collect();
+        let weak = FxHashSet::from_iter([2]);
+        let holds = count_holds(&g, &(0..10).collect::<Vec<u32>>(), &asked, &[1, 1, 1, 1, 1], &weak);
+        let pairs: Vec<(&str, &str, u64, u64)> =
+            holds.iter().map(|h| (h.holder.as_str(), h.held.as_str(), h.holders, h.held_objects)).collect();
+        assert_eq!(
+            pairs,
+            vec![
+                ("__main__.Invoice", "dict", 2, 2),
+                ("dict", "__main__.Invoice", 1, 2),
+                ("dict", "function", 1, 1),
+                ("function", "dict", 1, 1),
+                ("weakref", "method", 2, 2),
+            ]
+        );
+        // Sampled: every instance read stands for `stride` of them.
+        let sampled = count_holds(&g, &[1], &asked, &[1, 10, 1, 1, 1], &weak);
+        assert_eq!((sampled[0].holders, sampled[0].held_objects), (10, 10));
+    }
 }

@@ -94,8 +94,10 @@ pub fn render_live(census: &Census, series: &Series, status: &SamplingStatus, to
         );
     }
     if !suspects.is_empty() {
-        let names: Vec<String> = suspects.iter().take(5).map(|s| short(&s.name, &s.parts)).collect();
-        let _ = writeln!(out, "\n! leak suspects (steady growth; ~ their parts): {}", names.join(", "));
+        let _ = writeln!(out, "\n! leak suspects (steady growth; ~ marks their parts):");
+        for s in suspects.iter().take(5) {
+            let _ = writeln!(out, "!   {}", short(&s.name, &s.functions, &s.parts));
+        }
     }
     for f in &census.findings {
         let _ = writeln!(out, "* {}", f.message);
@@ -237,6 +239,37 @@ mod tests {
             summary.contains(r"Who holds them: leakspy why 42 --type $'m.\x1b]0;pwned\x07$(touch /tmp/x)\'\x0a'"),
             "{summary}"
         );
+    }
+
+    #[test]
+    fn parts_are_marked_in_the_live_view_and_listed_in_the_summary() {
+        use crate::heap::census::tests::census_with;
+        let mut series = Series::default();
+        let mut census = census_with(&[]);
+        for i in 0..20u64 {
+            census = census_with(&[
+                ("dict", 5000 + 10 * i, 9000),
+                ("__main__.Invoice", 100 + 10 * i, 200),
+                ("list", 300 + (i * 7919) % 5, 300),
+            ]);
+            series.push(i as f64, &census);
+        }
+        let status =
+            SamplingStatus { elapsed: Duration::from_secs(20), rss: None, behind: false, skipped: 0, last_skip: None };
+        let screen = render_live(&census, &series, &status, 10, LiveSort::Growth);
+        let row = |name: &str| screen.lines().find(|l| l.contains(name)).unwrap_or_default().to_string();
+        assert!(row("__main__.Invoice").starts_with("! "), "{screen}");
+        assert!(row("dict").starts_with("~ "), "{screen}");
+        assert!(row("list").starts_with("  "), "{screen}");
+        assert!(screen.contains("__main__.Invoice (each with 1 dict)"), "{screen}");
+
+        let pass =
+            GraphPass { ran: true, objects_read: 1200, graph_objects: 9000, duration_ms: 12.0, ..GraphPass::default() };
+        let summary = render_summary(&series, &series.suspects(), &[], &pass, "interrupted", (0, None), Some(7));
+        assert!(summary.contains("  __main__.Invoice: +600 objects/min"), "{summary}");
+        assert!(summary.contains("      each with 1 dict\n"), "{summary}");
+        assert!(summary.contains("Parts grouped from the heap graph (the references of 1,200 objects"), "{summary}");
+        assert!(summary.contains("Who holds them: leakspy why 7 --type __main__.Invoice"), "{summary}");
     }
 
     #[test]

@@ -78,16 +78,27 @@ pub fn detail_lines(functions: &[CodeSuspect], parts: &[Part]) -> Vec<String> {
     lines
 }
 
-/// Short form for the live view's suspect line: "Invoice (each with 1 dict, 1 list)"; the
-/// parts it lists are the suspect's own (not its parts' parts).
-pub fn short(name: &str, parts: &[Part]) -> String {
-    let with: Vec<String> = parts.iter().filter(|p| p.of.is_none()).take(4).map(part_text).collect();
-    if with.is_empty() {
-        terminal::name(name)
-    } else {
-        let more = if parts.len() > 4 { ", ..." } else { "" };
-        format!("{} (each with {}{more})", terminal::name(name), with.join(", "))
+/// Short form for the live view, one line per suspect: "__main__.Invoice (each with 1 dict,
+/// 1 list)", "function: closures of f.<locals>.g (app.py:3) capturing x (str), 1,200 added
+/// (each with 2 cell, 1 tuple)"; the parts listed are the suspect's own (not its parts').
+pub fn short(name: &str, functions: &[CodeSuspect], parts: &[Part]) -> String {
+    let mut text = terminal::name(name);
+    if let Some(code) = functions.first() {
+        text.push_str(&format!(": {}", code_line(code)));
     }
+    let mut said = Vec::new();
+    for (relation, words) in [("part", "each with"), ("holder", "held by")] {
+        let own: Vec<&Part> = parts.iter().filter(|p| p.of.is_none() && p.relation == relation).collect();
+        if !own.is_empty() {
+            let listed: Vec<String> = own.iter().take(4).map(|p| part_text(p)).collect();
+            let more = if own.len() > 4 { ", ..." } else { "" };
+            said.push(format!("{words} {}{more}", listed.join(", ")));
+        }
+    }
+    if !said.is_empty() {
+        text.push_str(&format!(" ({})", said.join("; ")));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -115,6 +126,28 @@ mod tests {
         assert_eq!(per_instance(0.5), "0.5");
         assert_eq!(per_instance(1.333), "1.33");
         assert_eq!(per_instance(0.999), "1");
+    }
+
+    #[test]
+    fn the_short_form_names_code_parts_and_holders() {
+        let code = CodeSuspect {
+            qualname: "Timer.done".into(),
+            file: "app.py".into(),
+            line: 9,
+            kind: "bound_method",
+            growth_per_minute: 60.0,
+            added: 12,
+            now: 12,
+            captures: Vec::new(),
+            self_types: vec![SelfType { name: "app.Timer".into(), count: 12 }],
+        };
+        let parts =
+            [part("list", 1.0, "part", None), part("tuple", 1.0, "holder", None), part("dict", 2.0, "part", Some("x"))];
+        assert_eq!(
+            short("method", &[code], &parts),
+            "method: bound methods Timer.done (app.py:9) of app.Timer, 12 added (each with 1 list; held by 1 tuple)"
+        );
+        assert_eq!(short("m.\x1b", &[], &[]), r"m.\x1b");
     }
 
     #[test]

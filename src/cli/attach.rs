@@ -30,6 +30,7 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// 4.2M objects took 1.4 s and 210 MB, against `why`'s 5.9 s and 750 MB), so at most about
 /// 2 s and 250 MB that nobody asked for.
 const GRAPH_PASS_MAX_OBJECTS: u64 = 5_000_000;
+/// What the pass keeps per GC-tracked object (the walk's list, then the graph's per-node arrays).
 const GRAPH_PASS_BYTES_PER_OBJECT: u64 = 60;
 /// Growing types whose references the graph pass reads, fastest first.
 const GRAPH_PASS_MAX_TYPES: usize = 16;

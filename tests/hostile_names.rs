@@ -258,7 +258,7 @@ fn check(interp: &Interpreter, n: usize, scratch: &Path) {
     assert!(ok, "{label}: attach failed: {}", String::from_utf8_lossy(&stderr));
     let screen = String::from_utf8_lossy(&screen).replace("\x1b[H\x1b[2J", "");
     assert_safe(&format!("{label} attach on a terminal"), screen.as_bytes());
-    assert!(screen.contains("Leak suspects, by growth:"), "{label}: {screen}");
+    assert!(screen.contains("Leak suspects, the leaking type first"), "{label}: {screen}");
     let command = screen
         .lines()
         .find_map(|l| l.strip_prefix("Who holds them: "))

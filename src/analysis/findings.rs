@@ -186,6 +186,7 @@ mod tests {
             functions: 40_000,
             closures: 40_000,
             bound_methods: 0,
+            ..FunctionGroup::default()
         }];
         let kinds: Vec<String> = findings(&c).iter().map(|f| f.kind.clone()).collect();
         assert_eq!(kinds, ["gc_disabled", "gc_garbage", "trace_hook", "closures"]);
@@ -222,6 +223,7 @@ mod tests {
             functions: 2_000,
             closures: 2_000,
             bound_methods: 0,
+            ..FunctionGroup::default()
         }];
         let text: Vec<String> = findings(&c).into_iter().map(|f| f.message).collect();
         assert_eq!(text.len(), 3, "{text:?}");

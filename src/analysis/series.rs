@@ -1,21 +1,42 @@
 //! A census series held compactly: per type, its count and refcount sum at each sample, with
 //! older samples thinned so that memory stays bounded however long leakspy runs.
 
+use super::culprits::{CodeSuspect, Link, Member, Part, graph_links, group, nature};
 use super::findings::Finding;
 use super::trend::{MIN_SAMPLES, analyse};
 use crate::heap::census::Census;
+use crate::heap::details::FunctionGroup;
+use crate::heap::holders::Hold;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 /// Past this many samples every other one is dropped: the trend statistics thin to fewer
 /// points anyway, and a day at one sample per second must not grow without bound.
 const MAX_KEPT_SAMPLES: usize = 1200;
+/// Code objects followed at once; past this, those missing from the newest census are
+/// dropped (a census lists the 50 most numerous, so a long run meets many more).
+const MAX_CODE_SERIES: usize = 400;
+/// Code objects named per growing `function` or `method` suspect.
+const CODE_SUSPECTS_NAMED: usize = 3;
 
 #[derive(Debug, Default, Clone)]
 struct TypeSeries {
     counts: Vec<u64>,
     refcount_sums: Vec<u64>,
 }
+
+/// Per code object (qualname, file, line): its functions, closures and bound methods at each
+/// sample, so that a growing `function` or `method` type is named by the code that grows.
+#[derive(Debug, Default, Clone)]
+struct CodeSeries {
+    functions: Vec<u64>,
+    closures: Vec<u64>,
+    bound_methods: Vec<u64>,
+    /// As the newest census that listed it saw it (captures, `__self__` types).
+    latest: FunctionGroup,
+}
+
+type CodeKey = (String, String, u64);
 
 #[derive(Debug, Default, Clone)]
 pub struct Series {
@@ -26,6 +47,7 @@ pub struct Series {
     rss: Vec<u64>,
     objects: Vec<u64>,
     types: FxHashMap<String, TypeSeries>,
+    code: FxHashMap<CodeKey, CodeSeries>,
     /// Samples added, including those thinned out and those left out for overlapping a
     /// collection.
     pub samples_taken: usize,
@@ -50,6 +72,13 @@ pub struct Suspect {
     pub confidence: f64,
     /// Samples the call rests on.
     pub samples: usize,
+    /// Types that grow with this one as its parts (its instances hold them: a `__dict__`, a
+    /// closure's cells) or holders (they hold its instances: a bound method, a key tuple).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<Part>,
+    /// For `function` and `method`: the code whose closures, functions or bound methods grow.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<CodeSuspect>,
 }
 
 /// Per type, what the live view and the summary show.
@@ -87,6 +116,26 @@ impl Series {
             series.counts.resize(index + 1, 0);
             series.refcount_sums.resize(index + 1, 0);
         }
+        for f in &census.functions {
+            let key = (f.qualname.clone(), f.file.clone(), f.line);
+            let series = self.code.entry(key).or_default();
+            for v in [&mut series.functions, &mut series.closures, &mut series.bound_methods] {
+                v.resize(index, 0);
+            }
+            series.functions.push(f.functions);
+            series.closures.push(f.closures);
+            series.bound_methods.push(f.bound_methods);
+            series.latest.clone_from(f);
+        }
+        // A code object missing from a census was not among its most numerous: counted as 0.
+        for series in self.code.values_mut() {
+            for v in [&mut series.functions, &mut series.closures, &mut series.bound_methods] {
+                v.resize(index + 1, 0);
+            }
+        }
+        if self.code.len() > MAX_CODE_SERIES {
+            self.code.retain(|_, s| s.functions[index] + s.bound_methods[index] > 0);
+        }
         if self.times.len() > MAX_KEPT_SAMPLES {
             self.thin();
         }
@@ -108,6 +157,11 @@ impl Series {
         for s in self.types.values_mut() {
             keep_even(&mut s.counts);
             keep_even(&mut s.refcount_sums);
+        }
+        for s in self.code.values_mut() {
+            keep_even(&mut s.functions);
+            keep_even(&mut s.closures);
+            keep_even(&mut s.bound_methods);
         }
     }
 
@@ -133,12 +187,42 @@ impl Series {
             .collect()
     }
 
-    /// Types whose count grows steadily, then types whose count does not but whose refcount
-    /// sum does (beyond what the growing objects' own references explain); each list ranked
-    /// by growth.
+    /// The leak suspects: types whose count grows steadily, grouped into leaks (each led by the
+    /// type whose instances are the leak, with the co-growing types as its parts, see
+    /// `analysis::culprits`), then types whose count does not grow but whose refcount sum does
+    /// (beyond what the growing objects' own references explain), ranked by growth.
     pub fn suspects(&self) -> Vec<Suspect> {
+        self.suspects_with(None)
+    }
+
+    /// As [`Series::suspects`], with what the heap graph says about who holds whom among the
+    /// growing types (`heap::holders`), when it was read.
+    pub fn suspects_with(&self, holds: Option<&[Hold]>) -> Vec<Suspect> {
+        let (by_count, mut by_refs) = self.growing();
+        by_refs.sort_by(|a, b| b.growth_per_minute.total_cmp(&a.growth_per_minute).then_with(|| a.name.cmp(&b.name)));
+        let members: Vec<Member> = by_count
+            .into_iter()
+            .map(|mut suspect| {
+                suspect.functions = self.code_suspects(&suspect.name);
+                let counts = self
+                    .types
+                    .get(&suspect.name)
+                    .map_or_else(Vec::new, |t| t.counts.iter().map(|&c| c as f64).collect());
+                Member { suspect, counts }
+            })
+            .collect();
+        let mut links: Vec<Link> = holds.map(|h| graph_links(h, &members)).unwrap_or_default();
+        links.extend(self_links(&members));
+        let mut out = group(members, &links);
+        out.extend(by_refs);
+        out
+    }
+
+    /// Types whose count grows steadily, and types whose count does not but whose refcount
+    /// sum does beyond what the growing objects' own references explain; unranked.
+    pub fn growing(&self) -> (Vec<Suspect>, Vec<Suspect>) {
         if self.times.len() < MIN_SAMPLES {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         let mut by_count = Vec::new();
         let mut by_refs = Vec::new();
@@ -154,11 +238,40 @@ impl Series {
         // of the growing objects is explained by them, not a second finding.
         let explained = by_count.iter().map(|s| s.added).sum::<i64>() as f64 * 1.1;
         by_refs.retain(|s| s.added as f64 > explained);
-        for list in [&mut by_count, &mut by_refs] {
-            list.sort_by(|a, b| b.growth_per_minute.total_cmp(&a.growth_per_minute).then_with(|| a.name.cmp(&b.name)));
+        (by_count, by_refs)
+    }
+
+    /// For the `function` and `method` types: the code objects whose closures, plain functions
+    /// or bound methods grow, fastest first.
+    fn code_suspects(&self, type_name: &str) -> Vec<CodeSuspect> {
+        let mut out = Vec::new();
+        for ((qualname, file, line), s) in &self.code {
+            let plain: Vec<u64> = s.functions.iter().zip(&s.closures).map(|(f, c)| f.saturating_sub(*c)).collect();
+            let series: Vec<(&'static str, &[u64])> = match type_name {
+                "function" => vec![("closure", &s.closures), ("function", &plain)],
+                "method" => vec![("bound_method", &s.bound_methods)],
+                _ => Vec::new(),
+            };
+            for (kind, values) in series {
+                let Some(g) = self.suspect(qualname, "count", values) else { continue };
+                out.push(CodeSuspect {
+                    qualname: qualname.clone(),
+                    file: file.clone(),
+                    line: *line,
+                    kind,
+                    growth_per_minute: g.growth_per_minute,
+                    added: g.added,
+                    now: g.now,
+                    captures: if kind == "closure" { s.latest.captures.clone() } else { Vec::new() },
+                    self_types: if kind == "bound_method" { s.latest.self_types.clone() } else { Vec::new() },
+                });
+            }
         }
-        by_count.extend(by_refs);
-        by_count
+        out.sort_by(|a, b| {
+            b.growth_per_minute.total_cmp(&a.growth_per_minute).then_with(|| a.qualname.cmp(&b.qualname))
+        });
+        out.truncate(CODE_SUSPECTS_NAMED);
+        out
     }
 
     /// A finding when the process's memory climbs steadily while its Python objects do not:
@@ -198,8 +311,28 @@ impl Series {
             now: last,
             confidence: trend.confidence,
             samples: trend.samples,
+            parts: Vec::new(),
+            functions: Vec::new(),
         })
     }
+}
+
+/// Growing bound methods hold their `__self__`: when most of a growing method's are bound to
+/// instances of a growing class, that class is the leak and the bound methods hold it (a
+/// listener registered per request). Read in every census, so this needs no graph.
+fn self_links(members: &[Member]) -> Vec<Link> {
+    let mut links = Vec::new();
+    for m in members.iter().filter(|m| m.suspect.name == "method") {
+        for code in &m.suspect.functions {
+            let Some(top) = code.self_types.first() else { continue };
+            let bound: u64 = code.self_types.iter().map(|t| t.count).sum();
+            let growing = members.iter().any(|o| o.suspect.name == top.name);
+            if growing && nature(&top.name) > nature("method") && top.count * 2 >= bound {
+                links.push(Link { holder: "method".into(), held: top.name.clone(), evidence: "__self__" });
+            }
+        }
+    }
+    links
 }
 
 #[cfg(test)]
@@ -227,6 +360,57 @@ mod tests {
         assert!((suspects[0].growth_per_minute - 600.0).abs() < 1.0);
         assert_eq!(suspects[0].added, 190);
         assert_eq!((suspects[1].name.as_str(), suspects[1].metric), ("Conn", "refcount"));
+    }
+
+    #[test]
+    fn growing_closures_and_bound_methods_are_named_by_their_code_and_grouped() {
+        use crate::heap::details::{Capture, SelfType};
+        let mut s = Series::default();
+        for i in 0..20u64 {
+            let mut c = census(&[
+                ("function", 1000 + 10 * i, 2000),
+                ("cell", 300 + 20 * i, 300),
+                ("method", 50 + 5 * i, 50),
+                ("app.Timer", 10 + 5 * i, 10),
+                ("dict", 5000 + (i * 7919) % 13, 9000),
+            ]);
+            c.functions = vec![
+                FunctionGroup {
+                    qualname: "make.<locals>.handler".into(),
+                    file: "app.py".into(),
+                    line: 3,
+                    functions: 10 * i + 4,
+                    closures: 10 * i,
+                    captures: vec![Capture { name: "route".into(), type_name: Some("str".into()) }],
+                    ..FunctionGroup::default()
+                },
+                FunctionGroup {
+                    qualname: "Timer.done".into(),
+                    file: "app.py".into(),
+                    line: 9,
+                    functions: 1,
+                    bound_methods: 5 * i,
+                    self_types: vec![SelfType { name: "app.Timer".into(), count: 5 * i }],
+                    ..FunctionGroup::default()
+                },
+            ];
+            s.push(i as f64, &c);
+        }
+        let suspects = s.suspects();
+        let leaders: Vec<&str> = suspects.iter().map(|x| x.name.as_str()).collect();
+        assert_eq!(leaders, vec!["app.Timer", "function"], "{suspects:#?}");
+        // The bound methods hold the timers: they are its holders, named by their code.
+        let method = &suspects[0].parts[0];
+        assert_eq!((method.name.as_str(), method.relation, method.evidence), ("method", "holder", "__self__"));
+        assert_eq!(method.functions[0].qualname, "Timer.done");
+        assert_eq!(method.functions[0].self_types[0].name, "app.Timer");
+        // The closures are named, with what they capture; their cells are their parts.
+        let function = &suspects[1];
+        assert_eq!(function.functions.len(), 1, "the 4 plain functions do not grow");
+        let closure = &function.functions[0];
+        assert_eq!((closure.kind, closure.qualname.as_str(), closure.line), ("closure", "make.<locals>.handler", 3));
+        assert_eq!(closure.captures[0].name, "route");
+        assert_eq!((function.parts[0].name.as_str(), function.parts[0].per_instance), ("cell", 2.0));
     }
 
     #[test]

@@ -81,9 +81,13 @@ pub fn run_trend(args: TrendArgs) -> Result<(), LeakspyError> {
             .runs
             .iter()
             .flat_map(|run| {
-                run.suspects.iter().filter(|s| s.metric == "count" && s.growth_per_hour >= threshold).map(move |s| {
-                    let name = terminal::name(&s.name);
-                    format!("{name} grows by {:.0}/h in PID {}", s.growth_per_hour, run.info.pid)
+                // Parts are types too: a threshold on any type's growth holds for them as well.
+                let rates = run.suspects.iter().filter(|s| s.metric == "count").flat_map(|s| {
+                    std::iter::once((s.name.as_str(), s.growth_per_hour))
+                        .chain(s.parts.iter().map(|p| (p.name.as_str(), p.growth_per_minute * 60.0)))
+                });
+                rates.filter(move |(_, rate)| *rate >= threshold).map(move |(name, rate)| {
+                    format!("{} grows by {rate:.0}/h in PID {}", terminal::name(name), run.info.pid)
                 })
             })
             .collect();

@@ -259,6 +259,31 @@ pub fn object_frame_slots(mem: &mut dyn RemoteMemory, l: &Layout, frame: u64) ->
         .collect())
 }
 
+/// The names (str objects) of a code object's free variables, the last `count` of them: the
+/// variables a closure over this code captures, in the order of its `__closure__` cells.
+/// 3.6-3.10 keep them in co_freevars; 3.11+ at the end of co_localsplusnames.
+pub fn free_variable_names(
+    mem: &mut dyn RemoteMemory,
+    l: &Layout,
+    code: u64,
+    count: u64,
+) -> Result<Vec<u64>, ReadError> {
+    let mut names = match l.frames {
+        Some(FrameLayout::Objects { co_freevars, .. }) => tuple_at(mem, l, code + co_freevars as u64, MAX_SLOTS)?,
+        Some(FrameLayout::Interpreter { co_nlocalsplus, co_localsplusnames, .. }) => {
+            let n = u64::from(mem.read_u32(code + co_nlocalsplus as u64)?);
+            tuple_at(mem, l, code + co_localsplusnames as u64, n.min(MAX_SLOTS))?
+        }
+        None => Vec::new(),
+    };
+    if names.len() as u64 >= count {
+        Ok(names.split_off(names.len() - count as usize))
+    } else {
+        // A torn or foreign code object: the names cannot be matched to the cells.
+        Ok(Vec::new())
+    }
+}
+
 /// The items (at most `max`) of the tuple a field at `field` points to; empty for NULL.
 fn tuple_at(mem: &mut dyn RemoteMemory, l: &Layout, field: u64, max: u64) -> Result<Vec<u64>, ReadError> {
     let tuple = mem.read_u64(field)?;

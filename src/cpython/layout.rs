@@ -408,6 +408,10 @@ pub struct FunctionLayout {
     pub co_filename: usize,
     pub co_firstlineno: usize,
     pub im_func: usize,
+    /// A bound method's `__self__`: what a leaked bound method keeps alive.
+    pub im_self: usize,
+    /// A cell's `cell_contents`: what a closure captured.
+    pub cell_contents: usize,
 }
 
 /// Where containers keep their items and where I/O objects keep their descriptor.
@@ -725,6 +729,8 @@ fn function_layout(t: &OffsetTable) -> Option<FunctionLayout> {
         co_filename: t.opt("code.co_filename")?,
         co_firstlineno: t.opt("code.co_firstlineno")?,
         im_func: t.opt("method.im_func")?,
+        im_self: t.opt("method.im_self")?,
+        cell_contents: t.opt("cell.ob_ref")?,
     })
 }
 

@@ -2,8 +2,9 @@
 //! say enough: functions (which code, does it close over anything), bound methods (of which
 //! function), file and socket objects (open or closed).
 
+use crate::cpython::frames::free_variable_names;
 use crate::cpython::layout::FunctionLayout;
-use crate::cpython::objects::{code_location, read_str};
+use crate::cpython::objects::{code_location, read_str, type_name};
 use crate::cpython::process::PythonProcess;
 use crate::memory::{ReadError, RemoteMemory};
 use rustc_hash::FxHashMap;
@@ -13,6 +14,10 @@ use serde::{Deserialize, Serialize};
 pub const MAX_WATCHED: usize = 1_000_000;
 /// Function groups listed, most numerous first.
 const TOP_FUNCTION_GROUPS: usize = 50;
+/// Captured variables read from a closure: a closure over more is generated code.
+const MAX_CAPTURES: u64 = 32;
+/// `__self__` types listed per group of bound methods, most frequent first.
+const TOP_SELF_TYPES: usize = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Watched {
@@ -60,7 +65,7 @@ impl WatchedObjects {
 }
 
 /// Functions (and bound methods) grouped by the code they run.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct FunctionGroup {
     pub qualname: String,
     pub file: String,
@@ -70,6 +75,31 @@ pub struct FunctionGroup {
     pub closures: u64,
     /// Bound methods whose function runs this code.
     pub bound_methods: u64,
+    /// What a closure of this code captures: its free variables by name, with the type of
+    /// the value each held in the first closure read (a leaked closure keeps these alive).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub captures: Vec<Capture>,
+    /// The types of the bound methods' `__self__`, most frequent first: a leaked bound method
+    /// keeps its `__self__` alive.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub self_types: Vec<SelfType>,
+}
+
+/// A variable a closure captured.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Capture {
+    pub name: String,
+    /// The type of the captured value; `None` for an empty cell (assigned later, or deleted).
+    #[serde(rename = "type")]
+    pub type_name: Option<String>,
+}
+
+/// How many bound methods of a group are bound to instances of one type.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SelfType {
+    #[serde(rename = "type")]
+    pub name: String,
+    pub count: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -119,21 +149,28 @@ pub fn read_details(process: &PythonProcess, mem: &mut dyn RemoteMemory, watched
     }
     if let Some(f) = &process.layout.functions {
         let mut groups: FxHashMap<u64, FunctionGroup> = FxHashMap::default();
+        let mut type_names = TypeNames::default();
         for func in &watched.functions {
-            let read = (|| -> Result<(u64, bool), ReadError> {
+            let read = (|| -> Result<(u64, u64), ReadError> {
                 let code = mem.read_u64(func + f.func_code as u64)?;
-                let closure = mem.read_u64(func + f.func_closure as u64)? != 0;
+                let closure = mem.read_u64(func + f.func_closure as u64)?;
                 ensure_group(&mut groups, mem, process, f, *func, code)?;
                 Ok((code, closure))
             })();
             if let Ok((code, closure)) = read {
                 let g = groups.get_mut(&code).expect("inserted by ensure_group");
                 g.functions += 1;
-                g.closures += u64::from(closure);
+                g.closures += u64::from(closure != 0);
+                if closure != 0 && g.captures.is_empty() {
+                    // One closure says what they all capture (the same variables; the values'
+                    // types may differ, the first one read stands for them).
+                    g.captures = captures(mem, process, f, code, closure, &mut type_names).unwrap_or_default();
+                }
             }
         }
+        let mut self_types: FxHashMap<(u64, u64), u64> = FxHashMap::default();
         for method in &watched.methods {
-            let read = (|| -> Result<u64, ReadError> {
+            let read = (|| -> Result<(u64, u64), ReadError> {
                 let func = mem.read_u64(method + f.im_func as u64)?;
                 let func_type = mem.read_u64(func + process.layout.object.ob_type as u64)?;
                 if Some(func_type) != watched.function_type {
@@ -142,10 +179,29 @@ pub fn read_details(process: &PythonProcess, mem: &mut dyn RemoteMemory, watched
                 }
                 let code = mem.read_u64(func + f.func_code as u64)?;
                 ensure_group(&mut groups, mem, process, f, func, code)?;
-                Ok(code)
+                let bound_to = mem.read_u64(method + f.im_self as u64)?;
+                let self_type = match bound_to {
+                    0 => 0,
+                    addr => mem.read_u64(addr + process.layout.object.ob_type as u64)?,
+                };
+                Ok((code, self_type))
             })();
-            if let Ok(code) = read {
+            if let Ok((code, self_type)) = read {
                 groups.get_mut(&code).expect("inserted by ensure_group").bound_methods += 1;
+                *self_types.entry((code, self_type)).or_insert(0) += 1;
+            }
+        }
+        let mut by_code: FxHashMap<u64, Vec<(u64, u64)>> = FxHashMap::default();
+        for ((code, self_type), n) in self_types {
+            by_code.entry(code).or_default().push((self_type, n));
+        }
+        for (code, mut types) in by_code {
+            types.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let Some(g) = groups.get_mut(&code) else { continue };
+            for (self_type, count) in types.into_iter().take(TOP_SELF_TYPES) {
+                if let Some(name) = type_names.get(mem, process, self_type) {
+                    g.self_types.push(SelfType { name, count });
+                }
             }
         }
         let mut list: Vec<FunctionGroup> = groups.into_values().collect();
@@ -158,6 +214,47 @@ pub fn read_details(process: &PythonProcess, mem: &mut dyn RemoteMemory, watched
         details.functions = list;
     }
     details
+}
+
+/// Type names by type address, each read once.
+#[derive(Default)]
+struct TypeNames(FxHashMap<u64, Option<String>>);
+
+impl TypeNames {
+    fn get(&mut self, mem: &mut dyn RemoteMemory, process: &PythonProcess, type_addr: u64) -> Option<String> {
+        if type_addr == 0 {
+            return None;
+        }
+        self.0.entry(type_addr).or_insert_with(|| type_name(mem, &process.layout, type_addr).ok()).clone()
+    }
+}
+
+/// The variables a closure captured: the code's free variable names paired with the cells of
+/// its `__closure__` tuple, and the type of what each cell holds.
+fn captures(
+    mem: &mut dyn RemoteMemory,
+    process: &PythonProcess,
+    f: &FunctionLayout,
+    code: u64,
+    closure: u64,
+    type_names: &mut TypeNames,
+) -> Result<Vec<Capture>, ReadError> {
+    let l = &process.layout;
+    let n = mem.read_u64(closure + l.containers.ob_size as u64)?;
+    if n > MAX_CAPTURES {
+        return Ok(Vec::new());
+    }
+    let cells = mem.read_words(closure + l.graph.tuple_ob_item as u64, n as usize)?;
+    let names = free_variable_names(mem, l, code, n)?;
+    let mut out = Vec::new();
+    for (cell, name) in cells.into_iter().zip(names) {
+        let Some(name) = read_str(mem, l, name)? else { continue };
+        let value = if cell == 0 { 0 } else { mem.read_u64(cell + f.cell_contents as u64)? };
+        let type_addr = if value == 0 { 0 } else { mem.read_u64(value + l.object.ob_type as u64)? };
+        let type_name = type_names.get(mem, process, type_addr);
+        out.push(Capture { name, type_name });
+    }
+    Ok(out)
 }
 
 /// Reads the name and location of the code object at `code` once. The qualified name comes
@@ -180,9 +277,7 @@ fn ensure_group(
         qualname: read_str(mem, l, name_ptr)?.unwrap_or_else(|| "?".into()),
         file: location.file,
         line: location.first_line,
-        functions: 0,
-        closures: 0,
-        bound_methods: 0,
+        ..FunctionGroup::default()
     };
     groups.insert(code, group);
     Ok(())

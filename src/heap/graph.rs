@@ -459,6 +459,18 @@ fn mortal_refcount(layout: &ObjectLayout, word: u64) -> u32 {
 /// Reads the whole graph: walks the GC lists, reads every thread's frames, then every node's
 /// references, finding untracked objects on the way.
 pub fn build(process: &PythonProcess, mem: &mut dyn RemoteMemory) -> Result<HeapGraph, LeakspyError> {
+    build_scoped(process, mem, &mut |_, _| true)
+}
+
+/// As [`build`], but of the GC-tracked objects only those `scope` accepts (given the node and
+/// its type, in address order) have their references read and their size computed; the others
+/// are nodes without edges. What `attach` asks at the end (which growing objects hold which)
+/// needs the references of a sample of a few types, at the cost of a walk, not of the graph.
+pub fn build_scoped(
+    process: &PythonProcess,
+    mem: &mut dyn RemoteMemory,
+    scope: &mut dyn FnMut(u32, &TypeInfo) -> bool,
+) -> Result<HeapGraph, LeakspyError> {
     let layout = &process.layout;
     mem.invalidate();
     let interpreters = process.interpreters(mem)?.interpreters;
@@ -565,6 +577,7 @@ pub fn build(process: &PythonProcess, mem: &mut dyn RemoteMemory) -> Result<Heap
         offsets.push(edges.len() as u32);
         refs.clear();
         let t = Rc::clone(&b.graph.types[b.graph.type_of[i] as usize]);
+        let in_scope = !b.graph.is_tracked(i as u32) || scope(i as u32, &t);
         if t.kind == Kind::StackFrame {
             let frame = &frames[b.graph.addrs[i] as usize];
             for slot in &frame.slots {
@@ -575,7 +588,7 @@ pub fn build(process: &PythonProcess, mem: &mut dyn RemoteMemory) -> Result<Heap
                 };
                 refs.push((slot.value, label, slot.owned));
             }
-        } else {
+        } else if in_scope {
             // An object freed or rewritten during the read yields no references, not an error.
             let _ = references(mem, &mut b, i, &t, &mut refs);
         }
@@ -583,6 +596,7 @@ pub fn build(process: &PythonProcess, mem: &mut dyn RemoteMemory) -> Result<Heap
         grow_by_quarter(&mut sizes);
         sizes.push(match t.kind {
             Kind::StackFrame => 0,
+            _ if !in_scope => 0,
             _ => {
                 let class =
                     SizeClass { rule: t.size_rule, flags: t.flags, basicsize: t.basicsize, itemsize: t.itemsize };

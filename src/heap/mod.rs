@@ -6,6 +6,7 @@ pub mod details;
 pub mod dominators;
 pub mod graph;
 pub mod graph_census;
+pub mod holders;
 pub mod pools;
 pub mod retained;
 pub mod walk;

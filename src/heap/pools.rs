@@ -150,10 +150,9 @@ impl ObjectIndex {
             (mine.map(|()| index), other.map(|t| t.join().ok().flatten()))
         });
         if let Some(index) = index.as_mut() {
-            match other {
-                Some(Some(other)) => index.absorb(other),
-                // The other half could not be read: what this half indexed still serves.
-                Some(None) | None => {}
+            // If the other half could not be read, what this half indexed still serves.
+            if let Some(Some(other)) = other {
+                index.absorb(other);
             }
             index.stats.entries = index.len() as u64;
         }

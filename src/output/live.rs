@@ -1,8 +1,10 @@
 //! The live view of `attach` on a terminal, and the summary printed when sampling ends.
 
+use super::suspects::{detail_lines, short};
 use crate::analysis::findings::Finding;
 use crate::analysis::series::{Series, Suspect};
 use crate::heap::census::Census;
+use crate::heap::holders::GraphPass;
 use crate::text::{shell, signed, terminal, thousands};
 use std::fmt::Write;
 use std::time::Duration;
@@ -73,8 +75,12 @@ pub fn render_live(census: &Census, series: &Series, status: &SamplingStatus, to
     );
     for row in rows.iter().take(top) {
         let suspect = suspects.iter().find(|s| s.name == row.name);
-        let mark = if suspect.is_some() { "!" } else { " " };
-        let rate = suspect.map_or(String::new(), |s| format!("{:.0}", s.growth_per_minute));
+        let part = suspects.iter().flat_map(|s| &s.parts).find(|p| p.name == row.name);
+        let (mark, rate) = match (suspect, part) {
+            (Some(s), _) => ("!", format!("{:.0}", s.growth_per_minute)),
+            (None, Some(p)) => ("~", format!("{:.0}", p.growth_per_minute)),
+            (None, None) => (" ", String::new()),
+        };
         let name = terminal::name_within(&row.name, 48);
         let _ = writeln!(
             out,
@@ -88,8 +94,10 @@ pub fn render_live(census: &Census, series: &Series, status: &SamplingStatus, to
         );
     }
     if !suspects.is_empty() {
-        let names: Vec<String> = suspects.iter().take(5).map(|s| terminal::name(&s.name)).collect();
-        let _ = writeln!(out, "\n! leak suspects (steady growth): {}", names.join(", "));
+        let _ = writeln!(out, "\n! leak suspects (steady growth; ~ marks their parts):");
+        for s in suspects.iter().take(5) {
+            let _ = writeln!(out, "!   {}", short(&s.name, &s.functions, &s.parts));
+        }
     }
     for f in &census.findings {
         let _ = writeln!(out, "* {}", f.message);
@@ -101,6 +109,7 @@ pub fn render_summary(
     series: &Series,
     suspects: &[Suspect],
     findings: &[Finding],
+    pass: &GraphPass,
     ended_because: &str,
     skips: (u64, Option<&str>),
     pid: Option<i32>,
@@ -124,7 +133,7 @@ pub fn render_summary(
         let _ = writeln!(out, "No leak suspects: no type grew steadily over the series.");
         return out;
     }
-    let _ = writeln!(out, "Leak suspects, by growth:");
+    let _ = writeln!(out, "Leak suspects, the leaking type first with what each instance brings along:");
     for s in suspects {
         let what = if s.metric == "count" { "objects" } else { "references (count flat)" };
         let _ = writeln!(
@@ -137,6 +146,24 @@ pub fn render_summary(
             s.confidence * 100.0,
             s.samples
         );
+        for line in detail_lines(&s.functions, &s.parts) {
+            let _ = writeln!(out, "      {line}");
+        }
+    }
+    let grouping = match (pass.ran, &pass.skipped_because, &pass.error) {
+        (true, _, _) => format!(
+            "Parts grouped from the heap graph (the references of {} objects, read in {:.0} ms) and by growth.",
+            thousands(pass.objects_read),
+            pass.duration_ms
+        ),
+        (false, _, Some(error)) => {
+            format!("Parts grouped by growth only: the heap graph could not be read ({}).", terminal::message(error))
+        }
+        (false, Some(why), None) => format!("Parts grouped by growth only ({why})."),
+        (false, None, None) => "Parts grouped by growth only.".into(),
+    };
+    if suspects.iter().any(|s| !s.parts.is_empty()) || pass.ran {
+        let _ = writeln!(out, "{grouping}");
     }
     // The next question is who holds them: while the process runs, that can be answered.
     if let (Some(pid), Some(top)) = (pid, suspects.first()) {
@@ -188,6 +215,8 @@ mod tests {
             now: 150,
             confidence: 0.99,
             samples: 8,
+            parts: Vec::new(),
+            functions: Vec::new(),
         }
     }
 
@@ -198,6 +227,7 @@ mod tests {
             &Series::default(),
             &[suspect(hostile), suspect("__main__.Order")],
             &[],
+            &GraphPass::default(),
             "sample count reached",
             (1, Some("changed under \x1b[2J every read")),
             Some(42),
@@ -209,6 +239,37 @@ mod tests {
             summary.contains(r"Who holds them: leakspy why 42 --type $'m.\x1b]0;pwned\x07$(touch /tmp/x)\'\x0a'"),
             "{summary}"
         );
+    }
+
+    #[test]
+    fn parts_are_marked_in_the_live_view_and_listed_in_the_summary() {
+        use crate::heap::census::tests::census_with;
+        let mut series = Series::default();
+        let mut census = census_with(&[]);
+        for i in 0..20u64 {
+            census = census_with(&[
+                ("dict", 5000 + 10 * i, 9000),
+                ("__main__.Invoice", 100 + 10 * i, 200),
+                ("list", 300 + (i * 7919) % 5, 300),
+            ]);
+            series.push(i as f64, &census);
+        }
+        let status =
+            SamplingStatus { elapsed: Duration::from_secs(20), rss: None, behind: false, skipped: 0, last_skip: None };
+        let screen = render_live(&census, &series, &status, 10, LiveSort::Growth);
+        let row = |name: &str| screen.lines().find(|l| l.contains(name)).unwrap_or_default().to_string();
+        assert!(row("__main__.Invoice").starts_with("! "), "{screen}");
+        assert!(row("dict").starts_with("~ "), "{screen}");
+        assert!(row("list").starts_with("  "), "{screen}");
+        assert!(screen.contains("__main__.Invoice (each with 1 dict)"), "{screen}");
+
+        let pass =
+            GraphPass { ran: true, objects_read: 1200, graph_objects: 9000, duration_ms: 12.0, ..GraphPass::default() };
+        let summary = render_summary(&series, &series.suspects(), &[], &pass, "interrupted", (0, None), Some(7));
+        assert!(summary.contains("  __main__.Invoice: +600 objects/min"), "{summary}");
+        assert!(summary.contains("      each with 1 dict\n"), "{summary}");
+        assert!(summary.contains("Parts grouped from the heap graph (the references of 1,200 objects"), "{summary}");
+        assert!(summary.contains("Who holds them: leakspy why 7 --type __main__.Invoice"), "{summary}");
     }
 
     #[test]

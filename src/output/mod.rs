@@ -6,4 +6,5 @@ pub mod live;
 pub mod prometheus;
 pub mod ps;
 pub mod report;
+pub mod suspects;
 pub mod table;

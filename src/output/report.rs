@@ -1,5 +1,7 @@
 //! Reports over recorded censuses: `diff` and `trend`, as text and as JSON documents.
 
+use super::suspects::detail_lines;
+use crate::analysis::culprits::{CodeSuspect, Part};
 use crate::analysis::diff::CensusDiff;
 use crate::analysis::runs::{RunInfo, Runs};
 use crate::text::{signed, terminal, thousands};
@@ -59,6 +61,13 @@ pub struct TrendSuspect {
     pub now: u64,
     pub confidence: f64,
     pub samples: usize,
+    /// Types grouped under this one (its parts and holders), as in `attach`'s summary, by
+    /// growth and bound methods' `__self__` (no heap graph: the history holds censuses only).
+    /// Their rates are per minute.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<Part>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<CodeSuspect>,
 }
 
 #[derive(Debug, Serialize)]
@@ -95,6 +104,8 @@ pub fn trend_report(runs: &Runs, skipped_lines: usize) -> TrendReport {
                         now: s.now,
                         confidence: s.confidence,
                         samples: s.samples,
+                        parts: s.parts,
+                        functions: s.functions,
                     })
                     .collect(),
             })
@@ -143,6 +154,9 @@ pub fn render_trend(report: &TrendReport, source: &str) -> String {
                 thousands(s.now),
                 s.confidence * 100.0
             );
+            for line in detail_lines(&s.functions, &s.parts) {
+                let _ = writeln!(out, "      {line}");
+            }
         }
         let _ = writeln!(out);
     }

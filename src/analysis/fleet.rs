@@ -127,6 +127,8 @@ mod tests {
             now: 1000,
             confidence: 0.99,
             samples: 40,
+            parts: Vec::new(),
+            functions: Vec::new(),
         }
     }
 

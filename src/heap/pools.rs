@@ -20,7 +20,7 @@ use crate::cpython::layout::Layout;
 use crate::cpython::layout::{GC_LINK_FLAG_BITS, PoolLayout};
 use crate::memory::live::direct_read;
 use crate::memory::maps::MemoryMap;
-use crate::memory::{RemoteMemory, u32_at, u64_at};
+use crate::memory::{ReadInto, RemoteMemory, u32_at, u64_at};
 use rustc_hash::FxHashMap;
 
 /// Bytes read from the target per request while scanning.
@@ -167,7 +167,7 @@ impl ObjectIndex {
         layout: &Layout,
         pools: &PoolLayout,
         max_entries: u64,
-        read: &mut dyn FnMut(u64, &mut [u8]) -> Result<usize, crate::memory::ReadError>,
+        read: &mut ReadInto,
     ) -> Option<()> {
         let mut scanner = Scanner::new(layout, pools);
         let mut buf = vec![0u8; SCAN_PIECE];

@@ -48,6 +48,10 @@ impl ReadError {
     }
 }
 
+/// Reads target memory into a buffer, past any cache: as many bytes as are readable from an
+/// address on (for bulk copies and scans, which may run on several threads).
+pub type ReadInto<'a> = dyn FnMut(u64, &mut [u8]) -> Result<usize, ReadError> + 'a;
+
 /// What a source has read from the target so far: requests (syscalls) and bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IoCounters {

@@ -9,7 +9,7 @@
 use super::live::{LiveProcess, PAGE_SIZE, direct_read};
 use super::maps::Mapping;
 use super::maps::MemoryMap;
-use super::{ReadError, RemoteMemory};
+use super::{ReadError, ReadInto, RemoteMemory};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -294,9 +294,6 @@ fn copy_jobs(live: &mut LiveProcess, jobs: &[Job], dest: &mut [u8]) -> Result<Ve
     out.extend(b?);
     Ok(out)
 }
-
-/// Reads target memory into a buffer: as many bytes as are readable from an address on.
-type ReadInto<'a> = dyn FnMut(u64, &mut [u8]) -> Result<usize, ReadError> + 'a;
 
 /// Copies one job with `read`; a page that cannot be read (a file mapping past the file's end)
 /// is left out, and the copy goes on after it.

@@ -308,6 +308,8 @@ mod tests {
             now: 900,
             confidence: 0.99,
             samples: 40,
+            parts: Vec::new(),
+            functions: Vec::new(),
         }
     }
 

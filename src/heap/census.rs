@@ -52,6 +52,10 @@ pub struct BulkRead {
     pub indexed: u64,
     /// Objects the walk took from the index instead of reading them.
     pub hits: u64,
+    /// The index stopped at its memory bound (a tenth of the target's resident memory); the
+    /// objects past it were read one by one.
+    #[serde(default)]
+    pub full: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
@@ -292,6 +296,7 @@ pub fn take_census(
         pools: i.stats.pools,
         indexed: i.stats.entries,
         hits: index_hits,
+        full: i.stats.full,
     });
     drop(index);
 

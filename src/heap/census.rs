@@ -52,7 +52,7 @@ pub struct BulkRead {
     pub indexed: u64,
     /// Objects the walk took from the index instead of reading them.
     pub hits: u64,
-    /// The index stopped at its memory bound (a tenth of the target's resident memory); the
+    /// The index stopped at its memory bound (12 % of the target's resident memory); the
     /// objects past it were read one by one.
     #[serde(default)]
     pub full: bool,

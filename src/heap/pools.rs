@@ -22,14 +22,15 @@ use crate::memory::live::direct_read;
 use crate::memory::maps::MemoryMap;
 use crate::memory::{ReadInto, RemoteMemory, u32_at, u64_at};
 use rustc_hash::FxHashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bytes read from the target per request while scanning.
-const SCAN_PIECE: usize = 8 << 20;
+const SCAN_PIECE: usize = 2 << 20;
 /// Scans of fewer bytes than this run on one thread.
 const PARALLEL_ABOVE: u64 = 32 << 20;
 /// The index holds at most this many bytes per byte of the target's resident memory, so
 /// that leakspy stays a fraction of the process it reads.
-const MAX_INDEX_FRACTION: f64 = 0.1;
+const MAX_INDEX_FRACTION: f64 = 0.12;
 /// Bytes per entry (the index's arrays).
 const ENTRY_BYTES: u64 = 18;
 /// Addresses above this do not fit the index's 48-bit links (none do on x86_64 Linux).
@@ -122,7 +123,8 @@ impl ObjectIndex {
                 }
             }
         }
-        let max_entries = ((rss as f64 * MAX_INDEX_FRACTION) as u64 / ENTRY_BYTES).max(1 << 16);
+        // Entries both threads may still add, shared so that an uneven split wastes none.
+        let room = AtomicU64::new(((rss as f64 * MAX_INDEX_FRACTION) as u64 / ENTRY_BYTES).max(1 << 16));
         let total: u64 = runs.iter().map(|r| r.end - r.start).sum();
         let empty = || ObjectIndex {
             pool_mask: !(pools.pool_size - 1),
@@ -137,16 +139,16 @@ impl ObjectIndex {
             None => (runs, Vec::new()),
         };
         let (mut index, other) = std::thread::scope(|scope| {
+            let (room, theirs) = (&room, &theirs);
             let other = pid.map(|pid| {
                 scope.spawn(move || {
                     let mut index = empty();
                     let mut read = |addr: u64, buf: &mut [u8]| direct_read(pid, addr, buf);
-                    index.scan_runs(&theirs, layout, pools, max_entries / 2, &mut read).map(|()| index)
+                    index.scan_runs(theirs, layout, pools, room, &mut read).map(|()| index)
                 })
             });
             let mut index = empty();
-            let budget = if other.is_some() { max_entries / 2 } else { max_entries };
-            let mine = index.scan_runs(&mine, layout, pools, budget, &mut |addr, buf| mem.read_bulk(addr, buf));
+            let mine = index.scan_runs(&mine, layout, pools, room, &mut |addr, buf| mem.read_bulk(addr, buf));
             (mine.map(|()| index), other.map(|t| t.join().ok().flatten()))
         });
         if let Some(index) = index.as_mut() {
@@ -159,20 +161,21 @@ impl ObjectIndex {
         index
     }
 
-    /// Scans `runs` (pool-aligned) into this index, stopping at `max_entries`; `None` if the
+    /// Scans `runs` (pool-aligned) into this index, stopping when `room` runs out; `None` if the
     /// target cannot be read at all (gone, denied).
     fn scan_runs(
         &mut self,
         runs: &[std::ops::Range<u64>],
         layout: &Layout,
         pools: &PoolLayout,
-        max_entries: u64,
+        room: &AtomicU64,
         read: &mut ReadInto,
     ) -> Option<()> {
         let mut scanner = Scanner::new(layout, pools);
         let mut buf = vec![0u8; SCAN_PIECE];
         for run in runs {
-            let mut at = run.start;
+            // Pieces start on pool boundaries, so that no pool is cut in two.
+            let mut at = run.start.next_multiple_of(pools.pool_size);
             while at + pools.pool_size <= run.end {
                 let len = ((run.end - at) as usize).min(SCAN_PIECE) & !(pools.pool_size as usize - 1);
                 let n = match read(at, &mut buf[..len]) {
@@ -182,8 +185,10 @@ impl ObjectIndex {
                 };
                 self.stats.bytes_scanned += n as u64;
                 self.stats.reads += 1;
+                let before = self.len();
                 scanner.scan(&buf[..n], at, self);
-                if self.len() as u64 >= max_entries {
+                let added = (self.len() - before) as u64;
+                if room.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(added)).is_err() {
                     self.stats.full = true;
                     return Some(());
                 }

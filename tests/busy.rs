@@ -39,13 +39,39 @@ fn stable_problems(census: &Value, truth: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Runs `runs` reads of a churning target per interpreter, checks each with `check`, and
-/// fails with every problem found (not only the first), after printing the rates.
-fn stress(what: &str, runs: usize, args: &dyn Fn(&str) -> Vec<String>, check: &dyn Fn(&Value, &Value) -> Vec<String>) {
+/// Runs `each` for every interpreter present, `width` of them at a time (they load each other,
+/// as the processes of a busy host do, and the suite takes less time), and gathers the
+/// problems each reports.
+fn per_interpreter(width: usize, each: &(dyn Fn(&Interpreter) -> Vec<String> + Sync)) -> Vec<String> {
+    let queue = std::sync::Mutex::new(supported_interpreters());
+    let next = || queue.lock().ok().and_then(|mut q| q.pop());
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..width)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut problems = Vec::new();
+                    while let Some(interp) = next() {
+                        problems.extend(each(&interp));
+                    }
+                    problems
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("an interpreter's run panicked")).collect()
+    })
+}
+
+type Args = dyn Fn(&str) -> Vec<String> + Sync;
+type Check = dyn Fn(&Value, &Value) -> Vec<String> + Sync;
+
+/// Runs `runs` reads of a churning target per interpreter (two interpreters at a time, with a
+/// CPU-bound process besides), checks each with `check`, and fails with every problem found
+/// (not only the first), after printing the rates.
+fn stress(what: &str, runs: usize, args: &Args, check: &Check) {
     let _hog = CpuHog::start();
-    let mut problems = Vec::new();
-    for interp in supported_interpreters() {
-        let target = churn_target(&interp);
+    let problems = per_interpreter(2, &|interp| {
+        let mut problems = Vec::new();
+        let target = churn_target(interp);
         let pid = target.pid.to_string();
         let started = Instant::now();
         let (mut failed, mut wrong, mut retries) = (0, 0, 0);
@@ -72,7 +98,8 @@ fn stress(what: &str, runs: usize, args: &dyn Fn(&str) -> Vec<String>, check: &d
             interp.label,
             started.elapsed().as_secs_f64()
         );
-    }
+        problems
+    });
     assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
 }
 
@@ -142,15 +169,13 @@ fn attach_to_the_end(pid: i32, samples: &str, interval: &str) -> Result<(Vec<Val
 #[test]
 fn attach_samples_a_busy_target_to_the_end() {
     let _hog = CpuHog::start();
-    let mut problems = Vec::new();
-    for interp in supported_interpreters() {
-        let target = churn_target(&interp);
+    // Mostly waiting between samples: three interpreters at a time.
+    let problems = per_interpreter(3, &|interp| {
+        let mut problems = Vec::new();
+        let target = churn_target(interp);
         let (samples, summary) = match attach_to_the_end(target.pid, "300", "0.05") {
             Ok(result) => result,
-            Err(e) => {
-                problems.push(format!("{}: {e}", interp.label));
-                continue;
-            }
+            Err(e) => return vec![format!("{}: {e}", interp.label)],
         };
         let skipped = summary["skipped"].as_u64().unwrap_or(u64::MAX);
         println!(
@@ -175,7 +200,8 @@ fn attach_samples_a_busy_target_to_the_end() {
                 problems.push(format!("{} sample {}: {}", interp.label, s["sample"], found.join("; ")));
             }
         }
-    }
+        problems
+    });
     assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
 }
 
@@ -208,9 +234,9 @@ fn load(port: u16, clients: usize, stop: &AtomicBool, answered: &AtomicU64) {
 /// ends a thread. attach must sample it to the end and name the leaking type.
 #[test]
 fn a_threaded_server_under_load_is_sampled_and_its_leak_named() {
-    let mut problems = Vec::new();
-    for interp in supported_interpreters() {
-        let target = Target::start(&interp, "threaded_server_target.py", &[]);
+    // Two servers under load at a time: the host is as busy as the test can make it.
+    let problems = per_interpreter(2, &|interp| {
+        let target = Target::start(interp, "threaded_server_target.py", &[]);
         let port = target.truth["port"].as_u64().expect("port in truth") as u16;
         let stop = AtomicBool::new(false);
         let answered = AtomicU64::new(0);
@@ -223,30 +249,26 @@ fn a_threaded_server_under_load_is_sampled_and_its_leak_named() {
             result
         });
         let leaking = target.truth["leaking_type"].as_str().unwrap();
-        match result {
-            Err(e) => problems.push(format!("{}: {e}", interp.label)),
-            Ok((samples, summary)) => {
-                let suspects = count_suspects(&summary["suspects"]);
-                println!(
-                    "{}: {} requests, {} samples, {} skipped, suspects {suspects:?}",
-                    interp.label,
-                    answered.load(Ordering::Relaxed),
-                    samples.len(),
-                    summary["skipped"]
-                );
-                if samples.len() != 60 || summary["skipped"] != 0 {
-                    problems.push(format!(
-                        "{}: {} samples, {} skipped",
-                        interp.label,
-                        samples.len(),
-                        summary["skipped"]
-                    ));
-                }
-                if !suspects.iter().any(|s| s == leaking) {
-                    problems.push(format!("{}: {leaking} not among the suspects {suspects:?}", interp.label));
-                }
-            }
+        let (samples, summary) = match result {
+            Err(e) => return vec![format!("{}: {e}", interp.label)],
+            Ok(result) => result,
+        };
+        let suspects = count_suspects(&summary["suspects"]);
+        println!(
+            "{}: {} requests, {} samples, {} skipped, suspects {suspects:?}",
+            interp.label,
+            answered.load(Ordering::Relaxed),
+            samples.len(),
+            summary["skipped"]
+        );
+        let mut problems = Vec::new();
+        if samples.len() != 60 || summary["skipped"] != 0 {
+            problems.push(format!("{}: {} samples, {} skipped", interp.label, samples.len(), summary["skipped"]));
         }
-    }
+        if !suspects.iter().any(|s| s == leaking) {
+            problems.push(format!("{}: {leaking} not among the suspects {suspects:?}", interp.label));
+        }
+        problems
+    });
     assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
 }

@@ -269,11 +269,12 @@ fn gunicorn_workers_each_show_the_leak() {
 fn gunicorn_recycled_workers_are_followed() {
     for lib in ends(&["gunicorn", "flask"]) {
         let what = lib.interp.label.clone();
-        // About 25 requests a second per worker: a worker lives about 6 s, long enough for the
-        // 8 samples a steady climb needs at 0.2 s (or 0.5 s on a loaded machine) apart.
-        let server = gunicorn(&lib, 2, &["--max-requests", "150"], false);
+        // About 25 requests a second per worker: a worker lives about 10 s, long enough for the
+        // 8 samples a steady climb needs even when a host loaded by other work (a CI neighbour,
+        // a compiler) spaces the samples a second apart.
+        let server = gunicorn(&lib, 2, &["--max-requests", "250"], false);
         let ((lines, _), answered) = under_load(server.port, || {
-            json_lines(&["attach", "--match", &server.tag, "--interval", "0.2", "--duration", "25s", "--json"])
+            json_lines(&["attach", "--match", &server.tag, "--interval", "0.2", "--duration", "30s", "--json"])
         });
         let (per_process, fleet) = summaries(&lines);
         println!(

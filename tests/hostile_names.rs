@@ -267,7 +267,7 @@ fn check(interp: &Interpreter, n: usize, scratch: &Path) {
     assert_eq!(
         String::from_utf8_lossy(&echoed.stdout),
         format!("leakspy why {pid} --type {grower}\n"),
-        "{label}: the shell reads {command} as another name"
+        "{label}: the shell reads {command} as another name, on the screen:\n{screen}"
     );
 
     // History written by snapshot --append, then trend and diff over it.

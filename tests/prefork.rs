@@ -242,6 +242,7 @@ fn gunicorn_workers_each_show_the_leak() {
         let order = order.unwrap_or_else(|| panic!("{what}: the fleet summary names the leak: {fleet}"));
         assert_eq!((order["growing_in"].as_u64(), order["judged"].as_u64()), (Some(3), Some(3)), "{what}: {order}");
         assert_eq!(order["counted_as"], "workers", "{what}");
+        assert_eq!(fleet["suspects"][0]["type"], LEAKING_TYPE, "{what}: the leak leads the fleet's suspects: {fleet}");
         // Every sample line says which process it is.
         assert!(
             lines.iter().filter(|l| l["sample"].is_u64()).all(|l| expected.contains(&l["pid"].as_i64().unwrap_or(0)))

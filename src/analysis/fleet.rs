@@ -4,6 +4,7 @@
 //! then put side by side: a type that grows in 3 of 3 workers is a leak of the code they share;
 //! one that grows in 1 of 8 is more likely one request's state.
 
+use super::culprits::nature;
 use super::series::Suspect;
 use super::trend::{MIN_SAMPLES, analyse};
 use serde::Serialize;
@@ -57,7 +58,9 @@ pub struct SharedSuspect {
 }
 
 /// Puts the processes' verdicts side by side: one entry per suspect type (and metric), the
-/// types growing in the most processes first, then by growth.
+/// types growing in the most processes first, then, as within one process
+/// (`culprits::nature`), the program's classes before callables and builtin containers (a
+/// worker's warm-up creates functions as fast as a leak creates orders), then by growth.
 pub fn across(verdicts: &[Verdict]) -> Vec<SharedSuspect> {
     let any_master = verdicts.iter().any(|v| v.is_master);
     let counted_as = if any_master { "workers" } else { "processes" };
@@ -108,6 +111,7 @@ pub fn across(verdicts: &[Verdict]) -> Vec<SharedSuspect> {
         (b.metric == "count")
             .cmp(&(a.metric == "count"))
             .then(b.growing_in.cmp(&a.growing_in))
+            .then(nature(&b.name).cmp(&nature(&a.name)))
             .then(b.growth_per_minute.total_cmp(&a.growth_per_minute))
             .then_with(|| a.name.cmp(&b.name))
     });
@@ -157,6 +161,15 @@ mod tests {
         assert_eq!((first.growth_per_minute_min, first.growth_per_minute_max), (1200.0, 1800.0));
         assert_eq!(first.pids, vec![11, 12, 13]);
         assert_eq!((shared[1].name.as_str(), shared[1].growing_in), ("Tmp", 1));
+    }
+
+    #[test]
+    fn among_types_growing_in_as_many_workers_the_program_s_class_comes_first() {
+        let each = vec![suspect("function", 1044.0), suspect("prefork_app.Order", 961.0), suspect("cell", 4800.0)];
+        let verdicts: Vec<Verdict> =
+            (1..=3).map(|pid| Verdict { pid, is_master: false, judged: true, suspects: &each }).collect();
+        let names: Vec<String> = across(&verdicts).into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["prefork_app.Order", "function", "cell"]);
     }
 
     #[test]

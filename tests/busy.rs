@@ -39,28 +39,6 @@ fn stable_problems(census: &Value, truth: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Runs `each` for every interpreter present, `width` of them at a time (they load each other,
-/// as the processes of a busy host do, and the suite takes less time), and gathers the
-/// problems each reports.
-fn per_interpreter(width: usize, each: &(dyn Fn(&Interpreter) -> Vec<String> + Sync)) -> Vec<String> {
-    let queue = std::sync::Mutex::new(supported_interpreters());
-    let next = || queue.lock().ok().and_then(|mut q| q.pop());
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..width)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut problems = Vec::new();
-                    while let Some(interp) = next() {
-                        problems.extend(each(&interp));
-                    }
-                    problems
-                })
-            })
-            .collect();
-        workers.into_iter().flat_map(|w| w.join().expect("an interpreter's run panicked")).collect()
-    })
-}
-
 type Args = dyn Fn(&str) -> Vec<String> + Sync;
 type Check = dyn Fn(&Value, &Value) -> Vec<String> + Sync;
 

@@ -51,11 +51,26 @@ pub struct Series {
     /// Samples added, including those thinned out and those left out for overlapping a
     /// collection.
     pub samples_taken: usize,
-    /// Samples left out of the series because the target's collector ran during their read:
-    /// objects it had moved to a list of its own were not counted, so their counts are low
-    /// (by up to 90 % in a full collection), not a change.
+    /// Samples left out of the series because the target's collector ran during their read
+    /// and their object total fell below the recent samples': objects it had moved to a list
+    /// of its own were not counted, so their counts are low (by up to 90 % in a full
+    /// collection), not a change.
     pub overlapping_collection: usize,
+    /// Samples read during a collection that still counted the objects the recent samples
+    /// did: kept. A target whose collector runs nearly all the time (a heap so large that
+    /// one full collection follows another) would otherwise leave no sample to judge.
+    pub overlapping_kept: usize,
+    /// Object totals of the last few samples, kept or not: what a sample read during a
+    /// collection is checked against.
+    recent_totals: std::collections::VecDeque<u64>,
 }
+
+/// Samples whose totals a sample read during a collection is compared with.
+const RECENT_TOTALS: usize = 5;
+/// A sample read during a collection is kept if its object total is at least this share of
+/// the largest recent total: a collection that hid objects hides thousands (every object it
+/// had found unreferenced so far), while the heap itself rarely shrinks by 1 % between samples.
+const KEPT_TOTAL_SHARE: f64 = 0.99;
 
 /// A type named as a probable leak.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -94,10 +109,20 @@ pub struct TypeChange {
 impl Series {
     /// Adds a census taken `at_secs` after the first.
     pub fn push(&mut self, at_secs: f64, census: &Census) {
+        let recent_max = self.recent_totals.iter().max().copied();
+        if self.recent_totals.len() == RECENT_TOTALS {
+            self.recent_totals.pop_front();
+        }
+        self.recent_totals.push_back(census.objects_total);
         if census.gc_collecting {
-            self.samples_taken += 1;
-            self.overlapping_collection += 1;
-            return;
+            let counted_all =
+                recent_max.is_some_and(|max| census.objects_total as f64 >= KEPT_TOTAL_SHARE * max as f64);
+            if !counted_all {
+                self.samples_taken += 1;
+                self.overlapping_collection += 1;
+                return;
+            }
+            self.overlapping_kept += 1;
         }
         let index = self.times.len();
         self.times.push(at_secs);
@@ -426,6 +451,23 @@ mod tests {
         }
         assert_eq!((s.samples_taken, s.overlapping_collection), (30, 10));
         assert!(s.changes().iter().all(|c| c.count >= 1000), "{:?}", s.changes());
+        assert_eq!(s.suspects().iter().map(|x| x.name.as_str()).collect::<Vec<_>>(), vec!["Order"]);
+    }
+
+    #[test]
+    fn samples_read_during_a_collection_that_counted_everything_are_kept() {
+        // A collector that runs all the time: every sample overlaps one, most count every
+        // object, every fifth hides most of them. The full ones are kept (the first has
+        // nothing to be checked against), the low ones left out, and the climb is named.
+        let mut s = Series::default();
+        for i in 0..30u64 {
+            let low = i % 5 == 4;
+            let mut c = census(&[("Order", if low { 100 } else { 1000 + 10 * i }, 1000)]);
+            c.objects_total = if low { 200 } else { 5000 + 10 * i };
+            c.gc_collecting = true;
+            s.push(i as f64, &c);
+        }
+        assert_eq!((s.samples_taken, s.overlapping_collection, s.overlapping_kept), (30, 7, 23));
         assert_eq!(s.suspects().iter().map(|x| x.name.as_str()).collect::<Vec<_>>(), vec!["Order"]);
     }
 

@@ -160,8 +160,11 @@ struct SummaryLine<'a> {
     skipped: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_skip_error: Option<&'a str>,
-    /// Samples read while the target's collector ran (low counts), left out of the trends.
+    /// Samples read while the target's collector ran whose counts were low: left out of the
+    /// trends.
     overlapping_collection: usize,
+    /// Samples read while the collector ran that still counted every object: kept.
+    overlapping_kept: usize,
     elapsed_s: f64,
     ended_because: &'a str,
     suspects: Vec<crate::analysis::series::Suspect>,
@@ -416,6 +419,7 @@ fn sample(
                 skipped: skips.total,
                 last_skip_error: skips.last_error.as_deref(),
                 overlapping_collection: series.overlapping_collection,
+                overlapping_kept: series.overlapping_kept,
                 elapsed_s: start.elapsed().as_secs_f64(),
                 ended_because,
                 suspects,

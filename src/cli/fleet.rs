@@ -172,6 +172,7 @@ struct ProcessSummaryLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     last_skip_error: Option<&'a str>,
     overlapping_collection: usize,
+    overlapping_kept: usize,
     /// Seconds after the start of sampling of its first and last sample.
     first_sample_s: Option<f64>,
     last_sample_s: Option<f64>,
@@ -434,6 +435,7 @@ pub fn sample(selection: Selection, args: &SamplingArgs) -> Result<(), LeakspyEr
                 skipped: m.skips.total,
                 last_skip_error: m.skips.last_error.as_deref(),
                 overlapping_collection: m.series.overlapping_collection,
+                overlapping_kept: m.series.overlapping_kept,
                 first_sample_s: m.first_at,
                 last_sample_s: m.last_at,
                 came_later: m.came_later,

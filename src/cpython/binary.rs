@@ -16,8 +16,10 @@ use goblin::strtab::Strtab;
 use rustc_hash::FxHashMap;
 
 /// The symbols leakspy looks up. `_PyRuntime` (3.7+) anchors everything; 3.6 has no runtime
-/// struct, so its interpreter list and GC generations are found through their own globals.
-pub const WANTED_SYMBOLS: &[&str] = &["_PyRuntime", "Py_Version", "interp_head", "_PyGC_generation0"];
+/// struct, so its interpreter list and GC generations are found through their own globals, and
+/// whether a collection runs through gcmodule.c's static `collecting` (a local symbol: found in
+/// unstripped builds only).
+pub const WANTED_SYMBOLS: &[&str] = &["_PyRuntime", "Py_Version", "interp_head", "_PyGC_generation0", "collecting"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PythonVersion {

@@ -439,6 +439,8 @@ impl PythonProcess {
     ) -> Result<Vec<GcState>, LeakspyError> {
         let gc = &self.layout.gc;
         let main_id = interpreters.first().map_or(0, |i| i.id);
+        // 3.6 keeps its collector's state in globals of gcmodule.c rather than in a struct.
+        let mut collecting_global = None;
         let bases: Vec<(i64, u64)> = match gc.location {
             GcLocation::Interpreter(off) => interpreters.iter().map(|i| (i.id, i.addr + off as u64)).collect(),
             GcLocation::Runtime(off) => vec![(main_id, self.runtime().unwrap_or(0) + off as u64)],
@@ -448,6 +450,7 @@ impl PythonProcess {
                     detail: format!("{} lacks _PyGC_generation0", self.binary.path),
                 })?;
                 let gen0 = mem.read_u64(sym).map_err(|e| read_error(self.pid, e))?;
+                collecting_global = self.binary.symbol("collecting");
                 vec![(main_id, gen0 - gc.generation_head as u64)]
             }
         };
@@ -467,8 +470,9 @@ impl PythonProcess {
                     head: state + (off + gc.generation_head) as u64,
                 });
             }
-            let collecting = match gc.collecting {
-                Some(off) => mem.read_u32(state + off as u64).map_err(|e| read_error(self.pid, e))? != 0,
+            let collecting_flag = gc.collecting.map(|off| state + off as u64).or(collecting_global);
+            let collecting = match collecting_flag {
+                Some(addr) => mem.read_u32(addr).map_err(|e| read_error(self.pid, e))? != 0,
                 None => false,
             };
             states.push(GcState { interpreter_id, base: state, lists, collecting });

@@ -122,8 +122,15 @@ pub fn render_summary(
     if series.overlapping_collection > 0 {
         let _ = writeln!(
             out,
-            "{} samples overlapped a garbage collection in the target and were left out of the trends.",
+            "{} samples overlapped a garbage collection in the target and counted fewer objects: left out of the trends.",
             series.overlapping_collection
+        );
+    }
+    if series.overlapping_kept > 0 {
+        let _ = writeln!(
+            out,
+            "{} samples overlapped a garbage collection but counted as many objects as the samples before: kept.",
+            series.overlapping_kept
         );
     }
     for f in findings {

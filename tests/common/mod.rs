@@ -353,3 +353,25 @@ pub fn library_pythons(modules: &[&str]) -> Vec<LibraryPython> {
     }
     found
 }
+
+/// Runs `each` for every interpreter present, `width` of them at a time (they load each other,
+/// as the processes of a busy host do, and the suite takes less time), and gathers the
+/// problems each reports.
+pub fn per_interpreter(width: usize, each: &(dyn Fn(&Interpreter) -> Vec<String> + Sync)) -> Vec<String> {
+    let queue = std::sync::Mutex::new(supported_interpreters());
+    let next = || queue.lock().ok().and_then(|mut q| q.pop());
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..width)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut problems = Vec::new();
+                    while let Some(interp) = next() {
+                        problems.extend(each(&interp));
+                    }
+                    problems
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("an interpreter's run panicked")).collect()
+    })
+}

@@ -13,9 +13,17 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// Runs per interpreter in the full stress run (`scripts/stress.sh`, LEAKSPY_STRESS=full),
+/// which is what the busy-process guarantee was measured with. The suite's own run makes a
+/// fifth of them (100, 20, 10 per interpreter, 12 interpreters) to stay within CI's time:
+/// a failure rate of 2 % is still caught with near certainty.
 const SNAPSHOTS: usize = 500;
 const PAUSED_SNAPSHOTS: usize = 100;
 const WHYS: usize = 50;
+
+fn runs(full: usize) -> usize {
+    if std::env::var("LEAKSPY_STRESS").is_ok_and(|v| v == "full") { full } else { full / 5 }
+}
 
 fn churn_target(interp: &Interpreter) -> Target {
     Target::start(interp, "churn_target.py", &["3"])
@@ -83,9 +91,12 @@ fn stress(what: &str, runs: usize, args: &Args, check: &Check) {
 
 #[test]
 fn snapshots_of_a_busy_target_never_fail() {
-    stress("snapshot", SNAPSHOTS, &|pid| ["snapshot", pid, "--json"].map(String::from).to_vec(), &|census, truth| {
-        stable_problems(census, truth)
-    });
+    stress(
+        "snapshot",
+        runs(SNAPSHOTS),
+        &|pid| ["snapshot", pid, "--json"].map(String::from).to_vec(),
+        &|census, truth| stable_problems(census, truth),
+    );
 }
 
 /// A paused copy cannot change under the read: never a failure, never a torn link.
@@ -93,7 +104,7 @@ fn snapshots_of_a_busy_target_never_fail() {
 fn paused_snapshots_of_a_busy_target_are_clean() {
     stress(
         "--pause",
-        PAUSED_SNAPSHOTS,
+        runs(PAUSED_SNAPSHOTS),
         &|pid| ["snapshot", pid, "--pause", "--json"].map(String::from).to_vec(),
         &|census, truth| {
             let mut problems = stable_problems(census, truth);
@@ -115,7 +126,7 @@ fn paused_snapshots_of_a_busy_target_are_clean() {
 fn why_on_a_busy_target_never_fails() {
     stress(
         "why",
-        WHYS,
+        runs(WHYS),
         &|pid| ["why", pid, "--type", "__main__.LeakspyStable", "--json"].map(String::from).to_vec(),
         &|report, truth| {
             let expected = &truth["stable"]["__main__.LeakspyStable"];

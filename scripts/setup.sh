@@ -166,15 +166,16 @@ else
 fi
 
 # The pip wheel's tools, in their own environment (rebuilt when tests/install-tools.txt changes).
+# Built in place, not aside: the scripts pip writes name their interpreter by its full path. The
+# hash, written last, is what marks it complete.
 TOOLS_DIR="${LEAKSPY_TOOLS_DIR:-/var/lib/leakspy/tools}"
 TOOLS_REQUIREMENTS="$(dirname "$REQUIREMENTS")/install-tools.txt"
 tools_hash=$(sha256sum "$TOOLS_REQUIREMENTS" | cut -c1-16)
 if [ "$(cat "$TOOLS_DIR/.leakspy-requirements" 2>/dev/null)" != "$tools_hash" ]; then
     echo "setup: installing tests/install-tools.txt into $TOOLS_DIR"
-    rm -rf "$TOOLS_DIR.tmp"
-    python3 -m venv "$TOOLS_DIR.tmp" \
-        && "$TOOLS_DIR.tmp/bin/python" -m pip install -q --disable-pip-version-check -r "$TOOLS_REQUIREMENTS" \
-        && echo "$tools_hash" > "$TOOLS_DIR.tmp/.leakspy-requirements" \
-        && rm -rf "$TOOLS_DIR" && mv "$TOOLS_DIR.tmp" "$TOOLS_DIR" \
+    rm -rf "$TOOLS_DIR"
+    python3 -m venv "$TOOLS_DIR" \
+        && "$TOOLS_DIR/bin/python" -m pip install -q --disable-pip-version-check -r "$TOOLS_REQUIREMENTS" \
+        && echo "$tools_hash" > "$TOOLS_DIR/.leakspy-requirements" \
         || echo "setup: warning: installing tests/install-tools.txt failed (is PyPI reachable?); the wheel is not tested" >&2
 fi

@@ -61,10 +61,7 @@ fn counts(census: &Value) -> BTreeMap<String, u64> {
     census["types"]
         .as_array()
         .map(|types| {
-            types
-                .iter()
-                .filter_map(|t| Some((t["type"].as_str()?.to_string(), t["count"].as_u64()?)))
-                .collect()
+            types.iter().filter_map(|t| Some((t["type"].as_str()?.to_string(), t["count"].as_u64()?))).collect()
         })
         .unwrap_or_default()
 }
@@ -78,7 +75,10 @@ fn census_by(mut cmd: Command, pid: i32) -> Value {
 /// The census a build gives of `target` must be the one the target took of itself (its total
 /// and its own classes) and, type by type, the one the test's own build gives.
 fn check_census(what: &str, census: &Value, target: &Target, reference: &Value) {
-    assert_eq!(census["objects_total"], target.truth["objects_total"], "{what}: objects_total against the target's own");
+    assert_eq!(
+        census["objects_total"], target.truth["objects_total"],
+        "{what}: objects_total against the target's own"
+    );
     for own in target.truth["own_types"].as_array().into_iter().flatten().filter_map(Value::as_str) {
         assert_eq!(
             type_count(census, own),
@@ -233,10 +233,18 @@ fn in_root(root: &Path, binary_inside: &str) -> Command {
     let proc_dir = root.join("proc");
     std::fs::create_dir_all(&proc_dir).expect("create proc in the root");
     let mut cmd = Command::new("unshare");
-    cmd.args(["--mount", "--propagation", "private", "sh", "-c", "mount --bind /proc \"$1\" && shift && exec chroot \"$@\"", "sh"])
-        .arg(&proc_dir)
-        .arg(root)
-        .arg(binary_inside);
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        "mount --bind /proc \"$1\" && shift && exec chroot \"$@\"",
+        "sh",
+    ])
+    .arg(&proc_dir)
+    .arg(root)
+    .arg(binary_inside);
     cmd
 }
 
@@ -291,7 +299,12 @@ fn completions_load_and_man_pages_render() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("-F _leakspy leakspy"), "{out:?}");
 
     // The other shells' scripts parse where the shell is present, and name the commands.
-    for (shell, check) in [("zsh", Some(&["zsh", "-n"][..])), ("fish", Some(&["fish", "--no-execute"][..])), ("elvish", None), ("powershell", None)] {
+    for (shell, check) in [
+        ("zsh", Some(&["zsh", "-n"][..])),
+        ("fish", Some(&["fish", "--no-execute"][..])),
+        ("elvish", None),
+        ("powershell", None),
+    ] {
         let out = run(Command::new(LEAKSPY).args(["completions", shell]));
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("snapshot") && text.contains("pid-file"), "{shell}: {text}");
@@ -317,7 +330,11 @@ fn completions_load_and_man_pages_render() {
     for page in &pages {
         let path = scratch.0.join(page);
         let out = if have_man {
-            run(Command::new("man").args(["--warnings=w", "-l"]).arg(&path).env("MANWIDTH", "80").env("MANPAGER", "cat"))
+            run(Command::new("man")
+                .args(["--warnings=w", "-l"])
+                .arg(&path)
+                .env("MANWIDTH", "80")
+                .env("MANPAGER", "cat"))
         } else {
             run(Command::new("groff").args(["-man", "-Tutf8", "-ww"]).arg(&path))
         };

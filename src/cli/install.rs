@@ -96,7 +96,8 @@ mod tests {
         }
         assert!(!names.iter().any(|n| n.contains("help")), "{names:?}");
         // The snapshot page documents its options from the same definition that parses them.
-        let snapshot = pages.iter().find(|(n, _)| n == "leakspy-snapshot.1").map(|(_, p)| p.clone()).unwrap_or_default();
+        let snapshot =
+            pages.iter().find(|(n, _)| n == "leakspy-snapshot.1").map(|(_, p)| p.clone()).unwrap_or_default();
         let text = String::from_utf8_lossy(&snapshot);
         assert!(text.contains("pid\\-file") && text.contains("max\\-objects"), "{text}");
     }

@@ -4,7 +4,7 @@
 #  - debootstrap, and a Debian sid chroot with CPython 3.13/3.14/3.15 (static, stripped
 #    executables: our "container" case, seen through /proc/PID/root) plus their -dev headers
 #    (internal pycore_*.h) for scripts/gen_offsets.py;
-#  - gcc and python3 (the offset generator), musl-gcc (the static binary's mimalloc), setpriv (the permission-denied test), tmux (the
+#  - gcc and python3 (the offset generator), setpriv (the permission-denied test), tmux (the
 #    live-view test), prometheus_client (the Prometheus format test);
 #  - real libraries from PyPI (tests/requirements.txt: an ORM, an HTTP client, an event
 #    system, numpy/pandas, pydantic, flask, gunicorn) for the tests that leak through them:
@@ -28,7 +28,6 @@ command -v gcc >/dev/null || need_apt+=(gcc)
 command -v python3 >/dev/null || need_apt+=(python3)
 command -v setpriv >/dev/null || need_apt+=(util-linux)
 command -v tmux >/dev/null || need_apt+=(tmux)
-command -v musl-gcc >/dev/null || need_apt+=(musl-tools)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]}"
     apt-get update -qq

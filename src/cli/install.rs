@@ -108,7 +108,7 @@ mod tests {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "leakspy", &mut script);
             let text = String::from_utf8_lossy(&script);
-            assert!(text.contains("snapshot") && text.contains("--pid-file"), "{shell}: {text}");
+            assert!(text.contains("snapshot") && text.contains("pid-file"), "{shell}: {text}");
         }
     }
 }

@@ -10,6 +10,9 @@
 #    system, numpy/pandas, pydantic, flask, gunicorn) for the tests that leak through them:
 #    virtual environments of the oldest, a middle and the newest pyenv interpreter, and
 #    site directories inside the sid chroot for its 3.14 and 3.15 (wheels only);
+#  - the static binary's Rust target (x86_64-unknown-linux-musl, with rustup), and the tools
+#    the install tests build and check the pip wheel with (tests/install-tools.txt: maturin,
+#    auditwheel, pipx, uv) in a virtual environment of their own;
 #  - uWSGI (the pre-fork server tests) into those virtual environments: it has no wheels and
 #    builds from source with gcc against pyenv's headers, in about a minute each here.
 # pyenv's interpreters (3.6-3.13, libpython shared) come with the machine; tests use whatever
@@ -146,3 +149,32 @@ for dir in "$LIBS_ROOT"/venv-*/; do
     uwsgi_pids+=($!)
 done
 for pid in "${uwsgi_pids[@]}"; do wait "$pid"; done
+
+# The static binary (scripts/build-static.sh). rustup fetches the target's standard library;
+# a machine that cannot get it still runs everything else, and build-static.sh says why it
+# cannot build.
+MUSL_TARGET=x86_64-unknown-linux-musl
+if command -v rustup >/dev/null; then
+    if ! rustup target list --installed 2>/dev/null | grep -qx "$MUSL_TARGET"; then
+        echo "setup: installing the Rust target $MUSL_TARGET (static binary)"
+        rustup target add "$MUSL_TARGET" >/dev/null 2>&1 \
+            || echo "setup: warning: rustup could not install $MUSL_TARGET; the static binary is not built or tested" >&2
+    fi
+else
+    echo "setup: warning: no rustup; the static binary ($MUSL_TARGET) is not built or tested" >&2
+fi
+
+# The pip wheel's tools, in their own environment (rebuilt when tests/install-tools.txt changes).
+# Built in place, not aside: the scripts pip writes name their interpreter by its full path. The
+# hash, written last, is what marks it complete.
+TOOLS_DIR="${LEAKSPY_TOOLS_DIR:-/var/lib/leakspy/tools}"
+TOOLS_REQUIREMENTS="$(dirname "$REQUIREMENTS")/install-tools.txt"
+tools_hash=$(sha256sum "$TOOLS_REQUIREMENTS" | cut -c1-16)
+if [ "$(cat "$TOOLS_DIR/.leakspy-requirements" 2>/dev/null)" != "$tools_hash" ]; then
+    echo "setup: installing tests/install-tools.txt into $TOOLS_DIR"
+    rm -rf "$TOOLS_DIR"
+    python3 -m venv "$TOOLS_DIR" \
+        && "$TOOLS_DIR/bin/python" -m pip install -q --disable-pip-version-check -r "$TOOLS_REQUIREMENTS" \
+        && echo "$tools_hash" > "$TOOLS_DIR/.leakspy-requirements" \
+        || echo "setup: warning: installing tests/install-tools.txt failed (is PyPI reachable?); the wheel is not tested" >&2
+fi

@@ -1,36 +1,6 @@
-use clap::{Parser, Subcommand};
-use leakspy::cli::{attach, history, ps, snapshot, why};
+use clap::Parser;
+use leakspy::cli::{Cli, Command, attach, history, install, ps, snapshot, why};
 use leakspy::error::LeakspyError;
-
-#[derive(Parser)]
-#[command(
-    name = "leakspy",
-    version,
-    about = "Find what grows in a live CPython process, from outside, without stopping it"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Count the live GC-tracked objects of a running Python process, per type.
-    Snapshot(snapshot::SnapshotArgs),
-    /// Sample a running Python process repeatedly and show which types grow.
-    Attach(attach::AttachArgs),
-    /// Start a Python program and attach to it: `leakspy run -- python app.py`.
-    Run(attach::RunArgs),
-    /// Compare two recorded censuses, per type.
-    Diff(history::DiffArgs),
-    /// Name leak suspects over a history file, one series per process run.
-    Trend(history::TrendArgs),
-    /// List the Python processes this user may read, as a tree (masters and their workers).
-    Ps(ps::PsArgs),
-    /// Show who holds objects (paths from module globals and threads' frames), their sizes and
-    /// what they retain; without --type or --address, the objects that retain the most.
-    Why(why::WhyArgs),
-}
 
 /// Large buffers (the heap graph's arrays, grown as objects are found) are mapped on their own
 /// instead of carved from the main heap: glibc's adaptive threshold otherwise moves them into
@@ -55,6 +25,8 @@ fn main() {
         Command::Trend(args) => history::run_trend(args),
         Command::Why(args) => why::run(args),
         Command::Ps(args) => ps::run(args),
+        Command::Completions(args) => install::run_completions(args),
+        Command::Man(args) => install::run_man(args),
     };
     if let Err(e) = result {
         let message = match &e {

@@ -4,6 +4,7 @@
 pub mod attach;
 pub mod fleet;
 pub mod history;
+pub mod install;
 pub mod ps;
 pub mod select;
 pub mod snapshot;
@@ -23,6 +24,43 @@ use crate::memory::proc_info::{ProcessInfo, available_memory, descriptors, memor
 use crate::memory::{ReadError, RemoteMemory};
 use crate::text::human_bytes;
 use std::time::Instant;
+
+/// leakspy's command line. The one definition that parses arguments, and that the shell
+/// completions and the man pages are generated from (`leakspy completions`, `leakspy man`), so
+/// the three never disagree.
+#[derive(clap::Parser)]
+#[command(
+    name = "leakspy",
+    version,
+    about = "Find what grows in a live CPython process, from outside, without stopping it"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Count the live GC-tracked objects of a running Python process, per type.
+    Snapshot(snapshot::SnapshotArgs),
+    /// Sample a running Python process repeatedly and show which types grow.
+    Attach(attach::AttachArgs),
+    /// Start a Python program and attach to it: `leakspy run -- python app.py`.
+    Run(attach::RunArgs),
+    /// Compare two recorded censuses, per type.
+    Diff(history::DiffArgs),
+    /// Name leak suspects over a history file, one series per process run.
+    Trend(history::TrendArgs),
+    /// List the Python processes this user may read, as a tree (masters and their workers).
+    Ps(ps::PsArgs),
+    /// Show who holds objects (paths from module globals and threads' frames), their sizes and
+    /// what they retain; without --type or --address, the objects that retain the most.
+    Why(why::WhyArgs),
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions(install::CompletionsArgs),
+    /// Print the man page (roff), or write one page per command into a directory.
+    Man(install::ManArgs),
+}
 
 /// Which process to read: cron jobs rarely know a PID, so a PID file or a command-line match
 /// will do too; pre-fork servers are several processes (see `select`).

@@ -23,7 +23,14 @@ pub struct Pause {
     stopped: Vec<i32>,
 }
 
-fn ptrace(request: libc::c_uint, tid: i32) -> std::io::Result<()> {
+/// glibc declares ptrace's request an unsigned int and musl (the static binary) an int; libc's
+/// PTRACE_* constants have the matching type in each.
+#[cfg(target_env = "musl")]
+type PtraceRequest = libc::c_int;
+#[cfg(not(target_env = "musl"))]
+type PtraceRequest = libc::c_uint;
+
+fn ptrace(request: PtraceRequest, tid: i32) -> std::io::Result<()> {
     // SAFETY: these requests (SEIZE, INTERRUPT, DETACH) take no pointers from us.
     let rc = unsafe {
         libc::ptrace(request, tid, std::ptr::null_mut::<libc::c_void>(), std::ptr::null_mut::<libc::c_void>())

@@ -68,6 +68,7 @@ GEN, OLD_GEN = "struct gc_generation", "struct leakspy_gc_generation"
 DK, OLD_DK = "PyDictKeysObject", "struct leakspy_dictkeys"
 STATS, OLD_STATS = "struct gc_stats", "struct leakspy_gc_generation_stats"
 OLD_POOL = "struct leakspy_pool_header"
+OLD_ARENA = "struct leakspy_arena_object"
 # The gc_stats.* counters are offsets in one entry; from 3.15 entries sit in ring buffers.
 STATS_NOTE = (f"sizeof((({GC} *)0)->generation_stats) == sizeof(void *)"
               ' ? "in each entry of the gc_stats rings" : ""')
@@ -256,6 +257,21 @@ KEYS = [
     *[(f"pool_header.{m}", [off("struct pool_header", f), (off(OLD_POOL, f), DECLARED)])
       for m, f in (("count", "ref.count"), ("freeblock", "freeblock"), ("szidx", "szidx"),
                    ("nextoffset", "nextoffset"), ("maxnextoffset", "maxnextoffset"))],
+    # pymalloc's own state, for the memory split (src/memory/pymalloc.rs): the arena table
+    # and its counters, as sys._debugmallocstats() reads them. Statics of Objects/obmalloc.c
+    # before 3.12 (found by symbol: obmalloc.statics); 3.12 embeds the state in the
+    # interpreter state, 3.13+ point to it from there (interp.obmalloc_is_pointer).
+    ("obmalloc.arena_size", ["ARENA_SIZE", ("LEAKSPY_ARENA_SIZE", DECLARED)]),
+    ("obmalloc.statics", [("LEAKSPY_OBMALLOC_STATICS", DECLARED)]),
+    ("interp.obmalloc", [off(IS, "obmalloc")]),
+    ("interp.obmalloc_is_pointer",
+     [f"__builtin_types_compatible_p(__typeof__((({IS} *)0)->obmalloc), struct _obmalloc_state *)"]),
+    *[(f"obmalloc_state.{m}", [off("struct _obmalloc_state", f"mgmt.{m}")])
+      for m in ("arenas", "maxarenas", "narenas_currently_allocated", "ntimes_arena_allocated",
+                "narenas_highwater")],
+    ("arena_object.size", [size("struct arena_object"), (size(OLD_ARENA), DECLARED)]),
+    *[(f"arena_object.{m}", [off("struct arena_object", m), (off(OLD_ARENA, m), DECLARED)])
+      for m in ("address", "pool_address", "nfreepools", "ntotalpools")],
     ("sizeof.static_type_preheader", [("LEAKSPY_STATIC_TYPE_PREHEADER", DECLARED)]),
     ("sizeof.int_min_digits", [("LEAKSPY_INT_MIN_DIGITS", DECLARED)]),
     ("sizeof.code_extra_header", [("LEAKSPY_CODE_EXTRA_HEADER", DECLARED)]),
@@ -388,9 +404,23 @@ struct leakspy_pool_header {
 #define LEAKSPY_SMALL_REQUEST_THRESHOLD 512
 #if PY_VERSION_HEX >= 0x030A0000
 #define LEAKSPY_POOL_SIZE 16384
+#define LEAKSPY_ARENA_SIZE (1 << 20)
 #else
 #define LEAKSPY_POOL_SIZE 4096
+#define LEAKSPY_ARENA_SIZE (1 << 18)
 #endif
+/* The arena table and its counters are file statics (`arenas`, `maxarenas`,
+   `narenas_currently_allocated`, ...): found through .symtab. */
+#define LEAKSPY_OBMALLOC_STATICS 1
+struct leakspy_arena_object {
+    uintptr_t address;
+    void *pool_address;
+    unsigned int nfreepools;
+    unsigned int ntotalpools;
+    struct leakspy_pool_header *freepools;
+    struct leakspy_arena_object *nextarena;
+    struct leakspy_arena_object *prevarena;
+};
 #if PY_VERSION_HEX >= 0x03080000
 #define LEAKSPY_ALIGNMENT 16
 #else

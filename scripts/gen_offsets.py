@@ -389,8 +389,7 @@ struct leakspy_dictkeys {
 #endif
 #if PY_VERSION_HEX < 0x030C0000
 /* Mirrors Objects/obmalloc.c of CPython 3.6-3.11 (64-bit builds): the pool header, pools of
-   16 KiB from 3.10 (USE_LARGE_POOLS with the radix tree) and 4 KiB before, blocks aligned to
-   16 bytes from 3.8 and 8 before. */
+   16 KiB from 3.10 (USE_LARGE_POOLS with the radix tree) and 4 KiB before. */
 struct leakspy_pool_header {
     union { void *_padding; unsigned int count; } ref;
     void *freeblock;
@@ -421,11 +420,10 @@ struct leakspy_arena_object {
     struct leakspy_arena_object *nextarena;
     struct leakspy_arena_object *prevarena;
 };
-#if PY_VERSION_HEX >= 0x03080000
+/* 16 from 3.8 (bpo-27987), and in the 3.6 and 3.7 releases the tables come from (3.6.15 and
+   3.7.16 print "in 32 size classes" in sys._debugmallocstats()): the change was backported.
+   Releases before the backport aligned to 8. */
 #define LEAKSPY_ALIGNMENT 16
-#else
-#define LEAKSPY_ALIGNMENT 8
-#endif
 #endif
 /* dequeobject (Modules/_collectionsmodule.c): PyObject_VAR_HEAD, leftblock, rightblock,
    leftindex; PyODictObject (Objects/odictobject.c): PyDictObject, od_first, od_last,

@@ -19,7 +19,9 @@ use crate::heap::walk::WalkLimits;
 use crate::memory::live::LiveProcess;
 use crate::memory::maps::MemoryMap;
 use crate::memory::pause::{CopiedMemory, CopyArena, Pause};
-use crate::memory::proc_info::{ProcessInfo, available_memory, descriptors, memory_split, rss_bytes};
+use crate::memory::proc_info::{
+    MemorySplit, ObjectBytes, ProcessInfo, available_memory, descriptors, memory_split, rss_bytes,
+};
 use crate::memory::{ReadError, RemoteMemory};
 use crate::text::human_bytes;
 use std::time::Instant;
@@ -85,9 +87,26 @@ pub fn take_census_of_process(
     if let Some(resources) = census.resources.as_mut() {
         resources.descriptors = descriptors(process.pid);
     }
-    census.memory = memory_split(process.pid);
+    census.memory = complete_memory_split(memory_split(process.pid), &mut census);
     census.findings = findings(&census);
     Ok(census)
+}
+
+/// The process's memory split now, with what the census read of pymalloc and of the objects'
+/// sizes (summed over the heap graph with `--all`, estimated from basic sizes without).
+fn complete_memory_split(split: Option<MemorySplit>, census: &mut Census) -> Option<MemorySplit> {
+    let read = census.memory.take().unwrap_or_default();
+    let mut split = split?;
+    let pymalloc = match (read.pymalloc, read.pymalloc_missing) {
+        (Some(stats), _) => Ok(stats),
+        (None, why) => Err(why.unwrap_or_else(|| "pymalloc state not read".into())),
+    };
+    let objects = match &census.graph {
+        Some(graph) => Some(ObjectBytes::Summed(graph.size_bytes)),
+        None => read.object_bytes.map(|part| ObjectBytes::BasicSizes(part.bytes)),
+    };
+    split.add_python_parts(pymalloc, objects);
+    Some(split)
 }
 
 /// Censuses taken again when the target's collector ran during the read.

@@ -507,6 +507,9 @@ pub struct Layout {
     /// pymalloc's pools, where the interpreter keeps its small objects; `None` where the
     /// table lacks them.
     pub pools: Option<PoolLayout>,
+    /// pymalloc's own accounting (the arena table and its counters); `None` where the table
+    /// lacks it.
+    pub obmalloc: Option<ObmallocLayout>,
     pub debug_offsets: Vec<DebugOffsetCheck>,
 }
 
@@ -528,6 +531,48 @@ pub struct PoolLayout {
     pub maxnextoffset: usize,
     /// Py_TPFLAGS_HAVE_GC: the objects of such a type start after a PyGC_Head.
     pub have_gc_flag: u64,
+}
+
+/// Where pymalloc keeps its arena table and counters, which `sys._debugmallocstats()` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObmallocLocation {
+    /// 3.6-3.11: file statics of Objects/obmalloc.c (`arenas`, `maxarenas`, ...), found in
+    /// .symtab; a stripped binary does not have them.
+    Statics,
+    /// 3.12: a `struct _obmalloc_state` inside each interpreter state, at this offset.
+    Interpreter(usize),
+    /// 3.13+: the interpreter state points to its (or the main interpreter's) state from here.
+    InterpreterPointer(usize),
+}
+
+/// Offsets in `struct _obmalloc_state` (3.12+) of the arena table and the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObmallocStateOffsets {
+    pub arenas: usize,
+    pub maxarenas: usize,
+    pub narenas_currently_allocated: usize,
+    pub ntimes_arena_allocated: usize,
+    pub narenas_highwater: usize,
+}
+
+/// `struct arena_object`: one entry of the arena table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArenaObjectLayout {
+    pub size: usize,
+    pub address: usize,
+    pub pool_address: usize,
+    pub nfreepools: usize,
+    pub ntotalpools: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ObmallocLayout {
+    pub location: ObmallocLocation,
+    /// Set with the interpreter locations; the statics are symbols of their own.
+    pub state: Option<ObmallocStateOffsets>,
+    pub arena_size: u64,
+    pub arena: ArenaObjectLayout,
+    pub pools: PoolLayout,
 }
 
 impl Layout {
@@ -664,6 +709,7 @@ impl Layout {
                 interp_modules: t.opt("interp.modules"),
             },
             pools: pool_layout(t),
+            obmalloc: obmalloc_layout(t),
             debug_offsets: debug_offset_checks(t),
         })
     }
@@ -681,6 +727,42 @@ fn pool_layout(t: &OffsetTable) -> Option<PoolLayout> {
         nextoffset: t.opt("pool_header.nextoffset")?,
         maxnextoffset: t.opt("pool_header.maxnextoffset")?,
         have_gc_flag: t.get("flags.have_gc")?,
+    })
+}
+
+/// pymalloc's accounting: statics found by symbol (tables with `obmalloc.statics`), or the
+/// interpreter's obmalloc state, embedded or behind a pointer (`interp.obmalloc_is_pointer`).
+fn obmalloc_layout(t: &OffsetTable) -> Option<ObmallocLayout> {
+    let (location, state) = if t.get("obmalloc.statics") == Some(1) {
+        (ObmallocLocation::Statics, None)
+    } else {
+        let offset = t.opt("interp.obmalloc")?;
+        let location = if t.get("interp.obmalloc_is_pointer")? == 1 {
+            ObmallocLocation::InterpreterPointer(offset)
+        } else {
+            ObmallocLocation::Interpreter(offset)
+        };
+        let state = ObmallocStateOffsets {
+            arenas: t.opt("obmalloc_state.arenas")?,
+            maxarenas: t.opt("obmalloc_state.maxarenas")?,
+            narenas_currently_allocated: t.opt("obmalloc_state.narenas_currently_allocated")?,
+            ntimes_arena_allocated: t.opt("obmalloc_state.ntimes_arena_allocated")?,
+            narenas_highwater: t.opt("obmalloc_state.narenas_highwater")?,
+        };
+        (location, Some(state))
+    };
+    Some(ObmallocLayout {
+        location,
+        state,
+        arena_size: t.get("obmalloc.arena_size")?,
+        arena: ArenaObjectLayout {
+            size: t.opt("arena_object.size")?,
+            address: t.opt("arena_object.address")?,
+            pool_address: t.opt("arena_object.pool_address")?,
+            nfreepools: t.opt("arena_object.nfreepools")?,
+            ntotalpools: t.opt("arena_object.ntotalpools")?,
+        },
+        pools: pool_layout(t)?,
     })
 }
 
@@ -887,6 +969,14 @@ mod tests {
         assert!(matches!(stack_top(11), Some(StackTop::Index(_))));
         assert!(matches!(stack_top(14), Some(StackTop::Pointer(_))));
         assert!(l(11).graph.named_fields.iter().any(|f| field_name(f.name) == "cell_contents"));
+        let obmalloc = |m| l(m).obmalloc.map(|o| o.location);
+        assert_eq!(obmalloc(6), Some(ObmallocLocation::Statics));
+        assert_eq!(obmalloc(11), Some(ObmallocLocation::Statics));
+        assert!(matches!(obmalloc(12), Some(ObmallocLocation::Interpreter(_))));
+        assert!(matches!(obmalloc(13), Some(ObmallocLocation::InterpreterPointer(_))));
+        assert!(matches!(obmalloc(15), Some(ObmallocLocation::InterpreterPointer(_))));
+        assert_eq!(l(9).obmalloc.map(|o| o.arena_size), Some(256 << 10));
+        assert_eq!(l(10).obmalloc.map(|o| o.arena_size), Some(1 << 20));
     }
 
     #[test]

@@ -8,5 +8,6 @@ pub mod frames;
 pub mod layout;
 pub mod objects;
 pub mod process;
+pub mod pymalloc;
 pub mod sizes;
 pub mod state;

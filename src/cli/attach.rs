@@ -392,6 +392,7 @@ fn sample(
     let (holdings, pass) = graph_pass(process, mem, &series, args, alive, last_objects, live);
     let suspects = series.suspects_with(holdings.as_ref().map(|h| h.holds.as_slice()));
     last_findings.extend(series.native_growth());
+    last_findings.extend(series.pymalloc_growth());
     if live {
         let _ = write!(
             stdout,

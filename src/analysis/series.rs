@@ -7,6 +7,7 @@ use super::trend::{MIN_SAMPLES, analyse};
 use crate::heap::census::Census;
 use crate::heap::details::FunctionGroup;
 use crate::heap::holders::Hold;
+use crate::text::thousands;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
@@ -49,6 +50,8 @@ pub struct Series {
     /// pymalloc's arena bytes per kept sample (0 where its state was not read): a Python-level
     /// leak grows them with the objects; native growth leaves them flat.
     arenas: Vec<u64>,
+    /// The native part's estimate per kept sample (RSS outside pymalloc and mapped files).
+    native: Vec<u64>,
     types: FxHashMap<String, TypeSeries>,
     code: FxHashMap<CodeKey, CodeSeries>,
     /// Samples added, including those thinned out and those left out for overlapping a
@@ -84,6 +87,17 @@ pub struct Suspect {
     pub functions: Vec<CodeSuspect>,
 }
 
+/// The memory split's change per minute over a series (bytes; the native part an estimate).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct MemoryGrowth {
+    pub rss_per_minute: f64,
+    /// `None` where pymalloc's state was not read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pymalloc_arenas_per_minute: Option<f64>,
+    pub native_per_minute: f64,
+    pub minutes: f64,
+}
+
 /// Per type, what the live view and the summary show.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TypeChange {
@@ -107,6 +121,7 @@ impl Series {
         self.rss.push(census.memory.as_ref().map_or(0, |m| m.rss_bytes));
         self.objects.push(census.objects_total);
         self.arenas.push(census.memory.as_ref().and_then(|m| m.pymalloc.as_ref()).map_or(0, |p| p.arena_bytes));
+        self.native.push(census.memory.as_ref().and_then(|m| m.native_bytes.as_ref()).map_or(0, |p| p.bytes));
         self.samples_taken += 1;
         for t in &census.types {
             let series = self.types.entry(t.name.clone()).or_default();
@@ -159,6 +174,7 @@ impl Series {
         keep_even(&mut self.rss);
         keep_even(&mut self.objects);
         keep_even(&mut self.arenas);
+        keep_even(&mut self.native);
         for s in self.types.values_mut() {
             keep_even(&mut s.counts);
             keep_even(&mut s.refcount_sums);
@@ -306,6 +322,26 @@ impl Series {
         })
     }
 
+    /// How the memory split moved from the first kept sample to the last, per minute; `None`
+    /// with fewer than two samples or no time between them.
+    pub fn memory_growth(&self) -> Option<MemoryGrowth> {
+        let minutes = (self.times.last()? - self.times.first()?) / 60.0;
+        if self.times.len() < 2 || minutes <= 0.0 {
+            return None;
+        }
+        let per_minute = |v: &[u64]| match (v.first(), v.last()) {
+            (Some(&a), Some(&b)) => (b as f64 - a as f64) / minutes,
+            _ => 0.0,
+        };
+        let read_pymalloc = self.arenas.iter().any(|&a| a > 0);
+        Some(MemoryGrowth {
+            rss_per_minute: per_minute(&self.rss),
+            pymalloc_arenas_per_minute: read_pymalloc.then(|| per_minute(&self.arenas)),
+            native_per_minute: per_minute(&self.native),
+            minutes,
+        })
+    }
+
     /// A finding when pymalloc's arenas climb steadily along with the Python objects: memory
     /// that grows because Python objects are kept (a Python-level leak; the suspects say which).
     pub fn pymalloc_growth(&self) -> Option<Finding> {
@@ -317,8 +353,8 @@ impl Series {
                 "pymalloc's arenas grew by {:.1} MiB ({:+.1} MiB/min) along with the Python objects (+{} to {}): Python objects are being kept, a Python-level leak; see the suspects for which.",
                 mib(arenas.added as f64),
                 mib(arenas.growth_per_minute),
-                objects.added,
-                objects.now
+                thousands(objects.added.max(0) as u64),
+                thousands(objects.now)
             ),
         })
     }

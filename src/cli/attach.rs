@@ -169,6 +169,9 @@ struct SummaryLine<'a> {
     graph_pass: GraphPass,
     /// The last sample's findings, and native memory growth over the series.
     findings: Vec<Finding>,
+    /// The memory split's change per minute (RSS, pymalloc's arenas, the native estimate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory_growth: Option<crate::analysis::series::MemoryGrowth>,
 }
 
 /// Reads who holds whom among the growing types, unless there is nothing to group or the
@@ -422,6 +425,7 @@ fn sample(
                 suspects,
                 graph_pass: pass,
                 findings: last_findings,
+                memory_growth: series.memory_growth(),
             })?
             .as_bytes(),
         );

@@ -272,6 +272,24 @@ KEYS = [
     ("arena_object.size", [size("struct arena_object"), (size(OLD_ARENA), DECLARED)]),
     *[(f"arena_object.{m}", [off("struct arena_object", m), (off(OLD_ARENA, m), DECLARED)])
       for m in ("address", "pool_address", "nfreepools", "ntotalpools")],
+    # `leakspy stacks`: the line a frame is at (its last instruction and the code's line
+    # table; the table's format is declared: lnotab up to 3.9, 3.10's line table, the 3.11+
+    # location table) and which thread holds the GIL (statics up to 3.6, _PyRuntime's
+    # ceval.gil 3.7-3.11, the interpreter's ceval.gil pointer from 3.12).
+    ("frame.f_lasti", [off("PyFrameObject", "f_lasti")]),
+    ("frame.lasti_unit", [("LEAKSPY_LASTI_UNIT", DECLARED)]),
+    ("iframe.prev_instr", [off(IF, "prev_instr")]),
+    ("iframe.instr_ptr", [off(IF, "instr_ptr")]),
+    ("code.co_code_adaptive", [off("PyCodeObject", "co_code_adaptive")]),
+    ("code.co_linetable", [off("PyCodeObject", "co_linetable"), off("PyCodeObject", "co_lnotab")]),
+    ("code.linetable_format", [("LEAKSPY_LINETABLE_FORMAT", DECLARED)]),
+    ("bytes.ob_sval", [off("PyBytesObject", "ob_sval")]),
+    ("gil.statics", [("LEAKSPY_GIL_STATICS", DECLARED)]),
+    ("runtime.gil_last_holder", [off(RT, "ceval.gil.last_holder")]),
+    ("runtime.gil_locked", [off(RT, "ceval.gil.locked")]),
+    ("interp.ceval_gil", [off(IS, "ceval.gil")]),
+    ("gil.last_holder", [off("struct _gil_runtime_state", "last_holder")]),
+    ("gil.locked", [off("struct _gil_runtime_state", "locked")]),
     ("sizeof.static_type_preheader", [("LEAKSPY_STATIC_TYPE_PREHEADER", DECLARED)]),
     ("sizeof.int_min_digits", [("LEAKSPY_INT_MIN_DIGITS", DECLARED)]),
     ("sizeof.code_extra_header", [("LEAKSPY_CODE_EXTRA_HEADER", DECLARED)]),
@@ -424,6 +442,21 @@ struct leakspy_arena_object {
    3.7.16 print "in 32 size classes" in sys._debugmallocstats()): the change was backported.
    Releases before the backport aligned to 8. */
 #define LEAKSPY_ALIGNMENT 16
+#endif
+/* Line tables: 1 = co_lnotab (3.6-3.9, f_lasti in bytes), 2 = 3.10's co_linetable (f_lasti
+   in code units), 3 = the location table (3.11+, Objects/locations.md). */
+#if PY_VERSION_HEX < 0x030A0000
+#define LEAKSPY_LINETABLE_FORMAT 1
+#define LEAKSPY_LASTI_UNIT 1
+#elif PY_VERSION_HEX < 0x030B0000
+#define LEAKSPY_LINETABLE_FORMAT 2
+#define LEAKSPY_LASTI_UNIT 2
+#else
+#define LEAKSPY_LINETABLE_FORMAT 3
+#endif
+/* 3.6 keeps the GIL's state in statics of Python/ceval_gil.h (gil_locked, gil_last_holder). */
+#if PY_VERSION_HEX < 0x03070000
+#define LEAKSPY_GIL_STATICS 1
 #endif
 /* dequeobject (Modules/_collectionsmodule.c): PyObject_VAR_HEAD, leftblock, rightblock,
    leftindex; PyODictObject (Objects/odictobject.c): PyDictObject, od_first, od_last,

@@ -18,7 +18,7 @@ use rustc_hash::FxHashMap;
 /// The symbols leakspy looks up. `_PyRuntime` (3.7+) anchors everything; 3.6 has no runtime
 /// struct, so its interpreter list and GC generations are found through their own globals.
 /// Before 3.12, pymalloc's arena table and counters are file statics of Objects/obmalloc.c,
-/// in .symtab only (see `cpython::pymalloc`).
+/// in .symtab only (see `cpython::pymalloc`); so is 3.6's GIL state (`cpython::stacks`).
 pub const WANTED_SYMBOLS: &[&str] = &[
     "_PyRuntime",
     "Py_Version",
@@ -29,6 +29,8 @@ pub const WANTED_SYMBOLS: &[&str] = &[
     "narenas_currently_allocated",
     "ntimes_arena_allocated",
     "narenas_highwater",
+    "gil_locked",
+    "gil_last_holder",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

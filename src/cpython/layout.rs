@@ -510,6 +510,8 @@ pub struct Layout {
     /// pymalloc's own accounting (the arena table and its counters); `None` where the table
     /// lacks it.
     pub obmalloc: Option<ObmallocLayout>,
+    /// What `leakspy stacks` needs beyond the frames: lines and the GIL's holder.
+    pub stacks: Option<StackLayout>,
     pub debug_offsets: Vec<DebugOffsetCheck>,
 }
 
@@ -531,6 +533,47 @@ pub struct PoolLayout {
     pub maxnextoffset: usize,
     /// Py_TPFLAGS_HAVE_GC: the objects of such a type start after a PyGC_Head.
     pub have_gc_flag: u64,
+}
+
+/// How a code object maps instruction offsets to lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineTableFormat {
+    /// 3.6-3.9 co_lnotab: (bytes, lines) increments.
+    Lnotab,
+    /// 3.10 co_linetable: (bytes, lines) increments, -128 lines for "no line".
+    Linetable310,
+    /// 3.11+ location table (Objects/locations.md): entries of code units with line deltas.
+    Locations,
+}
+
+/// Where a frame's current instruction is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstructionPosition {
+    /// 3.6-3.10: the frame object's f_lasti (an int), in units of `unit` bytes.
+    Lasti { offset: usize, unit: u64 },
+    /// 3.11+: a pointer into the code object's co_code_adaptive (3.11/3.12 prev_instr, 3.13+
+    /// instr_ptr).
+    Pointer { offset: usize, code_adaptive: usize },
+}
+
+/// Where the GIL's state (locked, last holder) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GilLocation {
+    /// 3.6: statics `gil_locked` and `gil_last_holder` (found in .symtab).
+    Statics,
+    /// 3.7-3.11: in _PyRuntime.
+    Runtime { locked: usize, last_holder: usize },
+    /// 3.12+: the interpreter state points to it.
+    Interpreter { pointer: usize, locked: usize, last_holder: usize },
+}
+
+#[derive(Debug, Clone)]
+pub struct StackLayout {
+    pub format: LineTableFormat,
+    pub co_linetable: usize,
+    pub bytes_sval: usize,
+    pub position: InstructionPosition,
+    pub gil: Option<GilLocation>,
 }
 
 /// Where pymalloc keeps its arena table and counters, which `sys._debugmallocstats()` reads.
@@ -710,6 +753,7 @@ impl Layout {
             },
             pools: pool_layout(t),
             obmalloc: obmalloc_layout(t),
+            stacks: stack_layout(t),
             debug_offsets: debug_offset_checks(t),
         })
     }
@@ -727,6 +771,40 @@ fn pool_layout(t: &OffsetTable) -> Option<PoolLayout> {
         nextoffset: t.opt("pool_header.nextoffset")?,
         maxnextoffset: t.opt("pool_header.maxnextoffset")?,
         have_gc_flag: t.get("flags.have_gc")?,
+    })
+}
+
+/// Lines and the GIL: the line-table format is declared in the table; where the current
+/// instruction is follows from which frame fields the table has.
+fn stack_layout(t: &OffsetTable) -> Option<StackLayout> {
+    let format = match t.get("code.linetable_format")? {
+        1 => LineTableFormat::Lnotab,
+        2 => LineTableFormat::Linetable310,
+        3 => LineTableFormat::Locations,
+        _ => return None,
+    };
+    let position = if let Some(offset) = t.opt("frame.f_lasti").filter(|_| t.opt("tstate.frame").is_some()) {
+        InstructionPosition::Lasti { offset, unit: t.get("frame.lasti_unit")? }
+    } else {
+        let offset = t.opt("iframe.instr_ptr").or_else(|| t.opt("iframe.prev_instr"))?;
+        InstructionPosition::Pointer { offset, code_adaptive: t.opt("code.co_code_adaptive")? }
+    };
+    let gil = if t.get("gil.statics") == Some(1) {
+        Some(GilLocation::Statics)
+    } else if let Some(pointer) = t.opt("interp.ceval_gil") {
+        Some(GilLocation::Interpreter { pointer, locked: t.opt("gil.locked")?, last_holder: t.opt("gil.last_holder")? })
+    } else {
+        match (t.opt("runtime.gil_locked"), t.opt("runtime.gil_last_holder")) {
+            (Some(locked), Some(last_holder)) => Some(GilLocation::Runtime { locked, last_holder }),
+            _ => None,
+        }
+    };
+    Some(StackLayout {
+        format,
+        co_linetable: t.opt("code.co_linetable")?,
+        bytes_sval: t.opt("bytes.ob_sval")?,
+        position,
+        gil,
     })
 }
 
@@ -976,6 +1054,15 @@ mod tests {
         assert!(matches!(obmalloc(13), Some(ObmallocLocation::InterpreterPointer(_))));
         assert!(matches!(obmalloc(15), Some(ObmallocLocation::InterpreterPointer(_))));
         assert_eq!(l(9).obmalloc.map(|o| o.arena_size), Some(256 << 10));
+        for m in 6..=15 {
+            assert!(l(m).stacks.is_some(), "3.{m} has what stacks need");
+        }
+        let format = |m| l(m).stacks.map(|s| (s.format, s.gil.is_some()));
+        assert_eq!(format(9), Some((LineTableFormat::Lnotab, true)));
+        assert_eq!(format(10), Some((LineTableFormat::Linetable310, true)));
+        assert_eq!(format(11), Some((LineTableFormat::Locations, true)));
+        assert!(matches!(l(6).stacks.and_then(|s| s.gil), Some(GilLocation::Statics)));
+        assert!(matches!(l(14).stacks.and_then(|s| s.gil), Some(GilLocation::Interpreter { .. })));
         assert_eq!(l(10).obmalloc.map(|o| o.arena_size), Some(1 << 20));
     }
 

@@ -10,4 +10,5 @@ pub mod objects;
 pub mod process;
 pub mod pymalloc;
 pub mod sizes;
+pub mod stacks;
 pub mod state;

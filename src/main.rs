@@ -1,5 +1,5 @@
 use clap::{Parser, Subcommand};
-use leakspy::cli::{attach, history, ps, snapshot, why};
+use leakspy::cli::{attach, history, ps, snapshot, stacks, why};
 use leakspy::error::LeakspyError;
 
 #[derive(Parser)]
@@ -30,6 +30,9 @@ enum Command {
     /// Show who holds objects (paths from module globals and threads' frames), their sizes and
     /// what they retain; without --type or --address, the objects that retain the most.
     Why(why::WhyArgs),
+    /// Show what each thread is running: its Python stack with lines, thread ids, names and
+    /// the GIL's holder; --locals adds each frame's variables with types and sizes.
+    Stacks(stacks::StacksArgs),
 }
 
 /// Large buffers (the heap graph's arrays, grown as objects are found) are mapped on their own
@@ -54,6 +57,7 @@ fn main() {
         Command::Diff(args) => history::run_diff(args),
         Command::Trend(args) => history::run_trend(args),
         Command::Why(args) => why::run(args),
+        Command::Stacks(args) => stacks::run(args),
         Command::Ps(args) => ps::run(args),
     };
     if let Err(e) = result {

@@ -7,6 +7,7 @@ pub mod history;
 pub mod ps;
 pub mod select;
 pub mod snapshot;
+pub mod stacks;
 pub mod why;
 
 use crate::analysis::findings::findings;

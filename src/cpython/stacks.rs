@@ -78,7 +78,9 @@ pub fn read_stacks(
         let key = if l.threads.native_thread_id.is_some() { t.native_thread_id } else { Some(t.thread_id) };
         let mut infos: Vec<FrameInfo> = frames
             .iter()
-            .filter(|f| Some(f.thread) == key)
+            // 3.12+ entry frames run a trampoline code object named after no source file
+            // (`<shim>`): not the program's code, and tracebacks do not show it.
+            .filter(|f| Some(f.thread) == key && f.file != "<shim>")
             .map(|f| FrameInfo {
                 function: f.function.clone(),
                 file: f.file.clone(),
@@ -306,7 +308,10 @@ mod tests {
         // Bytes 0-3 on line 10 (+0), 4-9 on line 12 (+2), 10-11 no line, 12-15 on line 11 (-1).
         let table = [4, 0, 6, 2, 2, 0x80, 4, 0xff];
         let line = |offset| linetable310_line(&table, 10, offset);
-        assert_eq!((line(0), line(4), line(9), line(10), line(12), line(16)), (Some(10), Some(12), Some(12), None, Some(11), None));
+        assert_eq!(
+            (line(0), line(4), line(9), line(10), line(12), line(16)),
+            (Some(10), Some(12), Some(12), None, Some(11), None)
+        );
     }
 
     #[test]

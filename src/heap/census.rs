@@ -9,6 +9,7 @@ use crate::cpython::layout::ObjectLayout;
 use crate::cpython::objects::type_name;
 use crate::cpython::process::{PythonProcess, read_error};
 use crate::cpython::pymalloc::read_pymalloc;
+use crate::cpython::stacks::{ThreadStack, read_stacks};
 use crate::cpython::state::{GcInfo, ThreadInfo, gc_info, threads};
 use crate::error::LeakspyError;
 use crate::memory::RemoteMemory;
@@ -137,6 +138,10 @@ pub struct Census {
     /// Threads of every interpreter, with their tracing and profiling hooks.
     #[serde(default)]
     pub threads: Vec<ThreadInfo>,
+    /// What each thread is running: its Python stack, innermost frame last, with lines and
+    /// the GIL's holder.
+    #[serde(default)]
+    pub stacks: Vec<ThreadStack>,
     /// Functions and bound methods grouped by the code they run, most numerous first.
     #[serde(default)]
     pub functions: Vec<FunctionGroup>,
@@ -320,6 +325,8 @@ pub fn take_census(
     };
     let gc = gc_info(process, mem, &interpreters, &states)?;
     let (threads, skipped_threads) = threads(process, mem, &interpreters)?;
+    // A stack that cannot be read (the thread moved on) is left out, not an error.
+    let stacks = read_stacks(process, mem, &interpreters, &threads, false).map(|(s, _)| s).unwrap_or_default();
     let mut types = tally.types;
     types.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
     Ok(Census {
@@ -356,6 +363,7 @@ pub fn take_census(
         types,
         gc,
         threads,
+        stacks,
         functions: details.functions,
         resources: Some(Resources { descriptors: None, file_objects: details.files, socket_objects: details.sockets }),
         memory: Some(memory),
@@ -399,6 +407,7 @@ pub(crate) mod tests {
             process: None,
             gc: Vec::new(),
             threads: Vec::new(),
+            stacks: Vec::new(),
             functions: Vec::new(),
             resources: None,
             memory: None,

@@ -1,0 +1,77 @@
+//! `leakspy stacks`: a target with threads in known places (one spinning with the GIL, one
+//! blocked on a lock holding a list, one in time.sleep, the main one in os.read) gets those
+//! stacks, with the lines the target marks, the GIL's holder and, with --locals, the list.
+//! Ground truth from the target itself (sys._current_frames(), its own source's markers).
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn check(interp: &Interpreter) {
+    let target = Target::start(interp, "stacks_target.py", &[]);
+    let out = leakspy(&["stacks", &target.pid.to_string(), "--locals", "--json"]);
+    assert!(out.status.success(), "{}: {}", interp.label, String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{}: {e}", interp.label));
+    let stacks = report["stacks"].as_array().unwrap();
+    for truth in target.truth["threads"].as_array().unwrap() {
+        let name = truth["name"].as_str().unwrap();
+        let ours = stacks
+            .iter()
+            .find(|s| s["thread_id"] == truth["ident"])
+            .unwrap_or_else(|| panic!("{}: no thread {name} ({}) in {report}", interp.label, truth["ident"]));
+        if !truth["native_id"].is_null() && !ours["native_thread_id"].is_null() {
+            assert_eq!(ours["native_thread_id"], truth["native_id"], "{}: {name}", interp.label);
+        }
+        let frames = ours["frames"].as_array().unwrap();
+        let functions: Vec<&str> = frames.iter().map(|f| f["function"].as_str().unwrap()).collect();
+        let expected: Vec<&str> = truth["functions"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+        assert_eq!(functions, expected, "{}: {name}'s functions, outermost first", interp.label);
+        let innermost = frames.last().unwrap();
+        let line = innermost["line"].as_u64();
+        match truth["line"].as_u64() {
+            Some(expected) => assert_eq!(line, Some(expected), "{}: {name}'s line", interp.label),
+            None => {
+                let lines: Vec<u64> = truth["lines"].as_array().unwrap().iter().filter_map(Value::as_u64).collect();
+                assert!(
+                    line.is_some_and(|l| lines.contains(&l)),
+                    "{}: {name} at {line:?}, not in {lines:?}",
+                    interp.label
+                );
+            }
+        }
+        assert!(innermost["file"].as_str().unwrap().ends_with("stacks_target.py"), "{}", interp.label);
+        assert_eq!(ours["holds_gil"], name == "spinner", "{}: {name} and the GIL", interp.label);
+        if name == "locked" {
+            let held = innermost["locals"]
+                .as_array()
+                .and_then(|l| l.iter().find(|v| v["name"] == "held"))
+                .unwrap_or_else(|| panic!("{}: no local `held` in {innermost}", interp.label));
+            assert_eq!(held["type"], "list", "{}", interp.label);
+            assert_eq!(held["size"], target.truth["held_size"], "{}: sys.getsizeof(held)", interp.label);
+        }
+    }
+    println!(
+        "{}: {} threads, stacks, lines, GIL holder and the held list as the target says",
+        interp.label,
+        stacks.len()
+    );
+    // The census carries the stacks too (no locals there).
+    let census = snapshot_json(target.pid).unwrap_or_else(|e| panic!("{}: {e}", interp.label));
+    assert_eq!(census["stacks"].as_array().map(Vec::len), Some(stacks.len()), "{}", interp.label);
+}
+
+#[test]
+fn stacks_show_each_thread_where_it_is() {
+    // One at a time: each target keeps a core busy with its spinning thread.
+    for interp in supported_interpreters() {
+        check(&interp);
+    }
+    // The table, once: the GIL holder and a frame line.
+    let interp = newest_host_python();
+    let target = Target::start(&interp, "stacks_target.py", &[]);
+    let out = leakspy(&["stacks", &target.pid.to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(text.contains("holds the GIL") && text.contains("stacks_target.py:"), "{text}");
+}

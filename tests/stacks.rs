@@ -75,3 +75,90 @@ fn stacks_show_each_thread_where_it_is() {
     println!("{text}");
     assert!(text.contains("holds the GIL") && text.contains("stacks_target.py:"), "{text}");
 }
+
+/// py-spy where it is installed: LEAKSPY_PY_SPY, on PATH, or in the tests' virtual environments.
+fn py_spy() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("LEAKSPY_PY_SPY") {
+        return Some(path.into());
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join("py-spy"));
+    let in_venvs = std::fs::read_dir(libs_root()).into_iter().flatten().flatten().map(|e| e.path().join("bin/py-spy"));
+    on_path.chain(in_venvs).find(|p| p.is_file())
+}
+
+#[test]
+fn stacks_agree_with_py_spy_dump() {
+    let Some(py_spy) = py_spy() else {
+        println!("py-spy is not installed (pip install py-spy, or LEAKSPY_PY_SPY=PATH): skipping the comparison");
+        return;
+    };
+    for interp in supported_interpreters().into_iter().filter(|i| i.chroot.is_none()) {
+        let target = Target::start(&interp, "stacks_target.py", &[]);
+        let dump = std::process::Command::new(&py_spy)
+            .args(["dump", "--pid", &target.pid.to_string(), "--json"])
+            .output()
+            .expect("run py-spy");
+        let Ok(theirs) = serde_json::from_slice::<Value>(&dump.stdout) else {
+            println!(
+                "{}: py-spy cannot read it ({}): not compared",
+                interp.label,
+                String::from_utf8_lossy(&dump.stderr)
+            );
+            continue;
+        };
+        let out = leakspy(&["stacks", &target.pid.to_string(), "--json"]);
+        let ours: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{}: {e}", interp.label));
+        let theirs = theirs.as_array().unwrap();
+        assert_eq!(ours["stacks"].as_array().unwrap().len(), theirs.len(), "{}: threads", interp.label);
+        for thread in theirs {
+            let stack = ours["stacks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["thread_id"] == thread["thread_id"])
+                .unwrap_or_else(|| panic!("{}: py-spy's thread {} not found", interp.label, thread["thread_id"]));
+            let spinning = thread["thread_name"] == "spinner";
+            // py-spy lists innermost first and names 3.11+ frames by qualname.
+            let mut frames: Vec<(String, String, Option<u64>)> = thread["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| {
+                    let name = f["name"].as_str().unwrap();
+                    let function = name.rsplit('.').next().unwrap_or(name).to_string();
+                    (function, f["filename"].as_str().unwrap().to_string(), f["line"].as_u64())
+                })
+                .collect();
+            frames.reverse();
+            let mine: Vec<(String, String, Option<u64>)> = stack["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| {
+                    (
+                        f["function"].as_str().unwrap().to_string(),
+                        f["file"].as_str().unwrap().to_string(),
+                        f["line"].as_u64(),
+                    )
+                })
+                .collect();
+            // The spinner moves between the two reads: its innermost line may differ.
+            let n = if spinning { mine.len().saturating_sub(1) } else { mine.len() };
+            assert_eq!(
+                mine.len(),
+                frames.len(),
+                "{}: {} frames: ours {mine:?}, py-spy {frames:?}",
+                interp.label,
+                thread["thread_name"]
+            );
+            assert_eq!(mine[..n], frames[..n], "{}: {}", interp.label, thread["thread_name"]);
+            if thread["owns_gil"].as_bool() == Some(true) {
+                assert_eq!(stack["holds_gil"], true, "{}: {}", interp.label, thread["thread_name"]);
+            }
+        }
+        println!("{}: {} threads as py-spy dump shows them", interp.label, theirs.len());
+    }
+}

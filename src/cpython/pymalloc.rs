@@ -82,7 +82,7 @@ pub enum PymallocMissing {
     Stripped,
     #[error("pymalloc state not known for this version (no offsets)")]
     NoLayout,
-    #[error("pymalloc not in use (no arena table: PYTHONMALLOC=malloc or another allocator)")]
+    #[error("pymalloc not in use (no arena table: PYTHONMALLOC=malloc, mimalloc or another allocator)")]
     NotInUse,
     #[error("pymalloc state unreadable: {0}")]
     Unreadable(String),

@@ -218,18 +218,17 @@ fn count_arena(
         stats.overhead_bytes += p.pool_size;
     }
     let classes = per_class.len() as u32;
-    let mut header = vec![0u8; p.header_size as usize];
-    let mut pool = base;
-    while pool < arena.pool_address {
-        match mem.read_bulk(pool, &mut header) {
-            Ok(n) if n == header.len() => {}
-            // A pool pymalloc carved is mapped; one that is not, was released under the read.
-            Ok(_) => {}
-            Err(e) if e.is_torn() => {}
-            Err(e) => return Err(PymallocMissing::Unreadable(e.to_string())),
-        }
-        let count = u64::from(u32_at(&header, p.count));
-        let szidx = u32_at(&header, p.szidx);
+    // Every carved pool's header, in one request where the source can.
+    let pools: Vec<u64> = (base..arena.pool_address).step_by(p.pool_size as usize).collect();
+    let len = p.header_size as usize;
+    let mut headers = vec![0u8; pools.len() * len];
+    let whole =
+        mem.read_scattered(&pools, len, &mut headers).map_err(|e| PymallocMissing::Unreadable(e.to_string()))?;
+    // A pool pymalloc carved is mapped; one that could not be read was released under the
+    // read, and counts as holding nothing.
+    for (header, _) in headers.chunks_exact(len).zip(&whole).filter(|(_, whole)| **whole) {
+        let count = u64::from(u32_at(header, p.count));
+        let szidx = u32_at(header, p.szidx);
         if count > 0 && szidx < classes {
             let class = &mut per_class[szidx as usize];
             let capacity = (p.pool_size - p.header_size.next_multiple_of(p.alignment)) / class.size;
@@ -237,7 +236,6 @@ fn count_arena(
             class.used_blocks += count.min(capacity);
             class.free_blocks += capacity.saturating_sub(count);
         }
-        pool += p.pool_size;
     }
     Ok(())
 }

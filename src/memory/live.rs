@@ -179,10 +179,9 @@ impl RemoteMemory for LiveProcess {
         while next < addrs.len() {
             let batch = (addrs.len() - next).min(IOV_MAX);
             let pieces = &mut out[next * len..(next + batch) * len];
-            let n = match process_vm_read_scattered(self.pid, &addrs[next..next + batch], len, pieces) {
-                Ok(n) => n,
-                Err(_) => 0,
-            };
+            // A failure on the first piece is an error, not a short read: that piece is read
+            // alone below, which tells why.
+            let n = process_vm_read_scattered(self.pid, &addrs[next..next + batch], len, pieces).unwrap_or_default();
             self.io.reads += 1;
             self.io.bytes += n as u64;
             let done = n / len;

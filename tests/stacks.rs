@@ -42,6 +42,8 @@ fn check(interp: &Interpreter) {
         }
         assert!(innermost["file"].as_str().unwrap().ends_with("stacks_target.py"), "{}", interp.label);
         assert_eq!(ours["holds_gil"], name == "spinner", "{}: {name} and the GIL", interp.label);
+        let python_name = if name == "main" { "MainThread" } else { name };
+        assert_eq!(ours["python_name"], python_name, "{}: threading's name", interp.label);
         if name == "locked" {
             let held = innermost["locals"]
                 .as_array()

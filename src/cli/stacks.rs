@@ -62,7 +62,12 @@ fn render(report: &StacksReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "PID {}  Python {}  {} threads", report.pid, report.python_version, report.stacks.len());
     for t in &report.stacks {
-        let name = t.name.as_deref().map_or(String::new(), |n| format!(" ({})", terminal::name(n)));
+        // threading's name where it has one, else the kernel's.
+        let name = t
+            .python_name
+            .as_deref()
+            .or(t.name.as_deref())
+            .map_or(String::new(), |n| format!(" ({})", terminal::name(n)));
         let native = t.native_thread_id.map_or(String::new(), |id| format!(" native {id}"));
         let gil = if t.holds_gil { "  holds the GIL" } else { "" };
         let _ = writeln!(out, "\nThread {:#x}{native}{name}{gil}", t.thread_id);

@@ -7,8 +7,13 @@
 //! the target and bounded; a table that does not decode gives no line, never a guess.
 
 use super::frames::{StackFrame, thread_stacks};
-use super::layout::{GilLocation, InstructionPosition, Layout, LineTableFormat, StackLayout};
-use super::objects::{base_chain, read_str, type_name};
+use super::layout::{
+    GilLocation, InstanceAttributes, InstructionPosition, Layout, LineTableFormat, ManagedValues, StackLayout,
+};
+use super::objects::{
+    MODULES_LOOKUP_ENTRIES, NAMESPACE_LOOKUP_ENTRIES, base_chain, dict_entries, dict_get, keys_entries, read_str,
+    split_values, type_name,
+};
 use super::process::{Interpreter, PythonProcess};
 use super::sizes::{SizeClass, shallow_size, size_rule};
 use super::state::ThreadInfo;
@@ -32,6 +37,10 @@ pub struct ThreadStack {
     /// The kernel's name for the thread.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// threading's name for it (`threading.Thread.name`), where the thread was started by
+    /// threading (or is the main thread) and the module is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python_name: Option<String>,
     /// This thread held the GIL when it was read.
     pub holds_gil: bool,
     pub frames: Vec<FrameInfo>,
@@ -72,6 +81,8 @@ pub fn read_stacks(
     let (frames, skipped) = thread_stacks(process, mem, interpreters)?;
     let holder = gil_holder(process, mem, interpreters).ok().flatten();
     let holder_id = holder.and_then(|tstate| mem.read_u64(tstate + l.threads.thread_id as u64).ok());
+    // Names are a nicety: a threading module that cannot be read leaves them out.
+    let python_names = python_thread_names(process, mem, interpreters).unwrap_or_default();
     let mut out = Vec::new();
     for t in threads {
         // Frames name their thread by the kernel's id where the version records it.
@@ -96,11 +107,111 @@ pub fn read_stacks(
             thread_id: t.thread_id,
             native_thread_id: t.native_thread_id,
             name: t.name.clone(),
+            python_name: python_names.iter().find(|(ident, _)| *ident == t.thread_id).map(|(_, n)| n.clone()),
             holds_gil: holder_id == Some(t.thread_id),
             frames: infos,
         });
     }
     Ok((out, skipped))
+}
+
+/// Threads listed from `threading._active` at most.
+const MAX_THREADING_ENTRIES: u64 = 10_000;
+
+/// (ident, name) of the threads threading knows: `sys.modules['threading']._active` maps each
+/// thread's ident to its Thread object, whose `_name` attribute is the name.
+fn python_thread_names(
+    process: &PythonProcess,
+    mem: &mut dyn RemoteMemory,
+    interpreters: &[Interpreter],
+) -> Result<Vec<(u64, String)>, ReadError> {
+    let l = &process.layout;
+    let c = &l.containers;
+    let (Some(main), Some(modules_off)) = (interpreters.first(), c.interp_modules) else { return Ok(Vec::new()) };
+    let modules = mem.read_u64(main.addr + modules_off as u64)?;
+    let Some(threading) = dict_get(mem, l, modules, "threading", MODULES_LOOKUP_ENTRIES)? else {
+        return Ok(Vec::new());
+    };
+    let namespace = mem.read_u64(threading + c.module_dict as u64)?;
+    let Some(active) = dict_get(mem, l, namespace, "_active", MODULES_LOOKUP_ENTRIES)? else {
+        return Ok(Vec::new());
+    };
+    let mut names = Vec::new();
+    for (key, thread) in dict_entries(mem, l, active)?.into_iter().take(MAX_THREADING_ENTRIES as usize) {
+        let Some(ident) = small_int(mem, l, key)? else { continue };
+        if let Some(name) = instance_attribute(mem, l, thread, "_name")?
+            && let Some(name) = read_str(mem, l, name)?
+        {
+            names.push((ident, name));
+        }
+    }
+    Ok(names)
+}
+
+/// The value of a non-negative int of at most 64 bits; `None` for any other.
+fn small_int(mem: &mut dyn RemoteMemory, l: &Layout, addr: u64) -> Result<Option<u64>, ReadError> {
+    let s = &l.sizes;
+    let (digits, negative) = match s.long_lv_tag {
+        // 3.12+: the digit count above three tag bits, the sign in the low two (2: negative).
+        Some(tag) => {
+            let tag = mem.read_u64(addr + tag as u64)?;
+            (tag >> 3, tag & 3 == 2)
+        }
+        None => {
+            let size = mem.read_u64(addr + l.containers.ob_size as u64)? as i64;
+            (size.unsigned_abs(), size < 0)
+        }
+    };
+    if negative || digits > 3 {
+        return Ok(None);
+    }
+    let mut value: u128 = 0;
+    for k in (0..digits).rev() {
+        value = value << 30 | u128::from(mem.read_u32(addr + s.long_digits + 4 * k)? & ((1 << 30) - 1));
+    }
+    Ok(u64::try_from(value).ok())
+}
+
+/// An instance attribute of a plain Python object: from its `__dict__`, or from its values
+/// array where the dict has not been made (3.11+, the type's cached keys naming them).
+fn instance_attribute(mem: &mut dyn RemoteMemory, l: &Layout, obj: u64, name: &str) -> Result<Option<u64>, ReadError> {
+    let ty = mem.read_u64(obj + l.object.ob_type as u64)?;
+    let flags = mem.read_u64(ty + l.type_.tp_flags as u64)?;
+    let dict = match l.graph.instance_attributes {
+        InstanceAttributes::Managed { managed_flag, dict_before, values } if flags & managed_flag != 0 => {
+            let slot = mem.read_u64(obj - dict_before as u64)?;
+            let array = match values {
+                // 3.12 stores the values pointer minus one, so that bit 0 tells it from a dict.
+                ManagedValues::Tagged if slot & 1 == 1 => Some(slot + 1),
+                ManagedValues::Before(before) if slot == 0 => Some(mem.read_u64(obj - before as u64)?),
+                ManagedValues::Inline { inline_flag } if slot == 0 && flags & inline_flag != 0 => {
+                    Some(obj + mem.read_u64(ty + l.graph.tp_basicsize as u64)?)
+                }
+                _ => None,
+            };
+            match array {
+                Some(array) if array != 0 => {
+                    let cached = mem.read_u64(ty + l.graph.ht_cached_keys as u64)?;
+                    let keys = keys_entries(mem, l, cached)?;
+                    for (key, value) in split_values(mem, l, &keys, array)? {
+                        if read_str(mem, l, key)?.as_deref() == Some(name) {
+                            return Ok(Some(value));
+                        }
+                    }
+                    return Ok(None);
+                }
+                _ => slot,
+            }
+        }
+        _ => match mem.read_u64(ty + l.graph.tp_dictoffset as u64)? as i64 {
+            offset @ 16..=4096 => mem.read_u64(obj + offset as u64)?,
+            _ => 0,
+        },
+    };
+    if dict == 0 {
+        return Ok(None);
+    }
+    dict_get(mem, l, dict, name, NAMESPACE_LOOKUP_ENTRIES)
 }
 
 /// The thread state holding the GIL, if it is held.

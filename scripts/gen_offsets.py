@@ -68,6 +68,7 @@ GEN, OLD_GEN = "struct gc_generation", "struct leakspy_gc_generation"
 DK, OLD_DK = "PyDictKeysObject", "struct leakspy_dictkeys"
 STATS, OLD_STATS = "struct gc_stats", "struct leakspy_gc_generation_stats"
 OLD_POOL = "struct leakspy_pool_header"
+OLD_ARENA = "struct leakspy_arena_object"
 # The gc_stats.* counters are offsets in one entry; from 3.15 entries sit in ring buffers.
 STATS_NOTE = (f"sizeof((({GC} *)0)->generation_stats) == sizeof(void *)"
               ' ? "in each entry of the gc_stats rings" : ""')
@@ -256,6 +257,39 @@ KEYS = [
     *[(f"pool_header.{m}", [off("struct pool_header", f), (off(OLD_POOL, f), DECLARED)])
       for m, f in (("count", "ref.count"), ("freeblock", "freeblock"), ("szidx", "szidx"),
                    ("nextoffset", "nextoffset"), ("maxnextoffset", "maxnextoffset"))],
+    # pymalloc's own state, for the memory split (src/memory/pymalloc.rs): the arena table
+    # and its counters, as sys._debugmallocstats() reads them. Statics of Objects/obmalloc.c
+    # before 3.12 (found by symbol: obmalloc.statics); 3.12 embeds the state in the
+    # interpreter state, 3.13+ point to it from there (interp.obmalloc_is_pointer).
+    ("obmalloc.arena_size", ["ARENA_SIZE", ("LEAKSPY_ARENA_SIZE", DECLARED)]),
+    ("obmalloc.statics", [("LEAKSPY_OBMALLOC_STATICS", DECLARED)]),
+    ("interp.obmalloc", [off(IS, "obmalloc")]),
+    ("interp.obmalloc_is_pointer",
+     [f"__builtin_types_compatible_p(__typeof__((({IS} *)0)->obmalloc), struct _obmalloc_state *)"]),
+    *[(f"obmalloc_state.{m}", [off("struct _obmalloc_state", f"mgmt.{m}")])
+      for m in ("arenas", "maxarenas", "narenas_currently_allocated", "ntimes_arena_allocated",
+                "narenas_highwater")],
+    ("arena_object.size", [size("struct arena_object"), (size(OLD_ARENA), DECLARED)]),
+    *[(f"arena_object.{m}", [off("struct arena_object", m), (off(OLD_ARENA, m), DECLARED)])
+      for m in ("address", "pool_address", "nfreepools", "ntotalpools")],
+    # `leakspy stacks`: the line a frame is at (its last instruction and the code's line
+    # table; the table's format is declared: lnotab up to 3.9, 3.10's line table, the 3.11+
+    # location table) and which thread holds the GIL (statics up to 3.6, _PyRuntime's
+    # ceval.gil 3.7-3.11, the interpreter's ceval.gil pointer from 3.12).
+    ("frame.f_lasti", [off("PyFrameObject", "f_lasti")]),
+    ("frame.lasti_unit", [("LEAKSPY_LASTI_UNIT", DECLARED)]),
+    ("iframe.prev_instr", [off(IF, "prev_instr")]),
+    ("iframe.instr_ptr", [off(IF, "instr_ptr")]),
+    ("code.co_code_adaptive", [off("PyCodeObject", "co_code_adaptive")]),
+    ("code.co_linetable", [off("PyCodeObject", "co_linetable"), off("PyCodeObject", "co_lnotab")]),
+    ("code.linetable_format", [("LEAKSPY_LINETABLE_FORMAT", DECLARED)]),
+    ("bytes.ob_sval", [off("PyBytesObject", "ob_sval")]),
+    ("gil.statics", [("LEAKSPY_GIL_STATICS", DECLARED)]),
+    ("runtime.gil_last_holder", [off(RT, "ceval.gil.last_holder")]),
+    ("runtime.gil_locked", [off(RT, "ceval.gil.locked")]),
+    ("interp.ceval_gil", [off(IS, "ceval.gil")]),
+    ("gil.last_holder", [off("struct _gil_runtime_state", "last_holder")]),
+    ("gil.locked", [off("struct _gil_runtime_state", "locked")]),
     ("sizeof.static_type_preheader", [("LEAKSPY_STATIC_TYPE_PREHEADER", DECLARED)]),
     ("sizeof.int_min_digits", [("LEAKSPY_INT_MIN_DIGITS", DECLARED)]),
     ("sizeof.code_extra_header", [("LEAKSPY_CODE_EXTRA_HEADER", DECLARED)]),
@@ -373,8 +407,7 @@ struct leakspy_dictkeys {
 #endif
 #if PY_VERSION_HEX < 0x030C0000
 /* Mirrors Objects/obmalloc.c of CPython 3.6-3.11 (64-bit builds): the pool header, pools of
-   16 KiB from 3.10 (USE_LARGE_POOLS with the radix tree) and 4 KiB before, blocks aligned to
-   16 bytes from 3.8 and 8 before. */
+   16 KiB from 3.10 (USE_LARGE_POOLS with the radix tree) and 4 KiB before. */
 struct leakspy_pool_header {
     union { void *_padding; unsigned int count; } ref;
     void *freeblock;
@@ -388,14 +421,42 @@ struct leakspy_pool_header {
 #define LEAKSPY_SMALL_REQUEST_THRESHOLD 512
 #if PY_VERSION_HEX >= 0x030A0000
 #define LEAKSPY_POOL_SIZE 16384
+#define LEAKSPY_ARENA_SIZE (1 << 20)
 #else
 #define LEAKSPY_POOL_SIZE 4096
+#define LEAKSPY_ARENA_SIZE (1 << 18)
 #endif
-#if PY_VERSION_HEX >= 0x03080000
+/* The arena table and its counters are file statics (`arenas`, `maxarenas`,
+   `narenas_currently_allocated`, ...): found through .symtab. */
+#define LEAKSPY_OBMALLOC_STATICS 1
+struct leakspy_arena_object {
+    uintptr_t address;
+    void *pool_address;
+    unsigned int nfreepools;
+    unsigned int ntotalpools;
+    struct leakspy_pool_header *freepools;
+    struct leakspy_arena_object *nextarena;
+    struct leakspy_arena_object *prevarena;
+};
+/* 16 from 3.8 (bpo-27987), and in the 3.6 and 3.7 releases the tables come from (3.6.15 and
+   3.7.16 print "in 32 size classes" in sys._debugmallocstats()): the change was backported.
+   Releases before the backport aligned to 8. */
 #define LEAKSPY_ALIGNMENT 16
-#else
-#define LEAKSPY_ALIGNMENT 8
 #endif
+/* Line tables: 1 = co_lnotab (3.6-3.9, f_lasti in bytes), 2 = 3.10's co_linetable (f_lasti
+   in code units), 3 = the location table (3.11+, Objects/locations.md). */
+#if PY_VERSION_HEX < 0x030A0000
+#define LEAKSPY_LINETABLE_FORMAT 1
+#define LEAKSPY_LASTI_UNIT 1
+#elif PY_VERSION_HEX < 0x030B0000
+#define LEAKSPY_LINETABLE_FORMAT 2
+#define LEAKSPY_LASTI_UNIT 2
+#else
+#define LEAKSPY_LINETABLE_FORMAT 3
+#endif
+/* 3.6 keeps the GIL's state in statics of Python/ceval_gil.h (gil_locked, gil_last_holder). */
+#if PY_VERSION_HEX < 0x03070000
+#define LEAKSPY_GIL_STATICS 1
 #endif
 /* dequeobject (Modules/_collectionsmodule.c): PyObject_VAR_HEAD, leftblock, rightblock,
    leftindex; PyODictObject (Objects/odictobject.c): PyDictObject, od_first, od_last,

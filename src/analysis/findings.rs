@@ -2,7 +2,7 @@
 //! causes that leave a mark in a single census. Pure functions of the census.
 
 use crate::heap::census::Census;
-use crate::text::{terminal, thousands};
+use crate::text::{human_bytes, terminal, thousands};
 use serde::{Deserialize, Serialize};
 
 /// Python file or socket objects open at once before it is worth a line: a service has a
@@ -13,11 +13,17 @@ const MANY_CLOSURES: u64 = 1_000;
 /// Objects waiting in generation 0, as a multiple of its threshold, before a disabled GC is
 /// called out as piling up (a disabled GC with a quiet heap is still worth a line).
 const PILING_FACTOR: i64 = 10;
+/// pymalloc's arenas are called fragmented when at least this share of their bytes holds no
+/// live block, and that is at least FRAGMENTED_BYTES: a fresh interpreter's few arenas are a
+/// third empty, which is nothing to act on.
+const FRAGMENTED_FRACTION: f64 = 0.5;
+const FRAGMENTED_BYTES: u64 = 16 << 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Finding {
     /// "gc_disabled", "gc_garbage", "trace_hook", "profile_hook", "open_files",
-    /// "open_sockets", "closures".
+    /// "open_sockets", "fragmentation", "closures"; over a series "native_memory" and
+    /// "pymalloc_growth".
     pub kind: String,
     /// One sentence for a person. Names from the target in it are escaped for a terminal
     /// (`text::terminal::name`); their exact text is in the census's own fields (`functions`,
@@ -118,6 +124,24 @@ pub fn findings(census: &Census) -> Vec<Finding> {
             ));
         }
     }
+    if let Some(p) = census.memory.as_ref().and_then(|m| m.pymalloc.as_ref())
+        && p.empty_bytes >= FRAGMENTED_BYTES
+        && p.empty_fraction() >= FRAGMENTED_FRACTION
+    {
+        let pools: u64 = p.size_classes.iter().map(|c| c.pools).sum();
+        out.push(finding(
+            "fragmentation",
+            format!(
+                "pymalloc's {} arenas hold {} of which {} ({:.0} %) are empty blocks, while {} pools still hold {} of live blocks: freed objects' memory is held by pymalloc arenas that still hold a few live objects; it will be reused, not returned.",
+                thousands(p.arenas),
+                human_bytes(p.arena_bytes),
+                human_bytes(p.empty_bytes),
+                p.empty_fraction() * 100.0,
+                thousands(pools),
+                human_bytes(p.used_bytes)
+            ),
+        ));
+    }
     for f in &census.functions {
         if f.closures >= MANY_CLOSURES {
             out.push(finding(
@@ -199,6 +223,39 @@ mod tests {
             "{}",
             text[3]
         );
+    }
+
+    #[test]
+    fn fragmentation_is_named_when_the_arenas_are_mostly_empty() {
+        use crate::cpython::pymalloc::{PymallocStats, SizeClass};
+        use crate::memory::proc_info::MemorySplit;
+        let with_arenas = |arena_bytes: u64, used_bytes: u64| {
+            let mut c = census_with(&[("float", 10_000, 10_000)]);
+            let pymalloc = PymallocStats {
+                arenas: arena_bytes >> 20,
+                arena_bytes,
+                used_bytes,
+                empty_bytes: arena_bytes - used_bytes,
+                size_classes: vec![SizeClass { size: 32, pools: 2000, used_blocks: 10_000, free_blocks: 1_000_000 }],
+                ..PymallocStats::default()
+            };
+            c.memory = Some(MemorySplit {
+                rss_bytes: arena_bytes + (8 << 20),
+                pymalloc: Some(pymalloc),
+                ..Default::default()
+            });
+            findings(&c)
+        };
+        let fragmented = with_arenas(32 << 20, 320_000);
+        assert_eq!(fragmented.len(), 1);
+        assert_eq!(fragmented[0].kind, "fragmentation");
+        assert!(
+            fragmented[0].message.contains("32 arenas hold 32.0 MiB of which 31.7 MiB (99 %)"),
+            "{}",
+            fragmented[0].message
+        );
+        assert!(with_arenas(32 << 20, 30 << 20).is_empty(), "dense arenas");
+        assert!(with_arenas(4 << 20, 1 << 20).is_empty(), "a few MiB empty is nothing to act on");
     }
 
     #[test]

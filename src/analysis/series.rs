@@ -7,6 +7,7 @@ use super::trend::{MIN_SAMPLES, analyse};
 use crate::heap::census::Census;
 use crate::heap::details::FunctionGroup;
 use crate::heap::holders::Hold;
+use crate::text::thousands;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
@@ -46,6 +47,11 @@ pub struct Series {
     /// as the first climbing while the second does not.
     rss: Vec<u64>,
     objects: Vec<u64>,
+    /// pymalloc's arena bytes per kept sample (0 where its state was not read): a Python-level
+    /// leak grows them with the objects; native growth leaves them flat.
+    arenas: Vec<u64>,
+    /// The native part's estimate per kept sample (RSS outside pymalloc and mapped files).
+    native: Vec<u64>,
     types: FxHashMap<String, TypeSeries>,
     code: FxHashMap<CodeKey, CodeSeries>,
     /// Samples added, including those thinned out and those left out for overlapping a
@@ -96,6 +102,17 @@ pub struct Suspect {
     pub functions: Vec<CodeSuspect>,
 }
 
+/// The memory split's change per minute over a series (bytes; the native part an estimate).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct MemoryGrowth {
+    pub rss_per_minute: f64,
+    /// `None` where pymalloc's state was not read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pymalloc_arenas_per_minute: Option<f64>,
+    pub native_per_minute: f64,
+    pub minutes: f64,
+}
+
 /// Per type, what the live view and the summary show.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TypeChange {
@@ -128,6 +145,8 @@ impl Series {
         self.times.push(at_secs);
         self.rss.push(census.memory.as_ref().map_or(0, |m| m.rss_bytes));
         self.objects.push(census.objects_total);
+        self.arenas.push(census.memory.as_ref().and_then(|m| m.pymalloc.as_ref()).map_or(0, |p| p.arena_bytes));
+        self.native.push(census.memory.as_ref().and_then(|m| m.native_bytes.as_ref()).map_or(0, |p| p.bytes));
         self.samples_taken += 1;
         for t in &census.types {
             let series = self.types.entry(t.name.clone()).or_default();
@@ -179,6 +198,8 @@ impl Series {
         keep_even(&mut self.times);
         keep_even(&mut self.rss);
         keep_even(&mut self.objects);
+        keep_even(&mut self.arenas);
+        keep_even(&mut self.native);
         for s in self.types.values_mut() {
             keep_even(&mut s.counts);
             keep_even(&mut s.refcount_sums);
@@ -299,23 +320,66 @@ impl Series {
         out
     }
 
-    /// A finding when the process's memory climbs steadily while its Python objects do not:
-    /// the growth is in native allocations, which no census of Python objects can show.
+    /// A finding when the process's memory climbs steadily while its Python objects (and
+    /// pymalloc's arenas, where read) do not: the growth is in native allocations, which no
+    /// census of Python objects can show.
     pub fn native_growth(&self) -> Option<Finding> {
         let rss = self.suspect("resident memory", "rss", &self.rss)?;
-        if self.suspect("objects", "objects", &self.objects).is_some() {
+        if self.suspect("objects", "objects", &self.objects).is_some()
+            || self.suspect("pymalloc arenas", "bytes", &self.arenas).is_some()
+        {
             return None;
         }
-        let mib = |bytes: f64| bytes / (1024.0 * 1024.0);
         let (first, last) = (self.objects.first()?, self.objects.last()?);
+        let arenas = match (self.arenas.first(), self.arenas.last()) {
+            (Some(&a), Some(&b)) if b > 0 => format!(" and pymalloc's arenas stayed at {}", flat_mib(a, b)),
+            _ => String::new(),
+        };
         Some(Finding {
             kind: "native_memory".into(),
             message: format!(
-                "The process's memory grew by {:.1} MiB ({:+.1} MiB/min) while its Python objects stayed flat ({} to {}): native allocations (C extensions, ctypes/cffi buffers, malloc fragmentation) are growing, not Python objects.",
+                "The process's memory grew by {:.1} MiB ({:+.1} MiB/min) while its Python objects stayed flat ({} to {}){arenas}: native allocations (C extensions, ctypes/cffi buffers, malloc fragmentation) are growing, not Python objects.",
                 mib(rss.added as f64),
                 mib(rss.growth_per_minute),
                 first,
                 last
+            ),
+        })
+    }
+
+    /// How the memory split moved from the first kept sample to the last, per minute; `None`
+    /// with fewer than two samples or no time between them.
+    pub fn memory_growth(&self) -> Option<MemoryGrowth> {
+        let minutes = (self.times.last()? - self.times.first()?) / 60.0;
+        if self.times.len() < 2 || minutes <= 0.0 {
+            return None;
+        }
+        let per_minute = |v: &[u64]| match (v.first(), v.last()) {
+            (Some(&a), Some(&b)) => (b as f64 - a as f64) / minutes,
+            _ => 0.0,
+        };
+        let read_pymalloc = self.arenas.iter().any(|&a| a > 0);
+        Some(MemoryGrowth {
+            rss_per_minute: per_minute(&self.rss),
+            pymalloc_arenas_per_minute: read_pymalloc.then(|| per_minute(&self.arenas)),
+            native_per_minute: per_minute(&self.native),
+            minutes,
+        })
+    }
+
+    /// A finding when pymalloc's arenas climb steadily along with the Python objects: memory
+    /// that grows because Python objects are kept (a Python-level leak; the suspects say which).
+    pub fn pymalloc_growth(&self) -> Option<Finding> {
+        let arenas = self.suspect("pymalloc arenas", "bytes", &self.arenas)?;
+        let objects = self.suspect("objects", "objects", &self.objects)?;
+        Some(Finding {
+            kind: "pymalloc_growth".into(),
+            message: format!(
+                "pymalloc's arenas grew by {:.1} MiB ({:+.1} MiB/min) along with the Python objects (+{} to {}): Python objects are being kept, a Python-level leak; see the suspects for which.",
+                mib(arenas.added as f64),
+                mib(arenas.growth_per_minute),
+                thousands(objects.added.max(0) as u64),
+                thousands(objects.now)
             ),
         })
     }
@@ -339,6 +403,19 @@ impl Series {
             parts: Vec::new(),
             functions: Vec::new(),
         })
+    }
+}
+
+fn mib(bytes: f64) -> f64 {
+    bytes / (1024.0 * 1024.0)
+}
+
+/// "12.0 MiB" for a figure that did not move, "12.0 to 12.5 MiB" for one that moved a little.
+fn flat_mib(first: u64, last: u64) -> String {
+    if first == last {
+        format!("{:.1} MiB", mib(first as f64))
+    } else {
+        format!("{:.1} to {:.1} MiB", mib(first as f64), mib(last as f64))
     }
 }
 
@@ -487,6 +564,35 @@ mod tests {
         let finding = native.native_growth().expect("native growth");
         assert!(finding.message.contains("grew by 38.0 MiB"), "{}", finding.message);
         assert!(python.native_growth().is_none(), "Python objects grew too: not native");
+        assert!(native.pymalloc_growth().is_none(), "no arenas read, none grew");
+    }
+
+    #[test]
+    fn pymalloc_growth_is_arenas_climbing_with_the_objects() {
+        use crate::cpython::pymalloc::PymallocStats;
+        use crate::memory::proc_info::MemorySplit;
+        let (mut leak, mut native) = (Series::default(), Series::default());
+        for i in 0..20u64 {
+            let mut c = census(&[("dict", 100 + 500 * i, 100)]);
+            c.objects_total = 1000 + 500 * i;
+            let pymalloc = |arena_bytes| Some(PymallocStats { arena_bytes, ..PymallocStats::default() });
+            c.memory = Some(MemorySplit {
+                rss_bytes: (50 + 2 * i) << 20,
+                pymalloc: pymalloc((8 + i) << 20),
+                ..Default::default()
+            });
+            leak.push(i as f64, &c);
+            c.objects_total = 1000 + i % 3;
+            c.memory =
+                Some(MemorySplit { rss_bytes: (50 + 2 * i) << 20, pymalloc: pymalloc(8 << 20), ..Default::default() });
+            native.push(i as f64, &c);
+        }
+        let finding = leak.pymalloc_growth().expect("pymalloc growth");
+        assert!(finding.message.contains("grew by 19.0 MiB"), "{}", finding.message);
+        assert!(leak.native_growth().is_none(), "the arenas grew: not native");
+        assert!(native.pymalloc_growth().is_none());
+        let message = native.native_growth().expect("native growth").message;
+        assert!(message.contains("pymalloc's arenas stayed at 8.0 MiB"), "{message}");
     }
 
     #[test]

@@ -172,6 +172,9 @@ struct SummaryLine<'a> {
     graph_pass: GraphPass,
     /// The last sample's findings, and native memory growth over the series.
     findings: Vec<Finding>,
+    /// The memory split's change per minute (RSS, pymalloc's arenas, the native estimate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory_growth: Option<crate::analysis::series::MemoryGrowth>,
 }
 
 /// Reads who holds whom among the growing types, unless there is nothing to group or the
@@ -395,6 +398,7 @@ fn sample(
     let (holdings, pass) = graph_pass(process, mem, &series, args, alive, last_objects, live);
     let suspects = series.suspects_with(holdings.as_ref().map(|h| h.holds.as_slice()));
     last_findings.extend(series.native_growth());
+    last_findings.extend(series.pymalloc_growth());
     if live {
         let _ = write!(
             stdout,
@@ -425,6 +429,7 @@ fn sample(
                 suspects,
                 graph_pass: pass,
                 findings: last_findings,
+                memory_growth: series.memory_growth(),
             })?
             .as_bytes(),
         );

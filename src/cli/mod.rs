@@ -8,6 +8,7 @@ pub mod install;
 pub mod ps;
 pub mod select;
 pub mod snapshot;
+pub mod stacks;
 pub mod why;
 
 use crate::analysis::findings::findings;
@@ -20,7 +21,9 @@ use crate::heap::walk::WalkLimits;
 use crate::memory::live::LiveProcess;
 use crate::memory::maps::MemoryMap;
 use crate::memory::pause::{CopiedMemory, CopyArena, Pause};
-use crate::memory::proc_info::{ProcessInfo, available_memory, descriptors, memory_split, rss_bytes};
+use crate::memory::proc_info::{
+    MemorySplit, ObjectBytes, ProcessInfo, available_memory, descriptors, memory_split, rss_bytes,
+};
 use crate::memory::{ReadError, RemoteMemory};
 use crate::text::human_bytes;
 use std::time::Instant;
@@ -56,6 +59,9 @@ pub enum Command {
     /// Show who holds objects (paths from module globals and threads' frames), their sizes and
     /// what they retain; without --type or --address, the objects that retain the most.
     Why(why::WhyArgs),
+    /// Show what each thread is running: its Python stack with lines, thread ids, names and
+    /// the GIL's holder; --locals adds each frame's variables with types and sizes.
+    Stacks(stacks::StacksArgs),
     /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
     Completions(install::CompletionsArgs),
     /// Print the man page (roff), or write one page per command into a directory.
@@ -123,9 +129,26 @@ pub fn take_census_of_process(
     if let Some(resources) = census.resources.as_mut() {
         resources.descriptors = descriptors(process.pid);
     }
-    census.memory = memory_split(process.pid);
+    census.memory = complete_memory_split(memory_split(process.pid), &mut census);
     census.findings = findings(&census);
     Ok(census)
+}
+
+/// The process's memory split now, with what the census read of pymalloc and of the objects'
+/// sizes (summed over the heap graph with `--all`, estimated from basic sizes without).
+fn complete_memory_split(split: Option<MemorySplit>, census: &mut Census) -> Option<MemorySplit> {
+    let read = census.memory.take().unwrap_or_default();
+    let mut split = split?;
+    let pymalloc = match (read.pymalloc, read.pymalloc_missing) {
+        (Some(stats), _) => Ok(stats),
+        (None, why) => Err(why.unwrap_or_else(|| "pymalloc state not read".into())),
+    };
+    let objects = match &census.graph {
+        Some(graph) => Some(ObjectBytes::Summed(graph.size_bytes)),
+        None => read.object_bytes.map(|part| ObjectBytes::BasicSizes(part.bytes)),
+    };
+    split.add_python_parts(pymalloc, objects);
+    Some(split)
 }
 
 /// Censuses taken again when the target's collector ran during the read.

@@ -17,9 +17,24 @@ use rustc_hash::FxHashMap;
 
 /// The symbols leakspy looks up. `_PyRuntime` (3.7+) anchors everything; 3.6 has no runtime
 /// struct, so its interpreter list and GC generations are found through their own globals, and
-/// whether a collection runs through gcmodule.c's static `collecting` (a local symbol: found in
-/// unstripped builds only).
-pub const WANTED_SYMBOLS: &[&str] = &["_PyRuntime", "Py_Version", "interp_head", "_PyGC_generation0", "collecting"];
+/// whether a collection runs through gcmodule.c's static `collecting`. Before 3.12, pymalloc's
+/// arena table and counters are file statics of Objects/obmalloc.c (see `cpython::pymalloc`);
+/// so is 3.6's GIL state (`cpython::stacks`). Statics are local symbols, in .symtab only:
+/// found in unstripped builds.
+pub const WANTED_SYMBOLS: &[&str] = &[
+    "_PyRuntime",
+    "Py_Version",
+    "interp_head",
+    "_PyGC_generation0",
+    "collecting",
+    "arenas",
+    "maxarenas",
+    "narenas_currently_allocated",
+    "ntimes_arena_allocated",
+    "narenas_highwater",
+    "gil_locked",
+    "gil_last_holder",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PythonVersion {
@@ -326,7 +341,7 @@ fn read_elf(file: &TargetFile, depth: Depth) -> Result<ElfParts, ElfError> {
             let syms = Symtab::parse(&syms, 0, syms.len() / SIZEOF_SYM, ctx)?;
             for sym in syms.iter().filter(|sym| sym.st_value != 0) {
                 if let Some(name) = strtab.get_at(sym.st_name)
-                    && let Some(wanted) = WANTED_SYMBOLS.iter().find(|w| **w == name)
+                    && let Some(wanted) = WANTED_SYMBOLS.iter().find(|w| **w == without_lto_suffix(name))
                 {
                     symbols.entry(*wanted).or_insert(sym.st_value);
                 }
@@ -338,6 +353,11 @@ fn read_elf(file: &TargetFile, depth: Depth) -> Result<ElfParts, ElfError> {
         _ => Vec::new(),
     };
     Ok(ElfParts { symbols, first_load_vaddr, rodata })
+}
+
+/// A file static renamed by link-time optimisation (`arenas.lto_priv.0`) under its own name.
+fn without_lto_suffix(name: &str) -> &str {
+    name.split_once(".lto_priv.").map_or(name, |(base, _)| base)
 }
 
 /// "python3.11", "libpython3.9m.so.1.0", "libpython3.14.so" -> (3, 11) ...

@@ -21,6 +21,10 @@ const MAX_SLOTS: u64 = 1 << 16;
 pub struct StackFrame {
     /// The kernel's thread id where the version records it, else Python's thread ident.
     pub thread: u64,
+    /// The thread state the stack was read from.
+    pub tstate: u64,
+    /// The frame's code object.
+    pub code: u64,
     /// Where the frame is: the frame object (3.6-3.10) or the interpreter frame (3.11+).
     pub addr: u64,
     pub function: String,
@@ -127,7 +131,7 @@ fn read_stack(
                 Some(_) => Vec::new(),
                 None => interpreter_frame_slots(mem, l, frames, frame, code)?,
             };
-            out.push(StackFrame { thread, addr: frame, function, file, first_line, frame_object, slots });
+            out.push(StackFrame { thread, tstate, code, addr: frame, function, file, first_line, frame_object, slots });
         }
         frame = next;
     }

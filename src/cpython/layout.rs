@@ -507,6 +507,11 @@ pub struct Layout {
     /// pymalloc's pools, where the interpreter keeps its small objects; `None` where the
     /// table lacks them.
     pub pools: Option<PoolLayout>,
+    /// pymalloc's own accounting (the arena table and its counters); `None` where the table
+    /// lacks it.
+    pub obmalloc: Option<ObmallocLayout>,
+    /// What `leakspy stacks` needs beyond the frames: lines and the GIL's holder.
+    pub stacks: Option<StackLayout>,
     pub debug_offsets: Vec<DebugOffsetCheck>,
 }
 
@@ -528,6 +533,89 @@ pub struct PoolLayout {
     pub maxnextoffset: usize,
     /// Py_TPFLAGS_HAVE_GC: the objects of such a type start after a PyGC_Head.
     pub have_gc_flag: u64,
+}
+
+/// How a code object maps instruction offsets to lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineTableFormat {
+    /// 3.6-3.9 co_lnotab: (bytes, lines) increments.
+    Lnotab,
+    /// 3.10 co_linetable: (bytes, lines) increments, -128 lines for "no line".
+    Linetable310,
+    /// 3.11+ location table (Objects/locations.md): entries of code units with line deltas.
+    Locations,
+}
+
+/// Where a frame's current instruction is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstructionPosition {
+    /// 3.6-3.10: the frame object's f_lasti (an int), in units of `unit` bytes.
+    Lasti { offset: usize, unit: u64 },
+    /// 3.11+: a pointer into the code object's co_code_adaptive (3.11/3.12 prev_instr, 3.13+
+    /// instr_ptr).
+    Pointer { offset: usize, code_adaptive: usize },
+}
+
+/// Where the GIL's state (locked, last holder) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GilLocation {
+    /// 3.6: statics `gil_locked` and `gil_last_holder` (found in .symtab).
+    Statics,
+    /// 3.7-3.11: in _PyRuntime.
+    Runtime { locked: usize, last_holder: usize },
+    /// 3.12+: the interpreter state points to it.
+    Interpreter { pointer: usize, locked: usize, last_holder: usize },
+}
+
+#[derive(Debug, Clone)]
+pub struct StackLayout {
+    pub format: LineTableFormat,
+    pub co_linetable: usize,
+    pub bytes_sval: usize,
+    pub position: InstructionPosition,
+    pub gil: Option<GilLocation>,
+}
+
+/// Where pymalloc keeps its arena table and counters, which `sys._debugmallocstats()` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObmallocLocation {
+    /// 3.6-3.11: file statics of Objects/obmalloc.c (`arenas`, `maxarenas`, ...), found in
+    /// .symtab; a stripped binary does not have them.
+    Statics,
+    /// 3.12: a `struct _obmalloc_state` inside each interpreter state, at this offset.
+    Interpreter(usize),
+    /// 3.13+: the interpreter state points to its (or the main interpreter's) state from here.
+    InterpreterPointer(usize),
+}
+
+/// Offsets in `struct _obmalloc_state` (3.12+) of the arena table and the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObmallocStateOffsets {
+    pub arenas: usize,
+    pub maxarenas: usize,
+    pub narenas_currently_allocated: usize,
+    pub ntimes_arena_allocated: usize,
+    pub narenas_highwater: usize,
+}
+
+/// `struct arena_object`: one entry of the arena table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArenaObjectLayout {
+    pub size: usize,
+    pub address: usize,
+    pub pool_address: usize,
+    pub nfreepools: usize,
+    pub ntotalpools: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ObmallocLayout {
+    pub location: ObmallocLocation,
+    /// Set with the interpreter locations; the statics are symbols of their own.
+    pub state: Option<ObmallocStateOffsets>,
+    pub arena_size: u64,
+    pub arena: ArenaObjectLayout,
+    pub pools: PoolLayout,
 }
 
 impl Layout {
@@ -664,6 +752,8 @@ impl Layout {
                 interp_modules: t.opt("interp.modules"),
             },
             pools: pool_layout(t),
+            obmalloc: obmalloc_layout(t),
+            stacks: stack_layout(t),
             debug_offsets: debug_offset_checks(t),
         })
     }
@@ -681,6 +771,76 @@ fn pool_layout(t: &OffsetTable) -> Option<PoolLayout> {
         nextoffset: t.opt("pool_header.nextoffset")?,
         maxnextoffset: t.opt("pool_header.maxnextoffset")?,
         have_gc_flag: t.get("flags.have_gc")?,
+    })
+}
+
+/// Lines and the GIL: the line-table format is declared in the table; where the current
+/// instruction is follows from which frame fields the table has.
+fn stack_layout(t: &OffsetTable) -> Option<StackLayout> {
+    let format = match t.get("code.linetable_format")? {
+        1 => LineTableFormat::Lnotab,
+        2 => LineTableFormat::Linetable310,
+        3 => LineTableFormat::Locations,
+        _ => return None,
+    };
+    let position = if let Some(offset) = t.opt("frame.f_lasti").filter(|_| t.opt("tstate.frame").is_some()) {
+        InstructionPosition::Lasti { offset, unit: t.get("frame.lasti_unit")? }
+    } else {
+        let offset = t.opt("iframe.instr_ptr").or_else(|| t.opt("iframe.prev_instr"))?;
+        InstructionPosition::Pointer { offset, code_adaptive: t.opt("code.co_code_adaptive")? }
+    };
+    let gil = if t.get("gil.statics") == Some(1) {
+        Some(GilLocation::Statics)
+    } else if let Some(pointer) = t.opt("interp.ceval_gil") {
+        Some(GilLocation::Interpreter { pointer, locked: t.opt("gil.locked")?, last_holder: t.opt("gil.last_holder")? })
+    } else {
+        match (t.opt("runtime.gil_locked"), t.opt("runtime.gil_last_holder")) {
+            (Some(locked), Some(last_holder)) => Some(GilLocation::Runtime { locked, last_holder }),
+            _ => None,
+        }
+    };
+    Some(StackLayout {
+        format,
+        co_linetable: t.opt("code.co_linetable")?,
+        bytes_sval: t.opt("bytes.ob_sval")?,
+        position,
+        gil,
+    })
+}
+
+/// pymalloc's accounting: statics found by symbol (tables with `obmalloc.statics`), or the
+/// interpreter's obmalloc state, embedded or behind a pointer (`interp.obmalloc_is_pointer`).
+fn obmalloc_layout(t: &OffsetTable) -> Option<ObmallocLayout> {
+    let (location, state) = if t.get("obmalloc.statics") == Some(1) {
+        (ObmallocLocation::Statics, None)
+    } else {
+        let offset = t.opt("interp.obmalloc")?;
+        let location = if t.get("interp.obmalloc_is_pointer")? == 1 {
+            ObmallocLocation::InterpreterPointer(offset)
+        } else {
+            ObmallocLocation::Interpreter(offset)
+        };
+        let state = ObmallocStateOffsets {
+            arenas: t.opt("obmalloc_state.arenas")?,
+            maxarenas: t.opt("obmalloc_state.maxarenas")?,
+            narenas_currently_allocated: t.opt("obmalloc_state.narenas_currently_allocated")?,
+            ntimes_arena_allocated: t.opt("obmalloc_state.ntimes_arena_allocated")?,
+            narenas_highwater: t.opt("obmalloc_state.narenas_highwater")?,
+        };
+        (location, Some(state))
+    };
+    Some(ObmallocLayout {
+        location,
+        state,
+        arena_size: t.get("obmalloc.arena_size")?,
+        arena: ArenaObjectLayout {
+            size: t.opt("arena_object.size")?,
+            address: t.opt("arena_object.address")?,
+            pool_address: t.opt("arena_object.pool_address")?,
+            nfreepools: t.opt("arena_object.nfreepools")?,
+            ntotalpools: t.opt("arena_object.ntotalpools")?,
+        },
+        pools: pool_layout(t)?,
     })
 }
 
@@ -887,6 +1047,23 @@ mod tests {
         assert!(matches!(stack_top(11), Some(StackTop::Index(_))));
         assert!(matches!(stack_top(14), Some(StackTop::Pointer(_))));
         assert!(l(11).graph.named_fields.iter().any(|f| field_name(f.name) == "cell_contents"));
+        let obmalloc = |m| l(m).obmalloc.map(|o| o.location);
+        assert_eq!(obmalloc(6), Some(ObmallocLocation::Statics));
+        assert_eq!(obmalloc(11), Some(ObmallocLocation::Statics));
+        assert!(matches!(obmalloc(12), Some(ObmallocLocation::Interpreter(_))));
+        assert!(matches!(obmalloc(13), Some(ObmallocLocation::InterpreterPointer(_))));
+        assert!(matches!(obmalloc(15), Some(ObmallocLocation::InterpreterPointer(_))));
+        assert_eq!(l(9).obmalloc.map(|o| o.arena_size), Some(256 << 10));
+        for m in 6..=15 {
+            assert!(l(m).stacks.is_some(), "3.{m} has what stacks need");
+        }
+        let format = |m| l(m).stacks.map(|s| (s.format, s.gil.is_some()));
+        assert_eq!(format(9), Some((LineTableFormat::Lnotab, true)));
+        assert_eq!(format(10), Some((LineTableFormat::Linetable310, true)));
+        assert_eq!(format(11), Some((LineTableFormat::Locations, true)));
+        assert!(matches!(l(6).stacks.and_then(|s| s.gil), Some(GilLocation::Statics)));
+        assert!(matches!(l(14).stacks.and_then(|s| s.gil), Some(GilLocation::Interpreter { .. })));
+        assert_eq!(l(10).obmalloc.map(|o| o.arena_size), Some(1 << 20));
     }
 
     #[test]

@@ -8,5 +8,7 @@ pub mod frames;
 pub mod layout;
 pub mod objects;
 pub mod process;
+pub mod pymalloc;
 pub mod sizes;
+pub mod stacks;
 pub mod state;

@@ -8,11 +8,13 @@ use crate::analysis::findings::Finding;
 use crate::cpython::layout::ObjectLayout;
 use crate::cpython::objects::type_name;
 use crate::cpython::process::{PythonProcess, read_error};
+use crate::cpython::pymalloc::read_pymalloc;
+use crate::cpython::stacks::{ThreadStack, read_stacks};
 use crate::cpython::state::{GcInfo, ThreadInfo, gc_info, threads};
 use crate::error::LeakspyError;
 use crate::memory::RemoteMemory;
 use crate::memory::maps::MemoryMap;
-use crate::memory::proc_info::{Descriptors, MemorySplit, ProcessInfo, rss_bytes};
+use crate::memory::proc_info::{Descriptors, MemoryPart, MemorySplit, ProcessInfo, rss_bytes};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::time::{Instant, SystemTime};
@@ -136,6 +138,10 @@ pub struct Census {
     /// Threads of every interpreter, with their tracing and profiling hooks.
     #[serde(default)]
     pub threads: Vec<ThreadInfo>,
+    /// What each thread is running: its Python stack, innermost frame last, with lines and
+    /// the GIL's holder.
+    #[serde(default)]
+    pub stacks: Vec<ThreadStack>,
     /// Functions and bound methods grouped by the code they run, most numerous first.
     #[serde(default)]
     pub functions: Vec<FunctionGroup>,
@@ -191,6 +197,8 @@ struct Tally {
     unreadable: u64,
     /// Per type slot (parallel to `types`), whether its objects get a second look.
     watched_slots: Vec<Option<Watched>>,
+    /// Per type slot, tp_basicsize as read (0 if unreadable): the object-bytes estimate.
+    basic_sizes: Vec<u64>,
     watched: WatchedObjects,
 }
 
@@ -214,6 +222,9 @@ impl Tally {
                                 ..TypeCount::default()
                             });
                             self.watched_slots.push(watched);
+                            let basic = mem.read_u64(object.type_addr + process.layout.graph.tp_basicsize as u64);
+                            // A size over pymalloc's largest arena is not a basic size.
+                            self.basic_sizes.push(basic.ok().filter(|&b| b < 1 << 20).unwrap_or(0));
                             self.types.len() - 1
                         });
                         Some(slot)
@@ -301,8 +312,21 @@ pub fn take_census(
     drop(index);
 
     let details = read_details(process, mem, &tally.watched);
+    // pymalloc's accounting, read right after the walk so that both describe the same moment
+    // as nearly as a running target allows.
+    let pymalloc = read_pymalloc(process, mem);
+    let gc_head = process.layout.gc_head.size as u64;
+    let basic_bytes: u64 = tally.types.iter().zip(&tally.basic_sizes).map(|(t, &b)| t.count * (b + gc_head)).sum();
+    let memory = MemorySplit {
+        pymalloc_missing: pymalloc.as_ref().err().map(ToString::to_string),
+        pymalloc: pymalloc.ok(),
+        object_bytes: Some(MemoryPart { bytes: basic_bytes, estimate: true, what: String::new() }),
+        ..MemorySplit::default()
+    };
     let gc = gc_info(process, mem, &interpreters, &states)?;
     let (threads, skipped_threads) = threads(process, mem, &interpreters)?;
+    // A stack that cannot be read (the thread moved on) is left out, not an error.
+    let stacks = read_stacks(process, mem, &interpreters, &threads, false).map(|(s, _)| s).unwrap_or_default();
     let mut types = tally.types;
     types.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
     Ok(Census {
@@ -339,9 +363,10 @@ pub fn take_census(
         types,
         gc,
         threads,
+        stacks,
         functions: details.functions,
         resources: Some(Resources { descriptors: None, file_objects: details.files, socket_objects: details.sockets }),
-        memory: None,
+        memory: Some(memory),
         findings: Vec::new(),
         graph: None,
     })
@@ -382,6 +407,7 @@ pub(crate) mod tests {
             process: None,
             gc: Vec::new(),
             threads: Vec::new(),
+            stacks: Vec::new(),
             functions: Vec::new(),
             resources: None,
             memory: None,

@@ -114,6 +114,14 @@ pub trait RemoteMemory {
         self.read(addr, buf).map(|()| buf.len())
     }
 
+    /// Reads `len` bytes at each of `addrs` into consecutive `len`-byte pieces of `out`, past
+    /// any cache; per address, whether its piece was read whole (an unreadable one is left as
+    /// it was). Sources that can read many places in one request do (process_vm_readv takes
+    /// up to 1,024 of them): pymalloc's pool headers are a few dozen bytes every 16 KiB.
+    fn read_scattered(&mut self, addrs: &[u64], len: usize, out: &mut [u8]) -> Result<Vec<bool>, ReadError> {
+        scattered_one_by_one(self, addrs, len, out)
+    }
+
     /// Whether every page of `len` bytes at `addr` holds data the target wrote (present in
     /// memory or swapped out), where the source can tell (`None` where it cannot).
     fn populated(&mut self, _addr: u64, _len: u64) -> Option<bool> {
@@ -170,6 +178,24 @@ pub trait RemoteMemory {
         }
         Ok(None)
     }
+}
+
+/// `read_scattered` as one `read_bulk` per address.
+pub fn scattered_one_by_one<M: RemoteMemory + ?Sized>(
+    mem: &mut M,
+    addrs: &[u64],
+    len: usize,
+    out: &mut [u8],
+) -> Result<Vec<bool>, ReadError> {
+    let mut whole = Vec::with_capacity(addrs.len());
+    for (&addr, piece) in addrs.iter().zip(out.chunks_exact_mut(len.max(1))) {
+        match mem.read_bulk(addr, piece) {
+            Ok(n) => whole.push(n == len),
+            Err(e) if e.is_torn() => whole.push(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(whole)
 }
 
 /// Little-endian field access into a buffer already copied from the target.

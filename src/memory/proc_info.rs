@@ -3,6 +3,7 @@
 
 use super::live::LiveProcess;
 use super::{RemoteMemory, u64_at};
+use crate::cpython::pymalloc::PymallocStats;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -210,13 +211,114 @@ pub fn descriptors(pid: i32) -> Option<Descriptors> {
     Some(d)
 }
 
-/// Where the process's resident memory is, from /proc/PID/smaps_rollup.
+/// Where the process's resident memory is: /proc/PID/smaps_rollup's split, pymalloc's own
+/// accounting, and from them the parts a person asks about (live objects, pymalloc's free
+/// space, memory outside pymalloc).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct MemorySplit {
     pub rss_bytes: u64,
     pub anonymous_bytes: u64,
     pub file_bytes: u64,
     pub swap_bytes: u64,
+    /// pymalloc's arenas, pools and blocks as `sys._debugmallocstats()` counts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pymalloc: Option<PymallocStats>,
+    /// Why `pymalloc` is absent ("pymalloc state not found (stripped binary)").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pymalloc_missing: Option<String>,
+    /// Bytes held by live Python objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_bytes: Option<MemoryPart>,
+    /// Resident bytes outside pymalloc and outside the files mapped (interpreter, extension
+    /// modules' code): what malloc and C code hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_bytes: Option<MemoryPart>,
+}
+
+/// A figure of the split with how it was arrived at: measured, or an estimate that says what
+/// it includes and leaves out.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MemoryPart {
+    pub bytes: u64,
+    pub estimate: bool,
+    pub what: String,
+}
+
+/// How the live objects' bytes were found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectBytes {
+    /// sys.getsizeof summed over every object of the heap graph (`--all`).
+    Summed(u64),
+    /// GC-tracked objects at their types' basic sizes (and GC headers).
+    BasicSizes(u64),
+}
+
+impl MemorySplit {
+    /// Adds pymalloc's state (or why it is missing) and the parts derived from it.
+    pub fn add_python_parts(&mut self, pymalloc: Result<PymallocStats, String>, objects: Option<ObjectBytes>) {
+        match pymalloc {
+            Ok(stats) => self.pymalloc = Some(stats),
+            Err(why) => self.pymalloc_missing = Some(why),
+        }
+        self.object_bytes = objects.map(|o| match o {
+            ObjectBytes::Summed(bytes) => MemoryPart {
+                bytes,
+                estimate: false,
+                what: "sys.getsizeof summed over every object (GC-tracked or not)".into(),
+            },
+            ObjectBytes::BasicSizes(bytes) => MemoryPart {
+                bytes,
+                estimate: true,
+                what: "estimate: GC-tracked objects at their types' basic sizes; untracked objects (str, int, \
+                       bytes) and variable parts (list items, dict tables) are not counted (--all sums them)"
+                    .into(),
+            },
+        });
+        let arenas = self.pymalloc.as_ref().map_or(0, |p| p.arena_bytes);
+        self.native_bytes = (self.rss_bytes > 0).then(|| MemoryPart {
+            bytes: self.rss_bytes.saturating_sub(arenas).saturating_sub(self.file_bytes),
+            estimate: true,
+            what: if self.pymalloc.is_some() {
+                "estimate: RSS minus pymalloc's arenas minus file-backed pages (the interpreter's and extension \
+                 modules' code); includes objects over 512 bytes and buffers from malloc, C extensions' memory, \
+                 thread stacks and malloc's own free space"
+                    .into()
+            } else {
+                "estimate: RSS minus file-backed pages (pymalloc's arenas unknown, so included)".into()
+            },
+        });
+    }
+
+    /// The three parts a person asks about, adding up to the RSS: live objects, pymalloc's
+    /// free space, and the rest (malloc, C extensions, code). `None` without pymalloc's state.
+    pub fn parts(&self) -> Option<SplitParts> {
+        let pymalloc = self.pymalloc.as_ref()?;
+        let (objects, objects_exact) = match &self.object_bytes {
+            Some(part) if !part.estimate => (part.bytes, true),
+            _ => (pymalloc.used_bytes, false),
+        };
+        let free = pymalloc.empty_bytes;
+        Some(SplitParts {
+            rss: self.rss_bytes,
+            objects,
+            objects_exact,
+            pymalloc_free: free,
+            empty_fraction: pymalloc.empty_fraction(),
+            other: self.rss_bytes.saturating_sub(objects).saturating_sub(free),
+        })
+    }
+}
+
+/// RSS = objects + pymalloc_free + other. `objects` is the sum of sizes with `--all`
+/// (`objects_exact`), else the bytes of pymalloc's blocks in use (small objects and their parts).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SplitParts {
+    pub rss: u64,
+    pub objects: u64,
+    pub objects_exact: bool,
+    pub pymalloc_free: u64,
+    pub empty_fraction: f64,
+    pub other: u64,
 }
 
 pub fn memory_split(pid: i32) -> Option<MemorySplit> {
@@ -234,6 +336,7 @@ pub fn memory_split(pid: i32) -> Option<MemorySplit> {
         anonymous_bytes: anonymous,
         file_bytes: rss.saturating_sub(anonymous),
         swap_bytes: field("Swap:"),
+        ..MemorySplit::default()
     })
 }
 

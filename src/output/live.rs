@@ -51,6 +51,9 @@ pub fn render_live(census: &Census, series: &Series, status: &SamplingStatus, to
         rss.map_or("?".into(), mib),
         thousands(census.objects_total),
     );
+    if let Some(line) = census.memory.as_ref().and_then(crate::output::table::memory_line) {
+        let _ = writeln!(out, "{line}");
+    }
     if behind {
         let _ = writeln!(out, "note: a census takes longer than --interval; sampling back to back");
     }
@@ -131,6 +134,17 @@ pub fn render_summary(
             out,
             "{} samples overlapped a garbage collection but counted as many objects as the samples before: kept.",
             series.overlapping_kept
+        );
+    }
+    if let Some(g) = series.memory_growth() {
+        let signed_mib = |bytes: f64| format!("{:+.1} MiB", bytes / (1024.0 * 1024.0));
+        let arenas =
+            g.pymalloc_arenas_per_minute.map_or(String::new(), |a| format!(", pymalloc arenas {}", signed_mib(a)));
+        let _ = writeln!(
+            out,
+            "Memory per minute: RSS {}{arenas}, native (estimate) {}.",
+            signed_mib(g.rss_per_minute),
+            signed_mib(g.native_per_minute)
         );
     }
     for f in findings {

@@ -76,6 +76,17 @@ pub struct TrendRun {
     pub info: RunInfo,
     pub samples: usize,
     pub suspects: Vec<TrendSuspect>,
+    /// The memory split's change per hour (bytes: RSS, pymalloc's arenas, the native estimate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_per_hour: Option<MemoryPerHour>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MemoryPerHour {
+    pub rss: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pymalloc_arenas: Option<f64>,
+    pub native: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -92,6 +103,11 @@ pub fn trend_report(runs: &Runs, skipped_lines: usize) -> TrendReport {
             .map(|run| TrendRun {
                 info: run.info.clone(),
                 samples: run.series.samples_taken,
+                memory_per_hour: run.series.memory_growth().map(|g| MemoryPerHour {
+                    rss: g.rss_per_minute * 60.0,
+                    pymalloc_arenas: g.pymalloc_arenas_per_minute.map(|a| a * 60.0),
+                    native: g.native_per_minute * 60.0,
+                }),
                 suspects: run
                     .suspects()
                     .into_iter()
@@ -134,6 +150,16 @@ pub fn render_trend(report: &TrendReport, source: &str) -> String {
             terminal::name(&run.info.first_timestamp),
             terminal::name(&run.info.last_timestamp)
         );
+        if let Some(m) = &run.memory_per_hour {
+            let signed_mib = |bytes: f64| format!("{:+.1} MiB", bytes / (1024.0 * 1024.0));
+            let arenas = m.pymalloc_arenas.map_or(String::new(), |a| format!(", pymalloc arenas {}", signed_mib(a)));
+            let _ = writeln!(
+                out,
+                "  memory per hour: RSS {}{arenas}, native (estimate) {}",
+                signed_mib(m.rss),
+                signed_mib(m.native)
+            );
+        }
         if let Some(previous) = run.info.restart_of {
             let _ = writeln!(out, "  the process restarted (previously PID {previous}): a new series starts here");
         }

@@ -1,5 +1,6 @@
 //! Output: human tables and files. The only place (with main.rs) that prints.
 
+pub mod dot;
 pub mod files;
 pub mod fleet;
 pub mod live;

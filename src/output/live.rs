@@ -5,7 +5,8 @@ use crate::analysis::findings::Finding;
 use crate::analysis::series::{Series, Suspect};
 use crate::heap::census::Census;
 use crate::heap::holders::GraphPass;
-use crate::text::{shell, signed, terminal, thousands};
+use crate::history::WhyRecord;
+use crate::text::{human_bytes, shell, signed, terminal, thousands};
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -168,6 +169,39 @@ pub fn render_summary(
     // The next question is who holds them: while the process runs, that can be answered.
     if let (Some(pid), Some(top)) = (pid, suspects.first()) {
         let _ = writeln!(out, "Who holds them: {}", why_command(pid, &top.name));
+    }
+    out
+}
+
+/// Paths shown per suspect in the summary's "who holds them" (the recording has them all).
+const WHY_PATHS_SHOWN: usize = 3;
+
+/// What `attach --why-top` read: per suspect, its instances, what they retain, and the paths
+/// that hold most of them. Type names come from the target (`terminal::name`); paths were
+/// escaped when they were worded.
+pub fn render_why_summary(whys: &[WhyRecord], skipped_because: Option<&str>) -> String {
+    let mut out = String::new();
+    if let Some(why_not) = skipped_because {
+        let _ = writeln!(out, "Who holds them was not read: {}.", terminal::message(why_not));
+    }
+    for w in whys {
+        let (Some(name), Some(e)) = (&w.report.type_name, &w.report.explanation) else { continue };
+        let _ = writeln!(
+            out,
+            "Who holds {} {}: {} retained (freed if they all went)",
+            thousands(e.instances),
+            terminal::name(name),
+            human_bytes(e.retained_bytes)
+        );
+        for p in e.paths.iter().take(WHY_PATHS_SHOWN) {
+            let _ = writeln!(out, "  {} via {}", thousands(p.count), p.path);
+        }
+        if e.paths.len() > WHY_PATHS_SHOWN {
+            let _ = writeln!(out, "  ... and {} more paths", e.paths.len() - WHY_PATHS_SHOWN);
+        }
+        if e.unreachable > 0 {
+            let _ = writeln!(out, "  {} reachable from no module or frame", thousands(e.unreachable));
+        }
     }
     out
 }

@@ -1,5 +1,5 @@
 use clap::{Parser, Subcommand};
-use leakspy::cli::{attach, history, ps, snapshot, why};
+use leakspy::cli::{attach, history, ps, report, snapshot, why};
 use leakspy::error::LeakspyError;
 
 #[derive(Parser)]
@@ -30,6 +30,9 @@ enum Command {
     /// Show who holds objects (paths from module globals and threads' frames), their sizes and
     /// what they retain; without --type or --address, the objects that retain the most.
     Why(why::WhyArgs),
+    /// Write one self-contained HTML report (charts, suspects, findings, who holds them) of
+    /// recordings and history files: `leakspy report rec.jsonl -o report.html`.
+    Report(report::ReportArgs),
 }
 
 /// Large buffers (the heap graph's arrays, grown as objects are found) are mapped on their own
@@ -55,6 +58,7 @@ fn main() {
         Command::Trend(args) => history::run_trend(args),
         Command::Why(args) => why::run(args),
         Command::Ps(args) => ps::run(args),
+        Command::Report(args) => report::run(args),
     };
     if let Err(e) = result {
         let message = match &e {

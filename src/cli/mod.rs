@@ -5,6 +5,7 @@ pub mod attach;
 pub mod fleet;
 pub mod history;
 pub mod ps;
+pub mod report;
 pub mod select;
 pub mod snapshot;
 pub mod why;

@@ -3,9 +3,11 @@
 pub mod dot;
 pub mod files;
 pub mod fleet;
+pub mod html;
 pub mod live;
 pub mod prometheus;
 pub mod ps;
 pub mod report;
 pub mod suspects;
+pub mod svg;
 pub mod table;

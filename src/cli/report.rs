@@ -7,7 +7,9 @@ use crate::heap::census::Census;
 use crate::history::{Extra, WhyRecord, census_time, for_each_entry};
 use crate::output::files::{Destination, write_output};
 use crate::output::html::{ReportInput, ReportRun, render_html};
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
 #[derive(clap::Args)]
 pub struct ReportArgs {
@@ -33,6 +35,9 @@ pub fn run(args: ReportArgs) -> Result<(), LeakspyError> {
     let mut whys: Vec<WhyRecord> = Vec::new();
     let mut skipped_lines = 0;
     let mut undated = 0;
+    // Per process (PID, start time, host): when its recording's sampling began, so that
+    // samples that carry attach's own timing are placed by it.
+    let mut origins: HashMap<(i32, String, String), SystemTime> = HashMap::new();
     for input in &args.inputs {
         let skipped = for_each_entry(
             input,
@@ -40,6 +45,16 @@ pub fn run(args: ReportArgs) -> Result<(), LeakspyError> {
                 let Some(at) = census_time(&census) else {
                     undated += 1;
                     return;
+                };
+                let at = match census.elapsed_s.filter(|e| e.is_finite() && *e >= 0.0) {
+                    Some(elapsed) => {
+                        let since = Duration::from_secs_f64(elapsed);
+                        let info = census.process.clone().unwrap_or_default();
+                        let key = (census.pid, info.start_time, info.hostname);
+                        let origin = *origins.entry(key).or_insert_with(|| at.checked_sub(since).unwrap_or(at));
+                        origin + since
+                    }
+                    None => at,
                 };
                 let index = runs.push(&census, at);
                 if last.len() <= index {

@@ -90,6 +90,14 @@ pub fn render_dot(report: &WhyReport, max_paths: usize) -> String {
         let style = if node.target { ", style=filled, fillcolor=\"#fde2e1\"" } else { "" };
         let _ = writeln!(out, "  n{id} [label={}{style}];", dot::label(&lines));
     }
+    if let Some(e) = report.explanation.as_ref().filter(|e| e.unreachable > 0) {
+        let lines = [
+            what.clone(),
+            format!("{} instances reachable from no root", thousands(e.unreachable)),
+            "(native code, or garbage cycles not yet collected)".to_string(),
+        ];
+        let _ = writeln!(out, "  unreachable [label={}, style=dashed];", dot::label(&lines));
+    }
     let mut edge_list: Vec<_> = edges.into_iter().collect();
     edge_list.sort_by_key(|((a, b), _)| (*a, *b));
     for ((from, to), (step, count)) in edge_list {

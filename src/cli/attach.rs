@@ -458,6 +458,7 @@ fn sample(
                 behind,
                 skipped: skips.total,
                 last_skip: skips.last_error.as_deref(),
+                columns: terminal_columns(),
             };
             let screen = render_live(&census, &series, &status, args.top, args.sort);
             let _ = write!(stdout, "\x1b[H\x1b[2J{screen}");
@@ -533,6 +534,14 @@ fn sample(
     }
     let _ = stdout.flush();
     failure.map_or(Ok(()), Err)
+}
+
+/// The width of the terminal on stdout, if it is one.
+fn terminal_columns() -> Option<usize> {
+    let mut size = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCGWINSZ writes one winsize into the struct given; fd 1 is only read from.
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    (ok && size.ws_col > 0).then_some(size.ws_col as usize)
 }
 
 /// Sleeps until the next sample is due (sample `done` + 1 on the schedule), waking early for

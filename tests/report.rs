@@ -36,7 +36,7 @@ fn signed(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut grouped = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             grouped.push(',');
         }
         grouped.push(c);
@@ -154,8 +154,7 @@ fn target_types(recording: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(recording).unwrap_or_default();
     let last: Value = text
         .lines()
-        .filter(|l| l.contains("\"schema_version\""))
-        .last()
+        .rfind(|l| l.contains("\"schema_version\""))
         .and_then(|l| serde_json::from_str(l).ok())
         .unwrap_or(Value::Null);
     last["types"]

@@ -127,7 +127,7 @@ pub fn render_html(input: &ReportInput) -> String {
     for (i, r) in input.runs.iter().enumerate() {
         run_section(&mut out, r, i, input.top);
     }
-    let _ = write!(out, "</main><script>{SCRIPT}</script></body></html>\n");
+    let _ = writeln!(out, "</main><script>{SCRIPT}</script></body></html>");
     out
 }
 

@@ -305,3 +305,51 @@ fn why_as_dot_is_read_by_graphviz_with_hostile_names_intact() {
     assert!(svg.contains(&format!(">{shown}</text>")), "{shown} not drawn in:\n{svg}");
     assert!(svg.contains(">[&#39;GROWN&#39;]</text>"), "the step label in:\n{svg}");
 }
+
+#[test]
+fn a_ten_thousand_sample_recording_stays_small_and_renders_fast() {
+    let dir = scratch("big");
+    let interp = newest_host_python();
+    let marker = dir.join("marker");
+    let target = Target::start(&interp, "hostile_names_target.py", &[marker.to_str().expect("path")]);
+    let census = snapshot_json(target.pid).expect("a census");
+    drop(target);
+    // 10,000 samples a second apart made from the real census (its 30 largest types): one
+    // type climbs by 2 a second, so the report must say +120/min.
+    let mut template = census.clone();
+    let types = template["types"].as_array_mut().expect("types");
+    types.truncate(30);
+    let climbing = types[0]["type"].as_str().expect("a type").to_string();
+    let start = std::time::SystemTime::now() - std::time::Duration::from_secs(20_000);
+    let mut text = String::new();
+    for i in 0..10_000u64 {
+        let mut line = template.clone();
+        line["timestamp"] = Value::from(
+            humantime::format_rfc3339_millis(start + std::time::Duration::from_secs(i)).to_string(),
+        );
+        line["types"][0]["count"] = Value::from(100_000 + 2 * i);
+        text += &format!("{line}\n");
+    }
+    let history = dir.join("big.jsonl");
+    std::fs::write(&history, text).expect("history");
+    let html = dir.join("big.html");
+    let page = report(&[&history], &html, &[]);
+    let size = page.len();
+    assert!(size < 1 << 20, "{size} bytes");
+    assert!(page.contains("10,000 samples"), "the true count is stated");
+    assert!(page.contains(r#"data-points="600""#), "drawn points are bounded");
+    let climbing_shown = html_escaped(&climbing);
+    assert!(page.contains(&format!(">{climbing_shown}</span>: <b>+120/min (+7,200/h)</b>")), "the rate");
+    if have("chromium") {
+        let empty = dir.join("empty.html");
+        std::fs::write(&empty, "<!DOCTYPE html><html><body></body></html>").expect("empty page");
+        let time = |page: &Path, png: &str| {
+            let started = std::time::Instant::now();
+            chromium(page, &dir.join(png));
+            started.elapsed().as_secs_f64()
+        };
+        let (empty_s, big_s) = (time(&empty, "empty.png"), time(&html, "big.png"));
+        println!("report of 10,000 samples: {size} bytes; Chromium {big_s:.2} s, {empty_s:.2} s for an empty page");
+        assert!(big_s - empty_s < 2.0, "rendering took {big_s:.2} s against {empty_s:.2} s for an empty page");
+    }
+}

@@ -324,9 +324,8 @@ fn a_ten_thousand_sample_recording_stays_small_and_renders_fast() {
     let mut text = String::new();
     for i in 0..10_000u64 {
         let mut line = template.clone();
-        line["timestamp"] = Value::from(
-            humantime::format_rfc3339_millis(start + std::time::Duration::from_secs(i)).to_string(),
-        );
+        line["timestamp"] =
+            Value::from(humantime::format_rfc3339_millis(start + std::time::Duration::from_secs(i)).to_string());
         line["types"][0]["count"] = Value::from(100_000 + 2 * i);
         text += &format!("{line}\n");
     }

@@ -189,12 +189,18 @@ impl Scale {
         TOP + (HEIGHT - TOP - BOTTOM) * (1.0 - frac)
     }
 
-    fn ticks(&self) -> Vec<f64> {
+    /// Round ticks in the axis's unit: bytes at round numbers of KiB, MiB or GiB.
+    fn ticks(&self, unit: Unit) -> Vec<f64> {
         if self.log {
-            (self.low as i32..=self.high as i32).map(|p| 10f64.powi(p)).collect()
-        } else {
-            ticks(self.low, self.high)
+            return (self.low as i32..=self.high as i32).map(|p| 10f64.powi(p)).collect();
         }
+        let divisor = match unit {
+            Unit::Bytes if self.high >= (1u64 << 30) as f64 => (1u64 << 30) as f64,
+            Unit::Bytes if self.high >= (1u64 << 20) as f64 => (1u64 << 20) as f64,
+            Unit::Bytes if self.high >= 1024.0 => 1024.0,
+            _ => 1.0,
+        };
+        ticks(self.low / divisor, self.high / divisor).into_iter().map(|t| t * divisor).collect()
     }
 }
 
@@ -226,7 +232,7 @@ pub fn render(chart: &Chart, log: bool) -> String {
         bottom - TOP
     );
     // Left axis: grid lines and labels.
-    let left_ticks = left.ticks();
+    let left_ticks = left.ticks(chart.left_unit);
     for (t, label) in left_ticks.iter().zip(tick_labels(&left_ticks, chart.left_unit)) {
         let y = left.y(*t);
         let _ = write!(
@@ -245,7 +251,7 @@ pub fn render(chart: &Chart, log: bool) -> String {
         if log { " (log scale)" } else { "" }
     );
     if let Some(right) = &right {
-        let right_ticks = right.ticks();
+        let right_ticks = right.ticks(chart.right_unit);
         for (t, label) in right_ticks.iter().zip(tick_labels(&right_ticks, chart.right_unit)) {
             let _ = write!(
                 out,

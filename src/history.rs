@@ -91,7 +91,7 @@ pub fn for_each_entry(path: &Path, mut each: impl FnMut(Census), mut extra: impl
                 skipped.lines.push(format!("line {number}: incomplete last line (a write was interrupted), skipped"))
             }
             Err(_) if text.contains("\"summary\":true") => {}
-            Err(_) if text.starts_with("{\"why\":true") => match serde_json::from_str::<WhyRecord>(text) {
+            Err(_) if text.contains("\"why\":true") => match serde_json::from_str::<WhyRecord>(text) {
                 Ok(why) => extra(Extra::Why(Box::new(why))),
                 Err(e) => skipped.lines.push(format!("line {number}: not a why record ({e}), skipped")),
             },

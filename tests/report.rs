@@ -264,6 +264,9 @@ fn a_history_with_a_restart_is_two_runs_with_the_restart_marked() {
     let html = dir.join("restart.html");
     let page = report(&[&history], &html, &[]);
     assert!(page.contains("2 process runs"), "{}", &page[..page.len().min(3000)]);
+    // Every line was a record: the why lines (their keys reordered by the rewrite) too.
+    assert!(!page.contains("lines that were not records"), "{}", &page[..page.len().min(3000)]);
+    assert_eq!(page.matches("<h3>Who holds them</h3>").count(), 2, "each run's why record");
     assert!(page.contains(&format!("restart: PID {} → {}", pids[0], pids[1])), "no restart marker");
     assert_eq!(page.matches("<section class=\"run\"").count(), 2);
     assert!(page.contains(&format!("of PID {}: a new series starts here", pids[0])));

@@ -5,7 +5,8 @@
 #    executables: our "container" case, seen through /proc/PID/root) plus their -dev headers
 #    (internal pycore_*.h) for scripts/gen_offsets.py;
 #  - gcc and python3 (the offset generator), setpriv (the permission-denied test), tmux (the
-#    live-view test), prometheus_client (the Prometheus format test);
+#    live-view test), prometheus_client (the Prometheus format test), graphviz (`why --format
+#    dot` is rendered by dot) and chromium (the HTML report is opened headless);
 #  - real libraries from PyPI (tests/requirements.txt: an ORM, an HTTP client, an event
 #    system, numpy/pandas, pydantic, flask, gunicorn) for the tests that leak through them:
 #    virtual environments of the oldest, a middle and the newest pyenv interpreter, and
@@ -28,6 +29,8 @@ command -v gcc >/dev/null || need_apt+=(gcc)
 command -v python3 >/dev/null || need_apt+=(python3)
 command -v setpriv >/dev/null || need_apt+=(util-linux)
 command -v tmux >/dev/null || need_apt+=(tmux)
+command -v dot >/dev/null || need_apt+=(graphviz)
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]}"
     apt-get update -qq

@@ -6,8 +6,11 @@
 //! readers skip with a warning, as they skip any other line that is not a census.
 
 use crate::heap::census::Census;
+use crate::heap::explain::WhyReport;
+use crate::memory::proc_info::ProcessInfo;
 use crate::output::files::AppendFile;
 use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -35,9 +38,36 @@ impl Skipped {
     }
 }
 
+/// Who holds a suspect's instances, as `attach --why-top` read it at the end of sampling and
+/// appended to the recording (one line, after the censuses): the report shows its paths.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WhyRecord {
+    /// Always true: tells this line from a census.
+    pub why: bool,
+    pub pid: i32,
+    /// RFC 3339, UTC, when the heap graph was read.
+    pub timestamp: String,
+    /// Who the process is: with the PID, matches the record to its run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessInfo>,
+    #[serde(flatten)]
+    pub report: WhyReport,
+}
+
+/// A line of a history file that is not a census but is leakspy's own.
+pub enum Extra {
+    Why(Box<WhyRecord>),
+}
+
 /// Calls `each` with every census record of the file, in order. Summary lines written by
-/// `attach` are passed over; anything else that is not a census is reported in `Skipped`.
-pub fn for_each_record(path: &Path, mut each: impl FnMut(Census)) -> Result<Skipped> {
+/// `attach` and `why` records are passed over; anything else that is not a census is reported
+/// in `Skipped`.
+pub fn for_each_record(path: &Path, each: impl FnMut(Census)) -> Result<Skipped> {
+    for_each_entry(path, each, |_| {})
+}
+
+/// As [`for_each_record`], with the `why` records (`attach --why-top`) given to `extra`.
+pub fn for_each_entry(path: &Path, mut each: impl FnMut(Census), mut extra: impl FnMut(Extra)) -> Result<Skipped> {
     let file = std::fs::File::open(path).with_context(|| format!("opening history file {}", path.display()))?;
     let mut reader = BufReader::new(file);
     let mut skipped = Skipped::default();
@@ -61,6 +91,10 @@ pub fn for_each_record(path: &Path, mut each: impl FnMut(Census)) -> Result<Skip
                 skipped.lines.push(format!("line {number}: incomplete last line (a write was interrupted), skipped"))
             }
             Err(_) if text.contains("\"summary\":true") => {}
+            Err(_) if text.contains("\"why\":true") => match serde_json::from_str::<WhyRecord>(text) {
+                Ok(why) => extra(Extra::Why(Box::new(why))),
+                Err(e) => skipped.lines.push(format!("line {number}: not a why record ({e}), skipped")),
+            },
             Err(e) => skipped.lines.push(format!("line {number}: not a census record ({e}), skipped")),
         }
     }

@@ -1,5 +1,5 @@
 use clap::Parser;
-use leakspy::cli::{Cli, Command, attach, history, install, ps, snapshot, stacks, why};
+use leakspy::cli::{Cli, Command, attach, history, install, ps, report, snapshot, stacks, why};
 use leakspy::error::LeakspyError;
 
 /// Large buffers (the heap graph's arrays, grown as objects are found) are mapped on their own
@@ -28,6 +28,7 @@ fn main() {
         Command::Ps(args) => ps::run(args),
         Command::Completions(args) => install::run_completions(args),
         Command::Man(args) => install::run_man(args),
+        Command::Report(args) => report::run(args),
     };
     if let Err(e) = result {
         let message = match &e {

@@ -28,6 +28,11 @@ pub struct Run {
 }
 
 impl Run {
+    /// When the run's first record was taken (a chart of several runs places them by it).
+    pub fn first_time(&self) -> SystemTime {
+        self.first_time
+    }
+
     pub fn suspects(&self) -> Vec<Suspect> {
         self.series.suspects()
     }
@@ -40,8 +45,8 @@ pub struct Runs {
 
 impl Runs {
     /// Adds a record taken at `at`; records must come in time order (as a history file has
-    /// them).
-    pub fn push(&mut self, census: &Census, at: SystemTime) {
+    /// them). Returns the index of the run it was added to.
+    pub fn push(&mut self, census: &Census, at: SystemTime) -> usize {
         let info = census.process.clone().unwrap_or_default();
         let same_process = |r: &Run| {
             r.info.hostname == info.hostname && r.info.pid == census.pid && r.info.start_time == info.start_time
@@ -78,6 +83,7 @@ impl Runs {
         let seconds = at.duration_since(run.first_time).map_or(0.0, |d| d.as_secs_f64());
         run.series.push(seconds, census);
         run.info.last_timestamp = census.timestamp.clone();
+        index
     }
 }
 

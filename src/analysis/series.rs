@@ -3,7 +3,7 @@
 
 use super::culprits::{CodeSuspect, Link, Member, Part, graph_links, group, nature};
 use super::findings::Finding;
-use super::trend::{MIN_SAMPLES, analyse};
+use super::trend::{MIN_SAMPLES, Trend, analyse};
 use crate::heap::census::Census;
 use crate::heap::details::FunctionGroup;
 use crate::heap::holders::Hold;
@@ -209,6 +209,34 @@ impl Series {
             keep_even(&mut s.closures);
             keep_even(&mut s.bound_methods);
         }
+    }
+
+    /// Seconds since the first sample, per kept sample (what a chart's x axis shows).
+    pub fn times(&self) -> &[f64] {
+        &self.times
+    }
+
+    /// The target's RSS per kept sample (0 where a record did not carry it).
+    pub fn rss(&self) -> &[u64] {
+        &self.rss
+    }
+
+    /// The GC-tracked objects per kept sample.
+    pub fn objects(&self) -> &[u64] {
+        &self.objects
+    }
+
+    /// A type's count per kept sample.
+    pub fn counts_of(&self, name: &str) -> Option<&[u64]> {
+        self.types.get(name).map(|s| s.counts.as_slice())
+    }
+
+    /// The trend statistics of a type's count (`analysis::trend`), fitted line included;
+    /// `None` with too few samples.
+    pub fn trend_of(&self, name: &str) -> Option<Trend> {
+        let counts = self.counts_of(name)?;
+        let points: Vec<(f64, f64)> = self.times.iter().zip(counts).map(|(t, v)| (*t, *v as f64)).collect();
+        analyse(&points)
     }
 
     pub fn kept_samples(&self) -> usize {

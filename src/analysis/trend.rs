@@ -27,6 +27,9 @@ pub const MIN_SAMPLES: usize = 6;
 pub struct Trend {
     /// Theil-Sen slope, units per second.
     pub slope_per_sec: f64,
+    /// The fitted line's value at time 0 (median of value - slope * time): with the slope,
+    /// the growth line a report draws through the series.
+    pub intercept: f64,
     /// Fitted growth from the first to the last sample.
     pub added: f64,
     /// Mann-Kendall z over the whole series and over its recent half.
@@ -69,7 +72,17 @@ pub fn analyse(points: &[(f64, f64)]) -> Option<Trend> {
         && z_recent >= recent_bar
         && added > (GROWTH_OVER_SCATTER * scatter.max(0.5)).max(GROWTH_OVER_LEVEL * level);
     let confidence = normal_cdf(z_all.min(z_recent * std::f64::consts::SQRT_2));
-    Some(Trend { slope_per_sec: slope, added, z_all, z_recent, scatter, samples: points.len(), growing, confidence })
+    Some(Trend {
+        slope_per_sec: slope,
+        intercept,
+        added,
+        z_all,
+        z_recent,
+        scatter,
+        samples: points.len(),
+        growing,
+        confidence,
+    })
 }
 
 fn thin(points: &[(f64, f64)]) -> Vec<(f64, f64)> {

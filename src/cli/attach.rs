@@ -3,16 +3,20 @@
 
 use super::{TargetArgs, open_target, take_census_of_process};
 use crate::analysis::findings::Finding;
-use crate::analysis::series::Series;
+use crate::analysis::series::{Series, Suspect};
 use crate::cpython::process::{PythonProcess, retry_transient};
 use crate::error::LeakspyError;
 use crate::heap::census::Census;
+use crate::heap::explain::{Explainer, GraphSummary, WhyReport, instances_of_type};
+use crate::heap::graph::{build, shortest_paths};
 use crate::heap::holders::{GraphPass, Holdings, read_holdings};
+use crate::heap::retained::Retention;
 use crate::heap::walk::WalkLimits;
+use crate::history::WhyRecord;
 use crate::memory::live::LiveProcess;
-use crate::memory::proc_info::{ProcessIdentity, Sameness, available_memory, rss_bytes};
+use crate::memory::proc_info::{ProcessIdentity, ProcessInfo, Sameness, available_memory, rss_bytes};
 use crate::output::files::AppendFile;
-use crate::output::live::{LiveSort, SamplingStatus, render_live, render_summary};
+use crate::output::live::{LiveSort, SamplingStatus, render_live, render_summary, render_why_summary};
 use crate::text::{human_bytes, terminal, thousands};
 use anyhow::Context;
 use serde::Serialize;
@@ -66,6 +70,11 @@ pub struct SamplingArgs {
     /// to group each leak's parts under it); group them by their growth alone.
     #[arg(long)]
     pub no_graph_pass: bool,
+    /// When sampling ends, while the target still runs, read who holds the instances of the
+    /// top N leak suspects (as `leakspy why --type` does) and put it in the summary and the
+    /// recording, for `leakspy report`. One process only (not with --match or --children).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub why_top: usize,
 }
 
 #[derive(clap::Args)]
@@ -101,6 +110,12 @@ pub fn run_attach(args: AttachArgs) -> Result<(), LeakspyError> {
     let selection = args.target.select()?;
     // --match and --children select processes that come and go (a pre-fork server's workers).
     if selection.selector.follows() {
+        if args.sampling.why_top > 0 {
+            return Err(anyhow::anyhow!(
+                "--why-top reads the heap graph of one process: give its PID (not --match or --children)"
+            )
+            .into());
+        }
         return super::fleet::sample(selection, &args.sampling);
     }
     let pid = selection.pids.first().copied().unwrap_or_default();
@@ -175,6 +190,77 @@ struct SummaryLine<'a> {
     /// The memory split's change per minute (RSS, pymalloc's arenas, the native estimate).
     #[serde(skip_serializing_if = "Option::is_none")]
     memory_growth: Option<crate::analysis::series::MemoryGrowth>,
+    /// With --why-top: who holds the top suspects' instances (also in the recording).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    why: Vec<WhyReport>,
+    /// With --why-top: why it was not read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    why_skipped_because: Option<String>,
+}
+
+/// Instances traced per suspect by --why-top (as `why --sample`'s default).
+const WHY_TOP_SAMPLE: usize = 10_000;
+/// Largest retainers listed per suspect by --why-top.
+const WHY_TOP_LARGEST: usize = 5;
+
+/// `--why-top`: who holds the instances of the `top` leading count suspects, read from one
+/// heap graph while the target still runs; or why it could not be read.
+fn why_top(
+    process: &PythonProcess,
+    mem: &mut LiveProcess,
+    suspects: &[Suspect],
+    top: usize,
+    alive: bool,
+    live: bool,
+) -> Result<Vec<WhyRecord>, String> {
+    let names: Vec<&str> = suspects.iter().filter(|s| s.metric == "count").take(top).map(|s| s.name.as_str()).collect();
+    if names.is_empty() {
+        return Err("no leak suspects".into());
+    }
+    if !alive {
+        return Err("the target is gone".into());
+    }
+    super::warn_if_graph_may_not_fit(process.pid);
+    let spinner = live.then(|| {
+        let bar = indicatif::ProgressBar::new_spinner()
+            .with_message(format!("reading who holds the instances of {} suspects", names.len()));
+        bar.enable_steady_tick(Duration::from_millis(100));
+        bar
+    });
+    let started = Instant::now();
+    let built = retry_transient(true, |_| build(process, mem));
+    let result = built.map_err(|e| format!("the heap graph could not be read: {e}")).map(|(graph, _)| {
+        let retention = Retention::of(&graph);
+        let paths = shortest_paths(&graph);
+        let summary = GraphSummary::of(&graph, started.elapsed().as_secs_f64() * 1000.0);
+        let explainer = Explainer { graph: &graph, paths: &paths, retention: &retention, process };
+        let timestamp = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        let info = ProcessInfo::read(process.pid);
+        names
+            .iter()
+            .filter_map(|name| {
+                let instances = instances_of_type(&graph, name);
+                (!instances.is_empty()).then(|| WhyRecord {
+                    why: true,
+                    pid: process.pid,
+                    timestamp: timestamp.clone(),
+                    process: Some(info.clone()),
+                    report: explainer.report(
+                        mem,
+                        Some(name.to_string()),
+                        &instances,
+                        WHY_TOP_SAMPLE,
+                        WHY_TOP_LARGEST,
+                        summary.clone(),
+                    ),
+                })
+            })
+            .collect()
+    });
+    if let Some(bar) = spinner {
+        bar.finish_and_clear();
+    }
+    result
 }
 
 /// Reads who holds whom among the growing types, unless there is nothing to group or the
@@ -378,6 +464,7 @@ fn sample(
                 behind,
                 skipped: skips.total,
                 last_skip: skips.last_error.as_deref(),
+                columns: terminal_columns(),
             };
             let screen = render_live(&census, &series, &status, args.top, args.sort);
             let _ = write!(stdout, "\x1b[H\x1b[2J{screen}");
@@ -399,6 +486,21 @@ fn sample(
     let suspects = series.suspects_with(holdings.as_ref().map(|h| h.holds.as_slice()));
     last_findings.extend(series.native_growth());
     last_findings.extend(series.pymalloc_growth());
+    let (whys, why_skipped_because) = match args.why_top {
+        0 => (Vec::new(), None),
+        n => match why_top(process, mem, &suspects, n, alive, live) {
+            Ok(whys) => (whys, None),
+            Err(why_not) => (Vec::new(), Some(why_not)),
+        },
+    };
+    if let Some(file) = record.as_mut() {
+        for why in &whys {
+            if let Err(e) = json_line(why).and_then(|line| Ok(file.append(line.as_bytes())?)) {
+                failure.get_or_insert(e);
+                break;
+            }
+        }
+    }
     if live {
         let _ = write!(
             stdout,
@@ -413,6 +515,9 @@ fn sample(
                 (identity.check(process.pid) == Sameness::Same).then_some(process.pid),
             )
         );
+        if args.why_top > 0 {
+            let _ = write!(stdout, "{}", render_why_summary(&whys, why_skipped_because.as_deref()));
+        }
     } else {
         let _ = stdout.write_all(
             json_line(&SummaryLine {
@@ -430,12 +535,22 @@ fn sample(
                 graph_pass: pass,
                 findings: last_findings,
                 memory_growth: series.memory_growth(),
+                why: whys.into_iter().map(|w| w.report).collect(),
+                why_skipped_because,
             })?
             .as_bytes(),
         );
     }
     let _ = stdout.flush();
     failure.map_or(Ok(()), Err)
+}
+
+/// The width of the terminal on stdout, if it is one.
+fn terminal_columns() -> Option<usize> {
+    let mut size = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCGWINSZ writes one winsize into the struct given; fd 1 is only read from.
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    (ok && size.ws_col > 0).then_some(size.ws_col as usize)
 }
 
 /// Sleeps until the next sample is due (sample `done` + 1 on the schedule), waking early for

@@ -6,6 +6,7 @@ pub mod fleet;
 pub mod history;
 pub mod install;
 pub mod ps;
+pub mod report;
 pub mod select;
 pub mod snapshot;
 pub mod stacks;
@@ -62,6 +63,9 @@ pub enum Command {
     /// Show what each thread is running: its Python stack with lines, thread ids, names and
     /// the GIL's holder; --locals adds each frame's variables with types and sizes.
     Stacks(stacks::StacksArgs),
+    /// Write one self-contained HTML report (charts, suspects, findings, who holds them) of
+    /// recordings and history files: `leakspy report rec.jsonl -o report.html`.
+    Report(report::ReportArgs),
     /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
     Completions(install::CompletionsArgs),
     /// Print the man page (roff), or write one page per command into a directory.

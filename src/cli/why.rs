@@ -5,12 +5,12 @@
 use super::{TargetArgs, open_target, warn_if_graph_may_not_fit};
 use crate::cpython::process::{PythonProcess, retry_transient};
 use crate::error::LeakspyError;
-use crate::heap::graph::{HeapGraph, Path, Paths, Step, build, render, shortest_paths};
+use crate::heap::explain::{Explainer, GraphSummary, WhyReport, instances_of_type};
+use crate::heap::graph::{build, shortest_paths};
 use crate::heap::retained::Retention;
 use crate::memory::RemoteMemory;
+use crate::output::dot::render_dot;
 use crate::text::{human_bytes, terminal, thousands};
-use rustc_hash::FxHashMap;
-use serde::Serialize;
 use std::time::Instant;
 
 #[derive(clap::Args)]
@@ -33,9 +33,21 @@ pub struct WhyArgs {
     /// How many paths to print, most instances first (--json gives all).
     #[arg(long, default_value_t = 20)]
     pub paths: usize,
-    /// Print the report as JSON (the fields are listed in the README).
-    #[arg(long)]
+    /// Print the report as JSON (the fields are listed in the README); the same as
+    /// `--format json`.
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// How to print the report: text, json, or dot (a Graphviz graph of the folded paths from
+    /// the roots to the instances: `leakspy why PID --type T --format dot | dot -Tsvg`).
+    #[arg(long, value_enum, default_value_t = WhyFormat::Text)]
+    pub format: WhyFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhyFormat {
+    Text,
+    Json,
+    Dot,
 }
 
 fn parse_address(text: &str) -> Result<u64, String> {
@@ -46,94 +58,6 @@ fn parse_address(text: &str) -> Result<u64, String> {
     parsed.map_err(|_| format!("{text:?} is not an address: give it as 0x7f3a5c2b1d40 or in decimal"))
 }
 
-/// The object a group of paths runs through before the part that varies: the container.
-#[derive(Serialize)]
-struct Holder {
-    #[serde(rename = "type")]
-    type_name: String,
-    address: String,
-    retained_bytes: u64,
-}
-
-#[derive(Serialize)]
-struct PathGroup {
-    path: String,
-    count: u64,
-    steps: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    holder: Option<Holder>,
-}
-
-#[derive(Serialize)]
-struct Retainer {
-    address: String,
-    #[serde(rename = "type")]
-    type_name: String,
-    size_bytes: u64,
-    retained_bytes: u64,
-    path: Option<String>,
-    /// References no object or frame explains (native code, the interpreter's own state).
-    external_refs: u64,
-}
-
-#[derive(Serialize)]
-struct GraphSummary {
-    objects: u64,
-    untracked: u64,
-    references: u64,
-    frames: u64,
-    truncated: bool,
-    /// Threads whose frames could not be read (they exited under the read).
-    skipped_threads: u64,
-    ms: f64,
-}
-
-#[derive(Serialize)]
-struct WhyReport {
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    type_name: Option<String>,
-    /// With --type or --address: who holds those objects.
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    explanation: Option<Explanation>,
-    /// The objects retaining the most memory (of the type, with --type; of all, without).
-    largest: Vec<Retainer>,
-    graph: GraphSummary,
-}
-
-#[derive(Serialize)]
-struct Explanation {
-    instances: u64,
-    sampled: u64,
-    /// sys.getsizeof summed over the instances.
-    size_bytes: u64,
-    /// Freed if every instance went.
-    retained_bytes: u64,
-    paths: Vec<PathGroup>,
-    /// Instances no path from the module globals or a frame reaches (garbage cycles not yet
-    /// collected, or held by native code only).
-    unreachable: u64,
-    /// Sum over the instances of refcount minus the references found in the heap and frames.
-    external_refs: u64,
-    /// Instances with at least one such reference.
-    externally_held: u64,
-    /// References the instances get from running frames (3.11+ locals and value stacks).
-    frame_refs: u64,
-}
-
-/// Steps with the varying part taken out: paths with the same shape are one line.
-fn shape(path: &Path) -> (String, Vec<Step>) {
-    let steps = path
-        .steps
-        .iter()
-        .map(|(_, s)| match s {
-            Step::Index(_) => Step::Index(0),
-            Step::Key(_) => Step::Key(String::new()),
-            other => other.clone(),
-        })
-        .collect();
-    (path.root.clone(), steps)
-}
-
 pub fn run(args: WhyArgs) -> Result<(), LeakspyError> {
     let (process, mut mem) = open_target(args.target.resolve()?)?;
     warn_if_graph_may_not_fit(process.pid);
@@ -142,49 +66,29 @@ pub fn run(args: WhyArgs) -> Result<(), LeakspyError> {
     // Dominators first: their working arrays are gone before the paths' are made.
     let retention = Retention::of(&graph);
     let paths = shortest_paths(&graph);
-    let summary = GraphSummary {
-        objects: graph.object_count(),
-        untracked: graph.untracked_count(),
-        references: graph.edges_len(),
-        frames: graph.frames.len() as u64,
-        truncated: graph.truncated,
-        skipped_threads: graph.skipped_threads,
-        ms: started.elapsed().as_secs_f64() * 1000.0,
-    };
+    let summary = GraphSummary::of(&graph, started.elapsed().as_secs_f64() * 1000.0);
+    let explainer = Explainer { graph: &graph, paths: &paths, retention: &retention, process: &process };
     let mem: &mut dyn RemoteMemory = &mut mem;
     let report = if args.type_name.is_none() && args.address.is_empty() {
-        let largest = retention.largest(&graph, args.top);
-        WhyReport {
-            type_name: None,
-            explanation: None,
-            largest: retainers(&graph, &paths, &retention, mem, &process, &largest),
-            graph: summary,
-        }
+        explainer.largest(mem, args.top, summary)
     } else {
         let instances: Vec<u32> = match &args.type_name {
-            Some(name) => (0..graph.len() as u32).filter(|&i| graph.type_info(i).name == *name).collect(),
+            Some(name) => instances_of_type(&graph, name),
             None => args.address.iter().filter_map(|&a| graph.index_of(a)).collect(),
         };
         let missing = args.address.iter().find(|&&a| graph.index_of(a).is_none());
         if instances.is_empty() || missing.is_some() {
             return Err(not_found(&process, args.type_name.as_deref(), missing.copied()));
         }
-        let first_type = &graph.type_info(instances[0]).name;
-        let one_type = instances.iter().all(|&i| graph.type_info(i).name == *first_type);
-        let mut largest = instances.clone();
-        largest.sort_unstable_by(|a, b| retention.retained[*b as usize].cmp(&retention.retained[*a as usize]));
-        largest.truncate(args.top);
-        WhyReport {
-            type_name: args.type_name.clone().or_else(|| one_type.then(|| first_type.clone())),
-            explanation: Some(explain(&graph, &paths, &retention, mem, &process, &instances, args.sample)),
-            largest: retainers(&graph, &paths, &retention, mem, &process, &largest),
-            graph: summary,
-        }
+        explainer.report(mem, args.type_name.clone(), &instances, args.sample, args.top, summary)
     };
-    if args.json {
-        println!("{}", terminal::json(serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?));
-    } else {
-        print!("{}", render_report(&report, args.paths));
+    let format = if args.json { WhyFormat::Json } else { args.format };
+    match format {
+        WhyFormat::Json => {
+            println!("{}", terminal::json(serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?))
+        }
+        WhyFormat::Dot => print!("{}", render_dot(&report, args.paths)),
+        WhyFormat::Text => print!("{}", render_report(&report, args.paths)),
     }
     Ok(())
 }
@@ -204,96 +108,9 @@ fn not_found(process: &PythonProcess, type_name: Option<&str>, address: Option<u
     .into()
 }
 
-fn explain(
-    graph: &HeapGraph,
-    paths: &Paths,
-    retention: &Retention,
-    mem: &mut dyn RemoteMemory,
-    process: &PythonProcess,
-    instances: &[u32],
-    sample: usize,
-) -> Explanation {
-    let step = (instances.len() / sample.max(1)).max(1);
-    let sampled: Vec<u32> = instances.iter().step_by(step).copied().collect();
-    let scale = instances.len() as f64 / sampled.len() as f64;
-
-    let mut groups: FxHashMap<(String, Vec<Step>), Vec<Path>> = FxHashMap::default();
-    let mut unreachable = 0u64;
-    for &i in &sampled {
-        match paths.path(graph, mem, &process.layout, i) {
-            Some(path) => groups.entry(shape(&path)).or_default().push(path),
-            None => unreachable += 1,
-        }
-    }
-    let mut path_groups: Vec<PathGroup> = groups
-        .into_values()
-        .map(|members| {
-            let first = &members[0];
-            let steps: Vec<Step> = first.steps.iter().map(|(_, s)| s.clone()).collect();
-            let wildcard: Vec<bool> =
-                (0..steps.len()).map(|n| members.iter().any(|m| m.steps[n].1 != first.steps[n].1)).collect();
-            // The container: where the paths of the group start to differ (or the last holder).
-            let holder_at = wildcard.iter().position(|w| *w).unwrap_or(steps.len().saturating_sub(1));
-            let holder = first.steps.get(holder_at).map(|(node, _)| Holder {
-                type_name: graph.type_info(*node).name.clone(),
-                address: format!("{:#x}", graph.addrs[*node as usize]),
-                retained_bytes: retention.retained[*node as usize],
-            });
-            PathGroup {
-                path: render(&first.root, &steps, &wildcard),
-                count: (members.len() as f64 * scale).round() as u64,
-                steps: steps
-                    .iter()
-                    .zip(&wildcard)
-                    .map(|(s, w)| if *w { "[*]".to_string() } else { s.text() })
-                    .collect(),
-                holder: holder.filter(|h| !h.type_name.starts_with('<')),
-            }
-        })
-        .collect();
-    path_groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
-    let sum = |f: &dyn Fn(u32) -> u64| instances.iter().map(|&i| f(i)).sum::<u64>();
-    let retained_bytes = retention.of_set(graph, instances);
-    Explanation {
-        instances: instances.len() as u64,
-        sampled: sampled.len() as u64,
-        size_bytes: sum(&|i| graph.sizes[i as usize]),
-        retained_bytes,
-        paths: path_groups,
-        unreachable: (unreachable as f64 * scale).round() as u64,
-        external_refs: sum(&|i| graph.external_refs(i)),
-        externally_held: sum(&|i| u64::from(graph.external_refs(i) > 0)),
-        frame_refs: sum(&|i| u64::from(graph.frame_refs(i))),
-    }
-}
-
-fn retainers(
-    graph: &HeapGraph,
-    paths: &Paths,
-    retention: &Retention,
-    mem: &mut dyn RemoteMemory,
-    process: &PythonProcess,
-    nodes: &[u32],
-) -> Vec<Retainer> {
-    nodes
-        .iter()
-        .map(|&i| Retainer {
-            address: format!("{:#x}", graph.addrs[i as usize]),
-            type_name: graph.type_info(i).name.clone(),
-            size_bytes: graph.sizes[i as usize],
-            retained_bytes: retention.retained[i as usize],
-            path: paths.path(graph, mem, &process.layout, i).map(|p| {
-                let steps: Vec<Step> = p.steps.into_iter().map(|(_, s)| s).collect();
-                render(&p.root, &steps, &[])
-            }),
-            external_refs: graph.external_refs(i),
-        })
-        .collect()
-}
-
 /// The text of the report. Type names are the target's, shown through `terminal::name`; the
 /// paths were rendered with their names escaped already (`heap::graph::render`).
-fn render_report(r: &WhyReport, max_paths: usize) -> String {
+pub fn render_report(r: &WhyReport, max_paths: usize) -> String {
     let g = &r.graph;
     let mut out = format!(
         "heap graph: {} objects ({} not tracked by the GC), {} references, {} frames; built in {:.0} ms{}{}\n",

@@ -157,6 +157,11 @@ pub struct Census {
     /// With `--all`: the heap graph the per-type sizes and references came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graph: Option<GraphTotals>,
+    /// Read back from an `attach` recording: seconds since sampling began, as `attach` timed
+    /// the sample (its line writes the field, next to the census). A report places the
+    /// samples by it, so that its rates are the summary's to the digit.
+    #[serde(default, skip_serializing)]
+    pub elapsed_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -368,6 +373,7 @@ pub fn take_census(
         resources: Some(Resources { descriptors: None, file_objects: details.files, socket_objects: details.sockets }),
         memory: Some(memory),
         findings: Vec::new(),
+        elapsed_s: None,
         graph: None,
     })
 }
@@ -413,6 +419,7 @@ pub(crate) mod tests {
             memory: None,
             findings: Vec::new(),
             graph: None,
+            elapsed_s: None,
             types: types
                 .iter()
                 .map(|(name, count, refs)| TypeCount {

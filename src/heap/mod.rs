@@ -4,6 +4,7 @@ pub mod address_set;
 pub mod census;
 pub mod details;
 pub mod dominators;
+pub mod explain;
 pub mod graph;
 pub mod graph_census;
 pub mod holders;

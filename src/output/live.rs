@@ -5,7 +5,9 @@ use crate::analysis::findings::Finding;
 use crate::analysis::series::{Series, Suspect};
 use crate::heap::census::Census;
 use crate::heap::holders::GraphPass;
-use crate::text::{shell, signed, terminal, thousands};
+use crate::history::WhyRecord;
+use crate::text::sparkline::sparkline;
+use crate::text::{human_bytes, shell, signed, terminal, thousands};
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -35,10 +37,21 @@ pub struct SamplingStatus<'a> {
     /// Samples that could not be taken so far, and the last one's error.
     pub skipped: u64,
     pub last_skip: Option<&'a str>,
+    /// The terminal's width, when known: suspect rows get a sparkline if it fits.
+    pub columns: Option<usize>,
+}
+
+/// Characters of a sparkline: in the live view's suspect rows and the summary.
+const SPARK_WIDTH: usize = 24;
+
+/// A type's counts over the kept samples as a sparkline (empty for a type never seen).
+fn spark(series: &Series, name: &str) -> String {
+    let values: Vec<f64> = series.counts_of(name).map(|c| c.iter().map(|&v| v as f64).collect()).unwrap_or_default();
+    sparkline(&values, SPARK_WIDTH)
 }
 
 pub fn render_live(census: &Census, series: &Series, status: &SamplingStatus, top: usize, sort: LiveSort) -> String {
-    let SamplingStatus { elapsed, rss, behind, skipped, last_skip } = *status;
+    let SamplingStatus { elapsed, rss, behind, skipped, last_skip, columns } = *status;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -99,7 +112,10 @@ pub fn render_live(census: &Census, series: &Series, status: &SamplingStatus, to
     if !suspects.is_empty() {
         let _ = writeln!(out, "\n! leak suspects (steady growth; ~ marks their parts):");
         for s in suspects.iter().take(5) {
-            let _ = writeln!(out, "!   {}", short(&s.name, &s.functions, &s.parts));
+            let line = format!("!   {}", short(&s.name, &s.functions, &s.parts));
+            let fits = columns.is_some_and(|c| line.chars().count() + 2 + SPARK_WIDTH <= c);
+            let line = if fits { format!("{line}  {}", spark(series, &s.name)) } else { line };
+            let _ = writeln!(out, "{line}");
         }
     }
     for f in &census.findings {
@@ -159,13 +175,14 @@ pub fn render_summary(
         let what = if s.metric == "count" { "objects" } else { "references (count flat)" };
         let _ = writeln!(
             out,
-            "  {}: +{:.0} {what}/min ({} added, {} now), confidence {:.0}% over {} samples",
+            "  {}: +{:.0} {what}/min ({} added, {} now), confidence {:.0}% over {} samples  {}",
             terminal::name(&s.name),
             s.growth_per_minute,
             signed(s.added),
             thousands(s.now),
             s.confidence * 100.0,
-            s.samples
+            s.samples,
+            spark(series, &s.name)
         );
         for line in detail_lines(&s.functions, &s.parts) {
             let _ = writeln!(out, "      {line}");
@@ -189,6 +206,39 @@ pub fn render_summary(
     // The next question is who holds them: while the process runs, that can be answered.
     if let (Some(pid), Some(top)) = (pid, suspects.first()) {
         let _ = writeln!(out, "Who holds them: {}", why_command(pid, &top.name));
+    }
+    out
+}
+
+/// Paths shown per suspect in the summary's "who holds them" (the recording has them all).
+const WHY_PATHS_SHOWN: usize = 3;
+
+/// What `attach --why-top` read: per suspect, its instances, what they retain, and the paths
+/// that hold most of them. Type names come from the target (`terminal::name`); paths were
+/// escaped when they were worded.
+pub fn render_why_summary(whys: &[WhyRecord], skipped_because: Option<&str>) -> String {
+    let mut out = String::new();
+    if let Some(why_not) = skipped_because {
+        let _ = writeln!(out, "Who holds them was not read: {}.", terminal::message(why_not));
+    }
+    for w in whys {
+        let (Some(name), Some(e)) = (&w.report.type_name, &w.report.explanation) else { continue };
+        let _ = writeln!(
+            out,
+            "Who holds {} {}: {} retained (freed if they all went)",
+            thousands(e.instances),
+            terminal::name(name),
+            human_bytes(e.retained_bytes)
+        );
+        for p in e.paths.iter().take(WHY_PATHS_SHOWN) {
+            let _ = writeln!(out, "  {} via {}", thousands(p.count), p.path);
+        }
+        if e.paths.len() > WHY_PATHS_SHOWN {
+            let _ = writeln!(out, "  ... and {} more paths", e.paths.len() - WHY_PATHS_SHOWN);
+        }
+        if e.unreachable > 0 {
+            let _ = writeln!(out, "  {} reachable from no module or frame", thousands(e.unreachable));
+        }
     }
     out
 }
@@ -275,8 +325,14 @@ mod tests {
             ]);
             series.push(i as f64, &census);
         }
-        let status =
-            SamplingStatus { elapsed: Duration::from_secs(20), rss: None, behind: false, skipped: 0, last_skip: None };
+        let status = SamplingStatus {
+            elapsed: Duration::from_secs(20),
+            rss: None,
+            behind: false,
+            skipped: 0,
+            last_skip: None,
+            columns: None,
+        };
         let screen = render_live(&census, &series, &status, 10, LiveSort::Growth);
         let row = |name: &str| screen.lines().find(|l| l.contains(name)).unwrap_or_default().to_string();
         assert!(row("__main__.Invoice").starts_with("! "), "{screen}");

@@ -4,6 +4,7 @@ use super::suspects::detail_lines;
 use crate::analysis::culprits::{CodeSuspect, Part};
 use crate::analysis::diff::CensusDiff;
 use crate::analysis::runs::{RunInfo, Runs};
+use crate::text::sparkline::sparkline;
 use crate::text::{signed, terminal, thousands};
 use serde::Serialize;
 use std::fmt::Write;
@@ -68,7 +69,13 @@ pub struct TrendSuspect {
     pub parts: Vec<Part>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub functions: Vec<CodeSuspect>,
+    /// The type's counts over the run's samples, drawn for a terminal (not in the JSON).
+    #[serde(skip)]
+    pub sparkline: String,
 }
+
+/// Characters of a suspect's sparkline in `trend`.
+const SPARK_WIDTH: usize = 24;
 
 #[derive(Debug, Serialize)]
 pub struct TrendRun {
@@ -112,6 +119,13 @@ pub fn trend_report(runs: &Runs, skipped_lines: usize) -> TrendReport {
                     .suspects()
                     .into_iter()
                     .map(|s| TrendSuspect {
+                        sparkline: sparkline(
+                            &run.series
+                                .counts_of(&s.name)
+                                .map(|c| c.iter().map(|&v| v as f64).collect::<Vec<_>>())
+                                .unwrap_or_default(),
+                            SPARK_WIDTH,
+                        ),
                         growth_per_hour: s.growth_per_minute * 60.0,
                         growth_per_day: s.growth_per_minute * 60.0 * 24.0,
                         name: s.name,
@@ -172,13 +186,14 @@ pub fn render_trend(report: &TrendReport, source: &str) -> String {
             let what = if s.metric == "count" { "objects" } else { "references, count flat" };
             let _ = writeln!(
                 out,
-                "  ! {}: {:+.0}/hour, {:+.0}/day {what} ({} over the series, {} now), confidence {:.0}%",
+                "  ! {}: {:+.0}/hour, {:+.0}/day {what} ({} over the series, {} now), confidence {:.0}%  {}",
                 terminal::name(&s.name),
                 s.growth_per_hour,
                 s.growth_per_day,
                 signed(s.added),
                 thousands(s.now),
-                s.confidence * 100.0
+                s.confidence * 100.0,
+                s.sparkline
             );
             for line in detail_lines(&s.functions, &s.parts) {
                 let _ = writeln!(out, "      {line}");

@@ -2,7 +2,8 @@
 
 Usage: python hostile_names_target.py TRUTH_PATH MARKER [EXTRA...]
 
-Everything leakspy shows of a process is named by that process. This one names its types,
+Everything leakspy shows of a process is named by that process. This one names its types
+(markup included, for the HTML report),
 a module, a function, a file, a dict key, an attribute and a thread with escape sequences
 (window title OSC 0, clear screen CSI 2J, clipboard OSC 52, 8-bit C1 CSI/OSC), newlines
 and carriage returns that would forge table lines, bidirectional overrides and zero-width
@@ -72,6 +73,9 @@ HOSTILE_TYPES = [
     "Back\\x1bslash\\",
     "Shell" + SHELL + ";echo;",
     "Quote'\"" + SHELL,
+    # Markup for the HTML report: a script element, an attribute broken out of, an entity.
+    "Html<script>alert(1)</script>",
+    "Attr\"><img src=x onerror=alert(2)>&amp;",
 ]
 GROWER = "Grow\x1b]0;pwned\x07" + SHELL + "'\"\n\u202e\\"
 MODULE_NAME = "mod\x1b[31m\u202e\n"

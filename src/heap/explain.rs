@@ -1,0 +1,273 @@
+//! Who holds a set of objects: their paths from the module globals or the threads' frames,
+//! folded by shape ("`CACHE[*]`" for a thousand keys of one dict), with the containers on the
+//! way, what the objects keep alive, and what nobody in the heap explains. The answer of
+//! `leakspy why`, of `attach --why-top` (stored in the recording) and of the report's "who
+//! holds them" section, so it is one data shape, written and read back as JSON.
+
+use super::graph::{HeapGraph, Path, Paths, Step, render};
+use super::retained::Retention;
+use crate::cpython::process::PythonProcess;
+use crate::memory::RemoteMemory;
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::{Deserialize, Serialize};
+
+/// The object a group of paths runs through before the part that varies: the container.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Holder {
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub address: String,
+    pub retained_bytes: u64,
+}
+
+/// One object (or, past a step that varies, the objects) a group's paths leave from at one
+/// step: what a graph of the paths draws as a node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PathNode {
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// Distinct objects at this step among the traced paths, scaled to all instances.
+    pub objects: u64,
+    /// Memory freed if they went (their retained sizes summed, scaled likewise).
+    pub retained_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PathGroup {
+    /// The whole path as Python spells it, with `*` where the paths of the group differ.
+    pub path: String,
+    /// Instances reached this way (scaled from the traced ones).
+    pub count: u64,
+    /// Each step as Python spells it (`['CACHE']`, `.handlers`, `[*]`); names escaped.
+    pub steps: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder: Option<Holder>,
+    /// Where the paths start: `sys.modules`, a thread's frame.
+    #[serde(default)]
+    pub root: String,
+    /// Per step, the objects it leaves from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<PathNode>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Retainer {
+    pub address: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub size_bytes: u64,
+    pub retained_bytes: u64,
+    pub path: Option<String>,
+    /// References no object or frame explains (native code, the interpreter's own state).
+    pub external_refs: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct GraphSummary {
+    pub objects: u64,
+    pub untracked: u64,
+    pub references: u64,
+    pub frames: u64,
+    pub truncated: bool,
+    /// Threads whose frames could not be read (they exited under the read).
+    pub skipped_threads: u64,
+    pub ms: f64,
+}
+
+impl GraphSummary {
+    pub fn of(graph: &HeapGraph, ms: f64) -> GraphSummary {
+        GraphSummary {
+            objects: graph.object_count(),
+            untracked: graph.untracked_count(),
+            references: graph.edges_len(),
+            frames: graph.frames.len() as u64,
+            truncated: graph.truncated,
+            skipped_threads: graph.skipped_threads,
+            ms,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WhyReport {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub type_name: Option<String>,
+    /// With --type or --address: who holds those objects.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<Explanation>,
+    /// The objects retaining the most memory (of the type, with --type; of all, without).
+    pub largest: Vec<Retainer>,
+    pub graph: GraphSummary,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Explanation {
+    pub instances: u64,
+    pub sampled: u64,
+    /// sys.getsizeof summed over the instances.
+    pub size_bytes: u64,
+    /// Freed if every instance went.
+    pub retained_bytes: u64,
+    pub paths: Vec<PathGroup>,
+    /// Instances no path from the module globals or a frame reaches (garbage cycles not yet
+    /// collected, or held by native code only).
+    pub unreachable: u64,
+    /// Sum over the instances of refcount minus the references found in the heap and frames.
+    pub external_refs: u64,
+    /// Instances with at least one such reference.
+    pub externally_held: u64,
+    /// References the instances get from running frames (3.11+ locals and value stacks).
+    pub frame_refs: u64,
+}
+
+/// What the explanations are made from: the graph, its shortest paths and retained sizes.
+pub struct Explainer<'a> {
+    pub graph: &'a HeapGraph,
+    pub paths: &'a Paths,
+    pub retention: &'a Retention,
+    pub process: &'a PythonProcess,
+}
+
+/// The graph's nodes whose type is named `name` exactly.
+pub fn instances_of_type(graph: &HeapGraph, name: &str) -> Vec<u32> {
+    (0..graph.len() as u32).filter(|&i| graph.type_info(i).name == name).collect()
+}
+
+/// Steps with the varying part taken out: paths with the same shape are one line.
+fn shape(path: &Path) -> (String, Vec<Step>) {
+    let steps = path
+        .steps
+        .iter()
+        .map(|(_, s)| match s {
+            Step::Index(_) => Step::Index(0),
+            Step::Key(_) => Step::Key(String::new()),
+            other => other.clone(),
+        })
+        .collect();
+    (path.root.clone(), steps)
+}
+
+impl Explainer<'_> {
+    /// Who holds `instances` (non-empty): up to `sample` of them are traced, evenly spread,
+    /// and the counts scaled up; `top` of them, largest retainers first, are listed.
+    pub fn report(
+        &self,
+        mem: &mut dyn RemoteMemory,
+        type_name: Option<String>,
+        instances: &[u32],
+        sample: usize,
+        top: usize,
+        summary: GraphSummary,
+    ) -> WhyReport {
+        let graph = self.graph;
+        let retained = &self.retention.retained;
+        let one_type = instances.first().map(|&first| {
+            let name = &graph.type_info(first).name;
+            (instances.iter().all(|&i| graph.type_info(i).name == *name), name.clone())
+        });
+        let mut largest = instances.to_vec();
+        largest.sort_unstable_by(|a, b| retained[*b as usize].cmp(&retained[*a as usize]));
+        largest.truncate(top);
+        WhyReport {
+            type_name: type_name.or_else(|| one_type.and_then(|(one, name)| one.then_some(name))),
+            explanation: Some(self.explain(mem, instances, sample)),
+            largest: self.retainers(mem, &largest),
+            graph: summary,
+        }
+    }
+
+    /// The objects that retain the most, with no set to explain.
+    pub fn largest(&self, mem: &mut dyn RemoteMemory, top: usize, summary: GraphSummary) -> WhyReport {
+        let largest = self.retention.largest(self.graph, top);
+        WhyReport { type_name: None, explanation: None, largest: self.retainers(mem, &largest), graph: summary }
+    }
+
+    fn explain(&self, mem: &mut dyn RemoteMemory, instances: &[u32], sample: usize) -> Explanation {
+        let (graph, retention) = (self.graph, self.retention);
+        let step = (instances.len() / sample.max(1)).max(1);
+        let sampled: Vec<u32> = instances.iter().step_by(step).copied().collect();
+        let scale = instances.len() as f64 / sampled.len().max(1) as f64;
+
+        let mut groups: FxHashMap<(String, Vec<Step>), Vec<Path>> = FxHashMap::default();
+        let mut unreachable = 0u64;
+        for &i in &sampled {
+            match self.paths.path(graph, mem, &self.process.layout, i) {
+                Some(path) => groups.entry(shape(&path)).or_default().push(path),
+                None => unreachable += 1,
+            }
+        }
+        let mut path_groups: Vec<PathGroup> = groups
+            .into_values()
+            .map(|members| {
+                let first = &members[0];
+                let steps: Vec<Step> = first.steps.iter().map(|(_, s)| s.clone()).collect();
+                let wildcard: Vec<bool> =
+                    (0..steps.len()).map(|n| members.iter().any(|m| m.steps[n].1 != first.steps[n].1)).collect();
+                // The container: where the paths of the group start to differ (or the last holder).
+                let holder_at = wildcard.iter().position(|w| *w).unwrap_or(steps.len().saturating_sub(1));
+                let holder = first.steps.get(holder_at).map(|(node, _)| Holder {
+                    type_name: graph.type_info(*node).name.clone(),
+                    address: format!("{:#x}", graph.addrs[*node as usize]),
+                    retained_bytes: retention.retained[*node as usize],
+                });
+                // Per step, the distinct objects the traced paths leave from; past the first
+                // step that varies they are a sample of the instances' holders, scaled up.
+                let nodes = (0..steps.len())
+                    .map(|n| {
+                        let distinct: FxHashSet<u32> = members.iter().map(|m| m.steps[n].0).collect();
+                        let factor = if n > holder_at { scale } else { 1.0 };
+                        let retained: u64 = distinct.iter().map(|&v| retention.retained[v as usize]).sum();
+                        PathNode {
+                            type_name: graph.type_info(first.steps[n].0).name.clone(),
+                            objects: (distinct.len() as f64 * factor).round() as u64,
+                            retained_bytes: (retained as f64 * factor).round() as u64,
+                        }
+                    })
+                    .collect();
+                PathGroup {
+                    path: render(&first.root, &steps, &wildcard),
+                    count: (members.len() as f64 * scale).round() as u64,
+                    steps: steps
+                        .iter()
+                        .zip(&wildcard)
+                        .map(|(s, w)| if *w { "[*]".to_string() } else { s.text() })
+                        .collect(),
+                    holder: holder.filter(|h| !h.type_name.starts_with('<')),
+                    root: first.root.clone(),
+                    nodes,
+                }
+            })
+            .collect();
+        path_groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
+        let sum = |f: &dyn Fn(u32) -> u64| instances.iter().map(|&i| f(i)).sum::<u64>();
+        Explanation {
+            instances: instances.len() as u64,
+            sampled: sampled.len() as u64,
+            size_bytes: sum(&|i| graph.sizes[i as usize]),
+            retained_bytes: retention.of_set(graph, instances),
+            paths: path_groups,
+            unreachable: (unreachable as f64 * scale).round() as u64,
+            external_refs: sum(&|i| graph.external_refs(i)),
+            externally_held: sum(&|i| u64::from(graph.external_refs(i) > 0)),
+            frame_refs: sum(&|i| u64::from(graph.frame_refs(i))),
+        }
+    }
+
+    fn retainers(&self, mem: &mut dyn RemoteMemory, nodes: &[u32]) -> Vec<Retainer> {
+        let graph = self.graph;
+        nodes
+            .iter()
+            .map(|&i| Retainer {
+                address: format!("{:#x}", graph.addrs[i as usize]),
+                type_name: graph.type_info(i).name.clone(),
+                size_bytes: graph.sizes[i as usize],
+                retained_bytes: self.retention.retained[i as usize],
+                path: self.paths.path(graph, mem, &self.process.layout, i).map(|p| {
+                    let steps: Vec<Step> = p.steps.into_iter().map(|(_, s)| s).collect();
+                    render(&p.root, &steps, &[])
+                }),
+                external_refs: graph.external_refs(i),
+            })
+            .collect()
+    }
+}

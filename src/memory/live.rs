@@ -139,7 +139,46 @@ pub const PAGE_SIZE: u64 = 4096;
 const PAGEMAP_PRESENT: u64 = 1 << 63;
 const PAGEMAP_SWAPPED: u64 = 1 << 62;
 
+impl LiveProcess {
+    /// The `N` bytes at `addr` when the cache already holds them in one block: the heap walks
+    /// read mostly single words from hot blocks, and a fixed-size copy is a plain load where
+    /// the general path calls `memcpy` (which musl, in the static build, does slowly for a
+    /// few bytes).
+    #[inline]
+    fn cached<const N: usize>(&self, addr: u64) -> Option<[u8; N]> {
+        let block_addr = addr & !(BLOCK_SIZE as u64 - 1);
+        let in_block = (addr - block_addr) as usize;
+        let block = &self.blocks[((block_addr / BLOCK_SIZE as u64) as usize) % self.blocks.len()];
+        if block.addr != block_addr || in_block + N > block.valid {
+            return None;
+        }
+        block.data.get(in_block..in_block + N)?.try_into().ok()
+    }
+}
+
 impl RemoteMemory for LiveProcess {
+    fn read_u64(&mut self, addr: u64) -> Result<u64, ReadError> {
+        match self.cached::<8>(addr) {
+            Some(bytes) => Ok(u64::from_le_bytes(bytes)),
+            None => {
+                let mut b = [0u8; 8];
+                self.read(addr, &mut b)?;
+                Ok(u64::from_le_bytes(b))
+            }
+        }
+    }
+
+    fn read_u32(&mut self, addr: u64) -> Result<u32, ReadError> {
+        match self.cached::<4>(addr) {
+            Some(bytes) => Ok(u32::from_le_bytes(bytes)),
+            None => {
+                let mut b = [0u8; 4];
+                self.read(addr, &mut b)?;
+                Ok(u32::from_le_bytes(b))
+            }
+        }
+    }
+
     fn direct_reads(&self) -> Option<i32> {
         self.reads_directly().then_some(self.pid)
     }

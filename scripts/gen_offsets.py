@@ -295,6 +295,10 @@ KEYS = [
     # tp_weaklistoffset is where an object keeps the head of that list (borrowed too).
     *[(f"weakref.{m}", [off("PyWeakReference", m)]) for m in ("wr_object", "wr_callback", "wr_prev", "wr_next")],
     ("type.tp_weaklistoffset", [off("PyTypeObject", "tp_weaklistoffset")]),
+    # Words of objects that hold no reference and may hold anything: 3.14+ code objects'
+    # _co_unique_id is set only by free-threaded builds, and keeps whatever the memory held
+    # before (often a pointer to a live object) in the others.
+    ("code.co_unique_id", [off("PyCodeObject", "_co_unique_id")]),
     # 3.12+: static builtin types (int, dict, ...) keep their __dict__ and __subclasses__
     # per interpreter, in the interpreter's types state: roots of the heap graph.
     ("static_types.builtins", [off(IS, "types.builtins.initialized"), off(IS, "types.builtins")]),

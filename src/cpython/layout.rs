@@ -223,6 +223,8 @@ pub struct GraphLayout {
     /// 3.12+: the interpreter's state of the static builtin types.
     pub static_types: Option<StaticTypesLayout>,
     pub numpy: NumpyLayout,
+    /// Words of built-in objects that are no reference whatever they hold: (type, offset).
+    pub not_references: Vec<(&'static str, usize)>,
 }
 
 /// PyWeakReference: `wr_object` refers to the referent without keeping it alive,
@@ -749,6 +751,7 @@ impl Layout {
                 },
                 static_types: static_types_layout(t),
                 numpy: NUMPY,
+                not_references: t.opt("code.co_unique_id").map(|o| ("code", o)).into_iter().collect(),
             },
             containers: ContainerLayout {
                 ob_size: t.need("varobject.ob_size")?,

@@ -81,6 +81,8 @@ pub struct TypeInfo {
     /// Offset of the head of the object's weak reference list (0: none, or before the
     /// object): a borrowed pointer, not a reference.
     weaklist: u64,
+    /// Offsets of words that are no reference whatever they hold (stale memory).
+    not_references: Vec<u64>,
 }
 
 impl TypeInfo {
@@ -90,6 +92,7 @@ impl TypeInfo {
             name,
             storage: Storage::Inline,
             weaklist: 0,
+            not_references: Vec::new(),
             kind,
             flags: 0,
             basicsize: 0,
@@ -329,6 +332,7 @@ pub(super) fn type_info(
         _ => {}
     }
     let weaklist = mem.read_u64(type_addr + g.tp_weaklistoffset as u64)?;
+    let not_references = g.not_references.iter().filter(|(t, _)| *t == name).map(|&(_, o)| o as u64).collect();
     Ok(TypeInfo {
         named,
         kind,
@@ -343,6 +347,7 @@ pub(super) fn type_info(
         // Negative offsets do not exist for weak lists; 3.12+ managed ones sit before the
         // object, where the scan does not look.
         weaklist: if (16..MAX_SCAN).contains(&weaklist) { weaklist } else { 0 },
+        not_references,
     })
 }
 
@@ -646,7 +651,12 @@ fn scan(
     let words = mem.read_words(obj + header, ((size - header) / 8) as usize)?;
     for (k, word) in words.into_iter().enumerate() {
         let offset = header + 8 * k as u64;
-        if word == 0 || word & 7 != 0 || offset == t.weaklist || skip.iter().any(|r| r.contains(&offset)) {
+        if word == 0
+            || word & 7 != 0
+            || offset == t.weaklist
+            || t.not_references.contains(&offset)
+            || skip.iter().any(|r| r.contains(&offset))
+        {
             continue;
         }
         let label = match t.named.iter().find(|(o, _)| *o == offset) {

@@ -326,6 +326,9 @@ fn opaque(
         .collect()
 }
 
+/// A path and the object it leads to.
+type TracedPath = (u32, Path);
+
 /// The paths to `nodes` grouped by shape (the varying index or key as `*`), each standing
 /// for `scale` objects, most first; and how many no root reaches.
 fn group_paths(
@@ -337,21 +340,34 @@ fn group_paths(
     nodes: &[u32],
     scale: f64,
 ) -> (Vec<PathGroup>, u64) {
-    let mut groups: FxHashMap<(String, Vec<Step>), Vec<Path>> = FxHashMap::default();
+    let mut groups: FxHashMap<(String, Vec<Step>), Vec<TracedPath>> = FxHashMap::default();
     let mut unreachable = 0u64;
     for &i in nodes {
         match paths.path(graph, mem, &process.layout, i) {
-            Some(path) => groups.entry(shape(&path)).or_default().push(path),
+            Some(path) => groups.entry(shape(&path)).or_default().push((i, path)),
             None => unreachable += 1,
         }
     }
     let mut path_groups: Vec<PathGroup> = groups
         .into_values()
         .map(|members| {
-            let first = &members[0];
+            let (first_node, first) = &members[0];
             let steps: Vec<Step> = first.steps.iter().map(|(_, s)| s.clone()).collect();
-            let wildcard: Vec<bool> =
-                (0..steps.len()).map(|n| members.iter().any(|m| m.steps[n].1 != first.steps[n].1)).collect();
+            // The object a step reaches: the next step's origin, or the path's end.
+            let reached = |node: u32, p: &Path, n: usize| p.steps.get(n + 1).map_or(node, |s| s.0);
+            // A step varies where its text does, and where an entry of a collection whose
+            // text names no entry (a set member, a dict key object, a value under a key that
+            // is not a str) reaches different objects.
+            let wildcard: Vec<bool> = (0..steps.len())
+                .map(|n| {
+                    let entry = matches!(&steps[n], Step::Member | Step::DictKey)
+                        || matches!(&steps[n], Step::Key(k) if k.starts_with('<'));
+                    members.iter().any(|(node, m)| {
+                        m.steps[n].1 != first.steps[n].1
+                            || (entry && reached(*node, m, n) != reached(*first_node, first, n))
+                    })
+                })
+                .collect();
             // The container: where the paths of the group start to differ (or the last holder).
             let holder_at = wildcard.iter().position(|w| *w).unwrap_or(steps.len().saturating_sub(1));
             let holder = first.steps.get(holder_at).map(|(node, _)| Holder {

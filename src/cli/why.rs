@@ -300,7 +300,8 @@ fn opaque(
 ) -> Vec<OpaqueHolder> {
     let candidates: Vec<(u64, u64)> = (0..graph.len() as u32)
         .filter(|&i| graph.type_info(i).storage == Storage::Opaque)
-        .map(|i| (graph.addrs[i as usize], graph.sizes[i as usize]))
+        // The object's own body (not sys.getsizeof, which counts memory before it).
+        .map(|i| (graph.addrs[i as usize], graph.type_info(i).basicsize))
         .collect();
     if candidates.is_empty() {
         return Vec::new();
@@ -466,7 +467,13 @@ fn render_report(r: &WhyReport, max_paths: usize) -> String {
                 thousands(rest.iter().map(|p| p.count).sum())
             );
         }
-        if e.unreachable > 0 {
+        if e.unreachable > 0 && !e.opaque_holders.is_empty() {
+            out += &format!(
+                "{} of {} are reachable from no module, frame or interpreter root through references leakspy can read:\n",
+                thousands(e.unreachable),
+                thousands(e.instances)
+            );
+        } else if e.unreachable > 0 {
             out += &format!(
                 "{} of {} are reachable from no module, frame or interpreter root: held by native code, or garbage cycles the GC has not collected\n",
                 thousands(e.unreachable),

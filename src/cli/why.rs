@@ -140,6 +140,8 @@ struct Explanation {
     weak_refs: u64,
     /// Where those weak references are (the paths to the weak reference objects).
     weak_paths: Vec<PathGroup>,
+    /// The weak references' types, most first: (type, count).
+    weak_ref_types: Vec<(String, u64)>,
     /// Of the objects held from outside the heap: containers that hold them in storage
     /// leakspy does not decode (found by their addresses in that storage).
     opaque_holders: Vec<OpaqueHolder>,
@@ -265,6 +267,12 @@ fn explain(
     let weak_sampled: Vec<u32> = weak.iter().step_by(weak_step).copied().collect();
     let weak_scale = weak.len() as f64 / weak_sampled.len().max(1) as f64;
     let (weak_paths, _) = group_paths(graph, paths, retention, mem, process, &weak_sampled, weak_scale);
+    let mut weak_types: FxHashMap<&str, u64> = FxHashMap::default();
+    for &w in &weak {
+        *weak_types.entry(graph.type_info(w).name.as_str()).or_default() += 1;
+    }
+    let mut weak_ref_types: Vec<(String, u64)> = weak_types.into_iter().map(|(t, n)| (t.to_string(), n)).collect();
+    weak_ref_types.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
 
     let sum = |f: &dyn Fn(u32) -> u64| instances.iter().map(|&i| f(i)).sum::<u64>();
     let retained_bytes = retention.of_set(graph, instances);
@@ -284,6 +292,7 @@ fn explain(
         frame_refs: sum(&|i| u64::from(graph.frame_refs(i))),
         weak_refs: weak.len() as u64,
         weak_paths,
+        weak_ref_types,
         opaque_holders: opaque,
     }
 }
@@ -499,14 +508,16 @@ fn render_report(r: &WhyReport, max_paths: usize) -> String {
             }
         }
         if e.weak_refs > 0 {
+            let types: Vec<String> =
+                e.weak_ref_types.iter().map(|(t, n)| format!("{} {}", thousands(*n), terminal::name(t))).collect();
             out += &format!(
-                "also referenced weakly by {} weak reference{} (they keep nothing alive, and are not counted above):\n",
+                "also referenced weakly by {} weak reference{} ({}; they keep nothing alive, and are not counted above):\n",
                 thousands(e.weak_refs),
-                if e.weak_refs == 1 { "" } else { "s" }
+                if e.weak_refs == 1 { "" } else { "s" },
+                types.join(", ")
             );
             for p in e.weak_paths.iter().take(max_paths) {
-                let what = p.holder.as_ref().map(|h| format!(" ({})", terminal::name(&h.type_name)));
-                out += &format!("    {} via {}{}\n", thousands(p.count), p.path, what.unwrap_or_default());
+                out += &format!("    {} via {}\n", thousands(p.count), p.path);
             }
         }
         if e.paths.iter().any(|p| p.path.contains(".<field +")) {

@@ -639,8 +639,14 @@ fn scan(
 ) -> Result<(), ReadError> {
     let mut size = t.basicsize;
     if t.itemsize > 0 {
-        // ob_size is signed (an int's sign lives there).
-        let items = (mem.read_u64(obj + layout.containers.ob_size as u64)? as i64).unsigned_abs();
+        let items = match layout.sizes.long_lv_tag {
+            // 3.12+ ints (and their subclasses, enum members of IntEnum) count their digits
+            // in lv_tag above three bits of sign: read as a count, the tag would take the
+            // scan past the object into its neighbours' memory.
+            Some(tag) if t.size_rule == SizeRule::Int => mem.read_u64(obj + tag as u64)? >> 3,
+            // ob_size is signed (an int's sign lives there).
+            _ => (mem.read_u64(obj + layout.containers.ob_size as u64)? as i64).unsigned_abs(),
+        };
         size += t.itemsize.saturating_mul(items.min(MAX_SCAN));
     }
     let size = size.min(MAX_SCAN).min(own_size) & !7;

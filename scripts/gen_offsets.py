@@ -318,6 +318,30 @@ KEYS = [
     ("gen.gi_iframe", [off("PyGenObject", "gi_iframe")]),
     # Private to Modules/_collectionsmodule.c and Objects/odictobject.c: declared below.
     ("deque.leftindex", [("LEAKSPY_DEQUE_LEFTINDEX", DECLARED)]),
+    # A deque's items live in a linked list of blocks of 64 slots (leftlink, data[64],
+    # rightlink), from leftblock[leftindex] on, ob_size of them: read exactly by `why`.
+    ("deque.leftblock", [("LEAKSPY_DEQUE_LEFTBLOCK", DECLARED)]),
+    ("deque_block.data", [("LEAKSPY_DEQUE_BLOCK_DATA", DECLARED)]),
+    ("deque_block.len", [("LEAKSPY_DEQUE_BLOCKLEN", DECLARED)]),
+    ("deque_block.rightlink", [("LEAKSPY_DEQUE_BLOCK_RIGHTLINK", DECLARED)]),
+    # Weak references: wr_object keeps nothing alive (not an edge for paths or retained
+    # sizes), wr_callback does; wr_prev/wr_next link the referent's weakrefs (borrowed), and
+    # tp_weaklistoffset is where an object keeps the head of that list (borrowed too).
+    *[(f"weakref.{m}", [off("PyWeakReference", m)]) for m in ("wr_object", "wr_callback", "wr_prev", "wr_next")],
+    ("type.tp_weaklistoffset", [off("PyTypeObject", "tp_weaklistoffset")]),
+    # Words of objects that hold no reference and may hold anything: 3.14+ code objects'
+    # _co_unique_id is set only by free-threaded builds, and keeps whatever the memory held
+    # before (often a pointer to a live object) in the others.
+    ("code.co_unique_id", [off("PyCodeObject", "_co_unique_id")]),
+    # 3.12+: static builtin types (int, dict, ...) keep their __dict__ and __subclasses__
+    # per interpreter, in the interpreter's types state: roots of the heap graph.
+    ("static_types.builtins", [off(IS, "types.builtins.initialized"), off(IS, "types.builtins")]),
+    ("static_types.count", [off(IS, "types.builtins.num_initialized"), off(IS, "types.num_builtins_initialized")]),
+    ("static_types.max", ["_Py_MAX_MANAGED_STATIC_BUILTIN_TYPES", "_Py_MAX_STATIC_BUILTIN_TYPES"]),
+    ("static_types.entry_size", [size("managed_static_type_state"), size("static_builtin_state")]),
+    ("static_types.tp_dict", [off("managed_static_type_state", "tp_dict"), off("static_builtin_state", "tp_dict")]),
+    ("static_types.tp_subclasses", [off("managed_static_type_state", "tp_subclasses"),
+                                    off("static_builtin_state", "tp_subclasses")]),
     ("odict.od_first", [("LEAKSPY_ODICT_FIRST", DECLARED)]),
     ("odict.od_fast_nodes_size", [("LEAKSPY_ODICT_FAST_NODES_SIZE", DECLARED)]),
     # Objects the interpreter itself holds, outside any module: roots of the heap graph, so
@@ -462,6 +486,11 @@ struct leakspy_arena_object {
    leftindex; PyODictObject (Objects/odictobject.c): PyDictObject, od_first, od_last,
    od_fast_nodes, od_fast_nodes_size. The same in every version. */
 #define LEAKSPY_DEQUE_LEFTINDEX (sizeof(PyVarObject) + 2 * sizeof(void *))
+#define LEAKSPY_DEQUE_LEFTBLOCK sizeof(PyVarObject)
+/* block (Modules/_collectionsmodule.c): leftlink, data[BLOCKLEN], rightlink; BLOCKLEN 64. */
+#define LEAKSPY_DEQUE_BLOCKLEN 64
+#define LEAKSPY_DEQUE_BLOCK_DATA sizeof(void *)
+#define LEAKSPY_DEQUE_BLOCK_RIGHTLINK ((1 + LEAKSPY_DEQUE_BLOCKLEN) * sizeof(void *))
 #define LEAKSPY_ODICT_FIRST sizeof(PyDictObject)
 #define LEAKSPY_ODICT_FAST_NODES_SIZE (sizeof(PyDictObject) + 3 * sizeof(void *))
 /* Mirrors the start of PyModuleObject in Objects/moduleobject.c. */

@@ -5,7 +5,7 @@
 use super::{TargetArgs, open_target, warn_if_graph_may_not_fit};
 use crate::cpython::process::{PythonProcess, retry_transient};
 use crate::error::LeakspyError;
-use crate::heap::explain::{Explainer, GraphSummary, WhyReport, instances_of_type};
+use crate::heap::explain::{Explainer, GraphSummary, Retainer, WhyReport, instances_of_type};
 use crate::heap::graph::{build, shortest_paths};
 use crate::heap::retained::Retention;
 use crate::memory::RemoteMemory;
@@ -156,7 +156,13 @@ pub fn render_report(r: &WhyReport, max_paths: usize) -> String {
                 thousands(rest.iter().map(|p| p.count).sum())
             );
         }
-        if e.unreachable > 0 {
+        if e.unreachable > 0 && !e.opaque_holders.is_empty() {
+            out += &format!(
+                "{} of {} are reachable from no module, frame or interpreter root through references leakspy can read:\n",
+                thousands(e.unreachable),
+                thousands(e.instances)
+            );
+        } else if e.unreachable > 0 {
             out += &format!(
                 "{} of {} are reachable from no module, frame or interpreter root: held by native code, or garbage cycles the GC has not collected\n",
                 thousands(e.unreachable),
@@ -164,11 +170,35 @@ pub fn render_report(r: &WhyReport, max_paths: usize) -> String {
             );
         }
         if e.externally_held > 0 {
+            let explained: u64 = e.opaque_holders.iter().map(|h| h.count).sum();
+            for h in &e.opaque_holders {
+                out += &format!(
+                    "{} held by an object leakspy cannot read inside: {} at {} (their addresses are in its own memory)\n",
+                    thousands(h.count),
+                    terminal::name(&h.type_name),
+                    h.path.clone().unwrap_or_else(|| h.address.clone())
+                );
+            }
+            if explained < e.externally_held {
+                out += &format!(
+                    "{} have references from outside the heap ({} in all) that no object or frame explains: native code (C extensions, Py_IncRef without Py_DecRef)\n",
+                    thousands(e.externally_held - explained.min(e.externally_held)),
+                    thousands(e.external_refs)
+                );
+            }
+        }
+        if e.weak_refs > 0 {
+            let types: Vec<String> =
+                e.weak_ref_types.iter().map(|(t, n)| format!("{} {}", thousands(*n), terminal::name(t))).collect();
             out += &format!(
-                "{} have references from outside the heap ({} in all) that no object or frame explains: native code (C extensions, Py_IncRef without Py_DecRef)\n",
-                thousands(e.externally_held),
-                thousands(e.external_refs)
+                "also referenced weakly by {} weak reference{} ({}; they keep nothing alive, and are not counted above):\n",
+                thousands(e.weak_refs),
+                if e.weak_refs == 1 { "" } else { "s" },
+                types.join(", ")
             );
+            for p in e.weak_paths.iter().take(max_paths) {
+                out += &format!("    {} via {}\n", thousands(p.count), p.path);
+            }
         }
         if e.paths.iter().any(|p| p.path.contains(".<field +")) {
             out += "(.<field +0x..>: a reference found by scanning an object of a type leakspy does not decode, at that offset)\n";
@@ -191,8 +221,25 @@ pub fn render_report(r: &WhyReport, max_paths: usize) -> String {
         }
     };
     if notable && !r.largest.is_empty() {
-        out += "largest retainers (memory freed if the object went):\n";
-        for l in &r.largest {
+        let mut shown: Option<Option<i64>> = None;
+        let several = r.largest.iter().any(|l| l.interpreter.is_some());
+        if !several {
+            out += "largest retainers (memory freed if the object went):\n";
+        }
+        let mut largest: Vec<&Retainer> = r.largest.iter().collect();
+        // Each interpreter's apart (the runtime's and unreached ones last), largest first.
+        largest.sort_by_key(|l| (l.interpreter.is_none(), l.interpreter.map(|i| i < 0), l.interpreter));
+        for l in largest {
+            if several && shown != Some(l.interpreter) {
+                shown = Some(l.interpreter);
+                out += &match l.interpreter {
+                    Some(-1) => {
+                        "largest retainers held by the runtime's roots (memory freed if the object went):\n".into()
+                    }
+                    Some(id) => format!("largest retainers in interpreter {id} (memory freed if the object went):\n"),
+                    None => "largest retainers no root reaches:\n".into(),
+                };
+            }
             out += &format!(
                 "  {:>10}  {}  {}\n",
                 human_bytes(l.retained_bytes),

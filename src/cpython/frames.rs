@@ -19,6 +19,8 @@ const MAX_SLOTS: u64 = 1 << 16;
 /// One frame of a thread's stack.
 #[derive(Debug, Clone)]
 pub struct StackFrame {
+    /// The id of the interpreter whose thread runs it.
+    pub interpreter: i64,
     /// The kernel's thread id where the version records it, else Python's thread ident.
     pub thread: u64,
     /// The thread state the stack was read from.
@@ -84,7 +86,11 @@ pub fn thread_stacks(
             };
             // A frame that cannot be read (the thread moved on mid-read) ends that thread's
             // stack, not the whole answer.
+            let first = out.len();
             let _ = read_stack(mem, l, frames, tstate, thread, &mut out);
+            for frame in &mut out[first..] {
+                frame.interpreter = interp.id;
+            }
         }
     }
     Ok((out, skipped))
@@ -131,7 +137,18 @@ fn read_stack(
                 Some(_) => Vec::new(),
                 None => interpreter_frame_slots(mem, l, frames, frame, code)?,
             };
-            out.push(StackFrame { thread, tstate, code, addr: frame, function, file, first_line, frame_object, slots });
+            out.push(StackFrame {
+                interpreter: 0,
+                thread,
+                tstate,
+                code,
+                addr: frame,
+                function,
+                file,
+                first_line,
+                frame_object,
+                slots,
+            });
         }
         frame = next;
     }

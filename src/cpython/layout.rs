@@ -216,7 +216,88 @@ pub struct GraphLayout {
     /// scan finds every pointer, these say which attribute a found one is.
     pub named_fields: Vec<NamedField>,
     pub members: MemberLayout,
+    pub weakref: WeakrefLayout,
+    /// Where an object keeps the head of its weak references' list (a borrowed pointer).
+    pub tp_weaklistoffset: usize,
+    pub deque: DequeLayout,
+    /// 3.12+: the interpreter's state of the static builtin types.
+    pub static_types: Option<StaticTypesLayout>,
+    pub numpy: NumpyLayout,
+    /// Words of built-in objects that are no reference whatever they hold: (type, offset).
+    pub not_references: Vec<(&'static str, usize)>,
 }
+
+/// PyWeakReference: `wr_object` refers to the referent without keeping it alive,
+/// `wr_callback` is a strong reference, `wr_prev`/`wr_next` link the referent's weak
+/// references (borrowed).
+#[derive(Debug, Clone, Copy)]
+pub struct WeakrefLayout {
+    pub wr_object: usize,
+    pub wr_callback: usize,
+    pub wr_prev: usize,
+    pub wr_next: usize,
+}
+
+/// `collections.deque` (private to Modules/_collectionsmodule.c, declared in
+/// scripts/gen_offsets.py): items in a linked list of blocks of `block_len` slots, from
+/// `leftblock` at slot `leftindex`, ob_size of them.
+#[derive(Debug, Clone, Copy)]
+pub struct DequeLayout {
+    pub leftblock: usize,
+    pub leftindex: usize,
+    pub block_data: usize,
+    pub block_len: usize,
+    pub block_rightlink: usize,
+}
+
+/// 3.12+ `interp->types.builtins`: per static builtin type (int, dict, object...) the
+/// interpreter keeps the type's `__dict__` and `__subclasses__` dict, which are then roots of
+/// the heap graph (no type object points at them).
+#[derive(Debug, Clone, Copy)]
+pub struct StaticTypesLayout {
+    /// Offset of the array in the interpreter state, and of the count of its used entries.
+    pub array: usize,
+    pub count: usize,
+    pub max: usize,
+    pub entry_size: usize,
+    pub tp_dict: usize,
+    pub tp_subclasses: usize,
+}
+
+/// numpy's ndarray and dtype objects, the fields `why` reads to follow an object array's
+/// items. Not CPython's, so not in python_offsets/: numpy's public `PyArrayObject_fields`
+/// (numpy/ndarraytypes.h) has kept data, nd, dimensions, strides, base and descr at these
+/// offsets since numpy 1.7 (still so in 2.x), and `PyArray_Descr` kind and type_num too
+/// (2.0 changed the fields after type_num only). On a 64-bit build.
+#[derive(Debug, Clone, Copy)]
+pub struct NumpyLayout {
+    pub data: usize,
+    pub nd: usize,
+    pub dimensions: usize,
+    pub base: usize,
+    pub descr: usize,
+    pub flags: usize,
+    /// NPY_ARRAY_OWNDATA: the array owns its buffer (and the references in it).
+    pub owndata_flag: u32,
+    pub descr_kind: usize,
+    /// 'O': the elements are object pointers.
+    pub object_kind: u8,
+    /// Dimensions read from one array: numpy's own limit (NPY_MAXDIMS, 64 in 2.x).
+    pub max_dims: usize,
+}
+
+pub const NUMPY: NumpyLayout = NumpyLayout {
+    data: 16,
+    nd: 24,
+    dimensions: 32,
+    base: 48,
+    descr: 56,
+    flags: 64,
+    owndata_flag: 0x0004,
+    descr_kind: 24,
+    object_kind: b'O',
+    max_dims: 64,
+};
 
 /// PyMemberDef, the entries of tp_members: how a type exposes object fields as attributes
 /// (`__slots__`, a function's `__globals__`), which names what the conservative scan finds.
@@ -742,6 +823,23 @@ impl Layout {
                     offset: t.need("member.offset")?,
                     object_types: [t.need("member.t_object")? as u32, t.need("member.t_object_ex")? as u32],
                 },
+                weakref: WeakrefLayout {
+                    wr_object: t.need("weakref.wr_object")?,
+                    wr_callback: t.need("weakref.wr_callback")?,
+                    wr_prev: t.need("weakref.wr_prev")?,
+                    wr_next: t.need("weakref.wr_next")?,
+                },
+                tp_weaklistoffset: t.need("type.tp_weaklistoffset")?,
+                deque: DequeLayout {
+                    leftblock: t.need("deque.leftblock")?,
+                    leftindex: t.need("deque.leftindex")?,
+                    block_data: t.need("deque_block.data")?,
+                    block_len: t.need("deque_block.len")?,
+                    block_rightlink: t.need("deque_block.rightlink")?,
+                },
+                static_types: static_types_layout(t),
+                numpy: NUMPY,
+                not_references: t.opt("code.co_unique_id").map(|o| ("code", o)).into_iter().collect(),
             },
             containers: ContainerLayout {
                 ob_size: t.need("varobject.ob_size")?,
@@ -757,6 +855,17 @@ impl Layout {
             debug_offsets: debug_offset_checks(t),
         })
     }
+}
+
+fn static_types_layout(t: &OffsetTable) -> Option<StaticTypesLayout> {
+    Some(StaticTypesLayout {
+        array: t.opt("static_types.builtins")?,
+        count: t.opt("static_types.count")?,
+        max: t.get("static_types.max")? as usize,
+        entry_size: t.opt("static_types.entry_size")?,
+        tp_dict: t.opt("static_types.tp_dict")?,
+        tp_subclasses: t.opt("static_types.tp_subclasses")?,
+    })
 }
 
 fn pool_layout(t: &OffsetTable) -> Option<PoolLayout> {

@@ -4,10 +4,12 @@
 //! `leakspy why`, of `attach --why-top` (stored in the recording) and of the report's "who
 //! holds them" section, so it is one data shape, written and read back as JSON.
 
-use super::graph::{HeapGraph, Path, Paths, Step, render};
+use super::graph::{HeapGraph, Path, Paths, Step, Storage, render};
+use super::referents::opaque_holders;
 use super::retained::Retention;
 use crate::cpython::process::PythonProcess;
 use crate::memory::RemoteMemory;
+use crate::memory::maps::MemoryMap;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +62,21 @@ pub struct Retainer {
     pub path: Option<String>,
     /// References no object or frame explains (native code, the interpreter's own state).
     pub external_refs: u64,
+    /// The interpreter whose root the path starts from, when there are several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interpreter: Option<i64>,
+}
+
+/// An object of a type that keeps references outside itself, in memory leakspy does not
+/// decode, whose memory holds pointers to instances that nothing else explains.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OpaqueHolder {
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub address: String,
+    pub path: Option<String>,
+    /// Instances (of those traced) whose address is in its memory.
+    pub count: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -118,7 +135,24 @@ pub struct Explanation {
     pub externally_held: u64,
     /// References the instances get from running frames (3.11+ locals and value stacks).
     pub frame_refs: u64,
+    /// Weak references to the instances: they keep nothing alive, and are no part of the
+    /// paths or retained sizes above.
+    #[serde(default)]
+    pub weak_refs: u64,
+    /// Where those weak references are (the paths to the weak reference objects).
+    #[serde(default)]
+    pub weak_paths: Vec<PathGroup>,
+    /// The weak references' types, most first: (type, count).
+    #[serde(default)]
+    pub weak_ref_types: Vec<(String, u64)>,
+    /// Of the objects held from outside the heap: containers that hold them in storage
+    /// leakspy does not decode (found by their addresses in that storage).
+    #[serde(default)]
+    pub opaque_holders: Vec<OpaqueHolder>,
 }
+
+/// A path and the object it leads to.
+type TracedPath = (u32, Path);
 
 /// What the explanations are made from: the graph, its shortest paths and retained sizes.
 pub struct Explainer<'a> {
@@ -176,9 +210,25 @@ impl Explainer<'_> {
         }
     }
 
-    /// The objects that retain the most, with no set to explain.
+    /// The objects that retain the most, with no set to explain; with several interpreters,
+    /// the first `top` of each.
     pub fn largest(&self, mem: &mut dyn RemoteMemory, top: usize, summary: GraphSummary) -> WhyReport {
-        let largest = self.retention.largest(self.graph, top);
+        let graph = self.graph;
+        let largest = if graph.interpreters > 1 {
+            let mut per: FxHashMap<Option<i64>, usize> = FxHashMap::default();
+            let of = self.paths.interpreters(graph);
+            self.retention
+                .largest(graph, graph.len())
+                .into_iter()
+                .filter(|&i| {
+                    let n = per.entry(of[i as usize]).or_default();
+                    *n += 1;
+                    *n <= top
+                })
+                .collect()
+        } else {
+            self.retention.largest(graph, top)
+        };
         WhyReport { type_name: None, explanation: None, largest: self.retainers(mem, &largest), graph: summary }
     }
 
@@ -187,22 +237,112 @@ impl Explainer<'_> {
         let step = (instances.len() / sample.max(1)).max(1);
         let sampled: Vec<u32> = instances.iter().step_by(step).copied().collect();
         let scale = instances.len() as f64 / sampled.len().max(1) as f64;
+        let (path_groups, unreachable) = self.group_paths(mem, &sampled, scale);
 
-        let mut groups: FxHashMap<(String, Vec<Step>), Vec<Path>> = FxHashMap::default();
+        // Weak references to the instances, by where the weak reference objects are.
+        let member: FxHashSet<u32> = instances.iter().copied().collect();
+        let weak: Vec<u32> = graph.weak.iter().filter(|(_, to)| member.contains(to)).map(|&(from, _)| from).collect();
+        let weak_step = (weak.len() / sample.max(1)).max(1);
+        let weak_sampled: Vec<u32> = weak.iter().step_by(weak_step).copied().collect();
+        let weak_scale = weak.len() as f64 / weak_sampled.len().max(1) as f64;
+        let (weak_paths, _) = self.group_paths(mem, &weak_sampled, weak_scale);
+        let mut weak_types: FxHashMap<&str, u64> = FxHashMap::default();
+        for &w in &weak {
+            *weak_types.entry(graph.type_info(w).name.as_str()).or_default() += 1;
+        }
+        let mut weak_ref_types: Vec<(String, u64)> = weak_types.into_iter().map(|(t, n)| (t.to_string(), n)).collect();
+        weak_ref_types.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+
+        let sum = |f: &dyn Fn(u32) -> u64| instances.iter().map(|&i| f(i)).sum::<u64>();
+        let held_outside: FxHashSet<u64> =
+            sampled.iter().filter(|&&i| graph.external_refs(i) > 0).map(|&i| graph.addrs[i as usize]).collect();
+        let opaque_holders = if held_outside.is_empty() { Vec::new() } else { self.opaque(mem, &held_outside, scale) };
+        Explanation {
+            instances: instances.len() as u64,
+            sampled: sampled.len() as u64,
+            size_bytes: sum(&|i| graph.sizes[i as usize]),
+            retained_bytes: retention.of_set(graph, instances),
+            paths: path_groups,
+            unreachable: (unreachable as f64 * scale).round() as u64,
+            external_refs: sum(&|i| graph.external_refs(i)),
+            externally_held: sum(&|i| u64::from(graph.external_refs(i) > 0)),
+            frame_refs: sum(&|i| u64::from(graph.frame_refs(i))),
+            weak_refs: weak.len() as u64,
+            weak_paths,
+            weak_ref_types,
+            opaque_holders,
+        }
+    }
+
+    /// The objects of types with storage leakspy does not decode that hold some of `wanted`
+    /// (by address) in that storage, most first.
+    fn opaque(&self, mem: &mut dyn RemoteMemory, wanted: &FxHashSet<u64>, scale: f64) -> Vec<OpaqueHolder> {
+        let (graph, process) = (self.graph, self.process);
+        let candidates: Vec<(u64, u64)> = (0..graph.len() as u32)
+            .filter(|&i| graph.type_info(i).storage == Storage::Opaque)
+            // The object's own body (not sys.getsizeof, which counts memory before it).
+            .map(|i| (graph.addrs[i as usize], graph.type_info(i).basicsize))
+            .collect();
+        if candidates.is_empty() {
+            return Vec::new();
+        }
+        let maps = MemoryMap::read(process.pid).unwrap_or_else(|_| process.maps.clone());
+        let is_object = |addr: u64| graph.index_of(addr).is_some();
+        let mut found = opaque_holders(mem, &process.layout, &maps, &is_object, &candidates, wanted);
+        found.sort_by_key(|f| std::cmp::Reverse(f.1));
+        found
+            .into_iter()
+            .filter_map(|(addr, count)| {
+                let i = graph.index_of(addr)?;
+                Some(OpaqueHolder {
+                    type_name: graph.type_info(i).name.clone(),
+                    address: format!("{addr:#x}"),
+                    path: self.rendered_path(mem, i),
+                    count: (count as f64 * scale).round() as u64,
+                })
+            })
+            .collect()
+    }
+
+    fn rendered_path(&self, mem: &mut dyn RemoteMemory, node: u32) -> Option<String> {
+        self.paths.path(self.graph, mem, &self.process.layout, node).map(|p| {
+            let steps: Vec<Step> = p.steps.into_iter().map(|(_, s)| s).collect();
+            render(&p.root, &steps, &[])
+        })
+    }
+
+    /// The paths to `nodes` grouped by shape (the varying index or key as `*`), each standing
+    /// for `scale` objects, most first; and how many no root reaches.
+    fn group_paths(&self, mem: &mut dyn RemoteMemory, nodes: &[u32], scale: f64) -> (Vec<PathGroup>, u64) {
+        let (graph, retention) = (self.graph, self.retention);
+        let mut groups: FxHashMap<(String, Vec<Step>), Vec<TracedPath>> = FxHashMap::default();
         let mut unreachable = 0u64;
-        for &i in &sampled {
+        for &i in nodes {
             match self.paths.path(graph, mem, &self.process.layout, i) {
-                Some(path) => groups.entry(shape(&path)).or_default().push(path),
+                Some(path) => groups.entry(shape(&path)).or_default().push((i, path)),
                 None => unreachable += 1,
             }
         }
         let mut path_groups: Vec<PathGroup> = groups
             .into_values()
             .map(|members| {
-                let first = &members[0];
+                let (first_node, first) = &members[0];
                 let steps: Vec<Step> = first.steps.iter().map(|(_, s)| s.clone()).collect();
-                let wildcard: Vec<bool> =
-                    (0..steps.len()).map(|n| members.iter().any(|m| m.steps[n].1 != first.steps[n].1)).collect();
+                // The object a step reaches: the next step's origin, or the path's end.
+                let reached = |node: u32, p: &Path, n: usize| p.steps.get(n + 1).map_or(node, |s| s.0);
+                // A step varies where its text does, and where an entry of a collection whose
+                // text names no entry (a set member, a dict key object, a value under a key
+                // that is not a str) reaches different objects.
+                let wildcard: Vec<bool> = (0..steps.len())
+                    .map(|n| {
+                        let entry = matches!(&steps[n], Step::Member | Step::DictKey)
+                            || matches!(&steps[n], Step::Key(k) if k.starts_with('<'));
+                        members.iter().any(|(node, m)| {
+                            m.steps[n].1 != first.steps[n].1
+                                || (entry && reached(*node, m, n) != reached(*first_node, first, n))
+                        })
+                    })
+                    .collect();
                 // The container: where the paths of the group start to differ (or the last holder).
                 let holder_at = wildcard.iter().position(|w| *w).unwrap_or(steps.len().saturating_sub(1));
                 let holder = first.steps.get(holder_at).map(|(node, _)| Holder {
@@ -214,7 +354,7 @@ impl Explainer<'_> {
                 // step that varies they are a sample of the instances' holders, scaled up.
                 let nodes = (0..steps.len())
                     .map(|n| {
-                        let distinct: FxHashSet<u32> = members.iter().map(|m| m.steps[n].0).collect();
+                        let distinct: FxHashSet<u32> = members.iter().map(|(_, m)| m.steps[n].0).collect();
                         let factor = if n > holder_at { scale } else { 1.0 };
                         let retained: u64 = distinct.iter().map(|&v| retention.retained[v as usize]).sum();
                         PathNode {
@@ -239,22 +379,12 @@ impl Explainer<'_> {
             })
             .collect();
         path_groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
-        let sum = |f: &dyn Fn(u32) -> u64| instances.iter().map(|&i| f(i)).sum::<u64>();
-        Explanation {
-            instances: instances.len() as u64,
-            sampled: sampled.len() as u64,
-            size_bytes: sum(&|i| graph.sizes[i as usize]),
-            retained_bytes: retention.of_set(graph, instances),
-            paths: path_groups,
-            unreachable: (unreachable as f64 * scale).round() as u64,
-            external_refs: sum(&|i| graph.external_refs(i)),
-            externally_held: sum(&|i| u64::from(graph.external_refs(i) > 0)),
-            frame_refs: sum(&|i| u64::from(graph.frame_refs(i))),
-        }
+        (path_groups, unreachable)
     }
 
     fn retainers(&self, mem: &mut dyn RemoteMemory, nodes: &[u32]) -> Vec<Retainer> {
         let graph = self.graph;
+        let interpreters = (graph.interpreters > 1).then(|| self.paths.interpreters(graph));
         nodes
             .iter()
             .map(|&i| Retainer {
@@ -262,11 +392,9 @@ impl Explainer<'_> {
                 type_name: graph.type_info(i).name.clone(),
                 size_bytes: graph.sizes[i as usize],
                 retained_bytes: self.retention.retained[i as usize],
-                path: self.paths.path(graph, mem, &self.process.layout, i).map(|p| {
-                    let steps: Vec<Step> = p.steps.into_iter().map(|(_, s)| s).collect();
-                    render(&p.root, &steps, &[])
-                }),
+                path: self.rendered_path(mem, i),
                 external_refs: graph.external_refs(i),
+                interpreter: interpreters.as_ref().and_then(|of| of[i as usize]),
             })
             .collect()
     }

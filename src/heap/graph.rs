@@ -4,22 +4,21 @@
 //!
 //! Nodes are the GC-tracked objects, the objects the GC does not track (str, int, bytes,
 //! float, untracked tuples and dicts) found through references, and, from 3.11, the threads'
-//! frames (which are no longer objects). References are read exactly for the containers that
-//! hold most of a heap (list, tuple, dict in every layout, set, instance attributes in every
-//! layout, class and module namespaces, frames' locals) and conservatively for any other
-//! object: an aligned word inside it that points at a known object counts as a reference,
-//! named where the field is known (`__closure__`, `cell_contents`). That can over-count (an
-//! integer that looks like a pointer) but never misses a field, which is what attribution
-//! needs.
+//! frames (which are no longer objects). What each object refers to is decoded in
+//! [`super::referents`]: strong references are the graph's edges (paths, dominators,
+//! retained sizes), weak ones (a weak reference's referent) are kept apart, for `why` to show
+//! who else refers to an object without keeping it alive.
 
 use super::address_set::AddressSet;
 use super::census::refcount;
+use super::referents::{Decoder, Referent, Strength, referents, type_info};
+pub use super::referents::{Kind, Storage, TypeInfo};
 use super::walk::{WalkLimits, Walker};
-use crate::cpython::frames::{SlotKind, StackFrame, generator_frame_slots, object_frame_slots, thread_stacks};
-use crate::cpython::layout::{FrameLayout, InstanceAttributes, Layout, ManagedValues, ObjectLayout, field_name};
-use crate::cpython::objects::{base_chain, dict_entries, keys_entries, read_str, split_values, type_name};
+use crate::cpython::frames::{SlotKind, StackFrame, thread_stacks};
+use crate::cpython::layout::{Layout, ObjectLayout};
+use crate::cpython::objects::{read_str, type_name};
 use crate::cpython::process::{PythonProcess, read_error};
-use crate::cpython::sizes::{SizeClass, SizeRule, shallow_size, size_rule};
+use crate::cpython::sizes::{SizeClass, shallow_size};
 use crate::error::LeakspyError;
 use crate::memory::maps::MemoryMap;
 use crate::memory::proc_info::rss_bytes;
@@ -30,22 +29,13 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::rc::Rc;
 
-const TPFLAGS_HEAPTYPE: u64 = 1 << 9;
-const TPFLAGS_LIST: u64 = 1 << 25;
-const TPFLAGS_TUPLE: u64 = 1 << 26;
-const TPFLAGS_DICT: u64 = 1 << 29;
-const TPFLAGS_TYPE: u64 = 1 << 31;
 /// Items read from one container: more is a torn length.
-const MAX_ITEMS: u64 = 1 << 26;
+pub(super) const MAX_ITEMS: u64 = 1 << 26;
 /// Containers' item arrays may add up to this many times the target's resident memory (at
 /// least `MIN_CLAIMS_BASE`): real ones add up to less than it (shared keys of split dicts
 /// are read once per instance, the reason for the margin).
 const CLAIMS_PER_TARGET_BYTE: u64 = 4;
 const MIN_CLAIMS_BASE: u64 = 64 << 20;
-/// What one dict entry counts against the budget (hash, key, value).
-const DICT_ENTRY_BYTES: u64 = 24;
-/// Bytes of one object scanned conservatively: the exact kinds cover the big containers.
-const MAX_SCAN: u64 = 4096;
 /// A refcount above this is a word that is not an object's header (a hash, a pointer).
 const MAX_PLAUSIBLE_REFCOUNT: u64 = 1 << 40;
 /// 3.11 gives statically allocated objects (deep-frozen code, their strs and tuples) a
@@ -53,10 +43,6 @@ const MAX_PLAUSIBLE_REFCOUNT: u64 = 1 << 40;
 const STATIC_REFCOUNT: u64 = 1 << 29;
 /// Tracked objects are indexed by 64 KiB chunk of the address space.
 const CHUNK_SHIFT: u32 = 16;
-/// Members read from one type: more is a torn array.
-const MAX_MEMBERS: usize = 1024;
-/// Types whose objects refer to no other object: read no further.
-const LEAF_TYPES: &[&str] = &["str", "bytes", "int", "float", "bool", "complex", "NoneType"];
 
 /// How a reference is spelled on a path. Names (dict keys, attribute and variable names) are
 /// indices into [`HeapGraph::names`], so that an edge stays 12 bytes.
@@ -128,64 +114,11 @@ impl Label {
 
 const PAYLOAD_MASK: u32 = (1 << 28) - 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    List,
-    Tuple,
-    Dict,
-    Set,
-    Module,
-    Type,
-    /// 3.6-3.10 frame objects: their locals are read by name.
-    FrameObject,
-    /// 3.11+ generators, coroutines and async generators: the frame inside them is read like
-    /// a thread's, locals by name.
-    Generator,
-    Leaf,
-    Other,
-    /// A 3.11+ frame of a thread's stack: not an object.
-    StackFrame,
-}
-
-/// What the graph knows of a type.
-#[derive(Debug, Clone)]
-pub struct TypeInfo {
-    pub name: String,
-    pub kind: Kind,
-    pub flags: u64,
-    pub basicsize: u64,
-    pub itemsize: u64,
-    dictoffset: u64,
-    /// Heap types: the keys their instances' values arrays use.
-    pub cached_keys: u64,
-    /// Pointer fields with a name, as (offset, index into [`HeapGraph::field_names`]).
-    named: Vec<(u64, u32)>,
-    /// Which built-in __sizeof__ its instances use.
-    size_rule: SizeRule,
-}
-
-impl TypeInfo {
-    /// A type leakspy makes up (a frame node) or could not read: nothing to decode.
-    fn synthetic(name: String, kind: Kind) -> TypeInfo {
-        TypeInfo {
-            name,
-            kind,
-            flags: 0,
-            basicsize: 0,
-            itemsize: 0,
-            dictoffset: 0,
-            cached_keys: 0,
-            named: Vec::new(),
-            size_rule: SizeRule::Default,
-        }
-    }
-}
-
 /// Where a path starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Root {
     /// An interpreter's `sys.modules`.
-    Modules { node: u32 },
+    Modules { node: u32, interpreter: i64 },
     /// A frame of a thread's stack (index into [`HeapGraph::frames`]).
     Frame { node: u32, frame: u32 },
     /// An object the interpreter state or the runtime holds outside any module (index into
@@ -194,9 +127,17 @@ pub enum Root {
 }
 
 impl Root {
+    /// The interpreter the root belongs to (-1: the runtime, shared by all).
+    pub fn interpreter(self, graph: &HeapGraph) -> i64 {
+        match self {
+            Root::Modules { interpreter, .. } | Root::Interpreter { interpreter, .. } => interpreter,
+            Root::Frame { frame, .. } => graph.frames.get(frame as usize).map_or(0, |f| f.interpreter),
+        }
+    }
+
     pub fn node(self) -> u32 {
         match self {
-            Root::Modules { node } | Root::Frame { node, .. } | Root::Interpreter { node, .. } => node,
+            Root::Modules { node, .. } | Root::Frame { node, .. } | Root::Interpreter { node, .. } => node,
         }
     }
 }
@@ -217,8 +158,12 @@ pub struct HeapGraph {
     untracked: FxHashMap<u64, u32>,
     /// CSR adjacency: edges of node i are `edges[offsets[i]..offsets[i + 1]]`.
     offsets: Vec<u32>,
-    /// (target, packed label).
+    /// (target, packed label): strong references only.
     edges: Vec<(u32, u32)>,
+    /// Weak references, (referrer, referent): no edge for paths or retained sizes.
+    pub weak: Vec<(u32, u32)>,
+    /// Interpreters in the process: paths name theirs when there are several.
+    pub interpreters: usize,
     /// References from objects in the graph.
     pub in_degree: Vec<u32>,
     /// References owned by 3.11+ frames (a local variable, a value on the stack), per node
@@ -297,28 +242,6 @@ impl HeapGraph {
     }
 }
 
-fn kind_of(layout: &Layout, name: &str, flags: u64) -> Kind {
-    if flags & TPFLAGS_LIST != 0 {
-        Kind::List
-    } else if flags & TPFLAGS_TUPLE != 0 {
-        Kind::Tuple
-    } else if flags & TPFLAGS_DICT != 0 {
-        Kind::Dict
-    } else if flags & TPFLAGS_TYPE != 0 {
-        Kind::Type
-    } else if LEAF_TYPES.contains(&name) {
-        Kind::Leaf
-    } else {
-        match name {
-            "set" | "frozenset" => Kind::Set,
-            "module" => Kind::Module,
-            "frame" => Kind::FrameObject,
-            "generator" | "coroutine" | "async_generator" if layout.sizes.gen_gi_iframe.is_some() => Kind::Generator,
-            _ => Kind::Other,
-        }
-    }
-}
-
 /// Builds the graph while reading it: nodes are processed in order, and an address that a
 /// reference points to and that is not yet a node is checked (a readable header with a
 /// plausible refcount and a known type) and appended, so untracked objects are found
@@ -340,7 +263,7 @@ struct Builder<'a> {
     claims_left: u64,
 }
 
-impl Builder<'_> {
+impl Decoder for Builder<'_> {
     /// Takes `bytes` of item arrays out of the budget; false (and the graph marked
     /// truncated) when they do not fit.
     fn claim(&mut self, bytes: u64) -> bool {
@@ -360,19 +283,6 @@ impl Builder<'_> {
         mem.read_words(addr, count as usize)
     }
 
-    fn type_id(&mut self, mem: &mut dyn RemoteMemory, type_addr: u64) -> u32 {
-        if let Some(&i) = self.type_index.get(&type_addr) {
-            return i;
-        }
-        let layout = self.layout;
-        let info = type_info(mem, layout, type_addr, &mut |name| self.field_id(name))
-            .unwrap_or_else(|_| TypeInfo::synthetic(format!("<unreadable type {type_addr:#x}>"), Kind::Other));
-        self.graph.types.push(Rc::new(info));
-        let i = self.graph.types.len() as u32 - 1;
-        self.type_index.insert(type_addr, i);
-        i
-    }
-
     fn field_id(&mut self, name: &str) -> u32 {
         if let Some(&id) = self.field_index.get(name) {
             return id;
@@ -388,6 +298,21 @@ impl Builder<'_> {
             self.graph.names.push(addr);
             self.graph.names.len() as u32 - 1
         })
+    }
+}
+
+impl Builder<'_> {
+    fn type_id(&mut self, mem: &mut dyn RemoteMemory, type_addr: u64) -> u32 {
+        if let Some(&i) = self.type_index.get(&type_addr) {
+            return i;
+        }
+        let layout = self.layout;
+        let info = type_info(mem, layout, type_addr, &mut |name| self.field_id(name))
+            .unwrap_or_else(|_| TypeInfo::synthetic(format!("<unreadable type {type_addr:#x}>"), Kind::Other));
+        self.graph.types.push(Rc::new(info));
+        let i = self.graph.types.len() as u32 - 1;
+        self.type_index.insert(type_addr, i);
+        i
     }
 
     fn push_node(&mut self, addr: u64, type_id: u32, refcount: u32) -> u32 {
@@ -504,6 +429,8 @@ pub fn build_scoped(
             untracked: FxHashMap::default(),
             offsets: Vec::new(),
             edges: Vec::new(),
+            weak: Vec::new(),
+            interpreters: 0,
             in_degree: Vec::with_capacity(found.len() * 2),
             frame_refs: FxHashMap::default(),
             names: Vec::new(),
@@ -548,7 +475,7 @@ pub fn build_scoped(
     for interp in &interpreters {
         let modules = modules_off.and_then(|off| mem.read_u64(interp.addr + off as u64).ok());
         if let Some(node) = modules.and_then(|m| b.graph.index_of(m)) {
-            module_roots.push(Root::Modules { node });
+            module_roots.push(Root::Modules { node, interpreter: interp.id });
         }
     }
     b.graph.roots.splice(0..0, module_roots);
@@ -565,12 +492,16 @@ pub fn build_scoped(
             }
         }
     }
+    for interp in &interpreters {
+        static_type_roots(mem, &mut b, interp.id, interp.addr);
+    }
 
     let mut offsets = Vec::with_capacity(b.graph.addrs.capacity() + 1);
     let mut sizes = Vec::with_capacity(b.graph.addrs.capacity());
     // About two references per object in typical heaps; grown by a quarter when short.
     let mut edges: Vec<(u32, u32)> = Vec::with_capacity(b.graph.addrs.capacity() * 2);
-    let mut refs: Vec<(u64, Label, bool)> = Vec::new();
+    let mut refs: Vec<Referent> = Vec::new();
+    let mut weak: Vec<(u32, u32)> = Vec::new();
     let mut i = 0;
     while i < b.graph.len() {
         grow_by_quarter(&mut offsets);
@@ -586,11 +517,12 @@ pub fn build_scoped(
                     SlotKind::Stack => Label::Stack,
                     SlotKind::FLocals => Label::Named(b.field_id("f_locals")),
                 };
-                refs.push((slot.value, label, slot.owned));
+                refs.push(Referent::strong(slot.value, label, slot.owned));
             }
         } else if in_scope {
             // An object freed or rewritten during the read yields no references, not an error.
-            let _ = references(mem, &mut b, i, &t, &mut refs);
+            let addr = b.graph.addrs[i];
+            let _ = referents(mem, layout, &mut b, addr, &t, &mut refs);
         }
         // Sized now, while its memory is in the cache.
         grow_by_quarter(&mut sizes);
@@ -604,8 +536,12 @@ pub fn build_scoped(
             }
         });
         let from_frame = t.kind == Kind::StackFrame;
-        for &(addr, label, owned) in &refs {
+        for &Referent { addr, label, owned, strength } in &refs {
             if let Some(target) = b.resolve(mem, addr) {
+                if strength == Strength::Weak {
+                    weak.push((i as u32, target));
+                    continue;
+                }
                 grow_by_quarter(&mut edges);
                 edges.push((target, label.pack()));
                 if !owned {
@@ -625,265 +561,32 @@ pub fn build_scoped(
     graph.sizes = sizes;
     graph.offsets = offsets;
     graph.edges = edges;
+    graph.weak = weak;
     graph.frames = frames;
+    graph.interpreters = interpreters.len();
 
     Ok(graph)
 }
 
-fn type_info(
-    mem: &mut dyn RemoteMemory,
-    layout: &Layout,
-    type_addr: u64,
-    field_id: &mut dyn FnMut(&str) -> u32,
-) -> Result<TypeInfo, ReadError> {
-    let name = type_name(mem, layout, type_addr)?;
-    let g = &layout.graph;
-    let flags = mem.read_u64(type_addr + layout.type_.tp_flags as u64)?;
-    let kind = kind_of(layout, &name, flags);
-    let basicsize = mem.read_u64(type_addr + g.tp_basicsize as u64)?;
-    let named_as = if kind == Kind::Type { "type" } else { name.as_str() };
-    let mut named: Vec<(u64, u32)> = g
-        .named_fields
-        .iter()
-        .filter(|f| f.type_name == named_as)
-        .map(|f| (f.offset as u64, field_id(field_name(f.name))))
-        .collect();
-    // Members, the type's own and its bases' (a subclass's tp_members lists only its own).
-    let bases = base_chain(mem, layout, type_addr)?;
-    for &t in &bases {
-        for (offset, member) in members(mem, layout, t).unwrap_or_default() {
-            if offset < basicsize && !named.iter().any(|(o, _)| *o == offset) {
-                named.push((offset, field_id(&member)));
+/// 3.12+: the `__dict__` and `__subclasses__` dict the interpreter keeps for each static
+/// builtin type (int, dict, object...), roots named `<interpreter N int.__dict__>`: no object
+/// of the heap points at them, and they are not garbage. A torn entry is skipped.
+fn static_type_roots(mem: &mut dyn RemoteMemory, b: &mut Builder, interpreter: i64, interp_addr: u64) {
+    let Some(st) = b.layout.graph.static_types else { return };
+    let Ok(count) = mem.read_u64(interp_addr + st.count as u64) else { return };
+    for k in 0..count.min(st.max as u64) {
+        let entry = interp_addr + st.array as u64 + k * st.entry_size as u64;
+        // The entry starts with the type it is for.
+        let Ok(type_addr) = mem.read_u64(entry) else { continue };
+        let Ok(name) = type_name(mem, b.layout, type_addr) else { continue };
+        for (offset, attr) in [(st.tp_dict, "__dict__"), (st.tp_subclasses, "__subclasses__")] {
+            let Ok(addr) = mem.read_u64(entry + offset as u64) else { continue };
+            if let Some(node) = b.resolve(mem, addr) {
+                let field = b.field_id(&format!("{name}.{attr}"));
+                b.graph.roots.push(Root::Interpreter { node, interpreter, field });
             }
         }
     }
-    Ok(TypeInfo {
-        named,
-        kind,
-        name,
-        flags,
-        basicsize,
-        itemsize: mem.read_u64(type_addr + g.tp_itemsize as u64)?,
-        dictoffset: mem.read_u64(type_addr + g.tp_dictoffset as u64)?,
-        cached_keys: if flags & TPFLAGS_HEAPTYPE != 0 { mem.read_u64(type_addr + g.ht_cached_keys as u64)? } else { 0 },
-        size_rule: size_rule(mem, layout, &bases)?,
-    })
-}
-
-/// The object-pointer members of a type: (offset, name).
-fn members(mem: &mut dyn RemoteMemory, layout: &Layout, type_addr: u64) -> Result<Vec<(u64, String)>, ReadError> {
-    let m = &layout.graph.members;
-    let mut at = mem.read_u64(type_addr + m.tp_members as u64)?;
-    let mut out = Vec::new();
-    if at == 0 {
-        return Ok(out);
-    }
-    for _ in 0..MAX_MEMBERS {
-        let name_ptr = mem.read_u64(at)?;
-        if name_ptr == 0 {
-            break;
-        }
-        let member_type = mem.read_u32(at + m.type_ as u64)?;
-        let offset = mem.read_u64(at + m.offset as u64)?;
-        if m.object_types.contains(&member_type)
-            && let Some(name) = mem.read_c_string(name_ptr, 256)?
-        {
-            out.push((offset, name));
-        }
-        at += m.size as u64;
-    }
-    Ok(out)
-}
-
-/// The references of node `i`, as (address, label, owned).
-fn references(
-    mem: &mut dyn RemoteMemory,
-    b: &mut Builder,
-    i: usize,
-    t: &TypeInfo,
-    out: &mut Vec<(u64, Label, bool)>,
-) -> Result<(), ReadError> {
-    let layout = b.layout;
-    let obj = b.graph.addrs[i];
-    let g = &layout.graph;
-    let ob_size = |mem: &mut dyn RemoteMemory| mem.read_u64(obj + layout.containers.ob_size as u64);
-    match t.kind {
-        Kind::List => {
-            let n = ob_size(mem)?;
-            let items = mem.read_u64(obj + layout.containers.list_ob_item as u64)?;
-            for (k, item) in b.items(mem, items, n)?.into_iter().enumerate() {
-                out.push((item, Label::Index(k as u32), true));
-            }
-        }
-        Kind::Tuple => {
-            let n = ob_size(mem)?;
-            for (k, item) in b.items(mem, obj + g.tuple_ob_item as u64, n)?.into_iter().enumerate() {
-                out.push((item, Label::Index(k as u32), true));
-            }
-        }
-        Kind::Dict => {
-            let entries = dict_entries(mem, layout, obj)?;
-            if !b.claim(entries.len() as u64 * DICT_ENTRY_BYTES) {
-                return Ok(());
-            }
-            for (key, value) in entries {
-                out.push((key, Label::DictKey, true));
-                out.push((value, Label::Key(b.name_id(key)), true));
-            }
-        }
-        Kind::Set => {
-            let mask = mem.read_u64(obj + g.set_mask as u64)?;
-            let table = mem.read_u64(obj + g.set_table as u64)?;
-            let words = b.items(mem, table, mask.saturating_add(1).saturating_mul(g.set_entry_size as u64 / 8))?;
-            for entry in words.chunks_exact(g.set_entry_size / 8) {
-                out.push((entry[0], Label::Member, true));
-            }
-        }
-        Kind::Module => out.push((mem.read_u64(obj + layout.containers.module_dict as u64)?, Label::Namespace, true)),
-        Kind::Type => {
-            out.push((mem.read_u64(obj + layout.type_.tp_dict as u64)?, Label::Namespace, true));
-            let tp_dict = layout.type_.tp_dict as u64;
-            let own_size = if t.flags & TPFLAGS_HEAPTYPE == 0 { g.type_size as u64 } else { u64::MAX };
-            scan(mem, b, obj, t, own_size, std::slice::from_ref(&(tp_dict..tp_dict + 8)), out)?;
-        }
-        Kind::FrameObject => {
-            let mut skip = Vec::new();
-            if let Some(FrameLayout::Objects { f_localsplus, .. }) = layout.frames {
-                let slots = object_frame_slots(mem, layout, obj)?;
-                let start = f_localsplus as u64;
-                skip.push(start..start + 8 * slots.len() as u64);
-                for slot in slots {
-                    out.push((slot.value, Label::Local(b.name_id(slot.name)), true));
-                }
-            }
-            scan(mem, b, obj, t, u64::MAX, &skip, out)?;
-        }
-        Kind::Generator => {
-            let (slots, range) = generator_frame_slots(mem, layout, obj)?;
-            for slot in slots {
-                let label = match slot.kind {
-                    SlotKind::Local => Label::Local(b.name_id(slot.name)),
-                    _ => Label::Stack,
-                };
-                out.push((slot.value, label, slot.owned));
-            }
-            scan(mem, b, obj, t, u64::MAX, std::slice::from_ref(&range), out)?;
-        }
-        Kind::Leaf | Kind::StackFrame => {}
-        Kind::Other => {
-            let mut skip = Vec::new();
-            attributes(mem, b, obj, t, &mut skip, out)?;
-            scan(mem, b, obj, t, u64::MAX, &skip, out)?;
-        }
-    }
-    Ok(())
-}
-
-/// Instance attributes, named: from the instance's __dict__, or from its values array where
-/// the dict has not been made (3.11+). `skip` gets the offsets of the words read here, so the
-/// conservative scan does not count them twice.
-fn attributes(
-    mem: &mut dyn RemoteMemory,
-    b: &mut Builder,
-    obj: u64,
-    t: &TypeInfo,
-    skip: &mut Vec<Range<u64>>,
-    out: &mut Vec<(u64, Label, bool)>,
-) -> Result<(), ReadError> {
-    let layout = b.layout;
-    let dict = match layout.graph.instance_attributes {
-        InstanceAttributes::Managed { managed_flag, dict_before, values } if t.flags & managed_flag != 0 => {
-            let slot = mem.read_u64(obj - dict_before as u64)?;
-            let values_array = match values {
-                // 3.12 stores the values pointer minus one, so that bit 0 tells it from a dict.
-                ManagedValues::Tagged if slot & 1 == 1 => Some(slot + 1),
-                ManagedValues::Before(before) if slot == 0 => Some(mem.read_u64(obj - before as u64)?),
-                ManagedValues::Inline { inline_flag } if slot == 0 && t.flags & inline_flag != 0 => {
-                    Some(obj + t.basicsize)
-                }
-                _ => None,
-            };
-            match values_array {
-                Some(array) if array != 0 => {
-                    let keys = keys_entries(mem, layout, t.cached_keys)?;
-                    for (key, value) in split_values(mem, layout, &keys, array)? {
-                        out.push((value, Label::Attr(b.name_id(key)), true));
-                    }
-                    return Ok(());
-                }
-                _ => slot,
-            }
-        }
-        _ if t.dictoffset > 0 && t.dictoffset < MAX_SCAN => {
-            skip.push(t.dictoffset..t.dictoffset + 8);
-            mem.read_u64(obj + t.dictoffset)?
-        }
-        // Subclasses of variable-size types (int, str, tuple) up to 3.11: the dict pointer
-        // follows the items, counted back from the object's end (_PyObject_GetDictPtr).
-        _ if (t.dictoffset as i64) < 0 => {
-            let items = (mem.read_u64(obj + layout.containers.ob_size as u64)? as i64).unsigned_abs();
-            let end = t.basicsize.saturating_add(items.saturating_mul(t.itemsize)).next_multiple_of(8);
-            match end.checked_add_signed(t.dictoffset as i64) {
-                Some(offset) if (16..MAX_ITEMS).contains(&offset) => {
-                    skip.push(offset..offset + 8);
-                    mem.read_u64(obj + offset)?
-                }
-                _ => 0,
-            }
-        }
-        _ => 0,
-    };
-    if dict != 0 {
-        let entries = dict_entries(mem, layout, dict)?;
-        if !b.claim(entries.len() as u64 * DICT_ENTRY_BYTES) {
-            return Ok(());
-        }
-        for (key, value) in entries {
-            out.push((value, Label::Attr(b.name_id(key)), false));
-        }
-        // The dict itself is what the instance references (and what counts in refcounts);
-        // the attributes above are its entries, listed again under the instance for paths.
-        out.push((dict, Label::Namespace, true));
-    }
-    Ok(())
-}
-
-/// Every aligned word of the object's body (past the header, within `own_size` bytes) that
-/// may point at an object; fields the type names are labelled with their names.
-fn scan(
-    mem: &mut dyn RemoteMemory,
-    b: &Builder,
-    obj: u64,
-    t: &TypeInfo,
-    own_size: u64,
-    skip: &[Range<u64>],
-    out: &mut Vec<(u64, Label, bool)>,
-) -> Result<(), ReadError> {
-    let layout = b.layout;
-    let mut size = t.basicsize;
-    if t.itemsize > 0 {
-        // ob_size is signed (an int's sign lives there).
-        let items = (mem.read_u64(obj + layout.containers.ob_size as u64)? as i64).unsigned_abs();
-        size += t.itemsize.saturating_mul(items.min(MAX_SCAN));
-    }
-    let size = size.min(MAX_SCAN).min(own_size) & !7;
-    let header = (layout.object.ob_type + 8) as u64;
-    if size <= header {
-        return Ok(());
-    }
-    let words = mem.read_words(obj + header, ((size - header) / 8) as usize)?;
-    for (k, word) in words.into_iter().enumerate() {
-        let offset = header + 8 * k as u64;
-        if word == 0 || word & 7 != 0 || skip.iter().any(|r| r.contains(&offset)) {
-            continue;
-        }
-        let label = match t.named.iter().find(|(o, _)| *o == offset) {
-            Some(&(_, name)) => Label::Named(name),
-            None => Label::Field(offset as u32),
-        };
-        out.push((word, label, true));
-    }
-    Ok(())
 }
 
 /// Shortest paths from the roots by breadth-first search: for each node, the node it was
@@ -980,6 +683,44 @@ impl Paths {
         self.parent[i as usize].0 != UNREACHED
     }
 
+    /// Per node, the interpreter whose root its path starts from (-1: the runtime's roots),
+    /// `None` if no root reaches it. One pass: each chain is walked once and remembered.
+    pub fn interpreters(&self, graph: &HeapGraph) -> Vec<Option<i64>> {
+        const UNKNOWN: i64 = i64::MIN;
+        const NONE: i64 = i64::MIN + 1;
+        let mut of = vec![UNKNOWN; graph.len()];
+        for root in &graph.roots {
+            let r = root.node() as usize;
+            if self.parent[r].0 == root.node() && of[r] == UNKNOWN {
+                of[r] = root.interpreter(graph);
+            }
+        }
+        let mut chain = Vec::new();
+        for i in 0..graph.len() as u32 {
+            let mut at = i;
+            chain.clear();
+            let found = loop {
+                let known = of[at as usize];
+                if known != UNKNOWN {
+                    break known;
+                }
+                let from = self.parent[at as usize].0;
+                if from == UNREACHED || from == at || chain.len() > graph.len() {
+                    break NONE;
+                }
+                chain.push(at);
+                at = from;
+            };
+            for &c in &chain {
+                of[c as usize] = found;
+            }
+            if of[i as usize] == UNKNOWN {
+                of[i as usize] = found;
+            }
+        }
+        of.into_iter().map(|v| (v != NONE && v != UNKNOWN).then_some(v)).collect()
+    }
+
     /// The path from a root to `i`, or `None` if no root reaches it.
     pub fn path(&self, graph: &HeapGraph, mem: &mut dyn RemoteMemory, layout: &Layout, i: u32) -> Option<Path> {
         if !self.reached(i) {
@@ -1042,7 +783,8 @@ pub fn root_text(graph: &HeapGraph, node: u32) -> String {
     match root {
         Some(Root::Frame { frame, .. }) => match graph.frames.get(*frame as usize) {
             Some(f) => format!(
-                "<frame {}() of thread {} ({}:{})>",
+                "{}<frame {}() of thread {} ({}:{})>",
+                if graph.interpreters > 1 { format!("<interpreter {}> ", f.interpreter) } else { String::new() },
                 terminal::name(&f.function),
                 f.thread,
                 terminal::name(&f.file),
@@ -1056,6 +798,9 @@ pub fn root_text(graph: &HeapGraph, node: u32) -> String {
                 -1 => format!("<runtime {name}>"),
                 id => format!("<interpreter {id} {name}>"),
             }
+        }
+        Some(Root::Modules { interpreter, .. }) if graph.interpreters > 1 => {
+            format!("<interpreter {interpreter}> sys.modules")
         }
         _ => "sys.modules".into(),
     }
@@ -1075,7 +820,7 @@ pub fn key_repr(key: &str) -> String {
 /// module is named. Steps marked in `wildcard` print as `*`.
 pub fn render(root: &str, steps: &[Step], wildcard: &[bool]) -> String {
     let mut out = root.to_string();
-    let from_modules = root == "sys.modules";
+    let from_modules = root.ends_with("sys.modules");
     let mut in_namespace = false;
     for (n, step) in steps.iter().enumerate() {
         let value = |text: String| if wildcard.get(n).copied().unwrap_or(false) { "*".to_string() } else { text };
@@ -1096,6 +841,7 @@ pub fn render(root: &str, steps: &[Step], wildcard: &[bool]) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::heap::referents::MAX_SCAN;
 
     /// A graph from (type name, kind) per type, (type, size, refcount) per node and edges.
     pub(crate) fn graph_with(
@@ -1125,6 +871,8 @@ pub(crate) mod tests {
             untracked: FxHashMap::default(),
             offsets,
             edges: sorted.iter().map(|e| (e.1, e.2.pack())).collect(),
+            weak: Vec::new(),
+            interpreters: 1,
             in_degree,
             frame_refs: FxHashMap::default(),
             chunk_ranges: FxHashMap::from_iter([(0, (0, nodes.len() as u32))]),
@@ -1153,7 +901,7 @@ pub(crate) mod tests {
                 (0, 6, Label::Key(3)),
                 (6, 4, Label::Field(24)),
             ],
-            &[Root::Modules { node: 0 }, Root::Frame { node: 5, frame: 0 }],
+            &[Root::Modules { node: 0, interpreter: 0 }, Root::Frame { node: 5, frame: 0 }],
         );
         let paths = shortest_paths(&g);
         let mut at = 4;

@@ -9,5 +9,6 @@ pub mod graph;
 pub mod graph_census;
 pub mod holders;
 pub mod pools;
+pub mod referents;
 pub mod retained;
 pub mod walk;

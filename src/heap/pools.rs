@@ -329,6 +329,38 @@ fn split_runs(
     (first, rest)
 }
 
+/// Largest malloc chunk taken for a plausible one by [`allocation_extent`].
+const MAX_CHUNK: u64 = 64 << 20;
+
+/// How many bytes from `addr` to the end of the allocation it is in, when that can be told:
+/// a block of a pymalloc pool in use (the pool's header says the block size), or a glibc
+/// malloc chunk (the size word before it, 16-aligned and plausible). `None` otherwise:
+/// memory whose extent is not known is not searched.
+pub fn allocation_extent(mem: &mut dyn RemoteMemory, layout: &Layout, addr: u64) -> Option<u64> {
+    if let Some(p) = &layout.pools {
+        let pool = addr & !(p.pool_size - 1);
+        let mut header = vec![0u8; p.header_size as usize];
+        if addr >= pool + p.header_size && mem.read(pool, &mut header).is_ok() {
+            // 3.6 and 3.7 builds differ in their blocks' alignment (8, or 16 where the 3.8
+            // change was backported, as in pyenv's 3.6.15 and 3.7.16): a pool is a pool under
+            // either, its header says which.
+            for alignment in [p.alignment, 16] {
+                let scanner = Scanner::new(layout, &PoolLayout { alignment, ..p.clone() });
+                if let Some(size) = scanner.used_pool(&header, pool) {
+                    let block = pool + p.header_size + (addr - pool - p.header_size) / size * size;
+                    return Some(block + size - addr);
+                }
+            }
+        }
+    }
+    if !addr.is_multiple_of(16) {
+        return None;
+    }
+    let word = mem.read_u64(addr - 8).ok()?;
+    let size = word & !7;
+    (size >= 32 && size.is_multiple_of(16) && size <= MAX_CHUNK).then_some(size - 8)
+}
+
 /// What the scan needs to know of this interpreter's layout, precomputed.
 struct Scanner {
     pool_size: u64,

@@ -140,7 +140,7 @@ mod tests {
             (3, 4, Label::Field(16)),
             (1, 5, Label::Index(2)),
         ];
-        let g = graph_with(&types, &nodes, &edges, &[Root::Modules { node: 0 }]);
+        let g = graph_with(&types, &nodes, &edges, &[Root::Modules { node: 0, interpreter: 0 }]);
         let r = Retention::of(&g);
         assert_eq!(r.retained[1], 50 + 10 + 10 + 10, "the str is held from outside too: not the list's to free");
         assert_eq!(r.retained[3], 20);

@@ -25,7 +25,10 @@ failure = run(sub, "class LeakspySub:\n    pass\nkeep = [LeakspySub() for _ in r
 if failure is not None:  # 3.13+ returns an error description instead of raising
     sys.exit("the sub-interpreter failed: %r" % (failure,))
 
-truth = {"pid": os.getpid(), "interpreters": 2, "sub_type": "__main__.LeakspySub", "sub_instances": SUB_INSTANCES}
+# The sub-interpreter's id (an InterpreterID up to 3.12, an int from 3.13; the main one is
+# 0): paths from its roots are labelled with it.
+truth = {"pid": os.getpid(), "interpreters": 2, "sub_type": "__main__.LeakspySub", "sub_instances": SUB_INSTANCES,
+         "sub_id": int(sub)}
 path = sys.argv[1]
 fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 os.write(fd, json.dumps(truth).encode())

@@ -2,7 +2,8 @@
 //! the top suspect must be the type whose instances are the leak (the class the program wrote,
 //! or the library's own type where that is what leaks), with the types that grow along with it
 //! listed as its parts; closure and bound-method leaks must be named by the function, where it
-//! is defined, what it captures or what it is bound to. The controls (the same libraries,
+//! is defined, what it captures or what it is bound to; `why` on the top suspect (read by
+//! `attach --why-top 1`) must name the container that holds them. The controls (the same libraries,
 //! bounded) must name nothing. `trend` over the recorded samples must lead with the same type.
 //!
 //! What each target leaks, and how it must be named, comes from the target itself
@@ -87,6 +88,8 @@ fn check(lib: &LibraryPython, scenario: &str) -> (String, Vec<String>) {
         "--json",
         "--record",
         record.to_str().unwrap(),
+        "--why-top",
+        "1",
     ]);
     let what = format!("{} {scenario}", lib.interp.label);
     let mut problems = Vec::new();
@@ -129,6 +132,26 @@ fn check(lib: &LibraryPython, scenario: &str) -> (String, Vec<String>) {
     for part in truth["parts"].as_array().unwrap().iter().filter_map(Value::as_str) {
         if !parts.contains(&part) {
             problems.push(format!("{what}: {part} is not among the top suspect's parts {parts:?}"));
+        }
+    }
+    // Who holds them: the first path of `why` on the top suspect ends in the container the
+    // target names as the strong holder (not a weak registry, not "native code").
+    if let Some(holder) = truth["holder"].as_object() {
+        let why = &summary["why"][0];
+        let first = &why["paths"][0];
+        seen.push_str(&format!(
+            "\n    why: {} of {} via {} held by {} at {}",
+            first["count"], why["instances"], first["path"], first["holder"]["type"], first["holder"]["address"]
+        ));
+        if first["holder"]["address"] != holder["address"] {
+            problems.push(format!(
+                "{what}: why names {} at {} as the holder, the target {} at {} (why: {})",
+                first["holder"]["type"],
+                first["holder"]["address"],
+                holder["type"],
+                holder["address"],
+                summary.get("why_skipped_because").unwrap_or(&Value::Null)
+            ));
         }
     }
     // The other types that grew (a dict per instance, the cells of a closure) are parts, not

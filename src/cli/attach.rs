@@ -7,6 +7,7 @@ use crate::analysis::series::{Series, Suspect};
 use crate::cpython::process::{PythonProcess, retry_transient};
 use crate::error::LeakspyError;
 use crate::heap::census::Census;
+use crate::heap::details::running_code;
 use crate::heap::explain::{Explainer, GraphSummary, WhyReport, instances_of_type};
 use crate::heap::graph::{build, shortest_paths};
 use crate::heap::holders::{GraphPass, Holdings, read_holdings};
@@ -213,8 +214,8 @@ fn why_top(
     alive: bool,
     live: bool,
 ) -> Result<Vec<WhyRecord>, String> {
-    let names: Vec<&str> = suspects.iter().filter(|s| s.metric == "count").take(top).map(|s| s.name.as_str()).collect();
-    if names.is_empty() {
+    let chosen: Vec<&Suspect> = suspects.iter().filter(|s| s.metric == "count").take(top).collect();
+    if chosen.is_empty() {
         return Err("no leak suspects".into());
     }
     if !alive {
@@ -223,7 +224,7 @@ fn why_top(
     super::warn_if_graph_may_not_fit(process.pid);
     let spinner = live.then(|| {
         let bar = indicatif::ProgressBar::new_spinner()
-            .with_message(format!("reading who holds the instances of {} suspects", names.len()));
+            .with_message(format!("reading who holds the instances of {} suspects", chosen.len()));
         bar.enable_steady_tick(Duration::from_millis(100));
         bar
     });
@@ -236,10 +237,19 @@ fn why_top(
         let explainer = Explainer { graph: &graph, paths: &paths, retention: &retention, process };
         let timestamp = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
         let info = ProcessInfo::read(process.pid);
-        names
+        chosen
             .iter()
-            .filter_map(|name| {
-                let instances = instances_of_type(&graph, name);
+            .filter_map(|suspect| {
+                let name = &suspect.name;
+                let mut instances = instances_of_type(&graph, name);
+                // A function or method suspect is a closure or listener leak of one code: its
+                // instances are what is held, not every function of the process.
+                if let Some(code) = suspect.functions.first() {
+                    let addrs: Vec<u64> = instances.iter().map(|&i| graph.addrs[i as usize]).collect();
+                    let bound = code.kind == "bound_method";
+                    let running = running_code(process, mem, &addrs, bound, (&code.qualname, &code.file, code.line));
+                    instances = running.iter().filter_map(|&a| graph.index_of(a)).collect();
+                }
                 (!instances.is_empty()).then(|| WhyRecord {
                     why: true,
                     pid: process.pid,

@@ -259,6 +259,38 @@ fn captures(
 
 /// Reads the name and location of the code object at `code` once. The qualified name comes
 /// from the function (code objects have one only from 3.11).
+/// Of `objects` (functions, or bound methods with `bound`), those that run the code named by
+/// `qualname`, `file` and `line`: what a closure or listener leak is made of, rather than every
+/// function of the process. Objects that cannot be read are left out.
+pub fn running_code(
+    process: &PythonProcess,
+    mem: &mut dyn RemoteMemory,
+    objects: &[u64],
+    bound: bool,
+    (qualname, file, line): (&str, &str, u64),
+) -> Vec<u64> {
+    let Some(f) = &process.layout.functions else { return Vec::new() };
+    let mut groups: FxHashMap<u64, FunctionGroup> = FxHashMap::default();
+    let mut wanted: FxHashMap<u64, bool> = FxHashMap::default();
+    objects
+        .iter()
+        .copied()
+        .filter(|&object| {
+            let code = (|| -> Result<u64, ReadError> {
+                let func = if bound { mem.read_u64(object + f.im_func as u64)? } else { object };
+                let code = mem.read_u64(func + f.func_code as u64)?;
+                ensure_group(&mut groups, mem, process, f, func, code)?;
+                Ok(code)
+            })();
+            code.is_ok_and(|code| {
+                *wanted.entry(code).or_insert_with(|| {
+                    groups.get(&code).is_some_and(|g| g.qualname == qualname && g.file == file && g.line == line)
+                })
+            })
+        })
+        .collect()
+}
+
 fn ensure_group(
     groups: &mut FxHashMap<u64, FunctionGroup>,
     mem: &mut dyn RemoteMemory,

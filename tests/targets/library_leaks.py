@@ -138,6 +138,10 @@ class OrmScenario(object):
         self.parts = [] if commit else [InstanceState]
         self.function = None
 
+    def holder(self):
+        # The session's pending objects: SQLAlchemy keeps added, uncommitted ones there.
+        return None if self.commit else self.session._new
+
     def request(self, number, elapsed):
         invoice = self.Invoice(customer="customer-%d" % (number % 97), amount=number * 1.5)
         if self.commit:
@@ -171,6 +175,9 @@ class SignalScenario(object):
         self.leaking = [] if weak else [RequestTimer]
         self.parts = [] if weak else [type(RequestTimer(0).on_done)]
         self.function = None if weak else function_truth(RequestTimer.on_done, RequestTimer)
+
+    def holder(self):
+        return None if self.weak else self.signal.receivers
 
     def request(self, number, elapsed):
         timer = RequestTimer(number)
@@ -211,6 +218,9 @@ class HooksScenario(object):
             self.leaking = [type(on_request)]
             self.function = function_truth(on_request("/", 0.0))
 
+    def holder(self):
+        return self.session.hooks["response"]
+
     def request(self, number, elapsed):
         if self.bound:
             self.session.hooks["response"].append(self.audit.record)
@@ -236,6 +246,15 @@ class LruScenario(object):
         self.leaking = [] if maxsize else [PriceList]
         self.parts = []
         self.function = None
+        self.maxsize = maxsize
+
+    def holder(self):
+        # The cache's own dict, which Python code cannot name: the wrapper's referent that is
+        # not its __dict__.
+        wrapper = PriceList.quote
+        if self.maxsize:
+            return None
+        return next(r for r in gc.get_referents(wrapper) if type(r) is dict and r is not wrapper.__dict__)
 
     def request(self, number, elapsed):
         prices = PriceList("region-%d" % (number % 13))
@@ -259,6 +278,10 @@ class LoggingScenario(object):
         self.leaking = [] if flush else [logging.LogRecord]
         self.parts = []
         self.function = None
+        self.flush = flush
+
+    def holder(self):
+        return None if self.flush else self.logger.handlers[0].buffer
 
     def request(self, number, elapsed):
         self.logger.info("served %s in %.3f ms", "/item/%d" % number, elapsed)
@@ -276,6 +299,14 @@ SCENARIOS = {
     "logging_flush": lambda: LoggingScenario(flush=True),
     "signal_weak": lambda: SignalScenario(weak=True),
 }
+
+
+def holder_truth(holder):
+    """The holder's type and address, without keeping a reference to it (a local of main()
+    would be a path of its own)."""
+    if holder is None:
+        return None
+    return {"type": type_name(type(holder)), "address": hex(id(holder))}
 
 
 def write_file_atomically(path, data):
@@ -315,6 +346,9 @@ def main(argv):
         "leaking_types": [type_name(t) for t in scenario.leaking],
         "parts": [type_name(t) for t in scenario.parts],
         "function": scenario.function,
+        # The container that holds the leaking objects strongly (where their paths fan out):
+        # what `why` must name as their holder.
+        "holder": holder_truth(scenario.holder()),
     }
     write_file_atomically(truth_path, json.dumps(truth).encode("utf-8"))
     watcher = threading.Thread(target=watch_stdin, name="stdin-watcher")

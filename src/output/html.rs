@@ -108,7 +108,7 @@ the fitted line and against the level itself (so sawtooth churn and a plateau th
 The rate shown is the Theil-Sen slope, drawn as the dashed line. Types that grow together are grouped: the \
 type whose instances are the leak leads, and the containers and callables growing with it are listed as its \
 parts or holders. A type whose count is flat while its references grow is called on its refcount sum. \
-Samples read while the target's garbage collector ran are left out (their counts are low, not a change).";
+Samples read while the target's garbage collector ran are left out when they counted fewer objects than the samples before them (the collector held some on a list of its own: low, not a change).";
 
 /// The whole page.
 pub fn render_html(input: &ReportInput) -> String {

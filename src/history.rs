@@ -54,13 +54,27 @@ pub struct WhyRecord {
     pub report: WhyReport,
 }
 
+/// Which growing types' instances held which, as `attach`'s graph pass read it at the end of
+/// sampling (appended to the recording before the `why` records): with it, `leakspy report`
+/// groups the suspects' parts as attach did, not by growth alone.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HoldsRecord {
+    /// Always true: tells this line from a census.
+    pub holds_record: bool,
+    pub pid: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessInfo>,
+    pub holds: Vec<crate::heap::holders::Hold>,
+}
+
 /// A line of a history file that is not a census but is leakspy's own.
 pub enum Extra {
     Why(Box<WhyRecord>),
+    Holds(HoldsRecord),
 }
 
 /// Calls `each` with every census record of the file, in order. Summary lines written by
-/// `attach` and `why` records are passed over; anything else that is not a census is reported
+/// `attach`, `why` and holds records are passed over; anything else that is not a census is reported
 /// in `Skipped`.
 pub fn for_each_record(path: &Path, each: impl FnMut(Census)) -> Result<Skipped> {
     for_each_entry(path, each, |_| {})
@@ -94,6 +108,10 @@ pub fn for_each_entry(path: &Path, mut each: impl FnMut(Census), mut extra: impl
             Err(_) if text.contains("\"why\":true") => match serde_json::from_str::<WhyRecord>(text) {
                 Ok(why) => extra(Extra::Why(Box::new(why))),
                 Err(e) => skipped.lines.push(format!("line {number}: not a why record ({e}), skipped")),
+            },
+            Err(_) if text.contains("\"holds_record\":true") => match serde_json::from_str::<HoldsRecord>(text) {
+                Ok(holds) => extra(Extra::Holds(holds)),
+                Err(e) => skipped.lines.push(format!("line {number}: not a holds record ({e}), skipped")),
             },
             Err(e) => skipped.lines.push(format!("line {number}: not a census record ({e}), skipped")),
         }

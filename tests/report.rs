@@ -355,3 +355,94 @@ fn a_ten_thousand_sample_recording_stays_small_and_renders_fast() {
         assert!(big_s - empty_s < 2.0, "rendering took {big_s:.2} s against {empty_s:.2} s for an empty page");
     }
 }
+
+/// The leaks of tests/targets/leak_scenarios.py (reference cycles with the collector off, a
+/// growing cache, unclosed files, captured closures, cycles with finalizers), each recorded by
+/// `attach --why-top 1` on the newest interpreter on the host and reported: the report leads
+/// with the suspect attach named (one the target says it leaks: the recording carries what
+/// attach's graph pass saw), carries attach's findings and who holds the suspect, asks the
+/// network for nothing, and opens in Chromium without errors and not blank.
+#[test]
+fn each_leak_scenario_s_report_leads_with_attach_s_suspect() {
+    const SCENARIOS: &[&str] = &["cycles", "cache", "files", "closures", "del_cycles"];
+    let dir = scratch("scenarios");
+    let interp = newest_host_python();
+    let browser = have("chromium");
+    let problems: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = SCENARIOS
+            .iter()
+            .map(|&scenario| {
+                let (dir, interp) = (&dir, &interp);
+                scope.spawn(move || scenario_report_problems(interp, dir, scenario, browser))
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("scenario thread")).collect()
+    });
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+fn scenario_report_problems(interp: &Interpreter, dir: &Path, scenario: &str, browser: bool) -> Vec<String> {
+    let what = format!("{} {scenario} report", interp.label);
+    let target = Target::start(interp, "leak_scenarios.py", &[scenario]);
+    let expected: Vec<String> = target.truth["leaking_types"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
+    let recording = dir.join(format!("{scenario}.jsonl"));
+    let pid = target.pid.to_string();
+    let path = recording.to_str().expect("path");
+    let args = ["attach", &pid, "--interval", "0.2", "--samples", "30", "--json", "--record", path, "--why-top", "1"];
+    let out = leakspy(&args);
+    drop(target);
+    if !out.status.success() {
+        return vec![format!("{what}: attach: {}", String::from_utf8_lossy(&out.stderr))];
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("summary line");
+    let html = dir.join(format!("{scenario}.html"));
+    let page = report(&[&recording], &html, &[]);
+    let mut problems = Vec::new();
+    let top = count_suspects(&summary["suspects"]).into_iter().next().unwrap_or_default();
+    if !expected.contains(&top) {
+        problems.push(format!("{what}: attach's top suspect {top:?}, the target leaks {expected:?}"));
+    }
+    let first_block = page.split("<div class=\"suspect\"").nth(1).unwrap_or_default();
+    if !first_block.contains(&format!(">{}</span>", html_escaped(&top))) {
+        problems.push(format!("{what}: the report's first suspect is not {top}: {first_block:.300}"));
+    }
+    for finding in summary["findings"].as_array().into_iter().flatten() {
+        let message = finding["message"].as_str().unwrap_or_default();
+        if !page.contains(&html_escaped(message)) {
+            problems.push(format!("{what}: the finding {message:?} is not in the report"));
+        }
+    }
+    // Who holds them: a path, or (garbage cycles the collector has not freed) none, said so.
+    let why = &summary["why"][0];
+    let held = why["paths"].as_array().is_some_and(|p| !p.is_empty());
+    if !page.contains("Who holds them") || !(held || why["unreachable"].as_u64() > Some(0)) {
+        problems.push(format!("{what}: nothing on who holds the suspect: {why}"));
+    }
+    assert_offline(&what, &page);
+    println!(
+        "{what}: suspect {top}, {} findings, {} bytes",
+        summary["findings"].as_array().map_or(0, Vec::len),
+        page.len()
+    );
+    if browser {
+        let png = dir.join(format!("{scenario}.png"));
+        let (dom, log) = chromium(&html, &png);
+        if !page_errors(&log).is_empty() {
+            problems.push(format!("{what}: the page logged errors: {:?}", page_errors(&log)));
+        }
+        if !dom.contains("class=\"suspect\"") {
+            problems.push(format!("{what}: no suspect in the DOM"));
+        }
+        let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
+        if size < 50_000 {
+            problems.push(format!("{what}: a screenshot of {size} bytes: blank?"));
+        }
+    }
+    problems
+}

@@ -13,7 +13,7 @@ use crate::heap::graph::{build, shortest_paths};
 use crate::heap::holders::{GraphPass, Holdings, read_holdings};
 use crate::heap::retained::Retention;
 use crate::heap::walk::WalkLimits;
-use crate::history::WhyRecord;
+use crate::history::{HoldsRecord, WhyRecord};
 use crate::memory::live::LiveProcess;
 use crate::memory::proc_info::{ProcessIdentity, ProcessInfo, Sameness, available_memory, rss_bytes};
 use crate::output::files::AppendFile;
@@ -504,8 +504,15 @@ fn sample(
         },
     };
     if let Some(file) = record.as_mut() {
-        for why in &whys {
-            if let Err(e) = json_line(why).and_then(|line| Ok(file.append(line.as_bytes())?)) {
+        let holds = holdings.as_ref().filter(|h| !h.holds.is_empty()).map(|h| HoldsRecord {
+            holds_record: true,
+            pid: process.pid,
+            process: Some(ProcessInfo::read(process.pid)),
+            holds: h.holds.clone(),
+        });
+        let lines = holds.iter().map(json_line).chain(whys.iter().map(json_line));
+        for line in lines {
+            if let Err(e) = line.and_then(|line| Ok(file.append(line.as_bytes())?)) {
                 failure.get_or_insert(e);
                 break;
             }

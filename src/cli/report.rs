@@ -4,7 +4,8 @@
 use crate::analysis::runs::Runs;
 use crate::error::LeakspyError;
 use crate::heap::census::Census;
-use crate::history::{Extra, WhyRecord, census_time, for_each_entry};
+use crate::history::{Extra, HoldsRecord, WhyRecord, census_time, for_each_entry};
+use crate::memory::proc_info::ProcessInfo;
 use crate::output::files::{Destination, write_output};
 use crate::output::html::{ReportInput, ReportRun, render_html};
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ pub fn run(args: ReportArgs) -> Result<(), LeakspyError> {
     let mut runs = Runs::default();
     let mut last: Vec<Option<Census>> = Vec::new();
     let mut whys: Vec<WhyRecord> = Vec::new();
+    let mut holds: Vec<HoldsRecord> = Vec::new();
     let mut skipped_lines = 0;
     let mut undated = 0;
     // Per process (PID, start time, host): when its recording's sampling began, so that
@@ -64,6 +66,7 @@ pub fn run(args: ReportArgs) -> Result<(), LeakspyError> {
             },
             |extra| match extra {
                 Extra::Why(why) => whys.push(*why),
+                Extra::Holds(h) => holds.push(h),
             },
         )?;
         skipped.warn(input);
@@ -79,19 +82,20 @@ pub fn run(args: ReportArgs) -> Result<(), LeakspyError> {
         .runs
         .iter()
         .enumerate()
-        .map(|(i, run)| ReportRun {
-            run,
-            last: last.get(i).and_then(Option::as_ref),
-            // A why record belongs to the run of the same process (PID, host, start time).
-            whys: whys
-                .iter()
-                .filter(|w| {
-                    w.pid == run.info.pid
-                        && w.process
-                            .as_ref()
-                            .is_none_or(|p| p.start_time == run.info.start_time && p.hostname == run.info.hostname)
-                })
-                .collect(),
+        .map(|(i, run)| {
+            // A why or holds record belongs to the run of the same process (PID, host, start
+            // time).
+            let same_process = |pid: i32, process: Option<&ProcessInfo>| {
+                pid == run.info.pid
+                    && process.is_none_or(|p| p.start_time == run.info.start_time && p.hostname == run.info.hostname)
+            };
+            let run_holds = holds.iter().rev().find(|h| same_process(h.pid, h.process.as_ref()));
+            ReportRun {
+                run,
+                last: last.get(i).and_then(Option::as_ref),
+                whys: whys.iter().filter(|w| same_process(w.pid, w.process.as_ref())).collect(),
+                suspects: run.series.suspects_with(run_holds.map(|h| h.holds.as_slice())),
+            }
         })
         .collect();
     let input = ReportInput {

@@ -32,7 +32,7 @@ const WEAK_REFERENCE_TYPES: &[&str] = &[
 ];
 
 /// Instances of `holder` refer to instances of `held`, as seen in the graph.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Hold {
     pub holder: String,
     pub held: String,

@@ -37,6 +37,9 @@ pub struct ReportRun<'a> {
     pub last: Option<&'a Census>,
     /// Who held its suspects' instances (`attach --why-top`), if recorded.
     pub whys: Vec<&'a WhyRecord>,
+    /// Its leak suspects: grouped with what attach's graph pass saw, when the recording holds
+    /// it, else by growth alone (as `trend`).
+    pub suspects: Vec<Suspect>,
 }
 
 pub struct ReportInput<'a> {
@@ -132,7 +135,7 @@ pub fn render_html(input: &ReportInput) -> String {
 }
 
 fn title(input: &ReportInput) -> String {
-    let suspects: usize = input.runs.iter().map(|r| r.run.suspects().len()).sum();
+    let suspects: usize = input.runs.iter().map(|r| r.suspects.len()).sum();
     format!(
         "{} process run{}, {} samples, {} suspect{}",
         input.runs.len(),
@@ -185,8 +188,8 @@ fn overview(out: &mut String, input: &ReportInput) {
             html::name(&info.first_timestamp),
             r.run.series.samples_taken,
             thousands(r.run.series.samples_taken as u64),
-            r.run.suspects().len(),
-            r.run.suspects().len(),
+            r.suspects.len(),
+            r.suspects.len(),
             info.restart_of.map_or_else(String::new, |p| format!("PID {p}"))
         );
     }
@@ -287,7 +290,7 @@ fn run_section(out: &mut String, r: &ReportRun, index: usize, top: usize) {
     }
     out.push_str("</dl>");
 
-    let suspects = r.run.suspects();
+    let suspects = r.suspects.clone();
     if series.kept_samples() < MIN_SAMPLES {
         let _ = write!(out, "<p>Too few samples for a trend (need {MIN_SAMPLES}).</p>");
     }

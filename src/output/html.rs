@@ -290,18 +290,18 @@ fn run_section(out: &mut String, r: &ReportRun, index: usize, top: usize) {
     }
     out.push_str("</dl>");
 
-    let suspects = r.suspects.clone();
+    let suspects = &r.suspects;
     if series.kept_samples() < MIN_SAMPLES {
         let _ = write!(out, "<p>Too few samples for a trend (need {MIN_SAMPLES}).</p>");
     }
-    counts_chart(out, r, &suspects, index);
+    counts_chart(out, r, suspects, index);
     memory_chart(out, r, index);
 
     out.push_str("<h3>Leak suspects</h3>");
     if suspects.is_empty() {
         out.push_str("<p>No leak suspects: no type grew steadily over the series.</p>");
     }
-    for s in &suspects {
+    for s in suspects {
         suspect_block(out, r, s);
     }
     let mut findings: Vec<Finding> = r.last.map(|c| c.findings.clone()).unwrap_or_default();
@@ -319,7 +319,7 @@ fn run_section(out: &mut String, r: &ReportRun, index: usize, top: usize) {
         );
     }
     whys(out, r);
-    top_types(out, r, &suspects, top);
+    top_types(out, r, suspects, top);
     out.push_str("</section>");
 }
 

@@ -286,6 +286,10 @@ impl ObjectIndex {
         self.entries.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Adds a header to the pool begun last; false (nothing added) if it does not fit the
     /// compact form.
     fn push(&mut self, pool: u64, gc: u64, header: IndexedHeader) -> bool {

@@ -31,8 +31,10 @@ const PARALLEL_ABOVE: u64 = 32 << 20;
 /// The index holds at most this many bytes per byte of the target's resident memory, so
 /// that leakspy stays a fraction of the process it reads.
 const MAX_INDEX_FRACTION: f64 = 0.12;
-/// Bytes per entry (the index's arrays).
-const ENTRY_BYTES: u64 = 18;
+/// Bytes per entry (the index's arrays: the header and its successor).
+const ENTRY_BYTES: u64 = 22;
+/// A successor that is not in the index.
+const NOT_INDEXED: u32 = u32::MAX;
 /// Addresses above this do not fit the index's 48-bit links (none do on x86_64 Linux).
 const MAX_LINK: u64 = (1 << 48) - 1;
 
@@ -65,6 +67,10 @@ pub struct ObjectIndex {
     pools: FxHashMap<u64, u32>,
     slots: Vec<PoolSlots>,
     entries: Vec<Entry>,
+    /// Per entry, the entry its `next` link leads to (`NOT_INDEXED` if none): found for all
+    /// entries at once, in address order and on both cores, so that a walk along the lists
+    /// goes from entry to entry without looking each address up.
+    successors: Vec<u32>,
     type_table: Vec<u64>,
     type_ids: FxHashMap<u64, u16>,
     /// What building it cost and found, for the census and the benchmark.
@@ -78,6 +84,13 @@ struct Entry {
     links: [u8; 12],
     type_id: [u8; 2],
     refcnt_low: [u8; 4],
+}
+
+impl Entry {
+    /// The 48-bit link at byte `at` of `links` (0: next, 6: prev).
+    fn link(&self, at: usize) -> u64 {
+        self.links[at..at + 6].iter().rev().fold(0u64, |word, &b| word << 8 | u64::from(b))
+    }
 }
 
 /// Which slots of one pool have an entry (a pool has at most 1,024 slots: 16 KiB of 16-byte
@@ -168,8 +181,32 @@ impl ObjectIndex {
                 index.absorb(other);
             }
             index.stats.entries = index.len() as u64;
+            index.link_successors(pid.is_some());
         }
         index
+    }
+
+    /// Fills `successors`, on two threads when `parallel`. The lookups are independent of
+    /// each other, so the processor overlaps their cache misses, which a walk (each address
+    /// known only once the previous object is read) cannot.
+    fn link_successors(&mut self, parallel: bool) {
+        let mut successors = vec![NOT_INDEXED; self.entries.len()];
+        let this = &*self;
+        let fill = |first: usize, out: &mut [u32]| {
+            for (k, successor) in out.iter_mut().enumerate() {
+                let next = this.entries[first + k].link(0) & !GC_LINK_FLAG_BITS;
+                *successor = this.entry_of(next).unwrap_or(NOT_INDEXED);
+            }
+        };
+        let half = if parallel { successors.len() / 2 } else { successors.len() };
+        let (mine, theirs) = successors.split_at_mut(half);
+        std::thread::scope(|scope| {
+            if !theirs.is_empty() {
+                scope.spawn(|| fill(half, theirs));
+            }
+            fill(0, mine);
+        });
+        self.successors = successors;
     }
 
     /// Scans `runs` (pool-aligned) into this index, stopping when `room` runs out; `None` if the
@@ -247,6 +284,28 @@ impl ObjectIndex {
     }
 
     pub fn get(&self, gc_addr: u64) -> Option<IndexedHeader> {
+        self.header(self.entry_of(gc_addr)?)
+    }
+
+    /// The entry the object whose `next` is `entry`'s leads to: `Some(None)` when that object
+    /// is not in the index, `None` when `entry` is not an entry.
+    pub fn successor(&self, entry: u32) -> Option<Option<u32>> {
+        let successor = *self.successors.get(entry as usize)?;
+        Some((successor != NOT_INDEXED).then_some(successor))
+    }
+
+    pub fn header(&self, k: u32) -> Option<IndexedHeader> {
+        let entry = self.entries.get(k as usize)?;
+        Some(IndexedHeader {
+            next: entry.link(0),
+            prev: entry.link(6),
+            type_addr: *self.type_table.get(usize::from(u16::from_le_bytes(entry.type_id)))?,
+            refcnt_low: u32::from_le_bytes(entry.refcnt_low),
+            entry: k,
+        })
+    }
+
+    fn entry_of(&self, gc_addr: u64) -> Option<u32> {
         let pool = gc_addr & self.pool_mask;
         let slots = &self.slots[*self.pools.get(&pool)? as usize];
         let slot = ((gc_addr - pool) >> self.slot_shift) as usize;
@@ -255,17 +314,7 @@ impl ObjectIndex {
         if (gc_addr - pool) & ((1 << self.slot_shift) - 1) != 0 || bits & (1 << bit) == 0 {
             return None;
         }
-        let k =
-            slots.first as usize + usize::from(slots.before[word]) + (bits & ((1 << bit) - 1)).count_ones() as usize;
-        let entry = self.entries.get(k)?;
-        let link = |bytes: &[u8]| bytes.iter().rev().fold(0u64, |word, &b| word << 8 | u64::from(b));
-        Some(IndexedHeader {
-            next: link(&entry.links[..6]),
-            prev: link(&entry.links[6..]),
-            type_addr: *self.type_table.get(usize::from(u16::from_le_bytes(entry.type_id)))?,
-            refcnt_low: u32::from_le_bytes(entry.refcnt_low),
-            entry: k as u32,
-        })
+        Some(slots.first + u32::from(slots.before[word]) + (bits & ((1 << bit) - 1)).count_ones())
     }
 
     /// Starts the entries of the pool at `pool`; `push` adds to it, in address order.
@@ -587,5 +636,13 @@ mod tests {
         assert_eq!(index.get(block(4)), None, "not a GC object");
         assert_eq!(index.get(block(0) + 8), None, "not a block start");
         assert_eq!(index.get(BASE + 64), None, "not a pool");
+        // Each entry knows the entry its next link leads to: block 0 leads to block 1; block
+        // 1 to the freed block 2, and block 3 to block 4, neither of which is indexed.
+        let entry = |k: u64| index.get(block(k)).map(|h| h.entry).unwrap();
+        assert_eq!(index.successor(entry(0)), Some(Some(entry(1))));
+        assert_eq!(index.successor(entry(1)), Some(None));
+        assert_eq!(index.successor(entry(3)), Some(None));
+        assert_eq!(index.header(entry(1)), index.get(block(1)));
+        assert_eq!(index.successor(99), None, "not an entry");
     }
 }

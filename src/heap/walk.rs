@@ -37,6 +37,8 @@ struct Header {
     refcnt_word: u64,
     /// The index's entry for this address, used or not (its back link may be stale).
     entry: Option<u32>,
+    /// The links came from the index.
+    from_index: bool,
 }
 
 /// What went wrong during the walks of one sample.
@@ -77,6 +79,9 @@ pub struct Walker<'a> {
     /// Objects seen that the index holds, a bit per entry: a few hundred KiB that stay in
     /// the processor's cache, where a bitmap over the address space misses it at every object.
     seen_entries: Vec<u64>,
+    /// The address the walk goes to next and its entry in the index (`None`: not indexed),
+    /// when the object it comes from was indexed.
+    hint: Option<(u64, Option<u32>)>,
     budget: u64,
     pub stats: WalkStats,
 }
@@ -97,6 +102,7 @@ impl<'a> Walker<'a> {
             header_len,
             seen: AddressSet::default(),
             seen_entries: Vec::new(),
+            hint: None,
             budget: limits.max_objects,
             stats: WalkStats::default(),
         }
@@ -122,7 +128,11 @@ impl<'a> Walker<'a> {
         back_off: usize,
     ) -> Result<Header, ReadError> {
         let g = &self.layout.gc_head;
-        let indexed = self.index.and_then(|index| index.get(at));
+        // Walking forward from an indexed object, the index already knows the next one's entry.
+        let indexed = self.index.and_then(|index| match self.hint.take() {
+            Some((addr, entry)) if addr == at => entry.and_then(|k| index.header(k)),
+            _ => index.get(at),
+        });
         if let Some(h) = indexed {
             let back = if back_off == g.prev { h.prev } else { h.next };
             if back & !FLAG_BITS == from || (back_off == g.prev && back & PREV_MASK_COLLECTING != 0) {
@@ -133,6 +143,7 @@ impl<'a> Walker<'a> {
                     type_addr: h.type_addr,
                     refcnt_word: u64::from(h.refcnt_low),
                     entry: Some(h.entry),
+                    from_index: true,
                 });
             }
         }
@@ -144,6 +155,7 @@ impl<'a> Walker<'a> {
             type_addr: u64_at(buf, g.size + o.ob_type),
             refcnt_word: u64_at(buf, g.size + o.ob_refcnt),
             entry: indexed.map(|h| h.entry),
+            from_index: false,
         })
     }
 
@@ -266,6 +278,12 @@ impl<'a> Walker<'a> {
         self.budget = self.budget.saturating_sub(1);
         if self.budget == 0 {
             self.stats.truncated = true;
+        }
+        if back_off == g.prev
+            && header.from_index
+            && let (Some(index), Some(entry)) = (self.index, header.entry)
+        {
+            self.hint = index.successor(entry).map(|successor| (forward & !FLAG_BITS, successor));
         }
         Ok(Step::Next(forward & !FLAG_BITS))
     }

@@ -46,7 +46,14 @@ struct CoreFiles<'a> {
     /// No file of the core has the name --python-binary has: it stands in for whichever file
     /// the interpreter is looked for in.
     binary_for_any: bool,
+    maps: &'a MemoryMap,
+    /// The core's memory alone (no file filling its gaps), to read build ids from.
+    ids: RefCell<CoreMemory>,
     found: RefCell<Vec<(String, PathBuf)>>,
+    /// Files found whose build id could not be checked, and why.
+    unverified: RefCell<Vec<(PathBuf, String)>>,
+    /// The first file found that is another build than the process ran: (file, detail).
+    mismatch: RefCell<Option<(String, String)>>,
 }
 
 impl TargetFiles for CoreFiles<'_> {
@@ -58,8 +65,27 @@ impl TargetFiles for CoreFiles<'_> {
         self.core.executable()
     }
 
+    /// Opens the file, and refuses one whose build id differs from the one the core holds
+    /// for it: the mismatch is kept for the error, which names both files.
     fn open(&self, mapping: &Mapping) -> Result<TargetFile, TargetFileError> {
         let (file, found) = self.locations.open(&mapping.path, self.binary_for_any)?;
+        let mut mem = self.ids.borrow_mut();
+        match compare_build_ids(&mut mem, self.maps, &mapping.path, &file) {
+            BuildIds::Differ { in_core, in_file } => {
+                let detail = format!(
+                    "the process ran {} with build id {in_core}, and {} has build id {in_file}",
+                    mapping.path,
+                    found.display()
+                );
+                self.mismatch.borrow_mut().get_or_insert((found.display().to_string(), detail));
+                return Err(TargetFileError {
+                    path: mapping.path.clone(),
+                    reason: crate::memory::target_files::Refusal::Io(std::io::Error::other("another build")),
+                });
+            }
+            BuildIds::Unknown(why) => self.unverified.borrow_mut().push((found.clone(), why)),
+            BuildIds::Same => {}
+        }
         self.found.borrow_mut().push((mapping.path.clone(), found));
         Ok(file)
     }
@@ -83,7 +109,7 @@ pub fn open_core(path: &Path, args: &CoreFileArgs) -> Result<OpenedCore, Leakspy
             (PythonBinary::from_note(&note.binary, note.load_bias, &note.symbols, version), note.rss_bytes)
         }
         None => {
-            let (binary, found, file) = find_interpreter(&core, &maps, &locations, &mut mem, path)?;
+            let (binary, found, file) = find_interpreter(&core, &maps, &locations, path)?;
             files_used = add_files(&maps, &locations, &mut mem, &binary, (&found, file));
             (binary, None)
         }
@@ -148,21 +174,35 @@ fn start_time(ticks: u64, host: &str) -> Option<String> {
     Some(rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(btime + ticks / hz)))
 }
 
-/// Finds the interpreter's file as for a live process, then checks that the file found is
-/// the one the process ran: its build id against the one in the ELF header the core holds.
+/// Finds the interpreter's file as for a live process, each file found checked against the
+/// build id in the ELF header the core holds of it.
 fn find_interpreter(
-    core: &CoreFile,
+    core: &Arc<CoreFile>,
     maps: &MemoryMap,
     locations: &FileLocations,
-    mem: &mut CoreMemory,
     path: &Path,
 ) -> Result<(PythonBinary, PathBuf, Arc<TargetFile>), LeakspyError> {
     let binary_for_any = locations.python_binary.as_ref().is_some_and(|given| {
         let name = given.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         !core.files.iter().any(|f| f.path.rsplit('/').next() == Some(name.as_str()))
     });
-    let files = CoreFiles { core, locations, binary_for_any, found: RefCell::new(Vec::new()) };
-    let binary = find_python_in(&files, maps).map_err(|e| match e {
+    let files = CoreFiles {
+        core,
+        locations,
+        binary_for_any,
+        maps,
+        ids: RefCell::new(CoreMemory::new(core.clone())),
+        found: RefCell::new(Vec::new()),
+        unverified: RefCell::new(Vec::new()),
+        mismatch: RefCell::new(None),
+    };
+    let found_binary = find_python_in(&files, maps);
+    if let Some((file, detail)) = files.mismatch.borrow_mut().take()
+        && found_binary.is_err()
+    {
+        return Err(LeakspyError::CoreBuildIdMismatch { core: path.display().to_string(), file, detail });
+    }
+    let binary = found_binary.map_err(|e| match e {
         LeakspyError::NotPython { detail, .. } if detail.contains("could not be read") => {
             LeakspyError::CoreFileMissing { path: path.display().to_string(), detail }
         }
@@ -179,27 +219,15 @@ fn find_interpreter(
         .find(|(p, _)| *p == binary.path)
         .map(|(_, f)| f.clone())
         .unwrap_or_else(|| PathBuf::from(&binary.path));
+    if let Some((_, why)) = files.unverified.borrow().iter().find(|(f, _)| *f == found) {
+        eprintln!(
+            "leakspy: warning: cannot verify that {} is the file the process ran ({why}); reading on",
+            found.display()
+        );
+    }
     let (file, _) = locations
         .open(&binary.path, binary_for_any)
         .map_err(|e| LeakspyError::CoreFileMissing { path: path.display().to_string(), detail: e.to_string() })?;
-    match compare_build_ids(mem, maps, &binary.path, &file) {
-        BuildIds::Same => {}
-        BuildIds::Unknown(why) => eprintln!(
-            "leakspy: warning: cannot verify that {} is the file the process ran ({why}); reading on",
-            found.display()
-        ),
-        BuildIds::Differ { in_core, in_file } => {
-            return Err(LeakspyError::CoreBuildIdMismatch {
-                core: path.display().to_string(),
-                file: found.display().to_string(),
-                detail: format!(
-                    "the process ran {} with build id {in_core}, and {} has build id {in_file}",
-                    binary.path,
-                    found.display()
-                ),
-            });
-        }
-    }
     Ok((binary, found, Arc::new(file)))
 }
 

@@ -293,9 +293,10 @@ impl CoreFile {
             match (name, kind) {
                 (b"CORE", NT_PRSTATUS) => self.threads += 1,
                 (b"CORE", NT_PRPSINFO) if desc.len() >= 136 => {
+                    // gdb leaves the arguments' NULs in psargs; the kernel makes them spaces.
                     let text = |b: &[u8]| {
-                        let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-                        String::from_utf8_lossy(&b[..end]).trim_end().to_string()
+                        let spaced: Vec<u8> = b.iter().map(|&c| if c == 0 { b' ' } else { c }).collect();
+                        String::from_utf8_lossy(&spaced).trim_end().to_string()
                     };
                     self.prpsinfo = Some(PrPsInfo {
                         pid: i32::from_le_bytes([desc[24], desc[25], desc[26], desc[27]]),

@@ -169,6 +169,9 @@ fn why_reads_a_core_as_it_reads_the_process_on_every_interpreter() {
         let mut failures = Vec::new();
         let scratch = Scratch::new("why");
         let target = Target::start(interp, "graph_target.py", &[]);
+        // The worker thread blocks a moment after the main thread: a core taken while it is
+        // still on its way into its wait has its frame mid-call.
+        std::thread::sleep(std::time::Duration::from_millis(300));
         let core = scratch.0.join("graph.core");
         if let Err(e) = gcore(target.pid, &core) {
             return vec![format!("{}: {e}", interp.label)];
@@ -222,6 +225,14 @@ fn a_core_census_goes_to_a_history_with_the_dumped_process_and_every_format() {
         let out = leakspy(&["snapshot", "--core", &core_arg, format[0], format[1]]);
         assert!(out.status.success() && !out.stdout.is_empty(), "{format:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
+    // The same core compressed with zstd reads the same.
+    let compressed = scratch.0.join("a.core.zst");
+    let raw = std::fs::read(&core).unwrap();
+    std::fs::write(&compressed, zstd::encode_all(&raw[..], 3).unwrap()).unwrap();
+    let plain = json_of(&["snapshot", "--core", &core_arg, "--json"]).unwrap();
+    let unpacked = json_of(&["snapshot", "--core", &compressed.to_string_lossy(), "--json"]).unwrap();
+    assert_eq!(rows(&plain), rows(&unpacked));
+    assert_eq!(unpacked["core"]["compressed"], true);
     // diff of two cores goes through their censuses.
     let a = scratch.0.join("a.json");
     std::fs::write(&a, leakspy(&["snapshot", "--core", &core_arg, "--json"]).stdout).unwrap();

@@ -600,7 +600,8 @@ pub fn build_id(read: &mut dyn FnMut(u64, usize) -> Option<Vec<u8>>, in_memory: 
     let table = read(header.e_phoff, usize::from(header.e_phnum) * 56)?;
     let ctx = Ctx::new(Container::Big, Endian::Little);
     let headers = ProgramHeader::parse(&table, 0, header.e_phnum.into(), ctx).ok()?;
-    let first_vaddr = headers.iter().filter(|p| p.p_type == PT_LOAD).map(|p| p.p_vaddr - p.p_offset).min().unwrap_or(0);
+    let first_vaddr =
+        headers.iter().filter(|p| p.p_type == PT_LOAD).map(|p| p.p_vaddr.wrapping_sub(p.p_offset)).min().unwrap_or(0);
     for ph in headers.iter().filter(|p| p.p_type == PT_NOTE && p.p_filesz <= 1 << 16) {
         let at = if in_memory { ph.p_vaddr.wrapping_sub(first_vaddr & !0xfff) } else { ph.p_offset };
         let Some(notes) = read(at, ph.p_filesz as usize) else { continue };
@@ -700,9 +701,9 @@ impl CoreMemory {
             gaps.push(at..mapping.end);
         }
         for gap in gaps {
-            let offset = mapping.offset + (gap.start - mapping.start);
+            let offset = mapping.offset.saturating_add(gap.start - mapping.start);
             // Pages past the file's end fault in the process; they are not readable here.
-            let end = gap.end.min(mapping.start + size.saturating_sub(mapping.offset));
+            let end = gap.end.min(mapping.start.saturating_add(size.saturating_sub(mapping.offset)));
             if end > gap.start {
                 self.regions.push(Region { start: gap.start, end, source: Source::File(idx, offset) });
             }
@@ -736,13 +737,15 @@ impl CoreMemory {
             let into = &mut buf[done..done + n];
             let ok = match r.source {
                 Source::Core(offset) => self.core.file.read_exact_at(into, offset + (at - r.start)).is_ok(),
-                Source::File(idx, offset) => match self.files[idx].read_at(offset + (at - r.start), n as u64) {
-                    Ok(bytes) => {
-                        into.copy_from_slice(&bytes);
-                        true
+                Source::File(idx, offset) => {
+                    match self.files[idx].read_at(offset.saturating_add(at - r.start), n as u64) {
+                        Ok(bytes) => {
+                            into.copy_from_slice(&bytes);
+                            true
+                        }
+                        Err(_) => false,
                     }
-                    Err(_) => false,
-                },
+                }
             };
             if !ok {
                 break;
@@ -941,6 +944,29 @@ mod tests {
         let good = image(1);
         for cut in [3, 40, 64, 100, 200, good.len() - 10] {
             assert!(open(&good[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    /// Every byte of the headers and notes set to 0xff or 0x7f in turn: an error or a core
+    /// whose memory reads without panicking, never a panic.
+    #[test]
+    fn damaged_headers_and_notes_never_panic() {
+        let good = image(1);
+        let notes_end = good.iter().rposition(|&b| b == b'}').unwrap_or(600) + 8;
+        for i in 0..notes_end.min(good.len()) {
+            for value in [0xffu8, 0x7f, 0x00] {
+                let mut bad = good.clone();
+                bad[i] = value;
+                if let Ok(core) = open(&bad) {
+                    let core = std::sync::Arc::new(core);
+                    let _ = core.memory_map();
+                    let _ = core.executable();
+                    let mut mem = CoreMemory::new(core);
+                    let mut buf = [0u8; 64];
+                    let _ = mem.read(0x10000, &mut buf);
+                    let _ = mem.read(u64::MAX - 10, &mut buf);
+                }
+            }
         }
     }
 }

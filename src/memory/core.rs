@@ -947,6 +947,28 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_compressed_image_is_read_and_one_too_large_is_refused_before_decompressing() {
+        let good = image(1);
+        let packed = zstd::encode_all(&good[..], 3).unwrap();
+        let core = open(&packed).unwrap();
+        assert!(core.compressed && core.leakspy.is_some());
+        // A frame header that declares 100 GiB.
+        let mut bomb = ZSTD_MAGIC.to_vec();
+        bomb.push(0xe0);
+        bomb.extend_from_slice(&(100u64 << 30).to_le_bytes());
+        bomb.extend_from_slice(&[0; 16]);
+        match open(&bomb) {
+            Err(CoreError::Decompress(why)) => assert!(why.contains("would decompress to"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // Compressed garbage: an error, not a panic.
+        let mut garbage = packed.clone();
+        let mid = garbage.len() / 2;
+        garbage.truncate(mid);
+        assert!(open(&garbage).is_err());
+    }
+
     /// Every byte of the headers and notes set to 0xff or 0x7f in turn: an error or a core
     /// whose memory reads without panicking, never a panic.
     #[test]

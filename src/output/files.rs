@@ -67,23 +67,36 @@ pub fn parse_mode(text: &str) -> Result<u32, String> {
 /// atomically. `mode` sets the permissions of a regular file written (default: the replaced
 /// file's, or 0600 for a new one).
 pub fn write_output(dest: &Destination, contents: &[u8], mode: Option<u32>) -> Result<()> {
+    write_output_with(dest, mode, &mut |out| out.write_all(contents).map_err(anyhow::Error::from))
+}
+
+/// Writes to `dest` what `write` writes, as `write_output` does, for output too large to hold
+/// whole (a memory image of gigabytes): streamed into the temporary file, which is renamed
+/// over the name only once `write` has returned Ok, so a failed or killed write never leaves
+/// a partial file under the name.
+pub fn write_output_with(
+    dest: &Destination,
+    mode: Option<u32>,
+    write: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
     let path = match dest {
         Destination::Stdout => {
             let mut out = std::io::stdout().lock();
-            return out.write_all(contents).and_then(|_| out.flush()).context("writing to stdout");
+            write(&mut out).context("writing to stdout")?;
+            return out.flush().context("writing to stdout");
         }
         Destination::File(path) => path,
     };
     let place = Place::open(path).with_context(|| format!("creating {}", path.display()))?;
     let existing = place.entry().with_context(|| format!("looking at {}", path.display()))?;
     match existing {
-        None => place.replace(None, contents, mode.unwrap_or(NEW_FILE_MODE)),
+        None => place.replace(None, write, mode.unwrap_or(NEW_FILE_MODE)),
         Some(entry) => {
             place.check_trusted(&entry, true)?;
             if entry.kind == Kind::Regular {
-                place.replace(Some(&entry), contents, mode.unwrap_or(entry.mode & 0o777))
+                place.replace(Some(&entry), write, mode.unwrap_or(entry.mode & 0o777))
             } else {
-                place.write_directly(&entry, contents)
+                place.write_directly(&entry, write)
             }
         }
     }
@@ -337,11 +350,20 @@ impl Place {
 
     /// Writes a new file under a random temporary name, gives it `old`'s owner and `mode`,
     /// flushes it, renames it over the name and flushes the directory.
-    fn replace(&self, old: Option<&Entry>, contents: &[u8], mode: u32) -> Result<()> {
+    fn replace(
+        &self,
+        old: Option<&Entry>,
+        write: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
+        mode: u32,
+    ) -> Result<()> {
         let path = self.path.display();
         let temp = TempFile::create(self).with_context(|| format!("creating a temporary file for {path}"))?;
-        let mut file = &temp.file;
-        file.write_all(contents).with_context(|| format!("writing {path}"))?;
+        let file = &temp.file;
+        {
+            let mut buffered = std::io::BufWriter::with_capacity(1 << 20, file);
+            write(&mut buffered).with_context(|| format!("writing {path}"))?;
+            buffered.flush().with_context(|| format!("writing {path}"))?;
+        }
         if let Some(old) = old {
             let new = Entry::of_fd(file.as_raw_fd()).with_context(|| format!("writing {path}"))?;
             if (new.uid, new.gid) != (old.uid, old.gid) {
@@ -368,7 +390,7 @@ impl Place {
 
     /// Writes to a character device or a FIFO as it is. Never waits for a FIFO's reader: a
     /// cron job would hang.
-    fn write_directly(&self, entry: &Entry, contents: &[u8]) -> Result<()> {
+    fn write_directly(&self, entry: &Entry, write: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<()> {
         let path = self.path.display();
         if !matches!(entry.kind, Kind::CharDevice | Kind::Fifo) {
             bail!("{path} is {}: leakspy writes regular files, character devices, FIFOs and stdout (-o -)", entry.kind);
@@ -387,7 +409,8 @@ impl Place {
         }
         set_blocking(fd.as_raw_fd()).with_context(|| format!("opening {path}"))?;
         let mut file = File::from(fd);
-        file.write_all(contents).and_then(|_| file.flush()).with_context(|| format!("writing {path}"))
+        write(&mut file).with_context(|| format!("writing {path}"))?;
+        file.flush().with_context(|| format!("writing {path}"))
     }
 }
 

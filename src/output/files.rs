@@ -357,7 +357,7 @@ impl Place {
         mode: u32,
     ) -> Result<()> {
         let path = self.path.display();
-        let temp = TempFile::create(self).with_context(|| format!("creating a temporary file for {path}"))?;
+        let mut temp = TempFile::create(self).with_context(|| format!("creating a temporary file for {path}"))?;
         let file = &temp.file;
         {
             let mut buffered = std::io::BufWriter::with_capacity(1 << 20, file);
@@ -378,11 +378,10 @@ impl Place {
         cvt(unsafe { libc::fchmod(file.as_raw_fd(), mode as libc::mode_t) })
             .with_context(|| format!("setting the mode of {path} to {mode:04o}"))?;
         file.sync_all().with_context(|| format!("flushing {path}"))?;
+        let temp_name = temp.name().with_context(|| format!("naming the temporary file for {path}"))?.as_ptr();
         // SAFETY: renameat within our directory descriptor, both names NUL-terminated.
-        cvt(unsafe {
-            libc::renameat(self.dir.as_raw_fd(), temp.name.as_ptr(), self.dir.as_raw_fd(), self.name.as_ptr())
-        })
-        .with_context(|| format!("renaming the temporary file to {path}"))?;
+        cvt(unsafe { libc::renameat(self.dir.as_raw_fd(), temp_name, self.dir.as_raw_fd(), self.name.as_ptr()) })
+            .with_context(|| format!("renaming the temporary file to {path}"))?;
         temp.keep();
         // The rename is durable only once the directory is.
         self.dir.sync_all().with_context(|| format!("flushing the directory of {path}"))
@@ -415,27 +414,71 @@ impl Place {
 }
 
 /// A temporary file next to the destination, removed when dropped unless kept.
+///
+/// Created unnamed (O_TMPFILE) where the file system allows it, and named only once written,
+/// just before the rename: a leakspy killed while writing (SIGKILL, the OOM killer, a
+/// multi-gigabyte `dump` on a full disk) leaves nothing behind, the kernel frees the unnamed
+/// file. Elsewhere it is created under its random name from the start.
 struct TempFile<'a> {
     place: &'a Place,
-    name: CString,
+    /// None while the file is unnamed.
+    name: Option<CString>,
     file: File,
     kept: bool,
 }
 
 impl<'a> TempFile<'a> {
-    /// Creates `.NAME.RANDOM.tmp` exclusively, never following a link: a name planted in
-    /// advance cannot be guessed, and if one were, the open fails instead of using it.
+    /// Creates the file unnamed, or `.NAME.RANDOM.tmp` exclusively, never following a link:
+    /// a name planted in advance cannot be guessed, and if one were, the open fails instead of
+    /// using it.
     fn create(place: &'a Place) -> std::io::Result<TempFile<'a>> {
-        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        let unnamed = libc::O_WRONLY | libc::O_TMPFILE | libc::O_CLOEXEC;
+        if let Ok(fd) = open_at(&place.dir, c".", unnamed, NEW_FILE_MODE) {
+            return Ok(TempFile { place, name: None, file: File::from(fd), kept: false });
+        }
+        let name = TempFile::link(place, &mut |name| {
+            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+            open_at(&place.dir, name, flags, NEW_FILE_MODE)
+        })?;
+        Ok(TempFile { place, name: Some(name.0), file: File::from(name.1), kept: false })
+    }
+
+    /// Makes a random name with `make`, again while the name happens to exist.
+    fn link<T>(place: &Place, make: &mut dyn FnMut(&CStr) -> std::io::Result<T>) -> std::io::Result<(CString, T)> {
         let mut attempts = 0;
         loop {
             let name = temp_name(place.name.as_bytes(), random_u64()?);
-            match open_at(&place.dir, &name, flags, NEW_FILE_MODE) {
-                Ok(fd) => return Ok(TempFile { place, name, file: File::from(fd), kept: false }),
+            match make(&name) {
+                Ok(made) => return Ok((name, made)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempts < 8 => attempts += 1,
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// The file's name in the directory, giving an unnamed file its random one.
+    fn name(&mut self) -> std::io::Result<&CStr> {
+        if self.name.is_none() {
+            let fd = self.file.as_raw_fd();
+            let dir = self.place.dir.as_raw_fd();
+            let proc_path = CString::new(format!("/proc/self/fd/{fd}")).unwrap_or_default();
+            let (name, ()) = TempFile::link(self.place, &mut |name| {
+                // SAFETY: linkat with our descriptors and NUL-terminated names. AT_EMPTY_PATH
+                // links the descriptor itself (needs CAP_DAC_READ_SEARCH); /proc/self/fd
+                // does it for anyone.
+                let rc = unsafe { libc::linkat(fd, c"".as_ptr(), dir, name.as_ptr(), libc::AT_EMPTY_PATH) };
+                if rc == 0 {
+                    return Ok(());
+                }
+                // SAFETY: as above.
+                cvt(unsafe {
+                    libc::linkat(libc::AT_FDCWD, proc_path.as_ptr(), dir, name.as_ptr(), libc::AT_SYMLINK_FOLLOW)
+                })
+                .map(|_| ())
+            })?;
+            self.name = Some(name);
+        }
+        Ok(self.name.as_deref().unwrap_or_default())
     }
 
     fn keep(mut self) {
@@ -445,9 +488,9 @@ impl<'a> TempFile<'a> {
 
 impl Drop for TempFile<'_> {
     fn drop(&mut self) {
-        if !self.kept {
+        if let (false, Some(name)) = (self.kept, &self.name) {
             // SAFETY: unlinkat within our directory descriptor, a NUL-terminated name.
-            unsafe { libc::unlinkat(self.place.dir.as_raw_fd(), self.name.as_ptr(), 0) };
+            unsafe { libc::unlinkat(self.place.dir.as_raw_fd(), name.as_ptr(), 0) };
         }
     }
 }

@@ -1,0 +1,433 @@
+//! `leakspy dump`: a memory image that gdb and readelf open as a core, carrying what leakspy
+//! needs to read it later; a target never left stopped, and never a partial FILE.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const NT_LEAKSPY: u32 = 0x4c53_0001;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("leakspy-dump-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn state(pid: i32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()).unwrap_or('?')
+}
+
+/// Lets a census target (blocked reading stdin) go, and says whether it then exits cleanly:
+/// proof that it runs and answers.
+fn answers(target: &mut Target) -> bool {
+    let Some(mut stdin) = target.child.stdin.take() else { return false };
+    if stdin.write_all(b"x").is_err() {
+        return false;
+    }
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = target.child.try_wait() {
+            return status.success();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// The program headers and notes of an ELF core, as (type, vaddr, filesz) and (owner, type).
+struct Core {
+    loads: Vec<(u64, u64)>,
+    notes: Vec<(String, u32)>,
+    leakspy: Option<Value>,
+}
+
+fn parse_core(bytes: &[u8]) -> Result<Core, String> {
+    let elf = goblin::elf::Elf::parse(bytes).map_err(|e| e.to_string())?;
+    if elf.header.e_type != goblin::elf::header::ET_CORE || !elf.is_64 {
+        return Err(format!("not a 64-bit core: type {}", elf.header.e_type));
+    }
+    let loads = elf
+        .program_headers
+        .iter()
+        .filter(|p| p.p_type == goblin::elf::program_header::PT_LOAD)
+        .map(|p| (p.p_vaddr, p.p_filesz))
+        .collect();
+    let mut notes = Vec::new();
+    let mut leakspy = None;
+    for note in elf.iter_note_headers(bytes).ok_or("no notes")? {
+        let note = note.map_err(|e| e.to_string())?;
+        if note.name == "LEAKSPY" && note.n_type == NT_LEAKSPY {
+            leakspy = Some(serde_json::from_slice(note.desc).map_err(|e| e.to_string())?);
+        }
+        notes.push((note.name.to_string(), note.n_type));
+    }
+    Ok(Core { loads, notes, leakspy })
+}
+
+fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().expect("run a tool");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A symbol's address in a live process, found without leakspy: its value in the file's
+/// symbol tables (readelf) plus where the file is loaded (/proc/PID/maps and the file's
+/// first PT_LOAD).
+fn live_symbol(pid: i32, binary: &str, name: &str) -> Option<u64> {
+    let (_, syms, _) = run(Command::new("readelf").args(["-Ws", binary]));
+    let value = syms.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() >= 8 && f[7].split('@').next() == Some(name)).then(|| u64::from_str_radix(f[1], 16).ok())?
+    })?;
+    let (_, headers, _) = run(Command::new("readelf").args(["-Wl", binary]));
+    let first_load = headers.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.first() == Some(&"LOAD")).then(|| {
+            let offset = u64::from_str_radix(f[1].trim_start_matches("0x"), 16).ok()?;
+            let vaddr = u64::from_str_radix(f[2].trim_start_matches("0x"), 16).ok()?;
+            Some(vaddr.wrapping_sub(offset))
+        })?
+    })?;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let start = maps.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() >= 6 && f[5] == binary && u64::from_str_radix(f[2], 16).ok() == Some(0))
+            .then(|| u64::from_str_radix(f[0].split('-').next()?, 16).ok())?
+    })?;
+    Some(start.wrapping_sub(first_load & !0xfff).wrapping_add(value))
+}
+
+/// Checks the image of one blocked target; the problems found.
+fn check_dump(interp: &Interpreter) -> Vec<String> {
+    let mut problems = Vec::new();
+    let what = interp.label.clone();
+    let dir = scratch(&format!("valid-{}", what.replace(['/', ' '], "_")));
+    let mut target = Target::start(interp, "census_target.py", &[]);
+    let pid = target.pid.to_string();
+    let plain = dir.join("plain.core");
+    let packed = dir.join("image.zst");
+    let out = leakspy(&["dump", &pid, "-o", plain.to_str().unwrap(), "--no-compress", "--json"]);
+    if !out.status.success() {
+        return vec![format!("{what}: dump --no-compress failed: {}", String::from_utf8_lossy(&out.stderr))];
+    }
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let out = leakspy(&["dump", &pid, "-o", packed.to_str().unwrap()]);
+    if !out.status.success() {
+        return vec![format!("{what}: dump failed: {}", String::from_utf8_lossy(&out.stderr))];
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !(stderr.contains("threads stopped") && stderr.contains("for an RSS of") && stderr.lines().count() == 1) {
+        problems.push(format!("{what}: the report on stderr is {stderr:?}"));
+    }
+    for field in ["image_bytes", "core_bytes", "rss_bytes", "paused_ms", "copied_bytes", "write_ms", "segments"] {
+        if !report[field].is_number() {
+            problems.push(format!("{what}: --json lacks {field}: {report}"));
+        }
+    }
+    println!(
+        "{what}: image {} MB, RSS {} MB, paused {:.1} ms, copied {} MB, written in {:.0} ms, {} segments",
+        report["image_bytes"].as_u64().unwrap_or(0) >> 20,
+        report["rss_bytes"].as_u64().unwrap_or(0) >> 20,
+        report["paused_ms"].as_f64().unwrap_or(0.0),
+        report["copied_bytes"].as_u64().unwrap_or(0) >> 20,
+        report["write_ms"].as_f64().unwrap_or(0.0),
+        report["segments"],
+    );
+
+    // readelf lists the notes and the segments.
+    let (ok, notes, err) = run(Command::new("readelf").arg("-n").arg(&plain));
+    for expected in ["NT_PRSTATUS", "NT_PRPSINFO", "NT_AUXV", "NT_FILE", "LEAKSPY"] {
+        if !ok || !notes.contains(expected) {
+            problems.push(format!("{what}: readelf -n does not list {expected}: {err}"));
+        }
+    }
+    let (ok, headers, err) = run(Command::new("readelf").arg("-lW").arg(&plain));
+    if !ok || !headers.contains("CORE (Core file)") || headers.matches(" LOAD ").count() < 3 {
+        problems.push(format!("{what}: readelf -l: {err}{}", &headers[..headers.len().min(400)]));
+    }
+    // gdb opens the plain form.
+    let (ok, out, err) = run(Command::new("gdb").args(["-nx", "-batch", "-ex", "info threads", "-c"]).arg(&plain));
+    let complaints: Vec<&str> = err
+        .lines()
+        .filter(|l| {
+            let l = l.to_lowercase();
+            (l.contains("error") || l.contains("not a core") || l.contains("not in executable format"))
+                && !l.contains("during file-backed mapping note processing")
+        })
+        .collect();
+    if !ok || !complaints.is_empty() || !out.contains("LWP") {
+        problems.push(format!("{what}: gdb -c: {complaints:?} {out}"));
+    }
+    // zstd -d of the image is a core of the same structure as the plain form.
+    let unpacked = dir.join("unpacked.core");
+    let (ok, _, err) = run(Command::new("zstd").args(["-q", "-d", "-f"]).arg(&packed).arg("-o").arg(&unpacked));
+    if !ok {
+        problems.push(format!("{what}: zstd -d: {err}"));
+    }
+    let (a, b) = (std::fs::read(&plain).unwrap_or_default(), std::fs::read(&unpacked).unwrap_or_default());
+    match (parse_core(&a), parse_core(&b)) {
+        (Ok(a), Ok(b)) => {
+            if a.notes != b.notes || a.loads.iter().map(|l| l.0).ne(b.loads.iter().map(|l| l.0)) {
+                problems.push(format!(
+                    "{what}: the plain and the compressed image differ in structure: notes {:?} vs {:?}, {} vs {} segments",
+                    a.notes,
+                    b.notes,
+                    a.loads.len(),
+                    b.loads.len()
+                ));
+            }
+            problems.extend(check_note(&what, target.pid, &b));
+        }
+        (a, b) => problems.push(format!("{what}: not ELF cores: {:?} / {:?}", a.err(), b.err())),
+    }
+    if !matches!(state(target.pid), 'S' | 'R') || !answers(&mut target) {
+        problems.push(format!("{what}: the target does not run on after the dumps"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    problems
+}
+
+/// The leakspy note has every field, the target's identity, and symbol addresses equal to
+/// those of the live process (found without leakspy) and inside the image.
+fn check_note(what: &str, pid: i32, core: &Core) -> Vec<String> {
+    let mut problems = Vec::new();
+    let Some(note) = &core.leakspy else { return vec![format!("{what}: no LEAKSPY note")] };
+    let fields = [
+        ("format", Value::is_u64 as fn(&Value) -> bool),
+        ("pid", Value::is_i64),
+        ("start_time_ticks", Value::is_u64),
+        ("exe", Value::is_string),
+        ("cmdline", Value::is_array),
+        ("host", Value::is_string),
+        ("dumped_at_unix", Value::is_f64),
+        ("python_version", Value::is_string),
+        ("binary", Value::is_string),
+        ("load_bias", Value::is_u64),
+        ("symbols", Value::is_object),
+        ("rss_bytes", Value::is_u64),
+        ("writable_bytes", Value::is_u64),
+        ("paused_ms", Value::is_f64),
+        ("copied_bytes", Value::is_u64),
+        ("threads", Value::is_u64),
+    ];
+    for (field, ok) in fields {
+        if !ok(&note[field]) {
+            problems.push(format!("{what}: note field {field} is {}", note[field]));
+        }
+    }
+    if note["format"] != 1
+        || note["pid"] != pid
+        || !(note["binary_build_id"].is_string() || note["binary_build_id"].is_null())
+    {
+        problems.push(format!("{what}: note {note}"));
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let ticks: Option<u64> = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(19)?.parse().ok());
+    if note["start_time_ticks"].as_u64() != ticks {
+        problems.push(format!("{what}: start_time_ticks {} vs /proc {ticks:?}", note["start_time_ticks"]));
+    }
+    let binary = note["binary"].as_str().unwrap_or_default();
+    let symbols = note["symbols"].as_object().cloned().unwrap_or_default();
+    let anchor = if symbols.contains_key("_PyRuntime") { "_PyRuntime" } else { "interp_head" };
+    let mut checked = 0;
+    for name in [anchor, "Py_Version"] {
+        let Some(in_note) = symbols.get(name).and_then(Value::as_u64) else {
+            if name == anchor {
+                problems.push(format!("{what}: the note has no {anchor}: {symbols:?}"));
+            }
+            continue;
+        };
+        match live_symbol(pid, binary, name) {
+            Some(live) if live == in_note => checked += 1,
+            live => problems.push(format!("{what}: {name} at {in_note:#x} in the note, {live:x?} in the live process")),
+        }
+        if !core.loads.iter().any(|&(vaddr, size)| (vaddr..vaddr + size).contains(&in_note)) {
+            problems.push(format!("{what}: {name} ({in_note:#x}) is in no segment of the image"));
+        }
+    }
+    if checked == 0 {
+        problems.push(format!("{what}: no symbol of the note could be checked"));
+    }
+    problems
+}
+
+#[test]
+fn every_interpreter_dumps_a_core_that_readelf_gdb_and_zstd_open_with_a_correct_note() {
+    let problems = per_interpreter(2, &check_dump);
+    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+}
+
+/// Waits until every thread of `pid` is held in a tracing stop.
+fn wait_paused(pid: i32) -> bool {
+    let all_stopped = || {
+        std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten().all(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('t'))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !all_stopped() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    all_stopped()
+}
+
+/// True once process `pid` has a file open in `dir` (the image being written: unnamed where
+/// the file system allows it, so only its descriptor shows it).
+fn writing_into(pid: u32, dir: &Path) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|to| to.starts_with(dir)))
+}
+
+/// Waits (up to 20 s) until `pid` writes into `dir`, then a little more.
+fn wait_writing(pid: u32, dir: &Path) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && !writing_into(pid, dir) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    writing_into(pid, dir)
+}
+
+fn no_file_left(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// leakspy killed while the target is paused, then while the image is being written: the
+/// target runs on (not stopped, it answers) and no FILE exists.
+fn check_killed_leakspy(interp: &Interpreter) -> Vec<String> {
+    let mut problems = Vec::new();
+    let what = &interp.label;
+    let dir = scratch(&format!("killed-{}", what.replace(['/', ' '], "_")));
+    let file = dir.join("image.zst");
+    let mut target = Target::start(interp, "census_target.py", &[]);
+    for (hook, ms) in [("LEAKSPY_TEST_HOLD_PAUSE_MS", "20000"), ("LEAKSPY_TEST_HOLD_WRITE_MS", "20000")] {
+        let mut run = Command::new(LEAKSPY)
+            .args(["dump", &target.pid.to_string(), "-o"])
+            .arg(&file)
+            .env(hook, ms)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        if hook.contains("PAUSE") {
+            if !wait_paused(target.pid) {
+                problems.push(format!("{what}: the target was never paused"));
+            }
+        } else {
+            if !wait_writing(run.id(), &dir) {
+                problems.push(format!("{what}: leakspy never wrote the image"));
+            }
+        }
+        run.kill().unwrap();
+        run.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        if file.exists() {
+            problems.push(format!("{what}: killed with {hook}, leakspy left {}", file.display()));
+        }
+        if !matches!(state(target.pid), 'S' | 'R') {
+            problems.push(format!("{what}: killed with {hook}, the target is left in state {}", state(target.pid)));
+        }
+    }
+    let leftover = no_file_left(&dir);
+    if !leftover.is_empty() {
+        problems.push(format!("{what}: files left: {leftover:?}"));
+    }
+    if !answers(&mut target) {
+        problems.push(format!("{what}: the target does not answer after leakspy was killed"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    problems
+}
+
+#[test]
+fn killing_leakspy_mid_dump_leaves_the_target_running_and_no_file() {
+    let problems = per_interpreter(2, &check_killed_leakspy);
+    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+}
+
+/// The target killed while it is paused for the dump: no FILE, one clear error line, the
+/// exit code of a process that exited.
+fn check_killed_target(interp: &Interpreter) -> Vec<String> {
+    let what = &interp.label;
+    let dir = scratch(&format!("target-{}", what.replace(['/', ' '], "_")));
+    let file = dir.join("image.zst");
+    let mut target = Target::start(interp, "census_target.py", &[]);
+    let run = Command::new(LEAKSPY)
+        .args(["dump", &target.pid.to_string(), "-o"])
+        .arg(&file)
+        .env("LEAKSPY_TEST_HOLD_PAUSE_MS", "1500")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut problems = Vec::new();
+    if !wait_paused(target.pid) {
+        problems.push(format!("{what}: the target was never paused"));
+    }
+    let _ = target.child.kill();
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() != Some(8) || stderr.lines().count() != 1 || !stderr.contains("exited") {
+        problems.push(format!("{what}: exit {:?}, stderr {stderr:?}", out.status.code()));
+    }
+    let left = no_file_left(&dir);
+    if !left.is_empty() {
+        problems.push(format!("{what}: files left: {left:?}"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    problems
+}
+
+#[test]
+fn a_target_killed_mid_dump_leaves_no_file_and_one_error_line() {
+    let problems = per_interpreter(2, &check_killed_target);
+    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+}
+
+/// An existing FILE is replaced whole: while the new image is written it still holds the old
+/// contents, then the new image under a new inode, with no temporary file left.
+#[test]
+fn an_existing_file_is_replaced_atomically() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = scratch("replace");
+    let file = dir.join("image.zst");
+    std::fs::write(&file, b"the previous image").unwrap();
+    let old_inode = std::fs::metadata(&file).unwrap().ino();
+    let target = Target::start(&newest_host_python(), "census_target.py", &[]);
+    let mut run = Command::new(LEAKSPY)
+        .args(["dump", &target.pid.to_string(), "-o"])
+        .arg(&file)
+        .env("LEAKSPY_TEST_HOLD_WRITE_MS", "1000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_writing(run.id(), &dir), "leakspy writes the image");
+    assert_eq!(std::fs::read(&file).unwrap(), b"the previous image", "mid-write, FILE is the old one whole");
+    assert!(run.wait().unwrap().success());
+    let new = std::fs::read(&file).unwrap();
+    assert_eq!(&new[..4], b"\x28\xb5\x2f\xfd", "a zstd frame");
+    assert_ne!(std::fs::metadata(&file).unwrap().ino(), old_inode, "renamed over, not rewritten");
+    assert_eq!(no_file_left(&dir), vec!["image.zst".to_string()]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -178,7 +178,18 @@ fn check_dump(interp: &Interpreter) -> Vec<String> {
     let (a, b) = (std::fs::read(&plain).unwrap_or_default(), std::fs::read(&unpacked).unwrap_or_default());
     match (parse_core(&a), parse_core(&b)) {
         (Ok(a), Ok(b)) => {
-            if a.notes != b.notes || a.loads.iter().map(|l| l.0).ne(b.loads.iter().map(|l| l.0)) {
+            // Two dumps, one after the other: the same notes and the same identity, the same
+            // memory within a few pages (a page the target's allocator touched meanwhile).
+            let covered = |c: &Core| c.loads.iter().map(|l| l.1).sum::<u64>() as f64;
+            let same_note = |k: &str| a.leakspy.as_ref().map(|n| &n[k]) == b.leakspy.as_ref().map(|n| &n[k]);
+            let close = |x: f64, y: f64| (x - y).abs() <= 0.05 * x.max(y) + 8.0;
+            if a.notes != b.notes
+                || !["pid", "start_time_ticks", "binary", "binary_build_id", "symbols", "load_bias"]
+                    .iter()
+                    .all(|k| same_note(k))
+                || !close(a.loads.len() as f64, b.loads.len() as f64)
+                || !close(covered(&a), covered(&b))
+            {
                 problems.push(format!(
                     "{what}: the plain and the compressed image differ in structure: notes {:?} vs {:?}, {} vs {} segments",
                     a.notes,

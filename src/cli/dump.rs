@@ -115,7 +115,7 @@ pub fn run(args: DumpArgs) -> Result<(), LeakspyError> {
 
     // A target that died during the pause leaves a copy of a process that no longer exists;
     // the user asked for a dump of a running one, and the read-only pages are gone with it.
-    let gone = || has_exited(pid) || start_ticks_now(pid) != Some(start_ticks);
+    let gone = || has_exited(pid) || start_ticks(pid) != Some(start_ticks);
     if gone() {
         return Err(LeakspyError::ProcessExited { pid });
     }
@@ -129,7 +129,7 @@ pub fn run(args: DumpArgs) -> Result<(), LeakspyError> {
     let read_only_bytes: u64 = pieces.iter().filter(|p| matches!(p.data, PieceData::Read(_))).map(|p| p.len()).sum();
     let segments = segments(&copy, pieces);
 
-    let identity = Identity::read(pid, start_ticks);
+    let identity = Identity::read(pid);
     let leakspy_note = LeakspyNote {
         format: 1,
         pid,
@@ -287,7 +287,7 @@ struct Identity {
 }
 
 impl Identity {
-    fn read(pid: i32, _start_ticks: u64) -> Identity {
+    fn read(pid: i32) -> Identity {
         let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
@@ -312,10 +312,6 @@ fn start_ticks(pid: i32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-fn start_ticks_now(pid: i32) -> Option<u64> {
-    start_ticks(pid)
-}
-
 /// The parts of /proc/PID/stat and status the process notes carry.
 #[derive(Default)]
 struct ProcStat {
@@ -330,10 +326,8 @@ struct ProcStat {
 impl ProcStat {
     fn read(pid: i32) -> ProcStat {
         let mut out = ProcStat::default();
-        if let Some((_, rest)) = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().as_deref().and_then(|s| {
-            let (a, b) = s.rsplit_once(')')?;
-            Some((a.to_string(), b.to_string()))
-        }) {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if let Some((_, rest)) = stat.rsplit_once(')') {
             let fields: Vec<&str> = rest.split_whitespace().collect();
             out.state = fields.first().and_then(|s| s.bytes().next()).unwrap_or(b'S');
             let field = |k: usize| fields.get(k).and_then(|f| f.parse().ok()).unwrap_or(0);

@@ -169,7 +169,7 @@ impl<'a> CoreLayout<'a> {
         out.write_all(&header)?;
         out.write_all(&self.notes)?;
         let mut written = notes_offset + self.notes.len() as u64;
-        const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
         let zeros = |out: &mut dyn Write, mut n: u64| -> io::Result<()> {
             while n > 0 {
                 let k = n.min(ZEROS.len() as u64);

@@ -90,7 +90,7 @@ const PAGE: u64 = 4096;
 pub fn run(args: DumpArgs) -> Result<(), LeakspyError> {
     let pid = args.target.resolve()?;
     let (process, mut mem) = open_target(pid)?;
-    let start_ticks = start_ticks(pid).ok_or(LeakspyError::ProcessExited { pid })?;
+    let started_at = start_ticks(pid).ok_or(LeakspyError::ProcessExited { pid })?;
     let rss = rss_bytes(pid);
 
     // The destination, allocated and faulted in while the target still runs.
@@ -115,7 +115,7 @@ pub fn run(args: DumpArgs) -> Result<(), LeakspyError> {
 
     // A target that died during the pause leaves a copy of a process that no longer exists;
     // the user asked for a dump of a running one, and the read-only pages are gone with it.
-    let gone = || has_exited(pid) || start_ticks(pid) != Some(start_ticks);
+    let gone = || has_exited(pid) || start_ticks(pid) != Some(started_at);
     if gone() {
         return Err(LeakspyError::ProcessExited { pid });
     }
@@ -133,7 +133,7 @@ pub fn run(args: DumpArgs) -> Result<(), LeakspyError> {
     let leakspy_note = LeakspyNote {
         format: 1,
         pid,
-        start_time_ticks: start_ticks,
+        start_time_ticks: started_at,
         exe: identity.exe.clone(),
         cmdline: identity.cmdline.clone(),
         host: hostname(),

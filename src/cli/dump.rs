@@ -89,6 +89,14 @@ const PAGE: u64 = 4096;
 
 pub fn run(args: DumpArgs) -> Result<(), LeakspyError> {
     let pid = args.target.resolve()?;
+    let destination = Destination::from_arg(&args.output);
+    // A destination that cannot be written is said before the target is stopped for nothing.
+    if let Destination::File(path) = &destination {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() {
+            return Err(anyhow::anyhow!("cannot write {}: {} is not a directory", path.display(), dir.display()).into());
+        }
+    }
     let (process, mut mem) = open_target(pid)?;
     let started_at = start_ticks(pid).ok_or(LeakspyError::ProcessExited { pid })?;
     let rss = rss_bytes(pid);
@@ -167,7 +175,6 @@ pub fn run(args: DumpArgs) -> Result<(), LeakspyError> {
     notes.push(Note { owner: "LEAKSPY", kind: NT_LEAKSPY, desc: json });
     let layout = CoreLayout::new(&notes, segments).map_err(|e| anyhow::anyhow!("laying out the image: {e}"))?;
 
-    let destination = Destination::from_arg(&args.output);
     let compressed = !args.no_compress;
     let mut image_bytes = 0;
     let total = layout.total_bytes;

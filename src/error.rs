@@ -67,6 +67,25 @@ pub enum LeakspyError {
     )]
     TargetChanged { pid: i32, attempts: u32, detail: String },
 
+    /// A core file or image that cannot be read as one: not ELF, not a core, truncated, corrupt.
+    #[error("{path}: {detail}")]
+    BadCore { path: String, detail: String },
+
+    #[error("{path}: process {pid} in this core is not a CPython process: {detail}")]
+    CoreNotPython { path: String, pid: i32, detail: String },
+
+    #[error(
+        "{path}: {detail}; the core leaves the interpreter's file out: give its copy with --python-binary PATH, \
+         or the dumped machine's root with --sysroot DIR"
+    )]
+    CoreFileMissing { path: String, detail: String },
+
+    #[error(
+        "{file} is not the file the process in {core} ran ({detail}): refusing to read the core with it; give \
+         the right one with --python-binary or --sysroot"
+    )]
+    CoreBuildIdMismatch { core: String, file: String, detail: String },
+
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -87,6 +106,10 @@ impl LeakspyError {
             LeakspyError::ProcessExited { .. } => 8,
             LeakspyError::GrowthThreshold { .. } => 9,
             LeakspyError::TargetChanged { .. } => 10,
+            LeakspyError::BadCore { .. } => 11,
+            LeakspyError::CoreNotPython { .. } => 12,
+            LeakspyError::CoreFileMissing { .. } => 13,
+            LeakspyError::CoreBuildIdMismatch { .. } => 14,
         }
     }
 

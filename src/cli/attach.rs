@@ -221,7 +221,7 @@ fn why_top(
     if !alive {
         return Err("the target is gone".into());
     }
-    super::warn_if_graph_may_not_fit(process.pid);
+    super::warn_if_graph_may_not_fit(process);
     let spinner = live.then(|| {
         let bar = indicatif::ProgressBar::new_spinner()
             .with_message(format!("reading who holds the instances of {} suspects", chosen.len()));

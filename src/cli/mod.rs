@@ -2,6 +2,7 @@
 //! only code that prints.
 
 pub mod attach;
+pub mod core;
 pub mod dump;
 pub mod fleet;
 pub mod history;
@@ -23,9 +24,7 @@ use crate::heap::walk::WalkLimits;
 use crate::memory::live::LiveProcess;
 use crate::memory::maps::MemoryMap;
 use crate::memory::pause::{CopiedMemory, CopyArena, Pause};
-use crate::memory::proc_info::{
-    MemorySplit, ObjectBytes, ProcessInfo, available_memory, descriptors, memory_split, rss_bytes,
-};
+use crate::memory::proc_info::{MemorySplit, ObjectBytes, ProcessInfo, available_memory, descriptors, memory_split};
 use crate::memory::{ReadError, RemoteMemory};
 use crate::text::human_bytes;
 use std::time::Instant;
@@ -108,6 +107,10 @@ pub struct Which {
     /// (see --user); processes that are not Python (a shell wrapper) are passed over.
     #[arg(long = "match", value_name = "PATTERN")]
     pub pattern: Option<String>,
+    /// Read a core file instead of a process (`snapshot` and `why`): a kernel core dump, gdb's
+    /// gcore, or a leakspy image (zstd-compressed or not).
+    #[arg(long, value_name = "FILE")]
+    pub core: Option<std::path::PathBuf>,
 }
 
 /// Opens a target for reading and identifies its interpreter.
@@ -138,6 +141,24 @@ pub fn take_census_of_process(
         resources.descriptors = descriptors(process.pid);
     }
     census.memory = complete_memory_split(memory_split(process.pid), &mut census);
+    census.findings = findings(&census);
+    Ok(census)
+}
+
+/// A census of a core file or image, stamped with the dumped process's identity and the time
+/// of the dump. Nothing changes under the read, so it is read once; its memory split is left
+/// out (a core records no RSS breakdown), as are open descriptors.
+pub fn take_census_of_core(opened: &mut core::OpenedCore, max_objects: u64, all: bool) -> Result<Census, LeakspyError> {
+    let limits = WalkLimits { max_objects };
+    let mut census = take_census_with(&opened.process, &mut opened.mem, limits, all)?;
+    // Every thread was stopped while the kernel, gdb or leakspy dump wrote it.
+    census.consistent = true;
+    if let Some(note) = &opened.mem.core().leakspy {
+        census.paused_ms = note.paused_ms;
+        census.paused_bytes = note.copied_bytes;
+    }
+    census.memory = None;
+    core::stamp(&mut census, opened);
     census.findings = findings(&census);
     Ok(census)
 }
@@ -257,8 +278,8 @@ const GRAPH_BYTES_PER_TARGET_BYTE: f64 = 1.7;
 /// Says, on stderr, when the heap graph may not fit in the memory this machine has free: the
 /// graph is built anyway, but the user learns why the machine starts swapping or leakspy is
 /// killed.
-pub fn warn_if_graph_may_not_fit(pid: i32) {
-    if let (Some(rss), Some(available)) = (rss_bytes(pid), available_memory())
+pub fn warn_if_graph_may_not_fit(process: &PythonProcess) {
+    if let (Some(rss), Some(available)) = (process.rss(), available_memory())
         && let Some(warning) = graph_memory_warning(rss, available)
     {
         eprintln!("{warning}");
@@ -288,7 +309,7 @@ fn take_census_with(
 ) -> Result<Census, LeakspyError> {
     let mut census = take_census(process, mem, limits)?;
     if all {
-        warn_if_graph_may_not_fit(process.pid);
+        warn_if_graph_may_not_fit(process);
         let started = Instant::now();
         let graph = build(process, mem)?;
         apply_graph(&mut census, &graph, started);

@@ -191,6 +191,11 @@ impl TargetArgs {
     }
 
     fn given_pid(&self) -> Result<Option<i32>, LeakspyError> {
+        if self.which.core.is_some() {
+            return Err(LeakspyError::Usage(
+                "--core FILE is read by `snapshot` and `why`; this command reads a live process: give its PID".into(),
+            ));
+        }
         if (self.all_users || !self.users.is_empty()) && self.which.pattern.is_none() {
             return Err(LeakspyError::Usage(
                 "--user and --all-users choose whose processes --match may select; a PID or a PID file names its \

@@ -22,6 +22,8 @@ pub enum Format {
 pub struct SnapshotArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub core_files: super::core::CoreFileArgs,
     /// Output format (default: table).
     #[arg(long, value_enum)]
     pub format: Option<Format>,
@@ -51,7 +53,7 @@ pub struct SnapshotArgs {
     pub sort: SortKey,
     /// Stop the target's threads while its memory is copied (milliseconds), for a census
     /// that is exactly consistent; decoding happens after they run again.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "core")]
     pub pause: bool,
     /// Read the heap graph too: count the objects the GC does not track (str, int, bytes...),
     /// and give each type its size (sys.getsizeof), references from outside the heap and
@@ -64,16 +66,27 @@ pub struct SnapshotArgs {
 }
 
 pub fn run(args: SnapshotArgs) -> Result<(), LeakspyError> {
-    let selection = args.target.select()?;
-    if selection.pids.len() > 1 {
-        return run_several(&args, &selection.pids);
-    }
-    let pid = selection.pids.first().copied().unwrap_or_default();
-    let (process, mut mem) = open_target(pid)?;
-    if !selection.selector.follows() {
-        super::fleet::note_python_children(pid);
-    }
-    let mut census = take_census_of_process(&process, &mut mem, args.max_objects, args.pause, args.all)?;
+    let mut census = match &args.target.which.core {
+        Some(path) => {
+            if args.target.children {
+                return Err(LeakspyError::Usage("--children follows live processes; a core holds one".into()));
+            }
+            let mut opened = super::core::open_core(path, &args.core_files)?;
+            super::take_census_of_core(&mut opened, args.max_objects, args.all)?
+        }
+        None => {
+            let selection = args.target.select()?;
+            if selection.pids.len() > 1 {
+                return run_several(&args, &selection.pids);
+            }
+            let pid = selection.pids.first().copied().unwrap_or_default();
+            let (process, mut mem) = open_target(pid)?;
+            if !selection.selector.follows() {
+                super::fleet::note_python_children(pid);
+            }
+            take_census_of_process(&process, &mut mem, args.max_objects, args.pause, args.all)?
+        }
+    };
     sort_types(&mut census.types, args.sort);
     if let Some(history) = &args.append {
         crate::history::append(history, &census)?;

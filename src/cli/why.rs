@@ -17,6 +17,8 @@ use std::time::Instant;
 pub struct WhyArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub core_files: super::core::CoreFileArgs,
     /// The type whose holders to show, named as in the census (`__main__.Order`, `dict`).
     #[arg(long = "type", value_name = "TYPE", conflicts_with = "address")]
     pub type_name: Option<String>,
@@ -59,16 +61,28 @@ fn parse_address(text: &str) -> Result<u64, String> {
 }
 
 pub fn run(args: WhyArgs) -> Result<(), LeakspyError> {
-    let (process, mut mem) = open_target(args.target.resolve()?)?;
-    warn_if_graph_may_not_fit(process.pid);
+    match &args.target.which.core {
+        Some(path) => {
+            let mut opened = super::core::open_core(path, &args.core_files)?;
+            explain(&args, &opened.process, &mut opened.mem)
+        }
+        None => {
+            let (process, mut mem) = open_target(args.target.resolve()?)?;
+            explain(&args, &process, &mut mem)
+        }
+    }
+}
+
+/// The report on `process`, read through `mem` (a live process or a core).
+fn explain(args: &WhyArgs, process: &PythonProcess, mem: &mut dyn RemoteMemory) -> Result<(), LeakspyError> {
+    warn_if_graph_may_not_fit(process);
     let started = Instant::now();
-    let (graph, _) = retry_transient(true, |_| build(&process, &mut mem))?;
+    let (graph, _) = retry_transient(mem.changes_under_reads(), |_| build(process, mem))?;
     // Dominators first: their working arrays are gone before the paths' are made.
     let retention = Retention::of(&graph);
     let paths = shortest_paths(&graph);
     let summary = GraphSummary::of(&graph, started.elapsed().as_secs_f64() * 1000.0);
-    let explainer = Explainer { graph: &graph, paths: &paths, retention: &retention, process: &process };
-    let mem: &mut dyn RemoteMemory = &mut mem;
+    let explainer = Explainer { graph: &graph, paths: &paths, retention: &retention, process };
     let report = if args.type_name.is_none() && args.address.is_empty() {
         explainer.largest(mem, args.top, summary)
     } else {
@@ -78,7 +92,7 @@ pub fn run(args: WhyArgs) -> Result<(), LeakspyError> {
         };
         let missing = args.address.iter().find(|&&a| graph.index_of(a).is_none());
         if instances.is_empty() || missing.is_some() {
-            return Err(not_found(&process, args.type_name.as_deref(), missing.copied()));
+            return Err(not_found(process, args.type_name.as_deref(), missing.copied()));
         }
         explainer.report(mem, args.type_name.clone(), &instances, args.sample, args.top, summary)
     };

@@ -2,9 +2,8 @@
 //! Python linked in statically, or libpython), where it is loaded, its symbols and its version.
 
 use crate::error::LeakspyError;
-use crate::memory::maps::MemoryMap;
-use crate::memory::target_files::TargetFile;
-use crate::memory::target_files::open_mapped;
+use crate::memory::maps::{Mapping, MemoryMap};
+use crate::memory::target_files::{TargetFile, TargetFileError, open_mapped};
 use goblin::container::{Container, Ctx, Endian};
 use goblin::elf::header::header64::SIZEOF_EHDR;
 use goblin::elf::header::{EI_CLASS, EI_DATA, ELFCLASS64, ELFDATA2LSB};
@@ -96,11 +95,72 @@ impl PythonBinary {
     }
 }
 
+/// Where the target's files are opened: a live process's through /proc (`LiveFiles`), a core
+/// file's where the dump names them, under a sysroot, or at a path the user gave
+/// (`memory::core::CoreFiles`). Binary discovery is the same for both: only this differs.
+pub trait TargetFiles {
+    /// The PID errors name.
+    fn pid(&self) -> i32;
+    /// The main executable's path as the target sees it, if known.
+    fn executable(&self) -> Option<String>;
+    /// Opens the file `mapping` maps.
+    fn open(&self, mapping: &Mapping) -> Result<TargetFile, TargetFileError>;
+}
+
+/// The files of a live process, opened as `target_files::open_mapped` does.
+pub struct LiveFiles(pub i32);
+
+impl TargetFiles for LiveFiles {
+    fn pid(&self) -> i32 {
+        self.0
+    }
+
+    fn executable(&self) -> Option<String> {
+        std::fs::read_link(format!("/proc/{}/exe", self.0)).map(|p| p.to_string_lossy().into_owned()).ok()
+    }
+
+    fn open(&self, mapping: &Mapping) -> Result<TargetFile, TargetFileError> {
+        open_mapped(self.0, mapping)
+    }
+}
+
+impl PythonBinary {
+    /// The interpreter as leakspy's image note describes it: symbols as absolute addresses.
+    /// Only the symbols leakspy looks up are kept.
+    pub fn from_note(
+        path: &str,
+        load_bias: u64,
+        symbols: &[(String, u64)],
+        version: Option<PythonVersion>,
+    ) -> PythonBinary {
+        let symbols = symbols
+            .iter()
+            .filter_map(|(name, addr)| {
+                let wanted = WANTED_SYMBOLS.iter().find(|w| **w == name.as_str())?;
+                Some((*wanted, addr.wrapping_sub(load_bias)))
+            })
+            .collect();
+        let file_name = path.rsplit('/').next().unwrap_or(path);
+        PythonBinary {
+            path: path.to_string(),
+            load_bias,
+            symbols,
+            embedded_version: version,
+            name_version: version_from_file_name(file_name),
+        }
+    }
+}
+
 /// Finds the file with CPython's symbols among the target's mappings: libpython if one is
 /// mapped (pyenv, embedding applications), else the main executable (Debian's static builds).
 pub fn find_python(pid: i32, maps: &MemoryMap) -> Result<PythonBinary, LeakspyError> {
-    let exe =
-        std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    find_python_in(&LiveFiles(pid), maps)
+}
+
+/// `find_python` with the files opened through `files`.
+pub fn find_python_in(files: &dyn TargetFiles, maps: &MemoryMap) -> Result<PythonBinary, LeakspyError> {
+    let pid = files.pid();
+    let exe = files.executable().unwrap_or_default();
     let exe = exe.strip_suffix(" (deleted)").unwrap_or(&exe).to_string();
 
     let mut candidates: Vec<&str> = Vec::new();
@@ -121,7 +181,7 @@ pub fn find_python(pid: i32, maps: &MemoryMap) -> Result<PythonBinary, LeakspyEr
     let mut looked_at = Vec::new();
     let mut unreadable = Vec::new();
     for path in candidates {
-        let binary = match load_binary(pid, maps, path) {
+        let binary = match load_binary(files, maps, path) {
             Ok(b) => b,
             Err(Rejected::Unreadable(why)) => {
                 unreadable.push(format!("{path} ({why})"));
@@ -176,7 +236,7 @@ enum Rejected {
     Unsuitable(String),
 }
 
-fn load_binary(pid: i32, maps: &MemoryMap, path: &str) -> Result<PythonBinary, Rejected> {
+fn load_binary(files: &dyn TargetFiles, maps: &MemoryMap, path: &str) -> Result<PythonBinary, Rejected> {
     let first = maps
         .mappings
         .iter()
@@ -184,7 +244,7 @@ fn load_binary(pid: i32, maps: &MemoryMap, path: &str) -> Result<PythonBinary, R
         .ok_or_else(|| Rejected::Unsuitable("no mapping at file offset 0".into()))?;
     // The file the process maps, not whatever has its name now, opened without following
     // the target's symlinks out of its root: see memory::target_files.
-    let file = open_mapped(pid, first).map_err(|e| Rejected::Unreadable(e.reason.to_string()))?;
+    let file = files.open(first).map_err(|e| Rejected::Unreadable(e.reason.to_string()))?;
     let name_version = version_from_file_name(first.file_name());
     let parsed = parsed_file(&file, first.file_name(), Depth::Full, || {
         let elf = read_elf(&file, Depth::Full)?;

@@ -31,6 +31,11 @@ pub struct PythonProcess {
     pub maps: MemoryMap,
     /// Where the version came from, for the record: a symbol, a string, the file name.
     pub version_source: &'static str,
+    /// False for a core file or image: `pid` names the dumped process, and nothing about it is
+    /// read from /proc (a process of that PID here now, if any, is another one).
+    pub live: bool,
+    /// For a core: the resident size it records (leakspy's note), if any.
+    pub recorded_rss: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -145,6 +150,32 @@ impl PythonProcess {
             });
         }
         let binary = find_python(pid, &maps)?;
+        Self::identify(pid, maps, binary, mem, true)
+    }
+
+    /// Identifies the interpreter of a core file or image, whose memory map and interpreter
+    /// file were found from the core (see `cli::open_core`): the same checks as for a live
+    /// process, on memory that does not change.
+    pub fn inspect_core(
+        pid: i32,
+        maps: MemoryMap,
+        binary: PythonBinary,
+        mem: &mut dyn RemoteMemory,
+        recorded_rss: Option<u64>,
+    ) -> Result<PythonProcess, LeakspyError> {
+        let mut process = Self::identify(pid, maps, binary, mem, false)?;
+        process.recorded_rss = recorded_rss;
+        Ok(process)
+    }
+
+    /// The version and layout of the interpreter in `binary`, checked against the target.
+    fn identify(
+        pid: i32,
+        maps: MemoryMap,
+        binary: PythonBinary,
+        mem: &mut dyn RemoteMemory,
+        live: bool,
+    ) -> Result<PythonProcess, LeakspyError> {
         let (version, version_source) = detect_version(pid, mem, &binary)?;
         let unsupported =
             |detail: String| LeakspyError::UnsupportedVersion { pid, version: version.to_string(), detail };
@@ -161,8 +192,16 @@ impl PythonProcess {
         let mut rejected = Vec::new();
         for layout in candidates {
             let headers = layout.headers_version();
-            let process =
-                PythonProcess { pid, version, binary: binary.clone(), layout, maps: maps.clone(), version_source };
+            let process = PythonProcess {
+                pid,
+                version,
+                binary: binary.clone(),
+                layout,
+                maps: maps.clone(),
+                version_source,
+                live,
+                recorded_rss: None,
+            };
             match process.verify_layout(mem) {
                 Ok(()) => return Ok(process),
                 Err(LeakspyError::LayoutMismatch { detail, .. }) => {
@@ -245,6 +284,17 @@ impl PythonProcess {
         let next_back = link(head, g.next).and_then(|next| link(next, g.prev));
         let prev_forward = link(head, g.prev).and_then(|prev| link(prev, g.next));
         next_back == Some(head) || prev_forward == Some(head)
+    }
+
+    /// The memory map as it is now: read again for a live process (arenas come and go), the
+    /// recorded one for a core.
+    pub fn current_maps(&self) -> MemoryMap {
+        if self.live { MemoryMap::read(self.pid).unwrap_or_else(|_| self.maps.clone()) } else { self.maps.clone() }
+    }
+
+    /// The resident size now (a live process), or as the core records it.
+    pub fn rss(&self) -> Option<u64> {
+        if self.live { crate::memory::proc_info::rss_bytes(self.pid) } else { self.recorded_rss }
     }
 
     pub fn runtime(&self) -> Option<u64> {

@@ -221,7 +221,9 @@ pub fn threads(
                     Some(off) => Some(mem.read_u64(tstate + off as u64)?),
                     None => None,
                 };
+                // A core's threads are not this machine's: no name to read.
                 let name = native_thread_id
+                    .filter(|_| process.live)
                     .and_then(|tid| std::fs::read_to_string(format!("/proc/{}/task/{tid}/comm", process.pid)).ok())
                     .map(|n| n.trim().to_string());
                 Ok(ThreadInfo {

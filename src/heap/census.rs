@@ -13,8 +13,7 @@ use crate::cpython::stacks::{ThreadStack, read_stacks};
 use crate::cpython::state::{GcInfo, ThreadInfo, gc_info, threads};
 use crate::error::LeakspyError;
 use crate::memory::RemoteMemory;
-use crate::memory::maps::MemoryMap;
-use crate::memory::proc_info::{Descriptors, MemoryPart, MemorySplit, ProcessInfo, rss_bytes};
+use crate::memory::proc_info::{Descriptors, MemoryPart, MemorySplit, ProcessInfo};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::time::{Instant, SystemTime};
@@ -162,6 +161,39 @@ pub struct Census {
     /// samples by it, so that its rates are the summary's to the digit.
     #[serde(default, skip_serializing)]
     pub elapsed_s: Option<f64>,
+    /// Read from a core file or image, not a live process: which, and when it was dumped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub core: Option<CoreSource>,
+}
+
+/// Where a census read from a file came from. `timestamp` of such a census is the time of the
+/// dump (so a history places it where the process was), and `read_at` when leakspy read it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CoreSource {
+    /// The file as the user named it.
+    pub file: String,
+    /// "leakspy image" (with leakspy's note) or "core" (a kernel core or gdb's gcore).
+    pub kind: String,
+    pub compressed: bool,
+    /// When the process was dumped (RFC 3339), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dumped_at: Option<String>,
+    /// Where `dumped_at` comes from: "leakspy note" (the dump's own clock) or "core file
+    /// mtime" (when the file was last written: the dump, unless it was copied without -p).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dumped_at_source: Option<String>,
+    pub read_at: String,
+    /// Bytes of the process's memory the file holds.
+    pub bytes_held: u64,
+    /// Threads the core lists (one NT_PRSTATUS note each).
+    pub threads: u64,
+    /// The host the process ran on, where the image says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Files the core names that were read from this machine for what it left out (read-only
+    /// data such as type names), and where they were found.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files_used: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -285,8 +317,8 @@ pub fn take_census(
 
     // The mappings as they are now (arenas come and go), and pymalloc's pools read in bulk
     // where the heap is large enough for that to beat following the lists through the cache.
-    let maps = MemoryMap::read(process.pid).unwrap_or_else(|_| process.maps.clone());
-    let rss = rss_bytes(process.pid).unwrap_or_else(|| maps.writable_bytes());
+    let maps = process.current_maps();
+    let rss = process.rss().unwrap_or_else(|| maps.writable_bytes());
     let index = ObjectIndex::build(mem, &process.layout, &maps, rss);
     let mut walker = Walker::new(&process.layout, limits).with_index(index.as_ref());
     let mut tally = Tally::default();
@@ -374,6 +406,7 @@ pub fn take_census(
         memory: Some(memory),
         findings: Vec::new(),
         elapsed_s: None,
+        core: None,
         graph: None,
     })
 }
@@ -420,6 +453,8 @@ pub(crate) mod tests {
             findings: Vec::new(),
             graph: None,
             elapsed_s: None,
+            core: None,
+            core: None,
             types: types
                 .iter()
                 .map(|(name, count, refs)| TypeCount {

@@ -9,7 +9,6 @@ use super::referents::opaque_holders;
 use super::retained::Retention;
 use crate::cpython::process::PythonProcess;
 use crate::memory::RemoteMemory;
-use crate::memory::maps::MemoryMap;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
@@ -286,7 +285,7 @@ impl Explainer<'_> {
         if candidates.is_empty() {
             return Vec::new();
         }
-        let maps = MemoryMap::read(process.pid).unwrap_or_else(|_| process.maps.clone());
+        let maps = process.current_maps();
         let is_object = |addr: u64| graph.index_of(addr).is_some();
         let mut found = opaque_holders(mem, &process.layout, &maps, &is_object, &candidates, wanted);
         found.sort_by_key(|f| std::cmp::Reverse(f.1));

@@ -21,7 +21,6 @@ use crate::cpython::process::{PythonProcess, read_error};
 use crate::cpython::sizes::{SizeClass, shallow_size};
 use crate::error::LeakspyError;
 use crate::memory::maps::MemoryMap;
-use crate::memory::proc_info::rss_bytes;
 use crate::memory::{ReadError, RemoteMemory, u64_at};
 use crate::text::terminal;
 use rustc_hash::FxHashMap;
@@ -414,7 +413,7 @@ pub fn build_scoped(
     let stack_frames = frames.iter().filter(|f| f.frame_object.is_none()).count();
 
     // Mappings as they are now: the ones read at attach time miss heap grown since.
-    let maps = MemoryMap::read(process.pid).unwrap_or_else(|_| process.maps.clone());
+    let maps = process.current_maps();
     let mut b = Builder {
         layout,
         maps: &maps,
@@ -446,7 +445,7 @@ pub fn build_scoped(
         rejected: AddressSet::default(),
         max_nodes: (limits.max_objects as usize).max(found.len() * 4),
         claims_left: CLAIMS_PER_TARGET_BYTE
-            * rss_bytes(process.pid).unwrap_or_else(|| maps.writable_bytes()).max(MIN_CLAIMS_BASE),
+            * process.rss().unwrap_or_else(|| maps.writable_bytes()).max(MIN_CLAIMS_BASE),
     };
     let frame_type = b.graph.types.len() as u32;
     b.graph.types.push(Rc::new(TypeInfo::synthetic("<frame>".into(), Kind::StackFrame)));

@@ -1,6 +1,7 @@
 //! Where bytes come from. Everything above this module asks "give me these bytes at this
 //! address" and does not know whether they come from a live process or (later) a core file.
 
+pub mod core;
 pub mod faults;
 pub mod live;
 pub mod maps;

@@ -274,7 +274,7 @@ fn add_files(
     let mut paths: Vec<&str> = maps
         .mappings
         .iter()
-        .filter(|m| m.is_file() && !m.writable && mem.populated(m.start, m.end - m.start) == Some(false))
+        .filter(|m| m.is_file() && mem.populated(m.start, m.end - m.start) == Some(false))
         .map(|m| m.path.as_str())
         .collect();
     paths.sort_unstable();
@@ -295,7 +295,7 @@ fn add_files(
         }
     }
     for (path, file, found) in checked {
-        for m in maps.mappings.iter().filter(|m| m.path == path && !m.writable) {
+        for m in maps.mappings.iter().filter(|m| m.path == path) {
             mem.add_file(m, file.clone());
         }
         used.push(found.display().to_string());

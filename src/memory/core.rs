@@ -204,6 +204,20 @@ impl CoreFile {
             return Err(CoreError::Truncated(format!("its ELF header is {} bytes of {SIZEOF_EHDR}", head.len())));
         }
         let header = Elf::parse_header(&head).map_err(|e| CoreError::Corrupt(e.to_string()))?;
+        // gdb writes section headers last: a file cut short may lose only them.
+        let sections_end = u64::from(header.e_shnum)
+            .checked_mul(u64::from(header.e_shentsize))
+            .and_then(|n| n.checked_add(header.e_shoff));
+        match sections_end {
+            Some(end) if header.e_shnum == 0 || end <= self.len => {}
+            Some(end) => {
+                return Err(CoreError::Truncated(format!(
+                    "its section headers end at byte {end}, and the file has {} bytes",
+                    self.len
+                )));
+            }
+            None => return Err(CoreError::Corrupt("its section header table overflows".into())),
+        }
         if header.e_ident[EI_CLASS] != ELFCLASS64 || header.e_ident[EI_DATA] != ELFDATA2LSB {
             return Err(CoreError::NotCore("not a 64-bit little-endian ELF file".into()));
         }
@@ -321,40 +335,38 @@ impl CoreFile {
         self.leakspy.as_ref().map(|n| n.pid).or(self.prpsinfo.as_ref().map(|p| p.pid)).unwrap_or(0)
     }
 
-    /// The memory map the process had, as /proc/PID/maps would have said: one mapping per
-    /// PT_LOAD (the kernel and gdb write one per mapping), named from NT_FILE; and the file
-    /// mappings NT_FILE lists that no segment covers.
+    /// The memory map the process had, as /proc/PID/maps would have said: the file mappings
+    /// NT_FILE lists (whole, even where the core holds only their first page or none of them:
+    /// gdb writes no segment for a file mapping it does not dump), then the rest of every
+    /// PT_LOAD segment as anonymous memory with the segment's permissions.
     pub fn memory_map(&self) -> MemoryMap {
-        let file_at = |addr: u64| self.files.iter().find(|f| f.start <= addr && addr < f.end);
+        let overlapping = |start: u64, end: u64| {
+            self.segments.iter().filter(move |s| s.vaddr < end && start < s.vaddr.saturating_add(s.memsz))
+        };
         let mut mappings: Vec<Mapping> = self
-            .segments
+            .files
             .iter()
-            .filter(|s| s.memsz > 0)
-            .map(|s| {
-                let file = file_at(s.vaddr);
-                Mapping {
-                    start: s.vaddr,
-                    end: s.vaddr + s.memsz,
-                    readable: s.readable,
-                    writable: s.writable,
-                    shared: false,
-                    offset: file.map_or(0, |f| f.offset + (s.vaddr - f.start)),
-                    path: file.map(|f| f.path.clone()).unwrap_or_default(),
-                }
+            .map(|f| Mapping {
+                start: f.start,
+                end: f.end,
+                readable: true,
+                writable: overlapping(f.start, f.end).any(|s| s.writable),
+                shared: false,
+                offset: f.offset,
+                path: f.path.clone(),
             })
             .collect();
-        for f in &self.files {
-            let covered = self.segments.iter().any(|s| s.vaddr < f.end && f.start < s.vaddr + s.memsz);
-            if !covered {
-                mappings.push(Mapping {
-                    start: f.start,
-                    end: f.end,
-                    readable: true,
-                    writable: false,
-                    shared: false,
-                    offset: f.offset,
-                    path: f.path.clone(),
-                });
+        for s in self.segments.iter().filter(|s| s.memsz > 0) {
+            let end = s.vaddr.saturating_add(s.memsz);
+            let mut at = s.vaddr;
+            for f in self.files.iter().filter(|f| f.start < end && s.vaddr < f.end) {
+                if f.start > at {
+                    mappings.push(anonymous(at, f.start, s));
+                }
+                at = at.max(f.end);
+            }
+            if at < end {
+                mappings.push(anonymous(at, end, s));
             }
         }
         mappings.sort_by_key(|m| m.start);
@@ -388,6 +400,10 @@ impl CoreFile {
     pub fn bytes_held(&self) -> u64 {
         self.segments.iter().map(|s| s.filesz).sum()
     }
+}
+
+fn anonymous(start: u64, end: u64, s: &Segment) -> Mapping {
+    Mapping { start, end, readable: s.readable, writable: s.writable, shared: false, offset: 0, path: String::new() }
 }
 
 /// Decompresses a zstd image into an anonymous in-memory file, refusing one that would grow
@@ -628,7 +644,10 @@ struct Region {
 
 struct Block {
     addr: u64,
-    valid: usize,
+    /// The bytes of the block that were readable: `lo..hi` (a block may start before a
+    /// segment or end after one).
+    lo: usize,
+    hi: usize,
     data: Box<[u8]>,
 }
 
@@ -652,16 +671,18 @@ impl CoreMemory {
             .filter(|s| s.filesz > 0)
             .map(|s| Region { start: s.vaddr, end: s.vaddr + s.filesz, source: Source::Core(s.offset) })
             .collect();
-        let blocks = (0..CACHE_BLOCKS).map(|_| Block { addr: u64::MAX, valid: 0, data: Box::new([]) }).collect();
+        let blocks = (0..CACHE_BLOCKS).map(|_| Block { addr: u64::MAX, lo: 0, hi: 0, data: Box::new([]) }).collect();
         let mut mem = CoreMemory { core, files: Vec::new(), regions, blocks };
         mem.normalize();
         mem
     }
 
-    /// Adds `file` as the content of the read-only parts of `mapping` the core does not hold.
-    /// A writable mapping is never filled from its file: what the process wrote is not there.
+    /// Adds `file` as the content of the parts of `mapping` the core does not hold. A
+    /// writable mapping is filled only if the core holds none of it: the kernel and gdb dump
+    /// every private file mapping the process wrote to (it has anonymous pages), so one left
+    /// out entirely still holds the file's bytes; one dumped in part is not filled.
     pub fn add_file(&mut self, mapping: &Mapping, file: std::sync::Arc<TargetFile>) {
-        if mapping.writable {
+        if mapping.writable && self.regions.iter().any(|r| r.end > mapping.start && r.start < mapping.end) {
             return;
         }
         let idx = self.files.len();
@@ -759,13 +780,19 @@ impl RemoteMemory for CoreMemory {
                 if data.len() != BLOCK_SIZE {
                     data = vec![0u8; BLOCK_SIZE].into_boxed_slice();
                 }
-                let valid = self.read_raw(block_addr, &mut data);
-                self.blocks[slot] = Block { addr: block_addr, valid, data };
+                // From the first readable byte of the block on (it may start in a gap).
+                let first = self.regions.partition_point(|r| r.end <= block_addr);
+                let lo = match self.regions.get(first) {
+                    Some(r) if r.start < block_addr + BLOCK_SIZE as u64 => r.start.saturating_sub(block_addr) as usize,
+                    _ => BLOCK_SIZE,
+                };
+                let hi = lo + self.read_raw(block_addr + lo as u64, &mut data[lo..]);
+                self.blocks[slot] = Block { addr: block_addr, lo, hi, data };
             }
             let block = &self.blocks[slot];
             let from = (at - block_addr) as usize;
             let n = (BLOCK_SIZE - from).min(len - done);
-            if from + n > block.valid {
+            if from < block.lo || from + n > block.hi {
                 return Err(ReadError::Unmapped { addr: at, len: len - done });
             }
             buf[done..done + n].copy_from_slice(&block.data[from..from + n]);

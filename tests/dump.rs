@@ -442,3 +442,276 @@ fn an_existing_file_is_replaced_atomically() {
     assert_eq!(no_file_left(&dir), vec!["image.zst".to_string()]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// Round trip: images read back with `--core` (src/memory/core.rs).
+
+/// Refcounts of types the target's own code touches move between its census and our read; its
+/// own classes' must match exactly (as in tests/snapshot.rs).
+const REFCOUNT_SLACK_PER_TYPE: i64 = 64;
+
+type TypeCounts = std::collections::BTreeMap<String, (u64, u64, u64)>;
+
+fn types_of(census: &Value) -> TypeCounts {
+    census["types"]
+        .as_array()
+        .map(|types| {
+            types
+                .iter()
+                .map(|t| {
+                    let n = |k: &str| t[k].as_u64().unwrap_or(0);
+                    (t["type"].as_str().unwrap_or_default().to_string(), (n("count"), n("refcount_sum"), n("immortal")))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The differences between a census and the target's own, type by type.
+fn differences_from_truth(census: &Value, truth: &Value) -> Vec<String> {
+    let ours = types_of(census);
+    let theirs: TypeCounts = truth["types"]
+        .as_object()
+        .map(|types| {
+            types
+                .iter()
+                .map(|(name, t)| {
+                    let n = |k: &str| t[k].as_u64().unwrap_or(0);
+                    (name.clone(), (n("count"), n("refcount_sum"), n("immortal")))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let own: Vec<&str> = truth["own_types"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let mut problems = Vec::new();
+    for name in ours.keys().chain(theirs.keys()).collect::<std::collections::BTreeSet<_>>() {
+        let (c1, r1, i1) = ours.get(name).copied().unwrap_or_default();
+        let (c2, r2, i2) = theirs.get(name).copied().unwrap_or_default();
+        let slack = if own.contains(&name.as_str()) { 0 } else { REFCOUNT_SLACK_PER_TYPE };
+        if c1 != c2 || i1 != i2 || (r1 as i64 - r2 as i64).abs() > slack {
+            problems.push(format!("{name}: ({c1}, {r1}, {i1}) vs the target's ({c2}, {r2}, {i2})"));
+        }
+    }
+    if census["objects_total"] != truth["objects_total"] || theirs.is_empty() {
+        problems.push(format!("objects_total {} vs the target's {}", census["objects_total"], truth["objects_total"]));
+    }
+    problems
+}
+
+fn json_of(args: &[&str]) -> Result<Value, String> {
+    let out = leakspy(args);
+    if !out.status.success() {
+        return Err(format!("{args:?}: exit {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr)));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("{args:?}: bad JSON: {e}"))
+}
+
+/// Dumps `pid` into `dir`; the image's path.
+fn dump_into(dir: &Path, pid: i32) -> Result<String, String> {
+    let image = dir.join("image.zst").to_string_lossy().into_owned();
+    let out = leakspy(&["dump", &pid.to_string(), "-o", &image]);
+    if !out.status.success() {
+        return Err(format!("dump: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(image)
+}
+
+/// The census of the image equals the target's own census and `snapshot --pause` of the same
+/// target, type by type; `snapshot --all` gives the same types with the same sizes.
+fn check_census_round_trip(interp: &Interpreter) -> Vec<String> {
+    let what = &interp.label;
+    let dir = scratch(&format!("round-{}", what.replace(['/', ' '], "_")));
+    let target = Target::start(interp, "census_target.py", &[]);
+    let pid = target.pid.to_string();
+    let image = match dump_into(&dir, target.pid) {
+        Ok(image) => image,
+        Err(e) => return vec![format!("{what}: {e}")],
+    };
+    let mut problems = Vec::new();
+    let results = (
+        json_of(&["snapshot", "--core", &image, "--json"]),
+        json_of(&["snapshot", &pid, "--pause", "--json"]),
+        json_of(&["snapshot", "--core", &image, "--all", "--json"]),
+        json_of(&["snapshot", &pid, "--pause", "--all", "--json"]),
+    );
+    match results {
+        (Ok(core), Ok(paused), Ok(core_all), Ok(paused_all)) => {
+            problems.extend(
+                differences_from_truth(&core, &target.truth).into_iter().map(|p| format!("{what}: image: {p}")),
+            );
+            if types_of(&core) != types_of(&paused) {
+                problems.push(format!("{what}: the image's census differs from --pause's"));
+            }
+            if core_all["types"] != paused_all["types"]
+                || core_all["graph"]["size_bytes"] != paused_all["graph"]["size_bytes"]
+            {
+                let (a, b) = (core_all["types"].as_array().cloned(), paused_all["types"].as_array().cloned());
+                let differing: Vec<String> = a
+                    .unwrap_or_default()
+                    .iter()
+                    .zip(b.unwrap_or_default().iter())
+                    .filter(|(x, y)| x != y)
+                    .take(3)
+                    .map(|(x, y)| format!("{x} vs {y}"))
+                    .collect();
+                problems.push(format!("{what}: --all differs: {differing:?}"));
+            }
+            println!(
+                "{what}: image census {} objects, {} types; --all {} bytes",
+                core["objects_total"],
+                types_of(&core).len(),
+                core_all["graph"]["size_bytes"]
+            );
+        }
+        (a, b, c, d) => {
+            problems.extend([a.err(), b.err(), c.err(), d.err()].into_iter().flatten().map(|e| format!("{what}: {e}")))
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    problems
+}
+
+#[test]
+fn an_image_reads_back_as_the_targets_census_and_the_paused_one_on_every_interpreter() {
+    let problems = per_interpreter(2, &check_census_round_trip);
+    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+}
+
+/// `why --type` of the image gives what `why` gives of the live target: the same paths, counts,
+/// sizes and references.
+fn check_why_round_trip(interp: &Interpreter) -> Vec<String> {
+    let what = &interp.label;
+    let dir = scratch(&format!("why-{}", what.replace(['/', ' '], "_")));
+    let target = Target::start(interp, "graph_target.py", &[]);
+    let pid = target.pid.to_string();
+    let mut problems = Vec::new();
+    let classes: Vec<String> =
+        target.truth["classes"].as_object().into_iter().flatten().map(|(c, _)| c.clone()).collect();
+    let Some(first) = classes.first() else { return vec![format!("{what}: the graph target lists no classes")] };
+    // Timings aside, everything must agree.
+    let why = |source: &[&str], class: &str| {
+        let mut args = vec!["why"];
+        args.extend_from_slice(source);
+        args.extend_from_slice(&["--type", class, "--json"]);
+        json_of(&args).map(|mut report| {
+            if let Some(graph) = report["graph"].as_object_mut() {
+                graph.remove("ms");
+                graph.remove("duration_ms");
+            }
+            report
+        })
+    };
+    // The target's threads may still be settling into their blocking calls when it says
+    // READY: the image kept is one taken while the live heap graph read the same before and
+    // after.
+    let mut image = String::new();
+    for _ in 0..5 {
+        let before = why(&[&pid], first);
+        image = match dump_into(&dir, target.pid) {
+            Ok(image) => image,
+            Err(e) => return vec![format!("{what}: {e}")],
+        };
+        if before.is_ok() && before == why(&[&pid], first) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for class in &classes {
+        match (why(&["--core", &image], class), why(&[&pid], class)) {
+            (Ok(core), Ok(live)) => {
+                if core != live {
+                    problems.push(format!("{what} {class}: the image says {core}, the live target {live}"));
+                }
+            }
+            (a, b) => problems.extend([a.err(), b.err()].into_iter().flatten().map(|e| format!("{what} {class}: {e}"))),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    problems
+}
+
+#[test]
+fn why_of_an_image_equals_why_of_the_live_target_on_every_interpreter() {
+    let problems = per_interpreter(2, &check_why_round_trip);
+    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+}
+
+/// Copies a tree (symbolic links as links, modes kept), leaving out what a target does not
+/// need: installed packages and the test suite (hundreds of MB for some versions).
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if ["site-packages", "test", "tests", "__pycache__", "idlelib", "tkinter"].iter().any(|s| name == *s) {
+            continue;
+        }
+        let (source, dest) = (entry.path(), to.join(&name));
+        let kind = entry.file_type()?;
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&source)?, &dest)?;
+        } else if kind.is_dir() {
+            copy_tree(&source, &dest)?;
+        } else {
+            std::fs::copy(&source, &dest)?;
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(entry.metadata()?.permissions().mode()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The image alone: the target ran from a copy of its Python (the pyenv version directory, or
+/// Debian's static executable) that is moved away after the dump; the image still reads as the
+/// target's own census. (The chroot's interpreters are left out: moving their files means
+/// rebuilding the chroot; the image carries the same pages for them.)
+fn check_files_moved_away(interp: &Interpreter) -> Vec<String> {
+    let what = &interp.label;
+    if interp.chroot.is_some() {
+        return Vec::new();
+    }
+    let dir = scratch(&format!("moved-{}", what.replace(['/', ' '], "_")));
+    let copy = dir.join("python");
+    let (exe, env_lib) = if what.starts_with("pyenv") {
+        let Some(version_dir) = interp.exe.parent().and_then(Path::parent) else {
+            return vec![format!("{what}: no version dir")];
+        };
+        if let Err(e) = copy_tree(version_dir, &copy) {
+            return vec![format!("{what}: copying {}: {e}", version_dir.display())];
+        }
+        (copy.join("bin/python"), Some(copy.join("lib")))
+    } else {
+        std::fs::create_dir_all(copy.join("bin")).unwrap();
+        let exe = copy.join("bin").join(interp.exe.file_name().unwrap());
+        std::fs::copy(&interp.exe, &exe).unwrap();
+        (exe, None)
+    };
+    let moved = Interpreter { exe, ..interp.clone() };
+    let env: Vec<(&str, &Path)> = env_lib.iter().map(|lib| ("LD_LIBRARY_PATH", lib.as_path())).collect();
+    let target = Target::start_with_env(&moved, "census_target.py", &[], &env);
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", target.pid)).unwrap_or_default();
+    let mut problems = Vec::new();
+    if !maps.contains(copy.to_str().unwrap_or("?")) {
+        problems.push(format!("{what}: the target does not run from the copy"));
+    }
+    let image = match dump_into(&dir, target.pid) {
+        Ok(image) => image,
+        Err(e) => return vec![format!("{what}: {e}")],
+    };
+    let gone = dir.join("moved-away");
+    std::fs::rename(&copy, &gone).unwrap();
+    match json_of(&["snapshot", "--core", &image, "--json"]) {
+        Ok(census) => {
+            problems.extend(differences_from_truth(&census, &target.truth).into_iter().map(|p| format!("{what}: {p}")))
+        }
+        Err(e) => problems.push(format!("{what}: with the files moved away: {e}")),
+    }
+    drop(target);
+    let _ = std::fs::remove_dir_all(&dir);
+    problems
+}
+
+#[test]
+fn an_image_reads_without_the_targets_files() {
+    let problems = per_interpreter(2, &check_files_moved_away);
+    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+}

@@ -454,7 +454,6 @@ pub(crate) mod tests {
             graph: None,
             elapsed_s: None,
             core: None,
-            core: None,
             types: types
                 .iter()
                 .map(|(name, count, refs)| TypeCount {

@@ -160,6 +160,13 @@ pub fn run(args: DumpArgs) -> Result<(), LeakspyError> {
         paused_ms,
         copied_bytes: copy.bytes_copied,
         threads: threads.len(),
+        thread_names: threads
+            .iter()
+            .filter_map(|(tid, _)| {
+                let name = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
+                Some((tid.to_string(), name.trim_end_matches('\n').to_string()))
+            })
+            .collect(),
         leakspy_version: env!("CARGO_PKG_VERSION"),
     };
     let mut notes: Vec<Note> = threads
@@ -284,6 +291,9 @@ struct LeakspyNote {
     paused_ms: f64,
     copied_bytes: u64,
     threads: usize,
+    /// Each thread's name (/proc/PID/task/TID/comm) by thread id, as `threads` in a census
+    /// shows them for a live target.
+    thread_names: std::collections::BTreeMap<String, String>,
     leakspy_version: &'static str,
 }
 

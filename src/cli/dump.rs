@@ -91,6 +91,13 @@ pub fn run(args: DumpArgs) -> Result<(), LeakspyError> {
     let pid = args.target.resolve()?;
     let destination = Destination::from_arg(&args.output);
     // A destination that cannot be written is said before the target is stopped for nothing.
+    // SAFETY: isatty only inspects the descriptor.
+    if destination == Destination::Stdout && unsafe { libc::isatty(1) } == 1 {
+        return Err(LeakspyError::Usage(
+            "-o - writes the image to stdout, which is a terminal: redirect it (> FILE, | ssh ...) or give -o FILE"
+                .into(),
+        ));
+    }
     if let Destination::File(path) = &destination {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
         if !dir.is_dir() {

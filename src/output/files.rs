@@ -11,10 +11,11 @@
 //! - an existing entry that belongs to another user (not leakspy's, not root), in a directory
 //!   other users can write, is refused: it may have been planted there. In a directory only leakspy's user can write, a
 //!   file owned by someone else was put there on purpose, and its owner and mode are kept;
-//! - a regular file is replaced through a temporary file with a random name, created
-//!   exclusively (O_EXCL, O_NOFOLLOW) next to it, given the old file's owner and mode (0600 for a
-//!   new file unless `--mode` says otherwise), flushed, renamed over the name, and the directory
-//!   flushed: a reader sees the old file or the new one, never half of one;
+//! - a regular file is replaced through a temporary file next to it, written unnamed
+//!   (O_TMPFILE; where unsupported, created under its random name with O_EXCL, O_NOFOLLOW),
+//!   given the old file's owner and mode (0600 for a new file unless `--mode` says otherwise),
+//!   flushed, given a random name, renamed over the name, and the directory flushed: a reader
+//!   sees the old file or the new one, never half of one;
 //! - devices and FIFOs (`/dev/null`, a terminal, a pipe someone reads) and stdout are written
 //!   as they are: replacing `/dev/null` with a regular file would break the machine;
 //! - an append that fails (a full disk, an I/O error) is cut back to where it began, so a

@@ -715,3 +715,21 @@ fn an_image_reads_without_the_targets_files() {
     let problems = per_interpreter(2, &check_files_moved_away);
     assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
 }
+
+/// As with `--pause`: a target the user stopped (SIGSTOP) is dumped and stays stopped.
+#[test]
+fn an_already_stopped_target_is_dumped_and_stays_stopped() {
+    let dir = scratch("stopped");
+    let target = Target::start(&newest_host_python(), "census_target.py", &[]);
+    let pid = target.pid.to_string();
+    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(state(target.pid), 'T');
+    let image = dump_into(&dir, target.pid).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(state(target.pid), 'T', "leakspy must not resume a process the user stopped");
+    Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    let census = json_of(&["snapshot", "--core", &image, "--json"]).unwrap();
+    assert_eq!(differences_from_truth(&census, &target.truth), Vec::<String>::new());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -31,6 +31,8 @@ command -v setpriv >/dev/null || need_apt+=(util-linux)
 command -v tmux >/dev/null || need_apt+=(tmux)
 command -v dot >/dev/null || need_apt+=(graphviz)
 command -v chromium >/dev/null || need_apt+=(chromium)
+# gdb's gcore writes the core files tests/core_files.rs reads.
+command -v gdb >/dev/null || need_apt+=(gdb)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]}"
     apt-get update -qq

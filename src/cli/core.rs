@@ -286,10 +286,15 @@ fn add_files(
             checked.push((path.to_string(), interpreter_file.clone(), interpreter_found.to_path_buf()));
             continue;
         }
+        // Only an ELF file whose build id equals the one the core holds is read: the core is
+        // untrusted, and a path it names could be any file of this machine (/etc/shadow),
+        // whose bytes would then be printed as type names. Files without a build id (locale
+        // archives) hold no type names anyway.
         match locations.open(path, false) {
             Ok((file, found)) => match compare_build_ids(mem, maps, path, &file) {
+                BuildIds::Same => checked.push((path.to_string(), Arc::new(file), found)),
                 BuildIds::Differ { .. } => missing.push(format!("{path} (another build)")),
-                _ => checked.push((path.to_string(), Arc::new(file), found)),
+                BuildIds::Unknown(_) => {}
             },
             Err(_) => missing.push(path.to_string()),
         }

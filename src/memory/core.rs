@@ -600,7 +600,8 @@ pub fn build_id(read: &mut dyn FnMut(u64, usize) -> Option<Vec<u8>>, in_memory: 
     let table = read(header.e_phoff, usize::from(header.e_phnum) * 56)?;
     let ctx = Ctx::new(Container::Big, Endian::Little);
     let headers = ProgramHeader::parse(&table, 0, header.e_phnum.into(), ctx).ok()?;
-    let first_vaddr = headers.iter().filter(|p| p.p_type == PT_LOAD).map(|p| p.p_vaddr - p.p_offset).min().unwrap_or(0);
+    let first_vaddr =
+        headers.iter().filter(|p| p.p_type == PT_LOAD).map(|p| p.p_vaddr.wrapping_sub(p.p_offset)).min().unwrap_or(0);
     for ph in headers.iter().filter(|p| p.p_type == PT_NOTE && p.p_filesz <= 1 << 16) {
         let at = if in_memory { ph.p_vaddr.wrapping_sub(first_vaddr & !0xfff) } else { ph.p_offset };
         let Some(notes) = read(at, ph.p_filesz as usize) else { continue };
@@ -700,9 +701,9 @@ impl CoreMemory {
             gaps.push(at..mapping.end);
         }
         for gap in gaps {
-            let offset = mapping.offset + (gap.start - mapping.start);
+            let offset = mapping.offset.saturating_add(gap.start - mapping.start);
             // Pages past the file's end fault in the process; they are not readable here.
-            let end = gap.end.min(mapping.start + size.saturating_sub(mapping.offset));
+            let end = gap.end.min(mapping.start.saturating_add(size.saturating_sub(mapping.offset)));
             if end > gap.start {
                 self.regions.push(Region { start: gap.start, end, source: Source::File(idx, offset) });
             }
@@ -736,13 +737,15 @@ impl CoreMemory {
             let into = &mut buf[done..done + n];
             let ok = match r.source {
                 Source::Core(offset) => self.core.file.read_exact_at(into, offset + (at - r.start)).is_ok(),
-                Source::File(idx, offset) => match self.files[idx].read_at(offset + (at - r.start), n as u64) {
-                    Ok(bytes) => {
-                        into.copy_from_slice(&bytes);
-                        true
+                Source::File(idx, offset) => {
+                    match self.files[idx].read_at(offset.saturating_add(at - r.start), n as u64) {
+                        Ok(bytes) => {
+                            into.copy_from_slice(&bytes);
+                            true
+                        }
+                        Err(_) => false,
                     }
-                    Err(_) => false,
-                },
+                }
             };
             if !ok {
                 break;
@@ -832,5 +835,160 @@ impl RemoteMemory for CoreMemory {
             }
         }
         Some(runs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(name: &[u8], kind: u32, desc: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+        out.extend_from_slice(&kind.to_le_bytes());
+        out.extend_from_slice(name);
+        out.resize(out.len().next_multiple_of(4), 0);
+        out.extend_from_slice(desc);
+        out.resize(out.len().next_multiple_of(4), 0);
+        out
+    }
+
+    /// A small core as `leakspy dump` writes it: a note segment (NT_FILE and leakspy's note),
+    /// and one segment of two pages of which the first is present.
+    fn image(format: u64) -> Vec<u8> {
+        let json = format!(
+            r#"{{"format":{format},"pid":4242,"start_time_ticks":7,"exe":"/usr/bin/python3.11","cmdline":["python3","app.py"],
+            "host":"web-1","dumped_at_unix":1700000000.5,"python_version":"3.11.7","binary":"/usr/bin/python3.11",
+            "binary_build_id":"abcd","load_bias":4096,"symbols":{{"_PyRuntime":8192,"unknown_symbol":1}},"rss_bytes":100,
+            "future_field":[1,2]}}"#
+        );
+        let mut nt_file = Vec::new();
+        for w in [1u64, 4096, 0x10000, 0x12000, 2] {
+            nt_file.extend_from_slice(&w.to_le_bytes());
+        }
+        nt_file.extend_from_slice(b"/usr/bin/python3.11\0");
+        let mut notes = note(b"CORE\0", NT_FILE, &nt_file);
+        notes.extend(note(b"LEAKSPY\0", NT_LEAKSPY, json.as_bytes()));
+        let phoff = 64u64;
+        let notes_off = phoff + 2 * 56;
+        let data_off = (notes_off + notes.len() as u64).next_multiple_of(4096);
+        let mut out = vec![0u8; 64];
+        out[..4].copy_from_slice(b"\x7fELF");
+        out[4] = 2; // 64-bit
+        out[5] = 1; // little-endian
+        out[6] = 1;
+        out[16..18].copy_from_slice(&ET_CORE.to_le_bytes());
+        out[18..20].copy_from_slice(&EM_X86_64.to_le_bytes());
+        out[20..24].copy_from_slice(&1u32.to_le_bytes());
+        out[32..40].copy_from_slice(&phoff.to_le_bytes());
+        out[52..54].copy_from_slice(&64u16.to_le_bytes());
+        out[54..56].copy_from_slice(&56u16.to_le_bytes());
+        out[56..58].copy_from_slice(&2u16.to_le_bytes());
+        let ph = |kind: u32, flags: u32, offset: u64, vaddr: u64, filesz: u64, memsz: u64| {
+            let mut p = Vec::new();
+            p.extend_from_slice(&kind.to_le_bytes());
+            p.extend_from_slice(&flags.to_le_bytes());
+            for w in [offset, vaddr, vaddr, filesz, memsz, 4096] {
+                p.extend_from_slice(&w.to_le_bytes());
+            }
+            p
+        };
+        out.extend(ph(PT_NOTE, 0, notes_off, 0, notes.len() as u64, 0));
+        out.extend(ph(PT_LOAD, PF_R | PF_W, data_off, 0x10000, 4096, 8192));
+        out.extend(&notes);
+        out.resize(data_off as usize, 0);
+        out.extend((0..4096).map(|i| (i % 251) as u8));
+        out
+    }
+
+    fn open(bytes: &[u8]) -> Result<CoreFile, CoreError> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("leakspy-core-unit-{}-{n}", std::process::id()));
+        std::fs::write(&path, bytes).unwrap();
+        let core = CoreFile::open(&path);
+        let _ = std::fs::remove_file(&path);
+        core
+    }
+
+    #[test]
+    fn an_image_with_leakspy_note_is_read_and_absent_pages_are_unmapped() {
+        let core = std::sync::Arc::new(open(&image(1)).unwrap());
+        let note = core.leakspy.as_ref().unwrap();
+        assert_eq!((note.pid, note.load_bias, note.host.as_str()), (4242, 4096, "web-1"));
+        assert_eq!(note.symbols.len(), 2);
+        assert_eq!(core.cmdline(), "python3 app.py");
+        assert_eq!(core.files[0].offset, 2 * 4096);
+        let maps = core.memory_map();
+        assert_eq!(maps.mappings.len(), 1);
+        assert!(maps.mappings[0].writable && maps.mappings[0].path == "/usr/bin/python3.11");
+        let mut mem = CoreMemory::new(core);
+        let mut buf = [0u8; 4];
+        mem.read(0x10000 + 251, &mut buf).unwrap();
+        assert_eq!(buf, [0, 1, 2, 3]);
+        // In p_memsz past p_filesz, across the end of the present page, outside every segment.
+        assert!(matches!(mem.read(0x11000, &mut buf), Err(ReadError::Unmapped { .. })));
+        assert!(matches!(mem.read(0x10ffe, &mut buf), Err(ReadError::Unmapped { .. })));
+        assert!(matches!(mem.read(0xf000, &mut buf), Err(ReadError::Unmapped { .. })));
+        assert_eq!(mem.populated(0x10000, 8192), Some(false));
+    }
+
+    #[test]
+    fn a_newer_image_format_and_broken_notes_are_refused() {
+        assert!(matches!(open(&image(2)), Err(CoreError::NewerFormat(2))));
+        let mut bad = image(1);
+        let at = bad.windows(9).position(|w| w == br#""format":"#).unwrap();
+        bad[at + 1] = b'X';
+        assert!(matches!(open(&bad), Err(CoreError::Corrupt(_))));
+        let good = image(1);
+        for cut in [3, 40, 64, 100, 200, good.len() - 10] {
+            assert!(open(&good[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_compressed_image_is_read_and_one_too_large_is_refused_before_decompressing() {
+        let good = image(1);
+        let packed = zstd::encode_all(&good[..], 3).unwrap();
+        let core = open(&packed).unwrap();
+        assert!(core.compressed && core.leakspy.is_some());
+        // A frame header that declares 100 GiB.
+        let mut bomb = ZSTD_MAGIC.to_vec();
+        bomb.push(0xe0);
+        bomb.extend_from_slice(&(100u64 << 30).to_le_bytes());
+        bomb.extend_from_slice(&[0; 16]);
+        match open(&bomb) {
+            Err(CoreError::Decompress(why)) => assert!(why.contains("would decompress to"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // Compressed garbage: an error, not a panic.
+        let mut garbage = packed.clone();
+        let mid = garbage.len() / 2;
+        garbage.truncate(mid);
+        assert!(open(&garbage).is_err());
+    }
+
+    /// Every byte of the headers and notes set to 0xff or 0x7f in turn: an error or a core
+    /// whose memory reads without panicking, never a panic.
+    #[test]
+    fn damaged_headers_and_notes_never_panic() {
+        let good = image(1);
+        let notes_end = good.iter().rposition(|&b| b == b'}').unwrap_or(600) + 8;
+        for i in 0..notes_end.min(good.len()) {
+            for value in [0xffu8, 0x7f, 0x00] {
+                let mut bad = good.clone();
+                bad[i] = value;
+                if let Ok(core) = open(&bad) {
+                    let core = std::sync::Arc::new(core);
+                    let _ = core.memory_map();
+                    let _ = core.executable();
+                    let mut mem = CoreMemory::new(core);
+                    let mut buf = [0u8; 64];
+                    let _ = mem.read(0x10000, &mut buf);
+                    let _ = mem.read(u64::MAX - 10, &mut buf);
+                }
+            }
+        }
     }
 }

@@ -603,6 +603,7 @@ fn check_why_round_trip(interp: &Interpreter) -> Vec<String> {
     // The target's threads may still be settling into their blocking calls when it says
     // READY: the image kept is one taken while the live heap graph read the same before and
     // after.
+    std::thread::sleep(Duration::from_millis(300));
     let mut image = String::new();
     for _ in 0..5 {
         let before = why(&[&pid], first);
@@ -619,7 +620,21 @@ fn check_why_round_trip(interp: &Interpreter) -> Vec<String> {
         match (why(&["--core", &image], class), why(&[&pid], class)) {
             (Ok(core), Ok(live)) => {
                 if core != live {
-                    problems.push(format!("{what} {class}: the image says {core}, the live target {live}"));
+                    let differing: Vec<String> = core
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .filter(|(k, v)| live.get(k.as_str()) != Some(v))
+                        .map(|(k, v)| format!("{k}: {v} in the image, {} live", live[k.as_str()]))
+                        .collect();
+                    problems.push(format!("{what} {class}: {}", differing.join("; ")));
+                    if std::env::var_os("LEAKSPY_TEST_KEEP").is_some() {
+                        let keep = format!("/tmp/keep-{}.zst", what.replace(['/', ' '], "_"));
+                        let _ = std::fs::copy(&image, &keep);
+                        let stacks = json_of(&["snapshot", "--core", &image, "--json"]).map(|c| c["stacks"].clone());
+                        let live = json_of(&["snapshot", &pid, "--json"]).map(|c| c["stacks"].clone());
+                        println!("KEPT {keep}\nimage stacks {stacks:?}\nlive stacks {live:?}");
+                    }
                 }
             }
             (a, b) => problems.extend([a.err(), b.err()].into_iter().flatten().map(|e| format!("{what} {class}: {e}"))),

@@ -80,6 +80,8 @@ pub struct DumpReport {
 /// zeros (what the paused copy reads there) rather than splitting the segment: a fragmented
 /// heap would otherwise need more segments than an ELF file can list.
 const ZERO_GAP_FILL: u64 = 64 << 10;
+/// Of a longer zero run, the bytes saved next to the data on either side (see `group`).
+const ZERO_EDGE: u64 = 16 << 10;
 /// zstd level: 3 (zstd's default) compresses a Python heap about 4-6x at several hundred
 /// MB/s on one core; higher levels gain little on heap data for much more time.
 const ZSTD_LEVEL: i32 = 3;
@@ -621,9 +623,9 @@ fn read_after_pause(
 }
 
 /// Groups the pieces into PT_LOAD segments: adjacent pieces with the same permissions form one
-/// segment; a zero run between two pieces is written as zeros if short, a gap otherwise (and
-/// at a segment's ends, always). Longer zero runs are filled if that is what it takes to stay
-/// within the number of segments an ELF file can list.
+/// segment; a zero run between two pieces is written as zeros if short, and only its edges
+/// next to data otherwise (see `group`). Longer zero runs are filled if that is what it takes
+/// to stay within the number of segments an ELF file can list.
 fn segments<'a>(copy: &'a CopiedMemory, pieces: Vec<Piece>) -> Vec<Segment<'a>> {
     let mut fill = ZERO_GAP_FILL;
     let groups = loop {
@@ -638,53 +640,71 @@ fn segments<'a>(copy: &'a CopiedMemory, pieces: Vec<Piece>) -> Vec<Segment<'a>> 
         .into_iter()
         .map(|members| {
             let mut chunks = Vec::with_capacity(members.len());
-            let mut vaddr = None;
+            let vaddr = members.first().map_or(0, |(_, range)| range.start);
             let mut flags = PF_R;
-            for k in members {
-                let Some(piece) = pieces[k].take() else { continue };
-                vaddr.get_or_insert(piece.range.start);
+            for (k, range) in members {
+                let Some(piece) = pieces[k].as_ref() else { continue };
                 flags = piece.flags;
-                chunks.push(match piece.data {
+                let len = range.end - range.start;
+                chunks.push(match &piece.data {
                     // The copy holds every byte of a copied piece; zeros if it somehow did not.
-                    PieceData::Copied => match copy.copied(piece.range.clone()) {
+                    PieceData::Copied => match copy.copied(range) {
                         Some(bytes) => Chunk::Borrowed(bytes),
-                        None => Chunk::Zeros(piece.len()),
+                        None => Chunk::Zeros(len),
                     },
-                    PieceData::Read(bytes) => Chunk::Owned(bytes),
-                    PieceData::Zeros => Chunk::Zeros(piece.len()),
+                    PieceData::Zeros => Chunk::Zeros(len),
+                    PieceData::Read(_) => match pieces[k].take().map(|p| p.data) {
+                        Some(PieceData::Read(bytes)) => Chunk::Owned(bytes),
+                        _ => Chunk::Zeros(len),
+                    },
                 });
             }
-            Segment { vaddr: vaddr.unwrap_or(0), flags, chunks }
+            Segment { vaddr, flags, chunks }
         })
         .filter(|s| !s.is_empty())
         .collect()
 }
 
-/// The indices of the pieces of each segment, with zero runs longer than `fill` (and those
-/// at either end) left out.
-fn group(pieces: &[Piece], fill: u64) -> Vec<Vec<usize>> {
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut current: Vec<usize> = Vec::new();
-    let close = |current: &mut Vec<usize>, groups: &mut Vec<Vec<usize>>| {
-        while current.last().is_some_and(|&k| matches!(pieces[k].data, PieceData::Zeros)) {
-            current.pop();
-        }
-        if !current.is_empty() {
+/// The pieces of each segment, as (index, the part of the piece saved). A zero run between two
+/// pieces is saved whole if at most `fill` long; otherwise (and at either end of a run of
+/// pieces) only its first and last `ZERO_EDGE` bytes next to saved data are, so that a read a
+/// little past what the target wrote (a frame's unused value stack, the rest of a struct at the
+/// end of a page) reads the zeros the process would give, as the paused copy does.
+fn group(pieces: &[Piece], fill: u64) -> Vec<Vec<(usize, Range<u64>)>> {
+    let is_zeros = |k: usize| matches!(pieces[k].data, PieceData::Zeros);
+    let adjacent =
+        |a: usize, b: usize| pieces[a].range.end == pieces[b].range.start && pieces[a].flags == pieces[b].flags;
+    let mut groups: Vec<Vec<(usize, Range<u64>)>> = Vec::new();
+    let mut current: Vec<(usize, Range<u64>)> = Vec::new();
+    let close = |current: &mut Vec<(usize, Range<u64>)>, groups: &mut Vec<Vec<(usize, Range<u64>)>>| {
+        if current.iter().any(|(k, _)| !is_zeros(*k)) {
             groups.push(std::mem::take(current));
         }
+        current.clear();
     };
     for (k, piece) in pieces.iter().enumerate() {
-        let zeros = matches!(piece.data, PieceData::Zeros);
-        let joins = current
-            .last()
-            .is_some_and(|&last| pieces[last].range.end == piece.range.start && pieces[last].flags == piece.flags);
-        if !joins || (zeros && piece.len() > fill) {
+        let joins = current.last().is_some_and(|(last, _)| adjacent(*last, k));
+        if !joins {
             close(&mut current, &mut groups);
         }
-        if zeros && (current.is_empty() || piece.len() > fill) {
+        if !is_zeros(k) {
+            current.push((k, piece.range.clone()));
             continue;
         }
-        current.push(k);
+        let after_data = joins && current.last().is_some_and(|(last, _)| !is_zeros(*last));
+        let before_data = pieces.get(k + 1).is_some_and(|_| adjacent(k, k + 1) && !is_zeros(k + 1));
+        if after_data && before_data && piece.len() <= fill {
+            current.push((k, piece.range.clone()));
+            continue;
+        }
+        let edge = piece.len().min(ZERO_EDGE);
+        if after_data {
+            current.push((k, piece.range.start..piece.range.start + edge));
+        }
+        close(&mut current, &mut groups);
+        if before_data {
+            current.push((k, piece.range.end - edge..piece.range.end));
+        }
     }
     close(&mut current, &mut groups);
     groups
@@ -722,7 +742,14 @@ mod tests {
             piece(0x101000, 0x102000, PieceData::Zeros),
             piece(0x200000, 0x201000, PieceData::Read(vec![0; 0x1000])),
         ];
-        assert_eq!(group(&pieces, ZERO_GAP_FILL), vec![vec![1, 2, 3], vec![5], vec![7]]);
-        assert_eq!(group(&pieces, 1 << 20), vec![vec![1, 2, 3, 4, 5], vec![7]]);
+        let indices = |groups: Vec<Vec<(usize, Range<u64>)>>| -> Vec<Vec<usize>> {
+            groups.into_iter().map(|g| g.into_iter().map(|(k, _)| k).collect()).collect()
+        };
+        assert_eq!(indices(group(&pieces, ZERO_GAP_FILL)), vec![vec![0, 1, 2, 3, 4], vec![4, 5, 6], vec![7]]);
+        let groups = group(&pieces, ZERO_GAP_FILL);
+        assert_eq!(groups[0][4].1, 0x4000..0x4000 + ZERO_EDGE, "the start of a long zero run after data");
+        assert_eq!(groups[1][0].1, 0x100000 - ZERO_EDGE..0x100000, "the end of one before data");
+        assert_eq!(groups[0][0].1, 0..0x1000, "a short run before the data, whole");
+        assert_eq!(indices(group(&pieces, 1 << 20)), vec![vec![0, 1, 2, 3, 4, 5, 6], vec![7]]);
     }
 }

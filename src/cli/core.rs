@@ -21,12 +21,25 @@ pub struct CoreFileArgs {
     /// With --core: look for the files the core names (the python binary, libpython,
     /// extension modules) under DIR, a copy of the root of the machine or container the
     /// process ran in, instead of at the same paths on this machine.
-    #[arg(long, value_name = "DIR", requires = "core")]
+    #[arg(long, value_name = "DIR")]
     pub sysroot: Option<PathBuf>,
     /// With --core: the python executable or libpython the dumped process ran, where it is on
     /// this machine (its build id is checked against the core's).
-    #[arg(long, value_name = "PATH", requires = "core")]
+    #[arg(long, value_name = "PATH")]
     pub python_binary: Option<PathBuf>,
+}
+
+impl CoreFileArgs {
+    /// Refuses --sysroot and --python-binary without --core: they say where a core's files
+    /// are, and a live process's are read through /proc.
+    pub fn check_without_core(&self) -> Result<(), LeakspyError> {
+        if self.sysroot.is_some() || self.python_binary.is_some() {
+            return Err(LeakspyError::Usage(
+                "--sysroot and --python-binary say where a core's files are: use them with --core FILE".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A core opened for reading: the interpreter found in it, its memory, and what it says about

@@ -75,6 +75,7 @@ pub fn run(args: SnapshotArgs) -> Result<(), LeakspyError> {
             super::take_census_of_core(&mut opened, args.max_objects, args.all)?
         }
         None => {
+            args.core_files.check_without_core()?;
             let selection = args.target.select()?;
             if selection.pids.len() > 1 {
                 return run_several(&args, &selection.pids);

@@ -63,10 +63,14 @@ fn parse_address(text: &str) -> Result<u64, String> {
 pub fn run(args: WhyArgs) -> Result<(), LeakspyError> {
     match &args.target.which.core {
         Some(path) => {
+            if args.target.children {
+                return Err(LeakspyError::Usage("--children follows live processes; a core holds one".into()));
+            }
             let mut opened = super::core::open_core(path, &args.core_files)?;
             explain(&args, &opened.process, &mut opened.mem)
         }
         None => {
+            args.core_files.check_without_core()?;
             let (process, mut mem) = open_target(args.target.resolve()?)?;
             explain(&args, &process, &mut mem)
         }

@@ -628,14 +628,6 @@ fn check_why_round_trip(interp: &Interpreter) -> Vec<String> {
                         .map(|(k, v)| format!("{k}: {v} in the image, {} live", live[k.as_str()]))
                         .collect();
                     problems.push(format!("{what} {class}: {}", differing.join("; ")));
-                    if std::env::var_os("LEAKSPY_TEST_KEEP").is_some() {
-                        let keep = format!("/tmp/keep-{}.zst", what.replace(['/', ' '], "_"));
-                        let _ = std::fs::copy(&image, &keep);
-                        let stacks = json_of(&["snapshot", "--core", &image, "--json"]).map(|c| c["stacks"].clone());
-                        let live = json_of(&["snapshot", &pid, "--json"]).map(|c| c["stacks"].clone());
-                        println!("KEPT {keep}\nimage stacks {stacks:?}\nlive stacks {live:?}");
-                    }
-                }
             }
             (a, b) => problems.extend([a.err(), b.err()].into_iter().flatten().map(|e| format!("{what} {class}: {e}"))),
         }

@@ -628,6 +628,7 @@ fn check_why_round_trip(interp: &Interpreter) -> Vec<String> {
                         .map(|(k, v)| format!("{k}: {v} in the image, {} live", live[k.as_str()]))
                         .collect();
                     problems.push(format!("{what} {class}: {}", differing.join("; ")));
+                }
             }
             (a, b) => problems.extend([a.err(), b.err()].into_iter().flatten().map(|e| format!("{what} {class}: {e}"))),
         }

@@ -214,7 +214,7 @@ pub fn run(args: DumpArgs) -> Result<(), LeakspyError> {
     let report = DumpReport {
         pid,
         python_version: process.version.to_string(),
-        image: args.output.display().to_string(),
+        image: if destination == Destination::Stdout { "stdout".into() } else { args.output.display().to_string() },
         compressed,
         image_bytes,
         core_bytes: total,

@@ -198,7 +198,7 @@ fn check_dump(interp: &Interpreter) -> Vec<String> {
                     b.loads.len()
                 ));
             }
-            problems.extend(check_note(&what, target.pid, &b));
+            problems.extend(check_note(&what, target.pid, &b, interp.chroot.as_deref()));
         }
         (a, b) => problems.push(format!("{what}: not ELF cores: {:?} / {:?}", a.err(), b.err())),
     }
@@ -211,7 +211,7 @@ fn check_dump(interp: &Interpreter) -> Vec<String> {
 
 /// The leakspy note has every field, the target's identity, and symbol addresses equal to
 /// those of the live process (found without leakspy) and inside the image.
-fn check_note(what: &str, pid: i32, core: &Core) -> Vec<String> {
+fn check_note(what: &str, pid: i32, core: &Core, chroot: Option<&Path>) -> Vec<String> {
     let mut problems = Vec::new();
     let Some(note) = &core.leakspy else { return vec![format!("{what}: no LEAKSPY note")] };
     let fields = [
@@ -248,7 +248,16 @@ fn check_note(what: &str, pid: i32, core: &Core) -> Vec<String> {
     if note["start_time_ticks"].as_u64() != ticks {
         problems.push(format!("{what}: start_time_ticks {} vs /proc {ticks:?}", note["start_time_ticks"]));
     }
+    // As the target sees it: inside its chroot, where there is one.
     let binary = note["binary"].as_str().unwrap_or_default();
+    if !binary.starts_with('/') || chroot.is_some_and(|root| binary.starts_with(&*root.to_string_lossy())) {
+        problems.push(format!("{what}: the binary {binary:?} is not named as the target sees it"));
+    }
+    let binary = match chroot {
+        Some(root) => format!("{}{binary}", root.display()),
+        None => binary.to_string(),
+    };
+    let binary = binary.as_str();
     let symbols = note["symbols"].as_object().cloned().unwrap_or_default();
     let anchor = if symbols.contains_key("_PyRuntime") { "_PyRuntime" } else { "interp_head" };
     let mut checked = 0;

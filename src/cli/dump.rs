@@ -147,11 +147,12 @@ pub fn run(args: DumpArgs) -> Result<(), LeakspyError> {
     let segments = segments(&copy, pieces);
 
     let identity = Identity::read(pid);
+    let root = TargetRoot::read(pid);
     let leakspy_note = LeakspyNote {
         format: 1,
         pid,
         start_time_ticks: started_at,
-        exe: identity.exe.clone(),
+        exe: root.inside(&identity.exe),
         cmdline: identity.cmdline.clone(),
         host: hostname(),
         dumped_at_unix: std::time::SystemTime::now()
@@ -160,7 +161,7 @@ pub fn run(args: DumpArgs) -> Result<(), LeakspyError> {
             .unwrap_or(0.0),
         python_version: process.version.to_string(),
         version_source: process.version_source,
-        binary: process.binary.path.clone(),
+        binary: root.inside(&process.binary.path),
         binary_build_id: build_id,
         load_bias: process.binary.load_bias,
         symbols: WANTED_SYMBOLS.iter().filter_map(|&name| Some((name, process.binary.symbol(name)?))).collect(),
@@ -186,7 +187,7 @@ pub fn run(args: DumpArgs) -> Result<(), LeakspyError> {
     if !auxv.is_empty() {
         notes.push(Note { owner: "CORE", kind: NT_AUXV, desc: auxv });
     }
-    notes.push(Note { owner: "CORE", kind: NT_FILE, desc: file_note(&maps) });
+    notes.push(Note { owner: "CORE", kind: NT_FILE, desc: file_note(&maps, &root) });
     let json = serde_json::to_vec(&leakspy_note).map_err(anyhow::Error::from)?;
     notes.push(Note { owner: "LEAKSPY", kind: NT_LEAKSPY, desc: json });
     let layout = CoreLayout::new(&notes, segments).map_err(|e| anyhow::anyhow!("laying out the image: {e}"))?;
@@ -442,7 +443,7 @@ fn prpsinfo(pid: i32, stat: &ProcStat, identity: &Identity) -> Vec<u8> {
 
 /// NT_FILE as the kernel writes it: count, page size, (start, end, offset in pages) per
 /// file-backed mapping, then their paths, NUL-terminated.
-fn file_note(maps: &MemoryMap) -> Vec<u8> {
+fn file_note(maps: &MemoryMap, root: &TargetRoot) -> Vec<u8> {
     let files: Vec<&Mapping> = maps.mappings.iter().filter(|m| m.is_file()).collect();
     let mut out = Vec::new();
     out.extend_from_slice(&(files.len() as u64).to_le_bytes());
@@ -453,10 +454,32 @@ fn file_note(maps: &MemoryMap) -> Vec<u8> {
         }
     }
     for m in &files {
-        out.extend_from_slice(m.path.as_bytes());
+        out.extend_from_slice(root.inside(&m.path).as_bytes());
         out.push(0);
     }
     out
+}
+
+/// The target's root directory (/proc/PID/root), for paths as the target sees them: leakspy
+/// sees a chrooted target's files under its root (/srv/jail/usr/bin/python3), the target and a
+/// kernel core as /usr/bin/python3.
+struct TargetRoot(Option<String>);
+
+impl TargetRoot {
+    fn read(pid: i32) -> TargetRoot {
+        let root = std::fs::read_link(format!("/proc/{pid}/root")).ok().map(|r| r.to_string_lossy().into_owned());
+        TargetRoot(root.filter(|r| r != "/" && r.starts_with('/')))
+    }
+
+    fn inside(&self, path: &str) -> String {
+        match &self.0 {
+            Some(root) => match path.strip_prefix(root.as_str()) {
+                Some(rest) if rest.starts_with('/') => rest.to_string(),
+                _ => path.to_string(),
+            },
+            None => path.to_string(),
+        }
+    }
 }
 
 /// The build id of the interpreter's binary, from its ELF headers in the target's memory

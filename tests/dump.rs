@@ -750,3 +750,19 @@ fn an_already_stopped_target_is_dumped_and_stays_stopped() {
     assert_eq!(differences_from_truth(&census, &target.truth), Vec::<String>::new());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `dump` reads a live process: `--core` is refused, and so is a directory that does not exist
+/// (before any target is stopped); each with one line and its exit code.
+#[test]
+fn dump_refuses_a_core_and_a_missing_directory() {
+    let out = leakspy(&["dump", "--core", "/nonexistent.core", "-o", "/tmp/never-written.zst"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--core") && stderr.lines().count() == 1, "{stderr}");
+    let target = Target::start(&newest_host_python(), "census_target.py", &[]);
+    let out = leakspy(&["dump", &target.pid.to_string(), "-o", "/nonexistent-dir/image.zst"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is not a directory") && stderr.lines().count() == 1, "{stderr}");
+    assert!(matches!(state(target.pid), 'S' | 'R'));
+}

@@ -766,3 +766,42 @@ fn dump_refuses_a_core_and_a_missing_directory() {
     assert!(stderr.contains("is not a directory") && stderr.lines().count() == 1, "{stderr}");
     assert!(matches!(state(target.pid), 'S' | 'R'));
 }
+
+/// Type names of an extension module's static types (numpy.ndarray) live in the module's
+/// read-only data: the image carries them, and its census names the type as the live one does.
+#[test]
+fn an_image_names_the_static_types_of_extension_modules() {
+    let pythons = library_pythons(&["numpy"]);
+    let mut problems = Vec::new();
+    for python in &pythons {
+        let what = &python.interp.label;
+        let dir = scratch(&format!("numpy-{}", what.replace(['/', ' ', '(', ')'], "_")));
+        let target = python.start("image_numpy_target.py", &[]);
+        // Arrays are not tracked by the collector: the heap graph (--all) counts them.
+        let pid = target.pid.to_string();
+        let censuses = dump_into(&dir, target.pid).and_then(|image| {
+            Ok((
+                json_of(&["snapshot", "--core", &image, "--all", "--json"])?,
+                json_of(&["snapshot", &pid, "--pause", "--all", "--json"])?,
+            ))
+        });
+        match censuses {
+            Ok((census, paused)) => {
+                let arrays = type_count(&census, "numpy.ndarray");
+                println!("{what}: numpy.ndarray {arrays:?} in the image");
+                if arrays.is_none_or(|n| n < target.truth["arrays"].as_u64().unwrap_or(u64::MAX))
+                    || census["unreadable_objects"] != paused["unreadable_objects"]
+                    || types_of(&census) != types_of(&paused)
+                {
+                    problems.push(format!(
+                        "{what}: numpy.ndarray {arrays:?} (the target made {}), {} unreadable ({} with --pause)",
+                        target.truth["arrays"], census["unreadable_objects"], paused["unreadable_objects"]
+                    ));
+                }
+            }
+            Err(e) => problems.push(format!("{what}: {e}")),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+}

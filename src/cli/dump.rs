@@ -566,8 +566,9 @@ fn executable_starts(maps_text: &str) -> FxHashSet<u64> {
 ///   mappings the target never wrote (a library's .data as in the file), and every
 ///   read-only, non-executable mapping of an ELF file (.rodata and headers of the interpreter,
 ///   of libpython and of every extension module: static types' names live there). Code is
-///   left out (leakspy never reads it), and so are shared mappings and files that are not ELF
-///   (a locale archive, a data file the program mapped).
+///   left out (leakspy never reads it), except in files whose .rodata shares the executable
+///   mapping; so are shared mappings and files that are not ELF (a locale archive, a data file
+///   the program mapped).
 fn saved_pieces(
     copy: &mut CopiedMemory,
     maps: &MemoryMap,
@@ -581,6 +582,14 @@ fn saved_pieces(
         let is_elf = copy.read(m.start, &mut magic).is_ok() && &magic == b"\x7fELF";
         *elf_files.entry(m.path.as_str()).or_default() |= is_elf;
     }
+    // Files linked without a separate read-only data segment (older toolchains: numpy's wheels
+    // for 3.6) keep .rodata in the executable mapping, with the code: theirs is saved too.
+    let separate_rodata: FxHashSet<&str> = maps
+        .mappings
+        .iter()
+        .filter(|m| m.is_file() && m.readable && m.offset > 0 && !m.writable && !executable.contains(&m.start))
+        .map(|m| m.path.as_str())
+        .collect();
     let listed: Vec<(Range<u64>, PieceKind)> = copy.pieces().collect();
     let mut pieces = Vec::new();
     for (range, kind) in listed {
@@ -592,7 +601,12 @@ fn saved_pieces(
             PieceKind::Copied => PieceData::Copied,
             PieceKind::Zeros => PieceData::Zeros,
             PieceKind::Live if private_writable && m.is_file() => PieceData::Read(Vec::new()),
-            PieceKind::Live if !m.writable && !exec && m.is_file() && elf_files.get(m.path.as_str()) == Some(&true) => {
+            PieceKind::Live
+                if !m.writable
+                    && m.is_file()
+                    && elf_files.get(m.path.as_str()) == Some(&true)
+                    && (!exec || !separate_rodata.contains(m.path.as_str())) =>
+            {
                 PieceData::Read(Vec::new())
             }
             PieceKind::Live => continue,

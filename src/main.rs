@@ -1,5 +1,5 @@
 use clap::Parser;
-use leakspy::cli::{Cli, Command, attach, history, install, ps, report, snapshot, stacks, why};
+use leakspy::cli::{Cli, Command, attach, dump, history, install, ps, report, snapshot, stacks, why};
 use leakspy::error::LeakspyError;
 
 /// Large buffers (the heap graph's arrays, grown as objects are found) are mapped on their own
@@ -25,6 +25,7 @@ fn main() {
         Command::Trend(args) => history::run_trend(args),
         Command::Why(args) => why::run(args),
         Command::Stacks(args) => stacks::run(args),
+        Command::Dump(args) => dump::run(args),
         Command::Ps(args) => ps::run(args),
         Command::Completions(args) => install::run_completions(args),
         Command::Man(args) => install::run_man(args),

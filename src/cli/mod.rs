@@ -3,6 +3,7 @@
 
 pub mod attach;
 pub mod core;
+pub mod dump;
 pub mod fleet;
 pub mod history;
 pub mod install;
@@ -59,6 +60,9 @@ pub enum Command {
     /// Show who holds objects (paths from module globals and threads' frames), their sizes and
     /// what they retain; without --type or --address, the objects that retain the most.
     Why(why::WhyArgs),
+    /// Write a memory image of a Python process (an ELF core, zstd-compressed) to read later or
+    /// elsewhere: its threads are stopped only while its memory is copied.
+    Dump(dump::DumpArgs),
     /// Show what each thread is running: its Python stack with lines, thread ids, names and
     /// the GIL's holder; --locals adds each frame's variables with types and sizes.
     Stacks(stacks::StacksArgs),
@@ -315,7 +319,7 @@ fn take_census_with(
 
 /// Test hook: LEAKSPY_TEST_HOLD_PAUSE_MS keeps the target stopped that long, so that a test can
 /// kill leakspy mid-pause and check that the target runs on.
-fn hold_pause_for_tests() {
+pub(crate) fn hold_pause_for_tests() {
     if let Some(ms) = std::env::var("LEAKSPY_TEST_HOLD_PAUSE_MS").ok().and_then(|v| v.parse().ok()) {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }

@@ -796,6 +796,13 @@ impl RemoteMemory for CoreMemory {
             let from = (at - block_addr) as usize;
             let n = (BLOCK_SIZE - from).min(len - done);
             if from < block.lo || from + n > block.hi {
+                // A block holds one readable run; a leakspy image can have another one further
+                // in the same block (after a gap where code or untouched memory was left out):
+                // read that directly.
+                if self.read_raw(at, &mut buf[done..done + n]) == n {
+                    done += n;
+                    continue;
+                }
                 return Err(ReadError::Unmapped { addr: at, len: len - done });
             }
             buf[done..done + n].copy_from_slice(&block.data[from..from + n]);

@@ -326,6 +326,43 @@ fn copy_job(
     Ok(())
 }
 
+/// What a piece of a paused copy holds, for a writer that saves the copy (`leakspy dump`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PieceKind {
+    /// Copied while the target was stopped: `CopiedMemory::copied` gives the bytes.
+    Copied,
+    /// Anonymous memory the target never wrote: zeros.
+    Zeros,
+    /// Not copied: read from the process when asked (read-only, shared, or a file mapping's
+    /// pages the target never wrote).
+    Live,
+}
+
+impl CopiedMemory<'_> {
+    /// Every readable range of the pause, in address order, with what it holds.
+    pub fn pieces(&self) -> impl Iterator<Item = (Range<u64>, PieceKind)> + '_ {
+        self.regions.iter().map(|r| {
+            let kind = match r.contents {
+                Contents::Copied(_) => PieceKind::Copied,
+                Contents::Zeros => PieceKind::Zeros,
+                Contents::Live => PieceKind::Live,
+            };
+            (r.range.clone(), kind)
+        })
+    }
+
+    /// The bytes copied for `range`, if it lies within one copied piece.
+    pub fn copied(&self, range: Range<u64>) -> Option<&[u8]> {
+        let region = self.region_at(range.start)?;
+        let Contents::Copied(at) = region.contents else { return None };
+        if range.end > region.range.end || range.end < range.start {
+            return None;
+        }
+        let from = at + (range.start - region.range.start) as usize;
+        self.arena.get(from..from + (range.end - range.start) as usize)
+    }
+}
+
 impl RemoteMemory for CopiedMemory<'_> {
     fn changes_under_reads(&self) -> bool {
         false

@@ -11,10 +11,11 @@
 //! - an existing entry that belongs to another user (not leakspy's, not root), in a directory
 //!   other users can write, is refused: it may have been planted there. In a directory only leakspy's user can write, a
 //!   file owned by someone else was put there on purpose, and its owner and mode are kept;
-//! - a regular file is replaced through a temporary file with a random name, created
-//!   exclusively (O_EXCL, O_NOFOLLOW) next to it, given the old file's owner and mode (0600 for a
-//!   new file unless `--mode` says otherwise), flushed, renamed over the name, and the directory
-//!   flushed: a reader sees the old file or the new one, never half of one;
+//! - a regular file is replaced through a temporary file next to it, written unnamed
+//!   (O_TMPFILE; where unsupported, created under its random name with O_EXCL, O_NOFOLLOW),
+//!   given the old file's owner and mode (0600 for a new file unless `--mode` says otherwise),
+//!   flushed, given a random name, renamed over the name, and the directory flushed: a reader
+//!   sees the old file or the new one, never half of one;
 //! - devices and FIFOs (`/dev/null`, a terminal, a pipe someone reads) and stdout are written
 //!   as they are: replacing `/dev/null` with a regular file would break the machine;
 //! - an append that fails (a full disk, an I/O error) is cut back to where it began, so a
@@ -67,23 +68,36 @@ pub fn parse_mode(text: &str) -> Result<u32, String> {
 /// atomically. `mode` sets the permissions of a regular file written (default: the replaced
 /// file's, or 0600 for a new one).
 pub fn write_output(dest: &Destination, contents: &[u8], mode: Option<u32>) -> Result<()> {
+    write_output_with(dest, mode, &mut |out| out.write_all(contents).map_err(anyhow::Error::from))
+}
+
+/// Writes to `dest` what `write` writes, as `write_output` does, for output too large to hold
+/// whole (a memory image of gigabytes): streamed into the temporary file, which is renamed
+/// over the name only once `write` has returned Ok, so a failed or killed write never leaves
+/// a partial file under the name.
+pub fn write_output_with(
+    dest: &Destination,
+    mode: Option<u32>,
+    write: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
     let path = match dest {
         Destination::Stdout => {
             let mut out = std::io::stdout().lock();
-            return out.write_all(contents).and_then(|_| out.flush()).context("writing to stdout");
+            write(&mut out).context("writing to stdout")?;
+            return out.flush().context("writing to stdout");
         }
         Destination::File(path) => path,
     };
     let place = Place::open(path).with_context(|| format!("creating {}", path.display()))?;
     let existing = place.entry().with_context(|| format!("looking at {}", path.display()))?;
     match existing {
-        None => place.replace(None, contents, mode.unwrap_or(NEW_FILE_MODE)),
+        None => place.replace(None, write, mode.unwrap_or(NEW_FILE_MODE)),
         Some(entry) => {
             place.check_trusted(&entry, true)?;
             if entry.kind == Kind::Regular {
-                place.replace(Some(&entry), contents, mode.unwrap_or(entry.mode & 0o777))
+                place.replace(Some(&entry), write, mode.unwrap_or(entry.mode & 0o777))
             } else {
-                place.write_directly(&entry, contents)
+                place.write_directly(&entry, write)
             }
         }
     }
@@ -337,11 +351,20 @@ impl Place {
 
     /// Writes a new file under a random temporary name, gives it `old`'s owner and `mode`,
     /// flushes it, renames it over the name and flushes the directory.
-    fn replace(&self, old: Option<&Entry>, contents: &[u8], mode: u32) -> Result<()> {
+    fn replace(
+        &self,
+        old: Option<&Entry>,
+        write: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
+        mode: u32,
+    ) -> Result<()> {
         let path = self.path.display();
-        let temp = TempFile::create(self).with_context(|| format!("creating a temporary file for {path}"))?;
-        let mut file = &temp.file;
-        file.write_all(contents).with_context(|| format!("writing {path}"))?;
+        let mut temp = TempFile::create(self).with_context(|| format!("creating a temporary file for {path}"))?;
+        let file = &temp.file;
+        {
+            let mut buffered = std::io::BufWriter::with_capacity(1 << 20, file);
+            write(&mut buffered).with_context(|| format!("writing {path}"))?;
+            buffered.flush().with_context(|| format!("writing {path}"))?;
+        }
         if let Some(old) = old {
             let new = Entry::of_fd(file.as_raw_fd()).with_context(|| format!("writing {path}"))?;
             if (new.uid, new.gid) != (old.uid, old.gid) {
@@ -356,11 +379,10 @@ impl Place {
         cvt(unsafe { libc::fchmod(file.as_raw_fd(), mode as libc::mode_t) })
             .with_context(|| format!("setting the mode of {path} to {mode:04o}"))?;
         file.sync_all().with_context(|| format!("flushing {path}"))?;
+        let temp_name = temp.name().with_context(|| format!("naming the temporary file for {path}"))?.as_ptr();
         // SAFETY: renameat within our directory descriptor, both names NUL-terminated.
-        cvt(unsafe {
-            libc::renameat(self.dir.as_raw_fd(), temp.name.as_ptr(), self.dir.as_raw_fd(), self.name.as_ptr())
-        })
-        .with_context(|| format!("renaming the temporary file to {path}"))?;
+        cvt(unsafe { libc::renameat(self.dir.as_raw_fd(), temp_name, self.dir.as_raw_fd(), self.name.as_ptr()) })
+            .with_context(|| format!("renaming the temporary file to {path}"))?;
         temp.keep();
         // The rename is durable only once the directory is.
         self.dir.sync_all().with_context(|| format!("flushing the directory of {path}"))
@@ -368,7 +390,7 @@ impl Place {
 
     /// Writes to a character device or a FIFO as it is. Never waits for a FIFO's reader: a
     /// cron job would hang.
-    fn write_directly(&self, entry: &Entry, contents: &[u8]) -> Result<()> {
+    fn write_directly(&self, entry: &Entry, write: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<()> {
         let path = self.path.display();
         if !matches!(entry.kind, Kind::CharDevice | Kind::Fifo) {
             bail!("{path} is {}: leakspy writes regular files, character devices, FIFOs and stdout (-o -)", entry.kind);
@@ -387,32 +409,77 @@ impl Place {
         }
         set_blocking(fd.as_raw_fd()).with_context(|| format!("opening {path}"))?;
         let mut file = File::from(fd);
-        file.write_all(contents).and_then(|_| file.flush()).with_context(|| format!("writing {path}"))
+        write(&mut file).with_context(|| format!("writing {path}"))?;
+        file.flush().with_context(|| format!("writing {path}"))
     }
 }
 
 /// A temporary file next to the destination, removed when dropped unless kept.
+///
+/// Created unnamed (O_TMPFILE) where the file system allows it, and named only once written,
+/// just before the rename: a leakspy killed while writing (SIGKILL, the OOM killer, a
+/// multi-gigabyte `dump` on a full disk) leaves nothing behind, the kernel frees the unnamed
+/// file. Elsewhere it is created under its random name from the start.
 struct TempFile<'a> {
     place: &'a Place,
-    name: CString,
+    /// None while the file is unnamed.
+    name: Option<CString>,
     file: File,
     kept: bool,
 }
 
 impl<'a> TempFile<'a> {
-    /// Creates `.NAME.RANDOM.tmp` exclusively, never following a link: a name planted in
-    /// advance cannot be guessed, and if one were, the open fails instead of using it.
+    /// Creates the file unnamed, or `.NAME.RANDOM.tmp` exclusively, never following a link:
+    /// a name planted in advance cannot be guessed, and if one were, the open fails instead of
+    /// using it.
     fn create(place: &'a Place) -> std::io::Result<TempFile<'a>> {
-        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        let unnamed = libc::O_WRONLY | libc::O_TMPFILE | libc::O_CLOEXEC;
+        if let Ok(fd) = open_at(&place.dir, c".", unnamed, NEW_FILE_MODE) {
+            return Ok(TempFile { place, name: None, file: File::from(fd), kept: false });
+        }
+        let name = TempFile::link(place, &mut |name| {
+            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+            open_at(&place.dir, name, flags, NEW_FILE_MODE)
+        })?;
+        Ok(TempFile { place, name: Some(name.0), file: File::from(name.1), kept: false })
+    }
+
+    /// Makes a random name with `make`, again while the name happens to exist.
+    fn link<T>(place: &Place, make: &mut dyn FnMut(&CStr) -> std::io::Result<T>) -> std::io::Result<(CString, T)> {
         let mut attempts = 0;
         loop {
             let name = temp_name(place.name.as_bytes(), random_u64()?);
-            match open_at(&place.dir, &name, flags, NEW_FILE_MODE) {
-                Ok(fd) => return Ok(TempFile { place, name, file: File::from(fd), kept: false }),
+            match make(&name) {
+                Ok(made) => return Ok((name, made)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempts < 8 => attempts += 1,
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// The file's name in the directory, giving an unnamed file its random one.
+    fn name(&mut self) -> std::io::Result<&CStr> {
+        if self.name.is_none() {
+            let fd = self.file.as_raw_fd();
+            let dir = self.place.dir.as_raw_fd();
+            let proc_path = CString::new(format!("/proc/self/fd/{fd}")).unwrap_or_default();
+            let (name, ()) = TempFile::link(self.place, &mut |name| {
+                // SAFETY: linkat with our descriptors and NUL-terminated names. AT_EMPTY_PATH
+                // links the descriptor itself (needs CAP_DAC_READ_SEARCH); /proc/self/fd
+                // does it for anyone.
+                let rc = unsafe { libc::linkat(fd, c"".as_ptr(), dir, name.as_ptr(), libc::AT_EMPTY_PATH) };
+                if rc == 0 {
+                    return Ok(());
+                }
+                // SAFETY: as above.
+                cvt(unsafe {
+                    libc::linkat(libc::AT_FDCWD, proc_path.as_ptr(), dir, name.as_ptr(), libc::AT_SYMLINK_FOLLOW)
+                })
+                .map(|_| ())
+            })?;
+            self.name = Some(name);
+        }
+        Ok(self.name.as_deref().unwrap_or_default())
     }
 
     fn keep(mut self) {
@@ -422,9 +489,9 @@ impl<'a> TempFile<'a> {
 
 impl Drop for TempFile<'_> {
     fn drop(&mut self) {
-        if !self.kept {
+        if let (false, Some(name)) = (self.kept, &self.name) {
             // SAFETY: unlinkat within our directory descriptor, a NUL-terminated name.
-            unsafe { libc::unlinkat(self.place.dir.as_raw_fd(), self.name.as_ptr(), 0) };
+            unsafe { libc::unlinkat(self.place.dir.as_raw_fd(), name.as_ptr(), 0) };
         }
     }
 }

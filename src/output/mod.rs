@@ -4,6 +4,7 @@ pub mod dot;
 pub mod files;
 pub mod fleet;
 pub mod html;
+pub mod image;
 pub mod live;
 pub mod prometheus;
 pub mod ps;

@@ -99,8 +99,7 @@ impl PythonBinary {
 /// Finds the file with CPython's symbols among the target's mappings: libpython if one is
 /// mapped (pyenv, embedding applications), else the main executable (Debian's static builds).
 pub fn find_python(pid: i32, maps: &MemoryMap) -> Result<PythonBinary, LeakspyError> {
-    let exe =
-        std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    let exe = crate::memory::proc_info::exe_path(pid).unwrap_or_default();
     let exe = exe.strip_suffix(" (deleted)").unwrap_or(&exe).to_string();
 
     let mut candidates: Vec<&str> = Vec::new();

@@ -367,6 +367,8 @@ const IOV_MAX: usize = 1024;
 
 /// One process_vm_readv of `len` bytes at each of `addrs` (at most IOV_MAX) into consecutive
 /// pieces of `out`: the bytes read, which stop at the first piece that could not be read.
+/// libc, not read-process-memory: the crate reads one place per call, which for pymalloc's
+/// pool headers would be 1,024 syscalls where this is one.
 fn process_vm_read_scattered(pid: i32, addrs: &[u64], len: usize, out: &mut [u8]) -> io::Result<usize> {
     let local = libc::iovec { iov_base: out.as_mut_ptr().cast(), iov_len: addrs.len() * len };
     let remote: Vec<libc::iovec> =

@@ -12,9 +12,9 @@
 //! unreadable page is found, which costs a few reads at a mapping's edge and nothing
 //! elsewhere.
 //!
-//! libc is still called for two things the crate cannot do (see the README's design notes,
-//! "Why libc here"): reading many places in one process_vm_readv (`read_scattered`), and
-//! the pagemap's per-page flags are read from /proc directly.
+//! libc is still called for what the crate cannot do (see the README's design notes, "Why
+//! libc here"): reading many places in one process_vm_readv (`read_scattered`). The pagemap's
+//! per-page flags, which neither crate reads, come from /proc/PID/pagemap.
 
 use super::{IoCounters, ReadError, RemoteMemory, u64_at};
 use read_process_memory::{CopyAddress, ProcessHandle};

@@ -116,7 +116,7 @@ impl TargetFiles for LiveFiles {
     }
 
     fn executable(&self) -> Option<String> {
-        std::fs::read_link(format!("/proc/{}/exe", self.0)).map(|p| p.to_string_lossy().into_owned()).ok()
+        crate::memory::proc_info::exe_path(self.0)
     }
 
     fn open(&self, mapping: &Mapping) -> Result<TargetFile, TargetFileError> {

@@ -45,7 +45,7 @@ pub fn probe(pid: i32) -> Probe {
     if maps.mappings.is_empty() {
         return Probe::NotPython("it has no memory map (a kernel thread, or exiting)".into());
     }
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.to_string_lossy().into_owned()).ok();
+    let exe = crate::memory::proc_info::exe_path(pid);
     let exe = exe.as_deref().map(|e| e.strip_suffix(" (deleted)").unwrap_or(e).to_string());
     let exe_name = exe.as_deref().map(|e| e.rsplit('/').next().unwrap_or(e)).unwrap_or("");
     let loads_libpython = maps.mappings.iter().any(|m| m.is_file() && m.file_name().starts_with("libpython"));

@@ -1,14 +1,23 @@
 //! Memory of a live process, read without stopping it.
 //!
 //! A heap walk touches millions of small objects. One syscall each would cost more than the
-//! walk itself, so reads go through a cache of 16 KiB blocks filled by `process_vm_readv`
-//! (falling back to /proc/PID/mem where that syscall is unavailable). The cache is
-//! direct-mapped and bounded, so leakspy's memory stays far below the target's however big the
-//! heap is. libc is called directly rather than through a wrapper crate because filling a
-//! block needs the byte count of a partial read (a block may end in an unmapped page), which
-//! the wrappers turn into an error.
+//! walk itself, so reads go through a cache of 16 KiB blocks, each filled by one read through
+//! read-process-memory (py-spy's crate: process_vm_readv, falling back to /proc/PID/mem where
+//! that syscall is unavailable). The cache is direct-mapped and bounded, so leakspy's memory
+//! stays far below the target's however big the heap is.
+//!
+//! The crate reads all or nothing: a read that runs into an unmapped page (a block that
+//! straddles the end of a mapping) is an error without the count of bytes read. Such a read
+//! is split (`readable_prefix`): halves of the unread part are read until the first
+//! unreadable page is found, which costs a few reads at a mapping's edge and nothing
+//! elsewhere.
+//!
+//! libc is still called for what the crate cannot do (see the README's design notes, "Why
+//! libc here"): reading many places in one process_vm_readv (`read_scattered`). The pagemap's
+//! per-page flags, which neither crate reads, come from /proc/PID/pagemap.
 
 use super::{IoCounters, ReadError, RemoteMemory, u64_at};
+use read_process_memory::{CopyAddress, ProcessHandle};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -32,15 +41,21 @@ struct Block {
 
 pub struct LiveProcess {
     pid: i32,
+    handle: ProcessHandle,
     blocks: Vec<Block>,
-    mem_file: Option<File>,
     /// /proc/PID/pagemap, opened the first time a large claimed range is checked; `None`
     /// inside when it cannot be opened (then claims are not checked).
     pagemap: Option<Option<File>>,
     io: IoCounters,
-    /// Set once process_vm_readv turns out to be unavailable (ENOSYS, or EPERM under some
-    /// seccomp profiles), so that every later read goes straight to /proc/PID/mem.
-    use_mem_file: bool,
+    /// Set once a many-place process_vm_readv is refused (ENOSYS, or EPERM under some seccomp
+    /// profiles): scattered reads then go one by one through the crate, which falls back to
+    /// /proc/PID/mem by itself.
+    no_scattered: bool,
+}
+
+/// On Linux a handle is the PID itself: making one cannot fail.
+fn handle(pid: i32) -> ProcessHandle {
+    ProcessHandle::try_from(pid).unwrap_or_else(|_| unreachable!("a Linux process handle is its PID"))
 }
 
 impl LiveProcess {
@@ -52,17 +67,17 @@ impl LiveProcess {
         let blocks = (0..blocks.max(1))
             .map(|_| Block { addr: u64::MAX, valid: 0, data: Vec::new().into_boxed_slice() })
             .collect();
-        LiveProcess { pid, blocks, mem_file: None, pagemap: None, io: IoCounters::default(), use_mem_file: false }
+        LiveProcess { pid, handle: handle(pid), blocks, pagemap: None, io: IoCounters::default(), no_scattered: false }
     }
 
     pub fn pid(&self) -> i32 {
         self.pid
     }
 
-    /// True once process_vm_readv has worked for this target: then other threads may read it
-    /// the same way (`direct_read`), which has no state to share.
+    /// True once a read has worked for this target: then other threads may read it the same
+    /// way (`direct_read`), which has no state to share.
     pub fn reads_directly(&self) -> bool {
-        !self.use_mem_file && self.io.reads > 0
+        self.io.reads > 0
     }
 
     /// Sizes the cache to a quarter of the target's writable memory (within the default
@@ -95,41 +110,8 @@ impl LiveProcess {
 
     /// Reads as many bytes as are readable from `addr` on, up to `buf.len()`.
     fn read_raw(&mut self, addr: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
-        let n = self.read_raw_uncounted(addr, buf)?;
-        self.io.reads += 1;
-        self.io.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn read_raw_uncounted(&mut self, addr: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
-        if !self.use_mem_file {
-            match process_vm_read(self.pid, addr, buf) {
-                Ok(n) => return Ok(n),
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) => {
-                    // Fall through to /proc/PID/mem, which some setups allow when the syscall
-                    // is filtered; if it is denied too, that error is the one reported.
-                    self.use_mem_file = true;
-                }
-                Err(e) => return Err(classify(self.pid, addr, buf.len(), e)),
-            }
-        }
-        if self.mem_file.is_none() {
-            let file =
-                File::open(format!("/proc/{}/mem", self.pid)).map_err(|e| classify(self.pid, addr, buf.len(), e))?;
-            self.mem_file = Some(file);
-        }
-        let file = self.mem_file.as_ref().expect("opened above");
-        let mut done = 0;
-        while done < buf.len() {
-            match file.read_at(&mut buf[done..], addr + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                // Bytes already read before an unmapped page are a valid partial read.
-                Err(_) if done > 0 => break,
-                Err(e) => return Err(classify(self.pid, addr, buf.len(), e)),
-            }
-        }
-        Ok(done)
+        let (handle, io) = (&self.handle, &mut self.io);
+        readable_prefix(handle, addr, buf, io).map_err(|e| classify(self.pid, addr, buf.len(), e))
     }
 }
 
@@ -210,7 +192,7 @@ impl RemoteMemory for LiveProcess {
     /// cannot read, which is then read on its own (to tell a bad address from a gone
     /// process) and the request goes on after it.
     fn read_scattered(&mut self, addrs: &[u64], len: usize, out: &mut [u8]) -> Result<Vec<bool>, ReadError> {
-        if self.use_mem_file || len == 0 {
+        if self.no_scattered || len == 0 {
             return super::scattered_one_by_one(self, addrs, len, out);
         }
         let mut whole = vec![false; addrs.len()];
@@ -220,7 +202,19 @@ impl RemoteMemory for LiveProcess {
             let pieces = &mut out[next * len..(next + batch) * len];
             // A failure on the first piece is an error, not a short read: that piece is read
             // alone below, which tells why.
-            let n = process_vm_read_scattered(self.pid, &addrs[next..next + batch], len, pieces).unwrap_or_default();
+            let n = match process_vm_read_scattered(self.pid, &addrs[next..next + batch], len, pieces) {
+                Ok(n) => n,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) => {
+                    // The syscall is filtered: the rest one by one, through the crate's
+                    // /proc/PID/mem fallback (which tells a denied read apart).
+                    self.no_scattered = true;
+                    let (addrs, out) = (&addrs[next..], &mut out[next * len..]);
+                    let rest = super::scattered_one_by_one(self, addrs, len, out)?;
+                    whole[next..].copy_from_slice(&rest);
+                    return Ok(whole);
+                }
+                Err(_) => 0,
+            };
             self.io.reads += 1;
             self.io.bytes += n as u64;
             let done = n / len;
@@ -302,19 +296,70 @@ impl RemoteMemory for LiveProcess {
     }
 }
 
-/// One process_vm_readv, uncached and stateless, for threads that copy in parallel: as many
-/// bytes as are readable from `addr` on.
+/// One read through read-process-memory, uncached and stateless, for threads that copy in
+/// parallel: as many bytes as are readable from `addr` on.
 pub fn direct_read(pid: i32, addr: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
-    process_vm_read(pid, addr, buf).map_err(|e| classify(pid, addr, buf.len(), e))
+    readable_prefix(&handle(pid), addr, buf, &mut IoCounters::default()).map_err(|e| classify(pid, addr, buf.len(), e))
 }
 
-fn process_vm_read(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
-    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    let remote = libc::iovec { iov_base: addr as usize as *mut libc::c_void, iov_len: buf.len() };
-    // SAFETY: `local` describes `buf`, which is valid for writes of its length for the whole
-    // call; the remote iovec is only interpreted by the kernel in the other process.
-    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+/// How a failed read through the crate ended.
+enum Failed {
+    /// Nothing was read: the first page is not mapped (process_vm_readv's EFAULT).
+    FirstPage(io::Error),
+    /// Some leading part may have been readable: the crate reports a short process_vm_readv
+    /// as UnexpectedEof without its count, and /proc/PID/mem (its fallback) fails with EIO
+    /// at the first unmapped page whatever it read before.
+    Somewhere(io::Error),
+    /// Not about addresses: the process is gone, access is denied.
+    Other(io::Error),
+}
+
+/// One read through the crate. Counted in `io` when it reads (failed reads are not, as
+/// before the crate: the counters say what was read).
+fn copy(handle: &ProcessHandle, addr: u64, buf: &mut [u8], io: &mut IoCounters) -> Result<(), Failed> {
+    match handle.copy_address(addr as usize, buf) {
+        Ok(()) => {
+            io.reads += 1;
+            io.bytes += buf.len() as u64;
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(Failed::Somewhere(e)),
+        Err(e) => match e.raw_os_error() {
+            Some(libc::EFAULT) => Err(Failed::FirstPage(e)),
+            Some(libc::EIO) => Err(Failed::Somewhere(e)),
+            _ => Err(Failed::Other(e)),
+        },
+    }
+}
+
+/// Reads as many bytes as are readable from `addr` on, up to `buf.len()`, through the crate.
+/// A read that fails part way is split: the unread part is halved at a page boundary (an
+/// unreadable page is where a mapping ends), so finding the end of what is readable takes
+/// log2(pages) more reads, each of bytes not read yet. At a 16 KiB block's edge that is two.
+fn readable_prefix(handle: &ProcessHandle, addr: u64, buf: &mut [u8], io: &mut IoCounters) -> io::Result<usize> {
+    let first = match copy(handle, addr, buf, io) {
+        Ok(()) => return Ok(buf.len()),
+        Err(Failed::FirstPage(e) | Failed::Other(e)) => return Err(e),
+        Err(Failed::Somewhere(e)) => e,
+    };
+    // Invariant: `buf[..lo]` holds the bytes at `addr`, and reading up to `hi` fails.
+    let (mut lo, mut hi) = (0usize, buf.len());
+    loop {
+        // The page boundaries strictly between lo and hi; the middle one is tried next.
+        let first_boundary = ((addr + lo as u64) / PAGE_SIZE + 1) * PAGE_SIZE;
+        let last_boundary = (addr + hi as u64 - 1) / PAGE_SIZE * PAGE_SIZE;
+        if first_boundary > last_boundary {
+            break;
+        }
+        let pages = (last_boundary - first_boundary) / PAGE_SIZE;
+        let mid = (first_boundary + pages / 2 * PAGE_SIZE - addr) as usize;
+        match copy(handle, addr + lo as u64, &mut buf[lo..mid], io) {
+            Ok(()) => lo = mid,
+            Err(Failed::FirstPage(_) | Failed::Somewhere(_)) => hi = mid,
+            Err(Failed::Other(e)) => return Err(e),
+        }
+    }
+    if lo == 0 { Err(first) } else { Ok(lo) }
 }
 
 /// Remote iovecs per process_vm_readv (the kernel's UIO_MAXIOV).
@@ -322,6 +367,8 @@ const IOV_MAX: usize = 1024;
 
 /// One process_vm_readv of `len` bytes at each of `addrs` (at most IOV_MAX) into consecutive
 /// pieces of `out`: the bytes read, which stop at the first piece that could not be read.
+/// libc, not read-process-memory: the crate reads one place per call, which for pymalloc's
+/// pool headers would be 1,024 syscalls where this is one.
 fn process_vm_read_scattered(pid: i32, addrs: &[u64], len: usize, out: &mut [u8]) -> io::Result<usize> {
     let local = libc::iovec { iov_base: out.as_mut_ptr().cast(), iov_len: addrs.len() * len };
     let remote: Vec<libc::iovec> =
@@ -344,6 +391,8 @@ fn classify(pid: i32, addr: u64, len: usize, e: io::Error) -> ReadError {
         Some(libc::ESRCH) => ReadError::ProcessGone,
         Some(libc::EPERM) | Some(libc::EACCES) => ReadError::Denied(e),
         Some(libc::EFAULT) | Some(libc::EIO) | Some(libc::EINVAL) => ReadError::Unmapped { addr, len },
+        // The crate's word for a read that stopped at an unmapped page.
+        _ if e.kind() == io::ErrorKind::UnexpectedEof => ReadError::Unmapped { addr, len },
         _ => ReadError::Io(e),
     }
 }
@@ -398,9 +447,9 @@ mod tests {
         let mut buf = [0u8; 16];
         mem.read(base, &mut buf).unwrap();
         // A block that maps to the same slot, read while the "target" is gone.
-        mem.pid = i32::MAX;
+        (mem.pid, mem.handle) = (i32::MAX, handle(i32::MAX));
         assert!(matches!(mem.read(base + 4 * BLOCK_SIZE as u64, &mut buf), Err(ReadError::ProcessGone)));
-        mem.pid = me;
+        (mem.pid, mem.handle) = (me, handle(me));
         mem.read(base + 48, &mut buf).unwrap();
         let start = (base - data.as_ptr() as u64) as usize + 48;
         assert_eq!(&buf[..], &data[start..start + 16]);
@@ -435,6 +484,48 @@ mod tests {
         let real = vec![1u8; 4 << 20];
         assert_eq!(mem.read_claimed(real.as_ptr() as u64, real.len() as u64).unwrap(), real);
         // SAFETY: unmaps the mapping made above, which nothing else refers to.
+        unsafe { libc::munmap(base as *mut libc::c_void, len) };
+    }
+
+    /// The crate reads all or nothing; a read across the end of a mapping still returns what
+    /// is readable, to the byte, whether it starts on a page boundary or not, and a block
+    /// that straddles the edge still serves the readable part from the cache.
+    #[test]
+    fn reads_across_a_mapping_end_return_what_is_readable() {
+        let pages = 7usize;
+        let len = pages * PAGE_SIZE as usize;
+        // SAFETY: a fresh private anonymous mapping of 8 pages, written through the pointer
+        // mmap returned within its first 7 pages; its last page is unmapped at once, and the
+        // rest below.
+        let base = unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len + PAGE_SIZE as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            for k in 0..len {
+                *(p as *mut u8).add(k) = (k % 249) as u8;
+            }
+            assert_eq!(libc::munmap((p as *mut u8).add(len).cast(), PAGE_SIZE as usize), 0);
+            p as u64
+        };
+        let me = std::process::id() as i32;
+        for start in [0usize, 100, PAGE_SIZE as usize, 5 * PAGE_SIZE as usize + 7] {
+            let mut buf = vec![0u8; len + 3 * PAGE_SIZE as usize];
+            let n = direct_read(me, base + start as u64, &mut buf).unwrap();
+            assert_eq!(n, len - start, "from {start}");
+            assert!(buf[..n].iter().enumerate().all(|(k, &b)| b == ((start + k) % 249) as u8));
+        }
+        assert!(matches!(direct_read(me, base + len as u64, &mut [0u8; 8]), Err(ReadError::Unmapped { .. })));
+        let mut mem = LiveProcess::new(me);
+        let last = base + len as u64 - 8;
+        assert_eq!(mem.read_u64(last).unwrap().to_le_bytes()[0], ((len - 8) % 249) as u8);
+        assert!(mem.read(last, &mut [0u8; 16]).is_err(), "past the end");
+        // SAFETY: unmaps the rest of the mapping made above, which nothing else refers to.
         unsafe { libc::munmap(base as *mut libc::c_void, len) };
     }
 

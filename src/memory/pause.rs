@@ -5,6 +5,13 @@
 //! invisible to the target and undone by the kernel itself if leakspy dies: a traced process
 //! whose tracer exits is detached and continues. Decoding happens after the threads run again,
 //! from the copy.
+//!
+//! The threads are listed by remoteprocess (py-spy's crate), but stopped here rather than by
+//! its `Process::lock`, which does the same PTRACE_SEIZE + PTRACE_INTERRUPT but waits for
+//! each stop without a bound (a thread in uninterruptible sleep would hang leakspy) and
+//! fails on a target the user had already stopped (its group-stop is reported as a
+//! PTRACE_EVENT_STOP with SIGSTOP, which the lock treats as unexpected; tests/pause.rs
+//! `an_already_stopped_target_stays_stopped`). See the README's "Why libc here".
 
 use super::live::{LiveProcess, PAGE_SIZE, direct_read};
 use super::maps::Mapping;
@@ -38,18 +45,17 @@ fn ptrace(request: PtraceRequest, tid: i32) -> std::io::Result<()> {
     if rc == -1 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
 }
 
-fn thread_ids(pid: i32) -> std::io::Result<Vec<i32>> {
-    Ok(std::fs::read_dir(format!("/proc/{pid}/task"))?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect())
+/// The target's threads now, from remoteprocess (/proc/PID/task); `None` once it is gone.
+pub fn thread_ids(pid: i32) -> Option<Vec<i32>> {
+    let threads = remoteprocess::Process::new(pid).ok()?.threads().ok()?;
+    Some(threads.iter().filter_map(|t| t.id().ok()).collect())
 }
 
 impl Pause {
     pub fn freeze(pid: i32) -> Result<Pause, ReadError> {
         let mut pause = Pause { stopped: Vec::new() };
         for _ in 0..MAX_THREAD_ROUNDS {
-            let tids = thread_ids(pid).map_err(|_| ReadError::ProcessGone)?;
+            let tids = thread_ids(pid).ok_or(ReadError::ProcessGone)?;
             let new: Vec<i32> = tids.into_iter().filter(|t| !pause.stopped.contains(t)).collect();
             if new.is_empty() {
                 return Ok(pause);

@@ -1,5 +1,9 @@
 //! What /proc says about a process besides its memory: enough to tell one run of a program
 //! from the next in a history file (PID, start time, command line, host) and its RSS.
+//!
+//! remoteprocess gives the executable's path (`exe_path`) and, in `pause`, the thread list;
+//! what it does not read is read here: the start time, the executable's device and inode,
+//! AT_RANDOM, RSS, descriptors (and the pagemap, in `live`).
 
 use super::live::LiveProcess;
 use super::{RemoteMemory, u64_at};
@@ -31,7 +35,16 @@ impl ProcessInfo {
     }
 }
 
-/// The command line with NULs as spaces, as `ps` shows it.
+/// The path of the target's executable (/proc/PID/exe), from remoteprocess; the kernel adds
+/// ` (deleted)` when the file was replaced on disk. `None` once the process is gone (or for
+/// a kernel thread).
+pub fn exe_path(pid: i32) -> Option<String> {
+    remoteprocess::Process::new(pid).ok()?.exe().ok()
+}
+
+/// The command line with NULs as spaces, as `ps` shows it. Not remoteprocess's `cmdline`,
+/// which fails on an argument that is not UTF-8 and drops empty ones: a history record must
+/// name the process whatever its arguments are.
 pub fn cmdline(pid: i32) -> Option<String> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let text = String::from_utf8_lossy(&raw);
@@ -121,7 +134,7 @@ pub fn has_exited(pid: i32) -> bool {
         .ok()
         .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])))
         .unwrap_or(true);
-    zombie_or_gone || (std::fs::read_link(format!("/proc/{pid}/exe")).is_err() && !is_kernel_thread(pid))
+    zombie_or_gone || (exe_path(pid).is_none() && !is_kernel_thread(pid))
 }
 
 /// PF_KTHREAD in the flags field of /proc/PID/stat.

@@ -4,6 +4,10 @@
 //!
 //! A process can exit between any two reads of /proc: an entry that vanishes while it is read
 //! is left out, never an error.
+//!
+//! Not remoteprocess's process tree (`Process::child_processes`): it reads each process's
+//! parent only, and fails as a whole when one entry of /proc cannot be listed; this table
+//! also needs each process's owner and command line.
 
 use std::collections::{HashMap, VecDeque};
 

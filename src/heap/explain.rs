@@ -113,11 +113,11 @@ fn yes() -> bool {
 }
 
 impl GraphSummary {
-    /// Records the peak of the analysis: the graph's bytes plus the most the analyses held
-    /// beside it.
+    /// Records the peak of the analysis: while the graph was read, or the graph's bytes plus
+    /// the most the analyses held beside it, whichever is more.
     pub fn with_peak(mut self, graph: &HeapGraph, beside_graph: u64) -> GraphSummary {
         self.graph_bytes = graph.heap_bytes();
-        self.peak_bytes = self.graph_bytes + beside_graph;
+        self.peak_bytes = (self.graph_bytes + beside_graph).max(graph.build_peak_bytes);
         self.bytes_per_node = self.peak_bytes as f64 / graph.len().max(1) as f64;
         self
     }

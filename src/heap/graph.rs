@@ -11,6 +11,7 @@
 
 use super::address_set::AddressSet;
 use super::census::refcount;
+use super::memory_use::map_bytes;
 use super::referents::{Decoder, Referent, Strength, referents, type_info};
 pub use super::referents::{Kind, Storage, TypeInfo};
 use super::walk::{WalkLimits, Walker};
@@ -163,7 +164,7 @@ pub struct HeapGraph {
     tracked: Range<usize>,
     /// Untracked nodes by address while the graph is built (they are found in any order);
     /// emptied at the end, when `untracked_sorted` takes over.
-    untracked: FxHashMap<u64, u32>,
+    untracked: NodeTable,
     /// Untracked nodes sorted by address: 4 bytes a node, where the map takes 20 to 40.
     untracked_sorted: Vec<u32>,
     /// CSR adjacency: edges of node i are `edges[offsets[i]..offsets[i + 1]]`.
@@ -193,6 +194,9 @@ pub struct HeapGraph {
     /// Threads whose frames could not be read (they exited under the read): what only their
     /// locals held shows as unreachable.
     pub skipped_threads: u64,
+    /// The most bytes the graph and its builder held while it was read (arrays with their
+    /// slack, the table of untracked nodes, the set of rejected addresses).
+    pub build_peak_bytes: u64,
 }
 
 impl HeapGraph {
@@ -214,7 +218,7 @@ impl HeapGraph {
         {
             return Some(start + i as u32);
         }
-        if let Some(&i) = self.untracked.get(&addr) {
+        if let Some(i) = self.untracked.get(&self.addrs, addr) {
             return Some(i);
         }
         let addrs = &self.addrs;
@@ -246,14 +250,14 @@ impl HeapGraph {
     /// Bytes the graph's own structures hold (capacity, not length: what the allocator gave),
     /// so that tests and the benchmark can say how many bytes a node costs.
     pub fn heap_bytes(&self) -> u64 {
-        use crate::heap::memory_use::{map_bytes, vec_bytes};
+        use crate::heap::memory_use::vec_bytes;
         vec_bytes(&self.addrs)
             + vec_bytes(&self.type_of)
             + vec_bytes(&self.refcounts)
             + vec_bytes(&self.sizes)
             + map_bytes(&self.large_sizes)
             + vec_bytes(&self.types)
-            + map_bytes(&self.untracked)
+            + self.untracked.heap_bytes()
             + vec_bytes(&self.untracked_sorted)
             + vec_bytes(&self.offsets)
             + vec_bytes(&self.edges)
@@ -271,9 +275,9 @@ impl HeapGraph {
     /// nodes by their sorted index: done once the graph is read, before the analyses that
     /// make the peak.
     fn compact(&mut self) {
-        let mut sorted: Vec<u32> = Vec::with_capacity(self.untracked.len());
-        sorted.extend(self.untracked.values().copied());
-        self.untracked = FxHashMap::default();
+        let mut sorted: Vec<u32> = Vec::with_capacity(self.untracked.len);
+        sorted.extend(self.untracked.slots.iter().copied().filter(|&i| i != NodeTable::EMPTY));
+        self.untracked = NodeTable::default();
         let addrs = &self.addrs;
         sorted.sort_unstable_by_key(|&i| addrs[i as usize]);
         self.untracked_sorted = sorted;
@@ -320,6 +324,65 @@ impl HeapGraph {
         let i = i as usize;
         let held = u64::from(self.in_degree[i]) + u64::from(self.frame_refs(i as u32));
         u64::from(self.refcounts[i]).saturating_sub(held)
+    }
+}
+
+/// Nodes by address, open addressing over their indices: 4 bytes a slot, at most half full,
+/// where a map of (address, index) takes 16 bytes an entry plus its slack. The address is
+/// the node's own, in [`HeapGraph::addrs`], so the table need not hold it.
+#[derive(Default)]
+struct NodeTable {
+    slots: Vec<u32>,
+    len: usize,
+}
+
+impl NodeTable {
+    const EMPTY: u32 = u32::MAX;
+
+    fn slot_of(addr: u64, mask: usize) -> usize {
+        // Objects are 8- or 16-byte aligned: the low bits carry nothing.
+        ((addr >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & mask
+    }
+
+    fn get(&self, addrs: &[u64], addr: u64) -> Option<u32> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut k = Self::slot_of(addr, mask);
+        loop {
+            match self.slots[k] {
+                Self::EMPTY => return None,
+                i if addrs.get(i as usize) == Some(&addr) => return Some(i),
+                _ => k = (k + 1) & mask,
+            }
+        }
+    }
+
+    /// Adds node `i` (its address is `addrs[i]`, not in the table yet).
+    fn insert(&mut self, addrs: &[u64], i: u32) {
+        if (self.len + 1) * 2 > self.slots.len() {
+            let size = (self.slots.len() * 2).max(1024);
+            let old = std::mem::replace(&mut self.slots, vec![Self::EMPTY; size]);
+            for j in old.into_iter().filter(|&j| j != Self::EMPTY) {
+                self.place(addrs, j);
+            }
+        }
+        self.place(addrs, i);
+        self.len += 1;
+    }
+
+    fn place(&mut self, addrs: &[u64], i: u32) {
+        let mask = self.slots.len() - 1;
+        let mut k = Self::slot_of(addrs.get(i as usize).copied().unwrap_or(0), mask);
+        while self.slots[k] != Self::EMPTY {
+            k = (k + 1) & mask;
+        }
+        self.slots[k] = i;
+    }
+
+    fn heap_bytes(&self) -> u64 {
+        crate::heap::memory_use::vec_bytes(&self.slots)
     }
 }
 
@@ -443,7 +506,8 @@ impl Builder<'_> {
         }
         let type_id = self.type_id(mem, ob_type);
         let i = self.push_node(addr, type_id, rc);
-        self.graph.untracked.insert(addr, i);
+        let g = &mut self.graph;
+        g.untracked.insert(&g.addrs, i);
         Some(i)
     }
 }
@@ -508,7 +572,7 @@ pub fn build_scoped(
             large_sizes: FxHashMap::default(),
             types: Vec::new(),
             tracked: stack_frames..stack_frames + found.len(),
-            untracked: FxHashMap::default(),
+            untracked: NodeTable::default(),
             untracked_sorted: Vec::new(),
             offsets: Vec::new(),
             edges: Vec::new(),
@@ -522,6 +586,7 @@ pub fn build_scoped(
             roots: Vec::new(),
             truncated: false,
             skipped_threads,
+            build_peak_bytes: 0,
         },
         type_index: FxHashMap::default(),
         name_index: FxHashMap::default(),
@@ -640,12 +705,18 @@ pub fn build_scoped(
         i += 1;
     }
     offsets.push(edges.len() as u32);
+    let builder_bytes = b.rejected.heap_bytes()
+        + map_bytes(&b.type_index)
+        + map_bytes(&b.name_index)
+        + map_bytes(&b.field_index)
+        + crate::heap::memory_use::vec_bytes(&refs);
     let mut graph = b.graph;
     graph.offsets = offsets;
     graph.edges = edges;
     graph.weak = weak;
     graph.frames = frames;
     graph.interpreters = interpreters.len();
+    graph.build_peak_bytes = graph.heap_bytes() + builder_bytes;
     graph.compact();
     Ok(graph)
 }
@@ -968,7 +1039,7 @@ pub(crate) mod tests {
                 .collect(),
             types: types.iter().map(|(name, kind)| Rc::new(TypeInfo::synthetic(name.to_string(), *kind))).collect(),
             tracked: 0..nodes.len(),
-            untracked: FxHashMap::default(),
+            untracked: NodeTable::default(),
             untracked_sorted: Vec::new(),
             offsets,
             edges: sorted.iter().map(|e| (e.1, e.2.pack())).collect(),
@@ -983,6 +1054,7 @@ pub(crate) mod tests {
             roots: roots.to_vec(),
             truncated: false,
             skipped_threads: 0,
+            build_peak_bytes: 0,
         }
     }
 

@@ -275,12 +275,15 @@ impl HeapGraph {
     /// nodes by their sorted index: done once the graph is read, before the analyses that
     /// make the peak.
     fn compact(&mut self) {
-        let mut sorted: Vec<u32> = Vec::with_capacity(self.untracked.len);
-        sorted.extend(self.untracked.slots.iter().copied().filter(|&i| i != NodeTable::EMPTY));
-        self.untracked = NodeTable::default();
+        // Sorted as (address, node) pairs: sorting indices by the address they point to costs
+        // a cache miss per comparison. The pairs' 16 bytes an untracked node are freed before
+        // the analyses, and stay below what the table and the builder held.
+        let mut pairs: Vec<(u64, u32)> = Vec::with_capacity(self.untracked.len);
         let addrs = &self.addrs;
-        sorted.sort_unstable_by_key(|&i| addrs[i as usize]);
-        self.untracked_sorted = sorted;
+        pairs.extend(self.untracked.slots.iter().filter(|&&i| i != NodeTable::EMPTY).map(|&i| (addrs[i as usize], i)));
+        self.untracked = NodeTable::default();
+        pairs.sort_unstable();
+        self.untracked_sorted = pairs.into_iter().map(|(_, i)| i).collect();
         self.addrs.shrink_to_fit();
         self.type_of.shrink_to_fit();
         self.refcounts.shrink_to_fit();

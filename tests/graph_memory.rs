@@ -58,8 +58,8 @@ static ALLOCATOR: Counting = Counting;
 /// Objects in the target.
 const OBJECTS: u64 = 1_000_000;
 /// Bytes per node at the peak of `why --type` with retained sizes (the issue's goal is 50;
-/// measured 82 on 3.13: this bound catches a regression, the README says where it stands).
-const FULL_BOUND: f64 = 88.0;
+/// measured 76.5 on 3.13: this bound catches a regression, the README says where it stands).
+const FULL_BOUND: f64 = 84.0;
 /// The same without retained sizes (measured about 58: reading the graph is the peak).
 const PATHS_BOUND: f64 = 62.0;
 
@@ -129,7 +129,7 @@ fn graph_bytes_per_node_stay_under_the_bound_in_both_modes() {
         let measured = analysis_peak as f64 / nodes;
         println!(
             "{} retained={retained}: {} nodes, {} edges; graph {:.1} B/node reported, {:.1} allocated once built; \
-             peak {:.1} B/node reported, {measured:.1} allocated; building peaked at {:.1}",
+             peak {:.1} B/node reported, {measured:.1} allocated; building peaked at {:.1} ({:.1} reported)",
             interp.label,
             graph.len(),
             graph.edges_len(),
@@ -137,14 +137,16 @@ fn graph_bytes_per_node_stay_under_the_bound_in_both_modes() {
             built as f64 / nodes,
             summary.bytes_per_node,
             build_peak as f64 / nodes,
+            graph.build_peak_bytes as f64 / nodes,
         );
         assert!(graph.len() as u64 > 2 * OBJECTS, "{} nodes", graph.len());
         let bound = if retained { FULL_BOUND } else { PATHS_BOUND };
         assert!(summary.bytes_per_node <= bound, "{:.1} B/node, bound {bound}", summary.bytes_per_node);
-        // The structures' count is what the allocator holds at the peak, within a tenth
-        // (the type table, names and small maps are not all counted).
+        // The structures' count is what the allocator holds at the peak, within 15 %: exact for
+        // the analyses; the build's transients (the untracked table's old and new slots while
+        // it grows) are not all counted.
         assert!(
-            (measured - summary.bytes_per_node).abs() <= 0.1 * measured,
+            (measured - summary.bytes_per_node).abs() <= 0.15 * measured,
             "reported {:.1} B/node, allocated {measured:.1}",
             summary.bytes_per_node
         );

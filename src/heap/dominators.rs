@@ -312,16 +312,20 @@ fn lengauer_tarjan(parent: Vec<u32>, predecessors: &Predecessors, held: &mut dyn
     let count = parent.len();
     let mut forest: Vec<Link> =
         (0..count as u32).zip(&parent).map(|(k, &p)| Link { ancestor: p, label: k, label_semi: k, semi: k }).collect();
+    // The forest's ancestors start as the DFS parents, and a vertex's is first changed by
+    // path compression after its own step (compression only touches linked vertices): the
+    // step reads its parent there, and the separate array goes, 4 bytes a node at the peak.
+    drop(parent);
     // Buckets (vertices by semidominator) as linked lists through flat arrays: each vertex sits
     // in one bucket at a time. `idom` doubles as the next pointer: a vertex's idom is written
     // exactly when it leaves its bucket.
     let mut bucket_head = vec![NONE; count];
     let mut idom = vec![NONE; count];
     let mut stack = Vec::new();
-    held(vec_bytes(&parent) + vec_bytes(&forest) + vec_bytes(&bucket_head) + vec_bytes(&idom));
+    held(vec_bytes(&forest) + vec_bytes(&bucket_head) + vec_bytes(&idom));
 
     for w in (1..count).rev() {
-        let p = parent[w];
+        let p = forest[w].ancestor;
         // The DFS parent is always a predecessor, so starting from it loses nothing and keeps
         // semi(w) <= parent(w) even if a predecessor list came out short.
         let mut s = p;

@@ -275,15 +275,7 @@ impl HeapGraph {
     /// nodes by their sorted index: done once the graph is read, before the analyses that
     /// make the peak.
     fn compact(&mut self) {
-        // Sorted as (address, node) pairs: sorting indices by the address they point to costs
-        // a cache miss per comparison. The pairs' 16 bytes an untracked node are freed before
-        // the analyses, and stay below what the table and the builder held.
-        let mut pairs: Vec<(u64, u32)> = Vec::with_capacity(self.untracked.len);
-        let addrs = &self.addrs;
-        pairs.extend(self.untracked.slots.iter().filter(|&&i| i != NodeTable::EMPTY).map(|&i| (addrs[i as usize], i)));
-        self.untracked = NodeTable::default();
-        pairs.sort_unstable();
-        self.untracked_sorted = pairs.into_iter().map(|(_, i)| i).collect();
+        // The arrays' slack goes first, so that the pairs below fit in what it gave back.
         self.addrs.shrink_to_fit();
         self.type_of.shrink_to_fit();
         self.refcounts.shrink_to_fit();
@@ -293,6 +285,18 @@ impl HeapGraph {
         self.weak.shrink_to_fit();
         self.in_degree.shrink_to_fit();
         self.names.shrink_to_fit();
+        // Sorted as (address, node) pairs: sorting indices by the address they point to costs
+        // a cache miss per comparison. The pairs' 16 bytes an untracked node are gone before
+        // the analyses.
+        let mut pairs: Vec<(u64, u32)> = Vec::with_capacity(self.untracked.len);
+        let addrs = &self.addrs;
+        pairs.extend(self.untracked.slots.iter().filter(|&&i| i != NodeTable::EMPTY).map(|&i| (addrs[i as usize], i)));
+        // The table and the pairs side by side: part of the build's peak.
+        self.build_peak_bytes =
+            self.build_peak_bytes.max(self.heap_bytes() + crate::heap::memory_use::vec_bytes(&pairs));
+        self.untracked = NodeTable::default();
+        pairs.sort_unstable();
+        self.untracked_sorted = pairs.into_iter().map(|(_, i)| i).collect();
     }
 
     pub fn is_tracked(&self, i: u32) -> bool {

@@ -286,8 +286,23 @@ def writable_rss_kb(pid):
     return total
 
 
-def bench_size(leakspy, interp, size, runs):
-    """`runs` fresh targets; every ratio is taken within one run, then the median over runs."""
+def mem_available_kb():
+    return next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemAvailable:")), 0)
+
+
+# A CPython heap of N small objects takes about this much per object (3.6-3.15, measured with
+# bench_target.py), and leakspy's graph about as much again: a size that does not fit twice is
+# skipped rather than pushing the machine into swap.
+TARGET_BYTES_PER_OBJECT = 150
+
+
+def bench_size(leakspy, interp, size, runs, graph_only=False):
+    """`runs` fresh targets; every ratio is taken within one run, then the median over runs.
+    graph_only: the snapshot and the heap graph's rows only (no raw copy, no --pause)."""
+    need_kb = 2 * size * TARGET_BYTES_PER_OBJECT // 1024
+    if mem_available_kb() < need_kb:
+        raise RuntimeError("%d objects need about %d MB, and %d MB is available: skipped"
+                           % (size, need_kb // 1024, mem_available_kb() // 1024))
     rows = []
     script = stage_target(interp)
     for _ in range(runs):
@@ -297,11 +312,17 @@ def bench_size(leakspy, interp, size, runs):
             rss = status_kb(pid, "VmRSS")
             wrss = writable_rss_kb(pid)
             wall, census, peak = run_leakspy(leakspy, ["snapshot", str(pid), "--json"])
-            copy_s, copied = raw_copy(pid)
-            _, paused, _ = run_leakspy(leakspy, ["snapshot", str(pid), "--pause", "--json"])
-            floor_s, floor_bytes = populated_copy(pid)
-            # The heap graph: `why` (graph, paths, dominators) and `snapshot --all`.
+            if graph_only:
+                copy_s, copied, paused, floor_s, floor_bytes = 1e-9, 0, {"paused_ms": 0}, 1e-9, 0
+            else:
+                copy_s, copied = raw_copy(pid)
+                _, paused, _ = run_leakspy(leakspy, ["snapshot", str(pid), "--pause", "--json"])
+                floor_s, floor_bytes = populated_copy(pid)
+            # The heap graph: `why` (graph, paths, dominators), `why --no-retained` (paths and
+            # counts only) and `snapshot --all`.
             why_wall, why, why_peak = run_leakspy(leakspy, ["why", str(pid), "--type", "__main__.Slotted", "--json"])
+            paths_wall, paths, paths_peak = run_leakspy(
+                leakspy, ["why", str(pid), "--type", "__main__.Slotted", "--no-retained", "--json"])
             all_wall, _, all_peak = run_leakspy(leakspy, ["snapshot", str(pid), "--all", "--json"])
         finally:
             stop(p)
@@ -315,6 +336,12 @@ def bench_size(leakspy, interp, size, runs):
                          graph_objects=why["graph"]["objects"], referents_s=ready["referents_s"],
                          why_wall=why_wall, x_referents=why_wall / ready["referents_s"], x_snapshot=why_wall / wall,
                          why_peak_kb=why_peak, all_wall=all_wall, all_peak_kb=all_peak,
+                         nodes=why["graph"]["objects"] + why["graph"]["frames"],
+                         why_bpn=why["graph"].get("bytes_per_node", 0), why_rss_bpn=why_peak * 1024 / max(
+                             why["graph"]["objects"], 1),
+                         paths_wall=paths_wall, paths_peak_kb=paths_peak, x_paths_referents=paths_wall / ready["referents_s"],
+                         paths_bpn=paths["graph"].get("bytes_per_node", 0),
+                         paths_rss_bpn=paths_peak * 1024 / max(paths["graph"]["objects"], 1),
                          reads=census.get("io", {}).get("reads", 0), bytes_read=census.get("io", {}).get("bytes_read", 0),
                          wrss_kb=wrss, x_wrss=census.get("io", {}).get("bytes_read", 0) / 1024 / max(wrss, 1),
                          paused_ms=paused["paused_ms"], paused_bytes=paused.get("paused_bytes", 0),
@@ -414,6 +441,9 @@ def main():
     ap.add_argument("--slowdown-resident", type=parse_size, default=parse_size("1m"),
                     help="objects the CPU target keeps resident while sampled")
     ap.add_argument("--no-slowdown", action="store_true")
+    ap.add_argument("--graph-only", action="store_true",
+                    help="per size, the snapshot and the heap graph's rows only (no raw copy, no --pause); "
+                    "for large sizes (--sizes 1m,5m,20m --graph-only --real none --no-slowdown)")
     ap.add_argument("--real", default="1", help="scales of the real-library heap (1 is about 1.1-1.6M "
                     "objects), comma list; 'none' to skip")
     ap.add_argument("--leakspy", default=str(REPO / "target/release/leakspy"))
@@ -444,7 +474,7 @@ def main():
             for size in sizes:
                 print("# %s, %d objects, %d runs" % (interp[0], size, args.runs), file=sys.stderr, flush=True)
                 try:
-                    rows.append((interp[0], bench_size(args.leakspy, interp, size, args.runs)))
+                    rows.append((interp[0], bench_size(args.leakspy, interp, size, args.runs, args.graph_only)))
                 except RuntimeError as e:
                     print("  failed: %s" % e, file=sys.stderr)
                     rows.append((interp[0], None))
@@ -487,6 +517,35 @@ def main():
             label, format(int(r["objects"]), ","), format(int(r["graph_objects"]), ","), r["referents_s"],
             r["why_wall"], r["x_referents"], r["x_snapshot"], mb(r["why_peak_kb"]), r["all_wall"],
             mb(r["all_peak_kb"])))
+    out += ["", "Bytes per graph node at the peak of `why --type`, as leakspy's structures report them "
+            "(`graph.bytes_per_node` in the JSON: graph, dominator tree's working arrays, paths) and as peak RSS "
+            "per object; with retained sizes and paths-only (`--no-retained`):", "",
+            "| interpreter | tracked objects | graph nodes | why B/node (structures) | why peak RSS / object "
+            "| --no-retained | × referents | B/node (structures) | peak RSS | peak RSS / object |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, r in rows:
+        if r is None:
+            continue
+        out.append("| %s | %s | %s | %.1f | %.1f | %.3f s | %.2f | %.1f | %s | %.1f |" % (
+            label, format(int(r["objects"]), ","), format(int(r["nodes"]), ","), r["why_bpn"], r["why_rss_bpn"],
+            r["paths_wall"], r["x_paths_referents"], r["paths_bpn"], mb(r["paths_peak_kb"]), r["paths_rss_bpn"]))
+    # Growth from the smallest size to the largest, per interpreter: time and peak RSS per
+    # object at the largest size over the same at the smallest (1.0 is linear).
+    by_interp = {}
+    for label, r in rows:
+        if r is not None:
+            by_interp.setdefault(label, []).append(r)
+    growth = [(label, rs[0], rs[-1]) for label, rs in by_interp.items() if len(rs) > 1]
+    if growth:
+        out += ["", "Scaling: time and leakspy's peak RSS per object at the largest size over the same at the "
+                "smallest (1.00 = linear):", "",
+                "| interpreter | objects | snapshot time | snapshot RSS | --all time | --all RSS | why time | why RSS |",
+                "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for label, a, b in growth:
+            per = lambda key: (b[key] / b["objects"]) / max(a[key] / a["objects"], 1e-12)
+            out.append("| %s | %s → %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |" % (
+                label, format(int(a["objects"]), ","), format(int(b["objects"]), ","), per("wall"), per("peak_kb"),
+                per("all_wall"), per("all_peak_kb"), per("why_wall"), per("why_peak_kb")))
     out += ["", "What a snapshot reads (counted in leakspy's memory layer) against the target's writable resident "
             "memory, and `--pause` against the floor of a paused copy (the pages the target wrote, per pagemap, "
             "read once through /proc/PID/mem; measured in the same run):", "",

@@ -8,38 +8,65 @@ mod common;
 use common::*;
 use serde_json::Value;
 
+/// In both modes (with retained sizes, and `--no-retained`): the same paths and counts, each
+/// the truth's.
 #[test]
 fn why_names_the_real_holder_on_every_interpreter() {
     let mut failures = Vec::new();
     for interp in supported_interpreters() {
         let target = Target::start(&interp, "graph_target.py", &[]);
         for (class, expected) in target.truth["classes"].as_object().unwrap() {
-            let out = leakspy(&["why", &target.pid.to_string(), "--type", class, "--json"]);
-            if !out.status.success() {
-                failures.push(format!("{} {class}: {}", interp.label, String::from_utf8_lossy(&out.stderr)));
-                continue;
-            }
-            let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-            let count = expected["count"].as_u64().unwrap();
-            let problem = match expected["path"].as_str() {
-                Some(path) => {
-                    let top = &report["paths"][0];
-                    (top["path"] != path || top["count"] != count || report["unreachable"] != 0)
-                        .then(|| format!("expected all {count} via {path}, got {}", report["paths"]))
+            let mut reports: Vec<(&str, Value)> = Vec::new();
+            for (mode, extra) in why_modes() {
+                let pid = target.pid.to_string();
+                let mut args = vec!["why", pid.as_str(), "--type", class, "--json"];
+                args.extend(extra);
+                let out = leakspy(&args);
+                if !out.status.success() {
+                    failures.push(format!("{} {mode} {class}: {}", interp.label, String::from_utf8_lossy(&out.stderr)));
+                    continue;
                 }
-                None => (report["unreachable"] != count || report["paths"] != serde_json::json!([]))
-                    .then(|| format!("expected {count} unreachable, got {report}")),
-            };
-            if let Some(external) = expected["external_refs"].as_u64()
-                && (report["external_refs"] != external || report["externally_held"] != count)
+                let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+                if report["graph"]["retained"] != (mode == "full")
+                    || report["graph"]["bytes_per_node"].as_f64() <= Some(0.0)
+                {
+                    failures.push(format!("{} {mode} {class}: graph summary {}", interp.label, report["graph"]));
+                }
+                let count = expected["count"].as_u64().unwrap();
+                let problem = match expected["path"].as_str() {
+                    Some(path) => {
+                        let top = &report["paths"][0];
+                        (top["path"] != path || top["count"] != count || report["unreachable"] != 0)
+                            .then(|| format!("expected all {count} via {path}, got {}", report["paths"]))
+                    }
+                    None => (report["unreachable"] != count || report["paths"] != serde_json::json!([]))
+                        .then(|| format!("expected {count} unreachable, got {report}")),
+                };
+                if let Some(external) = expected["external_refs"].as_u64()
+                    && (report["external_refs"] != external || report["externally_held"] != count)
+                {
+                    failures.push(format!("{} {mode} {class}: external refs {report}", interp.label));
+                }
+                if report["instances"] != count {
+                    failures.push(format!(
+                        "{} {mode} {class}: {} instances, expected {count}",
+                        interp.label, report["instances"]
+                    ));
+                }
+                if let Some(p) = problem {
+                    failures.push(format!("{} {mode} {class}: {p}", interp.label));
+                }
+                reports.push((mode, report));
+            }
+            if let [(_, full), (_, paths)] = &reports[..]
+                && without_retained(full) != without_retained(paths)
             {
-                failures.push(format!("{} {class}: external refs {report}", interp.label));
-            }
-            if report["instances"] != count {
-                failures.push(format!("{} {class}: {} instances, expected {count}", interp.label, report["instances"]));
-            }
-            if let Some(p) = problem {
-                failures.push(format!("{} {class}: {p}", interp.label));
+                failures.push(format!(
+                    "{} {class}: the modes differ:\nfull  {}\npaths {}",
+                    interp.label,
+                    without_retained(full),
+                    without_retained(paths)
+                ));
             }
         }
         // A list that alone holds 100 bytes objects retains exactly its size and theirs.
@@ -52,6 +79,29 @@ fn why_names_the_real_holder_on_every_interpreter() {
         }
     }
     assert!(failures.is_empty(), "{} problems:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// Without retained sizes, the text says so; and when memory would not fit the full analysis,
+/// `why` leaves them out by itself and says why, on stderr and in the JSON.
+#[test]
+fn why_without_retained_sizes_says_so() {
+    let target = Target::start(&newest_host_python(), "graph_target.py", &[]);
+    let pid = target.pid.to_string();
+    let out = leakspy(&["why", &pid, "--type", "__main__.Order", "--no-retained"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("retained sizes not computed (--no-retained"), "{text}");
+    let out = std::process::Command::new(LEAKSPY)
+        .args(["why", &pid, "--type", "__main__.Order", "--json"])
+        .env("LEAKSPY_TEST_MEM_AVAILABLE", "1000000")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("paths and counts only"), "{err}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["graph"]["retained"], false);
+    assert!(report["graph"]["retained_skipped"].as_str().unwrap_or("").contains("may need about"), "{report}");
+    let out = leakspy(&["why", &pid, "--no-retained"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

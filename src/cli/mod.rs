@@ -275,6 +275,36 @@ fn census_flaws(census: &Census) -> u64 {
 /// (measured by scripts/bench.sh: 1.3-1.6 on heaps of small objects; a margin on top).
 const GRAPH_BYTES_PER_TARGET_BYTE: f64 = 1.7;
 
+/// A paths-only `why` (no dominator tree, no retained sizes) needs about this share of the
+/// full analysis's memory: the dominator tree's working arrays are the rest of the peak.
+const PATHS_ONLY_SHARE: f64 = 0.6;
+/// Memory left to the rest of the machine when deciding whether retained sizes fit.
+const MEMORY_MARGIN: u64 = 256 << 20;
+
+/// Why `why` should leave retained sizes out, if it should: the full analysis (graph and
+/// dominator tree) would not fit in MemAvailable minus a margin, and the paths alone would.
+/// LEAKSPY_TEST_MEM_AVAILABLE (bytes) stands in for MemAvailable in tests.
+pub fn retained_would_not_fit(process: &PythonProcess) -> Option<String> {
+    let available =
+        std::env::var("LEAKSPY_TEST_MEM_AVAILABLE").ok().and_then(|v| v.parse().ok()).or_else(available_memory)?;
+    paths_only_reason(process.rss()?, available)
+}
+
+fn paths_only_reason(target_rss: u64, available: u64) -> Option<String> {
+    let full = (target_rss as f64 * GRAPH_BYTES_PER_TARGET_BYTE) as u64;
+    let usable = available.saturating_sub(MEMORY_MARGIN);
+    (full > usable).then(|| {
+        format!(
+            "the heap graph with retained sizes of a process of {} may need about {}, and {} is available: \
+             paths and counts only (about {})",
+            human_bytes(target_rss),
+            human_bytes(full),
+            human_bytes(available),
+            human_bytes((full as f64 * PATHS_ONLY_SHARE) as u64)
+        )
+    })
+}
+
 /// Says, on stderr, when the heap graph may not fit in the memory this machine has free: the
 /// graph is built anyway, but the user learns why the machine starts swapping or leakspy is
 /// killed.
@@ -334,5 +364,12 @@ mod tests {
         assert_eq!(graph_memory_warning(1 << 30, 8 << 30), None);
         let warning = graph_memory_warning(4 << 30, 2 << 30).unwrap_or_default();
         assert!(warning.contains("of 4.0 GiB may need about 6.8 GiB, and 2.0 GiB is available"), "{warning}");
+    }
+
+    #[test]
+    fn retained_sizes_are_left_out_only_when_they_would_not_fit() {
+        assert_eq!(paths_only_reason(1 << 30, 8 << 30), None);
+        let reason = paths_only_reason(4 << 30, 6 << 30).unwrap_or_default();
+        assert!(reason.contains("paths and counts only"), "{reason}");
     }
 }

@@ -2,7 +2,7 @@
 //! module globals or the threads' frames, how much they keep alive, and what nobody in the
 //! heap explains. Without either: the objects that retain the most memory.
 
-use super::{TargetArgs, open_target, warn_if_graph_may_not_fit};
+use super::{TargetArgs, open_target, retained_would_not_fit, warn_if_graph_may_not_fit};
 use crate::cpython::process::{PythonProcess, retry_transient};
 use crate::error::LeakspyError;
 use crate::heap::explain::{Explainer, GraphSummary, Retainer, WhyReport, instances_of_type};
@@ -43,6 +43,10 @@ pub struct WhyArgs {
     /// the roots to the instances: `leakspy why PID --type T --format dot | dot -Tsvg`).
     #[arg(long, value_enum, default_value_t = WhyFormat::Text)]
     pub format: WhyFormat,
+    /// Paths and counts only, no retained sizes: no dominator tree, so less memory (chosen
+    /// automatically when the full analysis would not fit in the memory available).
+    #[arg(long)]
+    pub no_retained: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,13 +83,31 @@ pub fn run(args: WhyArgs) -> Result<(), LeakspyError> {
 
 /// The report on `process`, read through `mem` (a live process or a core).
 fn explain(args: &WhyArgs, process: &PythonProcess, mem: &mut dyn RemoteMemory) -> Result<(), LeakspyError> {
-    warn_if_graph_may_not_fit(process);
+    let skipped = match args.no_retained {
+        true => Some("--no-retained: paths and counts only".to_string()),
+        false => retained_would_not_fit(process),
+    };
+    if args.no_retained && args.type_name.is_none() && args.address.is_empty() {
+        return Err(anyhow::anyhow!(
+            "--no-retained needs --type or --address: without them, why lists the objects that retain the most"
+        )
+        .into());
+    }
+    match &skipped {
+        Some(reason) if !args.no_retained => eprintln!("leakspy: {reason}"),
+        Some(_) => {}
+        None => warn_if_graph_may_not_fit(process),
+    }
     let started = Instant::now();
     let (graph, _) = retry_transient(mem.changes_under_reads(), |_| build(process, mem))?;
     // Dominators first: their working arrays are gone before the paths' are made.
-    let retention = Retention::of(&graph);
+    let retention = if skipped.is_some() { Retention::none() } else { Retention::of(&graph) };
     let paths = shortest_paths(&graph);
-    let summary = GraphSummary::of(&graph, started.elapsed().as_secs_f64() * 1000.0);
+    let beside_graph = retention.peak_bytes.max(retention.heap_bytes() + paths.peak_bytes);
+    let mut summary =
+        GraphSummary::of(&graph, started.elapsed().as_secs_f64() * 1000.0).with_peak(&graph, beside_graph);
+    summary.retained = skipped.is_none();
+    summary.retained_skipped = skipped;
     let explainer = Explainer { graph: &graph, paths: &paths, retention: &retention, process };
     let report = if args.type_name.is_none() && args.address.is_empty() {
         explainer.largest(mem, args.top, summary)
@@ -148,16 +170,23 @@ pub fn render_report(r: &WhyReport, max_paths: usize) -> String {
             Some(name) => format!("instances of {}", terminal::name(name)),
             None => "objects".into(),
         };
+        let retained = match &g.retained_skipped {
+            None => format!("{} retained (freed if they all went)", human_bytes(e.retained_bytes)),
+            Some(reason) => format!("retained sizes not computed ({})", terminal::name(reason)),
+        };
         out += &format!(
-            "{} {what} (traced {}): {} in themselves, {} retained (freed if they all went)\n\n",
+            "{} {what} (traced {}): {} in themselves, {retained}\n\n",
             thousands(e.instances),
             thousands(e.sampled),
             human_bytes(e.size_bytes),
-            human_bytes(e.retained_bytes),
         );
         for p in e.paths.iter().take(max_paths) {
             out += &format!("{} of {} via {}\n", thousands(p.count), thousands(e.instances), p.path);
-            if let Some(h) = &p.holder {
+            if let Some(h) = &p.holder
+                && !g.retained
+            {
+                out += &format!("    held by {} at {}\n", terminal::name(&h.type_name), h.address);
+            } else if let Some(h) = &p.holder {
                 out += &format!(
                     "    held by {} at {}, which retains {}\n",
                     terminal::name(&h.type_name),

@@ -18,6 +18,11 @@ pub struct AddressSet {
 }
 
 impl AddressSet {
+    /// Bytes the bitmaps and their map hold.
+    pub fn heap_bytes(&self) -> u64 {
+        self.chunks.len() as u64 * (BITS_PER_CHUNK / 8) as u64 + super::memory_use::map_bytes(&self.chunks)
+    }
+
     /// Adds `addr`; false if it was already there. Addresses must be 8-byte aligned (GC heads
     /// are); others are refused as already present, which callers treat as a torn link.
     pub fn insert(&mut self, addr: u64) -> bool {

@@ -22,6 +22,8 @@
 //! graph gets a virtual super-root with an edge to each of them; a root's immediate dominator is
 //! that super-root, reported as [`SUPER_ROOT`].
 
+use super::memory_use::{Peak, vec_bytes};
+
 /// idom value of a root (its parent is the virtual super-root that links to every root).
 pub const SUPER_ROOT: u32 = u32::MAX - 1;
 /// idom value of a node no root reaches.
@@ -38,6 +40,9 @@ pub struct DominatorTree {
     pub idom: Vec<u32>,
     /// Reachable nodes in an order where every node comes after its immediate dominator (e.g. DFS preorder).
     pub order: Vec<u32>,
+    /// The most bytes the computation's working arrays held at once (the result's included):
+    /// with the graph's own, the peak of a retained-size analysis.
+    pub peak_bytes: u64,
 }
 
 /// Computes the dominator tree of the graph of `node_count` nodes whose edges `successors` gives,
@@ -59,20 +64,33 @@ pub fn dominator_tree(
     mut successors: impl FnMut(u32, &mut Vec<u32>),
 ) -> DominatorTree {
     let node_count = node_count.min(SUPER_ROOT as usize);
-    let DepthFirst { mut nodes, vertex, parent } = depth_first(node_count, roots, &mut successors);
+    let mut peak = Peak::default();
+    let DepthFirst { mut nodes, vertex, parent, working_bytes } = depth_first(node_count, roots, &mut successors);
+    let numbering = vec_bytes(&nodes) + vec_bytes(&vertex) + vec_bytes(&parent);
+    peak.at(numbering + working_bytes);
     let predecessors = Predecessors::build(&mut nodes, &vertex, roots, &mut successors);
+    peak.at(numbering + predecessors.heap_bytes());
     drop(nodes);
-    let idom_by_number = lengauer_tarjan(parent, &predecessors);
+    let lists = vec_bytes(&vertex) + predecessors.heap_bytes();
+    let idom_by_number = lengauer_tarjan(parent, &predecessors, &mut |bytes| peak.at(lists + bytes));
     drop(predecessors);
 
     let mut idom = vec![UNREACHABLE; node_count];
+    peak.at(vec_bytes(&vertex) + vec_bytes(&idom_by_number) + vec_bytes(&idom));
     for (&v, &d) in vertex.iter().zip(&idom_by_number).skip(1) {
         idom[v as usize] = if d == 0 { SUPER_ROOT } else { vertex[d as usize] };
     }
     // Preorder puts every node after its DFS ancestors, and a dominator is always one of those.
     let mut order = vertex;
     order.remove(0);
-    DominatorTree { idom, order }
+    DominatorTree { idom, order, peak_bytes: peak.0 }
+}
+
+impl DominatorTree {
+    /// Bytes the tree holds.
+    pub fn heap_bytes(&self) -> u64 {
+        vec_bytes(&self.idom) + vec_bytes(&self.order)
+    }
 }
 
 /// Retained size of every node: its own size plus the sizes of all nodes it dominates (0 for unreachable nodes).
@@ -80,10 +98,16 @@ pub fn dominator_tree(
 /// `shallow` is indexed by node; a missing entry counts as 0. Sums saturate rather than wrap, so
 /// a corrupt size shows up as a huge number and not as a small plausible one.
 pub fn retained_sizes(tree: &DominatorTree, shallow: &[u64]) -> Vec<u64> {
+    retained_sizes_by(tree, |v| shallow.get(v as usize).copied().unwrap_or(0))
+}
+
+/// As [`retained_sizes`], with each node's own size given by `shallow` (called once per
+/// reachable node), so the graph can keep its sizes in whatever compact form it likes.
+pub fn retained_sizes_by(tree: &DominatorTree, shallow: impl Fn(u32) -> u64) -> Vec<u64> {
     let mut retained = vec![0u64; tree.idom.len()];
     for &v in &tree.order {
         if let Some(size) = retained.get_mut(v as usize) {
-            *size = shallow.get(v as usize).copied().unwrap_or(0);
+            *size = shallow(v);
         }
     }
     // Walking the order backwards finishes every node's subtree before its dominator takes it.
@@ -120,6 +144,8 @@ struct DepthFirst {
     vertex: Vec<u32>,
     /// DFS-tree parent of each DFS number, itself a DFS number.
     parent: Vec<u32>,
+    /// The most bytes the walk's own stacks held.
+    working_bytes: u64,
 }
 
 /// Numbers the nodes reachable from `roots` in depth-first preorder, calling `successors` once per
@@ -184,14 +210,17 @@ fn depth_first(node_count: usize, roots: &[u32], successors: &mut impl FnMut(u32
         pending[start..].reverse();
         path.push((k, start));
     }
-    DepthFirst { nodes, vertex, parent }
+    // Capacities only grow: at the end they are the most the stacks held.
+    let working_bytes = vec_bytes(&pending) + vec_bytes(&path);
+    DepthFirst { nodes, vertex, parent, working_bytes }
 }
 
 /// Predecessor lists by DFS number, in one flat array (CSR): the semidominator step walks each
 /// vertex's predecessors, and a `Vec` per vertex would cost an allocation and 24 bytes per node.
 struct Predecessors {
     /// Predecessors of vertex k are `from[start[k]..start[k + 1]]`, NONE entries skipped.
-    start: Vec<usize>,
+    /// 32 bits: the heap graph's edges are counted in 32 bits too.
+    start: Vec<u32>,
     /// DFS numbers of predecessors. NONE marks a slot the callback did not fill the second time.
     from: Vec<u32>,
 }
@@ -210,13 +239,13 @@ impl Predecessors {
     ) -> Predecessors {
         // start[k + 1] begins as the start of k's list and advances as it is filled, ending at
         // the start of k + 1's: one array serves as both offsets and fill cursors.
-        let mut start = vec![0usize; vertex.len() + 1];
-        let mut total = 0usize;
+        let mut start = vec![0u32; vertex.len() + 1];
+        let mut total = 0u32;
         for (k, &v) in vertex.iter().enumerate().skip(1) {
             start[k + 1] = total;
-            total = total.saturating_add(nodes[v as usize].in_degree as usize);
+            total = total.saturating_add(nodes[v as usize].in_degree);
         }
-        let mut from = vec![NONE; total];
+        let mut from = vec![NONE; total as usize];
 
         let mut place = |w: u32, source: u32| {
             let Some(node) = nodes.get_mut(w as usize) else { return };
@@ -227,7 +256,7 @@ impl Predecessors {
             }
             node.in_degree -= 1;
             let cursor = &mut start[node.number as usize + 1];
-            if let Some(slot) = from.get_mut(*cursor) {
+            if let Some(slot) = from.get_mut(*cursor as usize) {
                 *slot = source;
                 *cursor += 1;
             }
@@ -250,7 +279,11 @@ impl Predecessors {
 
     fn of(&self, k: usize) -> &[u32] {
         let (Some(&begin), Some(&end)) = (self.start.get(k), self.start.get(k + 1)) else { return &[] };
-        self.from.get(begin..end).unwrap_or(&[])
+        self.from.get(begin as usize..end as usize).unwrap_or(&[])
+    }
+
+    fn heap_bytes(&self) -> u64 {
+        vec_bytes(&self.start) + vec_bytes(&self.from)
     }
 }
 
@@ -274,19 +307,25 @@ struct Link {
 /// Lengauer-Tarjan, simple version. The link-eval forest needs no explicit link step: vertices
 /// are processed in decreasing DFS number and each is linked to its DFS parent right after, so
 /// "v is linked" is "v >= threshold" and `ancestor` can start out as the DFS parent.
-fn lengauer_tarjan(parent: Vec<u32>, predecessors: &Predecessors) -> Vec<u32> {
+/// `held(bytes)` is told what its own arrays hold at their largest.
+fn lengauer_tarjan(parent: Vec<u32>, predecessors: &Predecessors, held: &mut dyn FnMut(u64)) -> Vec<u32> {
     let count = parent.len();
     let mut forest: Vec<Link> =
         (0..count as u32).zip(&parent).map(|(k, &p)| Link { ancestor: p, label: k, label_semi: k, semi: k }).collect();
+    // The forest's ancestors start as the DFS parents, and a vertex's is first changed by
+    // path compression after its own step (compression only touches linked vertices): the
+    // step reads its parent there, and the separate array goes, 4 bytes a node at the peak.
+    drop(parent);
     // Buckets (vertices by semidominator) as linked lists through flat arrays: each vertex sits
     // in one bucket at a time. `idom` doubles as the next pointer: a vertex's idom is written
     // exactly when it leaves its bucket.
     let mut bucket_head = vec![NONE; count];
     let mut idom = vec![NONE; count];
     let mut stack = Vec::new();
+    held(vec_bytes(&forest) + vec_bytes(&bucket_head) + vec_bytes(&idom));
 
     for w in (1..count).rev() {
-        let p = parent[w];
+        let p = forest[w].ancestor;
         // The DFS parent is always a predecessor, so starting from it loses nothing and keeps
         // semi(w) <= parent(w) even if a predecessor list came out short.
         let mut s = p;
@@ -522,7 +561,7 @@ mod tests {
 
     #[test]
     fn retained_sizes_survive_a_made_up_tree() {
-        let tree = DominatorTree { idom: vec![5, R, X, 0], order: vec![0, 9, 3, 1, 3] };
+        let tree = DominatorTree { idom: vec![5, R, X, 0], order: vec![0, 9, 3, 1, 3], peak_bytes: 0 };
         assert_eq!(retained_sizes(&tree, &[1, 2, 3, 4]).len(), 4);
     }
 

@@ -88,11 +88,46 @@ pub struct GraphSummary {
     /// Threads whose frames could not be read (they exited under the read).
     pub skipped_threads: u64,
     pub ms: f64,
+    /// Retained sizes were computed (false: `--no-retained`, or memory would not have fitted
+    /// the dominator tree; the retained sizes in the report are then 0).
+    #[serde(default = "yes")]
+    pub retained: bool,
+    /// Why retained sizes were left out, when they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retained_skipped: Option<String>,
+    /// Bytes the graph's structures hold once built.
+    #[serde(default)]
+    pub graph_bytes: u64,
+    /// Bytes leakspy's graph structures held at the peak of the analysis (graph, dominator
+    /// tree's working arrays, paths), counted from their capacities.
+    #[serde(default)]
+    pub peak_bytes: u64,
+    /// `peak_bytes` per graph node (objects and frames).
+    #[serde(default)]
+    pub bytes_per_node: f64,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl GraphSummary {
+    /// Records the peak of the analysis: while the graph was read, or the graph's bytes plus
+    /// the most the analyses held beside it, whichever is more.
+    pub fn with_peak(mut self, graph: &HeapGraph, beside_graph: u64) -> GraphSummary {
+        self.graph_bytes = graph.heap_bytes();
+        self.peak_bytes = (self.graph_bytes + beside_graph).max(graph.build_peak_bytes);
+        self.bytes_per_node = self.peak_bytes as f64 / graph.len().max(1) as f64;
+        self
+    }
+
     pub fn of(graph: &HeapGraph, ms: f64) -> GraphSummary {
         GraphSummary {
+            retained: true,
+            retained_skipped: None,
+            graph_bytes: 0,
+            peak_bytes: 0,
+            bytes_per_node: 0.0,
             objects: graph.object_count(),
             untracked: graph.untracked_count(),
             references: graph.edges_len(),
@@ -193,13 +228,13 @@ impl Explainer<'_> {
         summary: GraphSummary,
     ) -> WhyReport {
         let graph = self.graph;
-        let retained = &self.retention.retained;
+        let retention = self.retention;
         let one_type = instances.first().map(|&first| {
             let name = &graph.type_info(first).name;
             (instances.iter().all(|&i| graph.type_info(i).name == *name), name.clone())
         });
         let mut largest = instances.to_vec();
-        largest.sort_unstable_by(|a, b| retained[*b as usize].cmp(&retained[*a as usize]));
+        largest.sort_unstable_by_key(|&i| std::cmp::Reverse(retention.retained_of(i)));
         largest.truncate(top);
         WhyReport {
             type_name: type_name.or_else(|| one_type.and_then(|(one, name)| one.then_some(name))),
@@ -259,7 +294,7 @@ impl Explainer<'_> {
         Explanation {
             instances: instances.len() as u64,
             sampled: sampled.len() as u64,
-            size_bytes: sum(&|i| graph.sizes[i as usize]),
+            size_bytes: sum(&|i| graph.size(i)),
             retained_bytes: retention.of_set(graph, instances),
             paths: path_groups,
             unreachable: (unreachable as f64 * scale).round() as u64,
@@ -347,7 +382,7 @@ impl Explainer<'_> {
                 let holder = first.steps.get(holder_at).map(|(node, _)| Holder {
                     type_name: graph.type_info(*node).name.clone(),
                     address: format!("{:#x}", graph.addrs[*node as usize]),
-                    retained_bytes: retention.retained[*node as usize],
+                    retained_bytes: retention.retained_of(*node),
                 });
                 // Per step, the distinct objects the traced paths leave from; past the first
                 // step that varies they are a sample of the instances' holders, scaled up.
@@ -355,7 +390,7 @@ impl Explainer<'_> {
                     .map(|n| {
                         let distinct: FxHashSet<u32> = members.iter().map(|(_, m)| m.steps[n].0).collect();
                         let factor = if n > holder_at { scale } else { 1.0 };
-                        let retained: u64 = distinct.iter().map(|&v| retention.retained[v as usize]).sum();
+                        let retained: u64 = distinct.iter().map(|&v| retention.retained_of(v)).sum();
                         PathNode {
                             type_name: graph.type_info(first.steps[n].0).name.clone(),
                             objects: (distinct.len() as f64 * factor).round() as u64,
@@ -389,8 +424,8 @@ impl Explainer<'_> {
             .map(|&i| Retainer {
                 address: format!("{:#x}", graph.addrs[i as usize]),
                 type_name: graph.type_info(i).name.clone(),
-                size_bytes: graph.sizes[i as usize],
-                retained_bytes: self.retention.retained[i as usize],
+                size_bytes: graph.size(i),
+                retained_bytes: self.retention.retained_of(i),
                 path: self.rendered_path(mem, i),
                 external_refs: graph.external_refs(i),
                 interpreter: interpreters.as_ref().and_then(|of| of[i as usize]),

@@ -11,6 +11,7 @@
 
 use super::address_set::AddressSet;
 use super::census::refcount;
+use super::memory_use::map_bytes;
 use super::referents::{Decoder, Referent, Strength, referents, type_info};
 pub use super::referents::{Kind, Storage, TypeInfo};
 use super::walk::{WalkLimits, Walker};
@@ -42,6 +43,9 @@ const MAX_PLAUSIBLE_REFCOUNT: u64 = 1 << 40;
 const STATIC_REFCOUNT: u64 = 1 << 29;
 /// Tracked objects are indexed by 64 KiB chunk of the address space.
 const CHUNK_SHIFT: u32 = 16;
+/// A size that does not fit the 32 bits of [`HeapGraph::size`]'s array: the exact one is in
+/// the overflow map.
+const LARGE_SIZE: u32 = u32::MAX;
 
 /// How a reference is spelled on a path. Names (dict keys, attribute and variable names) are
 /// indices into [`HeapGraph::names`], so that an edge stays 12 bytes.
@@ -149,12 +153,19 @@ pub struct HeapGraph {
     /// 0 for immortal objects and frames: none of their references is "external" in any
     /// useful sense.
     pub refcounts: Vec<u32>,
-    /// What sys.getsizeof reports for each node (0 for frames).
-    pub sizes: Vec<u64>,
+    /// What sys.getsizeof reports for each node (0 for frames), in 32 bits: sizes of 4 GiB
+    /// and more are [`LARGE_SIZE`] here and exact in `large_sizes`. Half the bytes of u64 for
+    /// sizes that are almost never that large.
+    sizes: Vec<u32>,
+    large_sizes: FxHashMap<u32, u64>,
     /// Shared so that the builder can hold a node's type while it reads the node.
     pub types: Vec<Rc<TypeInfo>>,
     tracked: Range<usize>,
-    untracked: FxHashMap<u64, u32>,
+    /// Untracked nodes by address while the graph is built (they are found in any order);
+    /// emptied at the end, when `untracked_sorted` takes over.
+    untracked: NodeTable,
+    /// Untracked nodes sorted by address: 4 bytes a node, where the map takes 20 to 40.
+    untracked_sorted: Vec<u32>,
     /// CSR adjacency: edges of node i are `edges[offsets[i]..offsets[i + 1]]`.
     offsets: Vec<u32>,
     /// (target, packed label): strong references only.
@@ -182,6 +193,9 @@ pub struct HeapGraph {
     /// Threads whose frames could not be read (they exited under the read): what only their
     /// locals held shows as unreachable.
     pub skipped_threads: u64,
+    /// The most bytes the graph and its builder held while it was read (arrays with their
+    /// slack, the table of untracked nodes, the set of rejected addresses).
+    pub build_peak_bytes: u64,
 }
 
 impl HeapGraph {
@@ -203,7 +217,85 @@ impl HeapGraph {
         {
             return Some(start + i as u32);
         }
-        self.untracked.get(&addr).copied()
+        if let Some(i) = self.untracked.get(&self.addrs, addr) {
+            return Some(i);
+        }
+        let addrs = &self.addrs;
+        let k = self.untracked_sorted.partition_point(|&i| addrs[i as usize] < addr);
+        self.untracked_sorted.get(k).copied().filter(|&i| addrs[i as usize] == addr)
+    }
+
+    /// What sys.getsizeof reports for node `i` (0 for frames).
+    pub fn size(&self, i: u32) -> u64 {
+        match self.sizes.get(i as usize) {
+            Some(&LARGE_SIZE) => self.large_sizes.get(&i).copied().unwrap_or(u64::from(LARGE_SIZE)),
+            Some(&s) => u64::from(s),
+            None => 0,
+        }
+    }
+
+    fn push_size(&mut self, size: u64) {
+        let i = self.sizes.len() as u32;
+        grow_by_quarter(&mut self.sizes);
+        match u32::try_from(size) {
+            Ok(s) if s != LARGE_SIZE => self.sizes.push(s),
+            _ => {
+                self.sizes.push(LARGE_SIZE);
+                self.large_sizes.insert(i, size);
+            }
+        }
+    }
+
+    /// Bytes the graph's own structures hold (capacity, not length: what the allocator gave),
+    /// so that tests and the benchmark can say how many bytes a node costs.
+    pub fn heap_bytes(&self) -> u64 {
+        use crate::heap::memory_use::vec_bytes;
+        vec_bytes(&self.addrs)
+            + vec_bytes(&self.type_of)
+            + vec_bytes(&self.refcounts)
+            + vec_bytes(&self.sizes)
+            + map_bytes(&self.large_sizes)
+            + vec_bytes(&self.types)
+            + self.untracked.heap_bytes()
+            + vec_bytes(&self.untracked_sorted)
+            + vec_bytes(&self.offsets)
+            + vec_bytes(&self.edges)
+            + vec_bytes(&self.weak)
+            + vec_bytes(&self.in_degree)
+            + map_bytes(&self.frame_refs)
+            + map_bytes(&self.chunk_ranges)
+            + vec_bytes(&self.names)
+            + vec_bytes(&self.field_names)
+            + vec_bytes(&self.frames)
+            + vec_bytes(&self.roots)
+    }
+
+    /// Gives back what the arrays grew by and did not use, and replaces the map of untracked
+    /// nodes by their sorted index: done once the graph is read, before the analyses that
+    /// make the peak.
+    fn compact(&mut self) {
+        // The arrays' slack goes first, so that the pairs below fit in what it gave back.
+        self.addrs.shrink_to_fit();
+        self.type_of.shrink_to_fit();
+        self.refcounts.shrink_to_fit();
+        self.sizes.shrink_to_fit();
+        self.offsets.shrink_to_fit();
+        self.edges.shrink_to_fit();
+        self.weak.shrink_to_fit();
+        self.in_degree.shrink_to_fit();
+        self.names.shrink_to_fit();
+        // Sorted as (address, node) pairs: sorting indices by the address they point to costs
+        // a cache miss per comparison. The pairs' 16 bytes an untracked node are gone before
+        // the analyses.
+        let mut pairs: Vec<(u64, u32)> = Vec::with_capacity(self.untracked.len);
+        let addrs = &self.addrs;
+        pairs.extend(self.untracked.slots.iter().filter(|&&i| i != NodeTable::EMPTY).map(|&i| (addrs[i as usize], i)));
+        // The table and the pairs side by side: part of the build's peak.
+        self.build_peak_bytes =
+            self.build_peak_bytes.max(self.heap_bytes() + crate::heap::memory_use::vec_bytes(&pairs));
+        self.untracked = NodeTable::default();
+        pairs.sort_unstable();
+        self.untracked_sorted = pairs.into_iter().map(|(_, i)| i).collect();
     }
 
     pub fn is_tracked(&self, i: u32) -> bool {
@@ -216,7 +308,7 @@ impl HeapGraph {
     }
 
     pub fn untracked_count(&self) -> u64 {
-        self.untracked.len() as u64
+        (self.len() - self.tracked.end.min(self.len())) as u64
     }
 
     pub fn edges_len(&self) -> u64 {
@@ -238,6 +330,65 @@ impl HeapGraph {
         let i = i as usize;
         let held = u64::from(self.in_degree[i]) + u64::from(self.frame_refs(i as u32));
         u64::from(self.refcounts[i]).saturating_sub(held)
+    }
+}
+
+/// Nodes by address, open addressing over their indices: 4 bytes a slot, at most half full,
+/// where a map of (address, index) takes 16 bytes an entry plus its slack. The address is
+/// the node's own, in [`HeapGraph::addrs`], so the table need not hold it.
+#[derive(Default)]
+struct NodeTable {
+    slots: Vec<u32>,
+    len: usize,
+}
+
+impl NodeTable {
+    const EMPTY: u32 = u32::MAX;
+
+    fn slot_of(addr: u64, mask: usize) -> usize {
+        // Objects are 8- or 16-byte aligned: the low bits carry nothing.
+        ((addr >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & mask
+    }
+
+    fn get(&self, addrs: &[u64], addr: u64) -> Option<u32> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut k = Self::slot_of(addr, mask);
+        loop {
+            match self.slots[k] {
+                Self::EMPTY => return None,
+                i if addrs.get(i as usize) == Some(&addr) => return Some(i),
+                _ => k = (k + 1) & mask,
+            }
+        }
+    }
+
+    /// Adds node `i` (its address is `addrs[i]`, not in the table yet).
+    fn insert(&mut self, addrs: &[u64], i: u32) {
+        if (self.len + 1) * 2 > self.slots.len() {
+            let size = (self.slots.len() * 2).max(1024);
+            let old = std::mem::replace(&mut self.slots, vec![Self::EMPTY; size]);
+            for j in old.into_iter().filter(|&j| j != Self::EMPTY) {
+                self.place(addrs, j);
+            }
+        }
+        self.place(addrs, i);
+        self.len += 1;
+    }
+
+    fn place(&mut self, addrs: &[u64], i: u32) {
+        let mask = self.slots.len() - 1;
+        let mut k = Self::slot_of(addrs.get(i as usize).copied().unwrap_or(0), mask);
+        while self.slots[k] != Self::EMPTY {
+            k = (k + 1) & mask;
+        }
+        self.slots[k] = i;
+    }
+
+    fn heap_bytes(&self) -> u64 {
+        crate::heap::memory_use::vec_bytes(&self.slots)
     }
 }
 
@@ -361,7 +512,8 @@ impl Builder<'_> {
         }
         let type_id = self.type_id(mem, ob_type);
         let i = self.push_node(addr, type_id, rc);
-        self.graph.untracked.insert(addr, i);
+        let g = &mut self.graph;
+        g.untracked.insert(&g.addrs, i);
         Some(i)
     }
 }
@@ -423,9 +575,11 @@ pub fn build_scoped(
             refcounts: Vec::with_capacity(found.len() * 2),
             chunk_ranges: FxHashMap::default(),
             sizes: Vec::new(),
+            large_sizes: FxHashMap::default(),
             types: Vec::new(),
             tracked: stack_frames..stack_frames + found.len(),
-            untracked: FxHashMap::default(),
+            untracked: NodeTable::default(),
+            untracked_sorted: Vec::new(),
             offsets: Vec::new(),
             edges: Vec::new(),
             weak: Vec::new(),
@@ -438,6 +592,7 @@ pub fn build_scoped(
             roots: Vec::new(),
             truncated: false,
             skipped_threads,
+            build_peak_bytes: 0,
         },
         type_index: FxHashMap::default(),
         name_index: FxHashMap::default(),
@@ -496,7 +651,7 @@ pub fn build_scoped(
     }
 
     let mut offsets = Vec::with_capacity(b.graph.addrs.capacity() + 1);
-    let mut sizes = Vec::with_capacity(b.graph.addrs.capacity());
+    b.graph.sizes = Vec::with_capacity(b.graph.addrs.capacity());
     // About two references per object in typical heaps; grown by a quarter when short.
     let mut edges: Vec<(u32, u32)> = Vec::with_capacity(b.graph.addrs.capacity() * 2);
     let mut refs: Vec<Referent> = Vec::new();
@@ -524,8 +679,7 @@ pub fn build_scoped(
             let _ = referents(mem, layout, &mut b, addr, &t, &mut refs);
         }
         // Sized now, while its memory is in the cache.
-        grow_by_quarter(&mut sizes);
-        sizes.push(match t.kind {
+        let size = match t.kind {
             Kind::StackFrame => 0,
             _ if !in_scope => 0,
             _ => {
@@ -533,7 +687,8 @@ pub fn build_scoped(
                     SizeClass { rule: t.size_rule, flags: t.flags, basicsize: t.basicsize, itemsize: t.itemsize };
                 shallow_size(mem, layout, b.graph.addrs[i], &class).unwrap_or(0)
             }
-        });
+        };
+        b.graph.push_size(size);
         let from_frame = t.kind == Kind::StackFrame;
         for &Referent { addr, label, owned, strength } in &refs {
             if let Some(target) = b.resolve(mem, addr) {
@@ -556,14 +711,19 @@ pub fn build_scoped(
         i += 1;
     }
     offsets.push(edges.len() as u32);
+    let builder_bytes = b.rejected.heap_bytes()
+        + map_bytes(&b.type_index)
+        + map_bytes(&b.name_index)
+        + map_bytes(&b.field_index)
+        + crate::heap::memory_use::vec_bytes(&refs);
     let mut graph = b.graph;
-    graph.sizes = sizes;
     graph.offsets = offsets;
     graph.edges = edges;
     graph.weak = weak;
     graph.frames = frames;
     graph.interpreters = interpreters.len();
-
+    graph.build_peak_bytes = graph.heap_bytes() + builder_bytes;
+    graph.compact();
     Ok(graph)
 }
 
@@ -596,6 +756,8 @@ fn static_type_roots(mem: &mut dyn RemoteMemory, b: &mut Builder, interpreter: i
 pub struct Paths {
     /// (node reached from, packed label); a root is its own parent.
     parent: Vec<(u32, u32)>,
+    /// The most bytes the search held at once (parents, order and queue).
+    pub peak_bytes: u64,
 }
 
 const UNREACHED: u32 = u32::MAX;
@@ -608,7 +770,8 @@ pub fn shortest_paths(graph: &HeapGraph) -> Paths {
         graph.roots.iter().filter(|r| matches!(r, Root::Frame { .. })).collect(),
         graph.roots.iter().filter(|r| matches!(r, Root::Interpreter { .. })).collect(),
     ];
-    let bfs = |parent: &mut Vec<(u32, u32)>, order: &mut Vec<u32>, start: usize, conservative: bool| {
+    let mut queue_bytes = 0;
+    let mut bfs = |parent: &mut Vec<(u32, u32)>, order: &mut Vec<u32>, start: usize, conservative: bool| {
         let mut queue: VecDeque<u32> = order[start..].iter().copied().collect();
         while let Some(u) = queue.pop_front() {
             for (v, label) in graph.edges_of(u) {
@@ -619,6 +782,8 @@ pub fn shortest_paths(graph: &HeapGraph) -> Paths {
                 }
             }
         }
+        // A queue's capacity only grows: at the end it is the most it held.
+        queue_bytes = queue_bytes.max((queue.capacity() * size_of::<u32>()) as u64);
     };
     for tier in tiers {
         let start = order.len();
@@ -632,7 +797,9 @@ pub fn shortest_paths(graph: &HeapGraph) -> Paths {
         bfs(&mut parent, &mut order, start, false);
     }
     bfs(&mut parent, &mut order, 0, true);
-    Paths { parent }
+    use crate::heap::memory_use::vec_bytes;
+    let peak_bytes = vec_bytes(&parent) + vec_bytes(&order) + queue_bytes;
+    Paths { parent, peak_bytes }
 }
 
 /// One step of a path, resolved for printing. The names it holds are the target's, exact;
@@ -678,6 +845,11 @@ pub struct Path {
 }
 
 impl Paths {
+    /// Bytes the parents hold.
+    pub fn heap_bytes(&self) -> u64 {
+        crate::heap::memory_use::vec_bytes(&self.parent)
+    }
+
     pub fn reached(&self, i: u32) -> bool {
         self.parent[i as usize].0 != UNREACHED
     }
@@ -864,10 +1036,17 @@ pub(crate) mod tests {
             addrs: (0..nodes.len() as u64).map(|i| 0x1000 + 16 * i).collect(),
             type_of: nodes.iter().map(|n| n.0).collect(),
             refcounts: nodes.iter().map(|n| n.2).collect(),
-            sizes: nodes.iter().map(|n| n.1).collect(),
+            sizes: nodes.iter().map(|n| u32::try_from(n.1).unwrap_or(LARGE_SIZE)).collect(),
+            large_sizes: nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.1 >= u64::from(LARGE_SIZE))
+                .map(|(i, n)| (i as u32, n.1))
+                .collect(),
             types: types.iter().map(|(name, kind)| Rc::new(TypeInfo::synthetic(name.to_string(), *kind))).collect(),
             tracked: 0..nodes.len(),
-            untracked: FxHashMap::default(),
+            untracked: NodeTable::default(),
+            untracked_sorted: Vec::new(),
             offsets,
             edges: sorted.iter().map(|e| (e.1, e.2.pack())).collect(),
             weak: Vec::new(),
@@ -881,6 +1060,7 @@ pub(crate) mod tests {
             roots: roots.to_vec(),
             truncated: false,
             skipped_threads: 0,
+            build_peak_bytes: 0,
         }
     }
 

@@ -39,7 +39,7 @@ pub fn apply_graph(census: &mut Census, graph: &HeapGraph, started: Instant) {
             n => row.refcount_sum += u64::from(n),
         }
         add(&mut row.untracked, u64::from(!graph.is_tracked(i)));
-        add(&mut row.size_bytes, graph.sizes[i as usize]);
+        add(&mut row.size_bytes, graph.size(i));
         add(&mut row.external_refs, graph.external_refs(i));
     }
     for (t, info) in graph.types.iter().enumerate() {

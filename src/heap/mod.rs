@@ -8,6 +8,7 @@ pub mod explain;
 pub mod graph;
 pub mod graph_census;
 pub mod holders;
+pub mod memory_use;
 pub mod pools;
 pub mod referents;
 pub mod retained;

@@ -5,13 +5,17 @@
 //! with references from outside the heap (a C extension's, the interpreter's own): freeing a
 //! container does not free what native code also holds.
 
-use super::dominators::{DominatorTree, SUPER_ROOT, dominator_tree, retained_sizes};
+use super::dominators::{DominatorTree, SUPER_ROOT, dominator_tree, retained_sizes_by};
 use super::graph::{HeapGraph, Kind, Label};
+use super::memory_use::vec_bytes;
 
 pub struct Retention {
     pub tree: DominatorTree,
     /// Per node: its size plus that of everything only it keeps alive.
     pub retained: Vec<u64>,
+    /// The most bytes the analysis held at once beside the graph (the dominator tree's
+    /// working arrays, or the tree and the retained sizes).
+    pub peak_bytes: u64,
 }
 
 impl Retention {
@@ -23,8 +27,31 @@ impl Retention {
                 .filter(|&i| graph.refcounts[i as usize] > graph.in_degree[i as usize] && graph.external_refs(i) > 0),
         );
         let tree = dominator_tree(graph.len(), &roots, |v, out| out.extend(graph.edges_of(v).map(|e| e.0)));
-        let retained = retained_sizes(&tree, &graph.sizes);
-        Retention { tree, retained }
+        let roots_bytes = vec_bytes(&roots);
+        drop(roots);
+        let retained = retained_sizes_by(&tree, |v| graph.size(v));
+        let peak_bytes = (tree.peak_bytes + roots_bytes).max(tree.heap_bytes() + vec_bytes(&retained));
+        Retention { tree, retained, peak_bytes }
+    }
+
+    /// No retained sizes (`why --no-retained`): every node's is 0, and the analysis costs no
+    /// memory.
+    pub fn none() -> Retention {
+        Retention {
+            tree: DominatorTree { idom: Vec::new(), order: Vec::new(), peak_bytes: 0 },
+            retained: Vec::new(),
+            peak_bytes: 0,
+        }
+    }
+
+    /// Node `i`'s retained size (0 without retained sizes).
+    pub fn retained_of(&self, i: u32) -> u64 {
+        self.retained.get(i as usize).copied().unwrap_or(0)
+    }
+
+    /// Bytes the tree and the retained sizes hold.
+    pub fn heap_bytes(&self) -> u64 {
+        self.tree.heap_bytes() + vec_bytes(&self.retained)
     }
 
     /// Per type: the memory freed if every object of the type went.
@@ -82,7 +109,7 @@ impl Retention {
             }
             if let Some(t) = t {
                 if open[t] == 0 {
-                    by_group[t] += self.retained[v];
+                    by_group[t] += self.retained_of(v as u32);
                 }
                 open[t] += 1;
                 stack.push((v, true));
@@ -112,10 +139,10 @@ impl Retention {
             .filter(|&v| {
                 !namespace[v as usize]
                     && !matches!(graph.type_info(v).kind, Kind::Module | Kind::Type | Kind::StackFrame)
-                    && self.retained[v as usize] > 0
+                    && self.retained_of(v) > 0
             })
             .collect();
-        candidates.sort_unstable_by(|a, b| self.retained[*b as usize].cmp(&self.retained[*a as usize]));
+        candidates.sort_unstable_by_key(|&v| std::cmp::Reverse(self.retained_of(v)));
         candidates.truncate(limit);
         candidates
     }

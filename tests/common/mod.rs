@@ -212,6 +212,33 @@ impl Drop for Target {
     }
 }
 
+/// The modes `why` is tested in: with retained sizes (the default) and paths and counts only
+/// (`--no-retained`). LEAKSPY_TEST_WHY_MODE=full or =paths runs one of them only.
+#[allow(dead_code)]
+pub fn why_modes() -> Vec<(&'static str, Vec<&'static str>)> {
+    let all = vec![("full", vec![]), ("paths", vec!["--no-retained"])];
+    match std::env::var("LEAKSPY_TEST_WHY_MODE") {
+        Ok(only) => all.into_iter().filter(|(name, _)| *name == only).collect(),
+        Err(_) => all,
+    }
+}
+
+/// The report without what only the full mode computes (retained sizes, the graph's summary),
+/// for comparing the two modes' paths and counts.
+#[allow(dead_code)]
+pub fn without_retained(report: &Value) -> Value {
+    match report {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(k, _)| !k.contains("retained") && k.as_str() != "graph" && k.as_str() != "largest")
+                .map(|(k, v)| (k.clone(), without_retained(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_retained).collect()),
+        other => other.clone(),
+    }
+}
+
 pub fn leakspy(args: &[&str]) -> Output {
     Command::new(LEAKSPY).args(args).output().expect("run leakspy")
 }

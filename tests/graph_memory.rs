@@ -1,0 +1,154 @@
+//! The heap graph's memory at its bound: a target of a million objects (about three million
+//! graph nodes with the untracked strs and floats) is captured into an image, a memory source
+//! that is not the process, and the graph is built from it with and without retained sizes.
+//! The bytes per node the structures report must stay under the bounds below, and agree with
+//! what the allocator saw (so the benchmark's figure is the real one).
+
+mod common;
+
+use common::*;
+use leakspy::cpython::process::PythonProcess;
+use leakspy::heap::explain::GraphSummary;
+use leakspy::heap::graph::{build, shortest_paths};
+use leakspy::heap::retained::Retention;
+use leakspy::memory::live::LiveProcess;
+use leakspy::memory::{ReadError, RemoteMemory};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Counts live and peak heap bytes.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            let now = LIVE.fetch_add(new_size, Ordering::Relaxed) + new_size;
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Objects in the target.
+const OBJECTS: u64 = 1_000_000;
+/// Bytes per node at the peak of `why --type` with retained sizes (the issue's goal is 50;
+/// measured 76.5 on 3.13: this bound catches a regression, the README says where it stands).
+const FULL_BOUND: f64 = 84.0;
+/// The same without retained sizes (measured about 58: reading the graph is the peak).
+const PATHS_BOUND: f64 = 62.0;
+
+/// A frozen copy of a process's readable memory.
+struct Image {
+    regions: Vec<(u64, Vec<u8>)>,
+}
+
+impl Image {
+    fn capture(pid: i32, process: &PythonProcess) -> Image {
+        let mut live = LiveProcess::new(pid);
+        let mut regions = Vec::new();
+        for m in process.maps.mappings.iter().filter(|m| m.readable && !m.path.starts_with("[v")) {
+            for run in live.populated_runs(m.start, m.end).unwrap_or_default() {
+                let mut data = vec![0u8; (run.end - run.start) as usize];
+                if let Ok(n) = live.read_bulk(run.start, &mut data) {
+                    data.truncate(n);
+                    regions.push((run.start, data));
+                }
+            }
+        }
+        regions.sort_by_key(|r| r.0);
+        Image { regions }
+    }
+}
+
+impl RemoteMemory for Image {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        let unmapped = || ReadError::Unmapped { addr, len: buf.len() };
+        let k = self.regions.partition_point(|(start, _)| *start <= addr).checked_sub(1).ok_or_else(unmapped)?;
+        let (start, data) = &self.regions[k];
+        let offset = (addr - start) as usize;
+        let bytes = data.get(offset..offset + buf.len()).ok_or_else(unmapped)?;
+        buf.copy_from_slice(bytes);
+        Ok(())
+    }
+
+    fn changes_under_reads(&self) -> bool {
+        false
+    }
+}
+
+#[test]
+fn graph_bytes_per_node_stay_under_the_bound_in_both_modes() {
+    let interp = newest_host_python();
+    let target = Target::start(&interp, "graph_memory_target.py", &[&OBJECTS.to_string()]);
+    let mut live = LiveProcess::new(target.pid);
+    let mut process = PythonProcess::inspect(target.pid, &mut live).unwrap_or_else(|e| panic!("{}: {e}", interp.label));
+    let mut image = Image::capture(target.pid, &process);
+    drop(target);
+    // The process is gone: the graph is read from the image alone.
+    process.pid = i32::MAX;
+
+    for retained in [true, false] {
+        let before = LIVE.load(Ordering::Relaxed);
+        PEAK.store(before, Ordering::Relaxed);
+        let graph = build(&process, &mut image).expect("a heap graph of the image");
+        let built = LIVE.load(Ordering::Relaxed) - before;
+        let build_peak = PEAK.load(Ordering::Relaxed) - before;
+        PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+        let retention = if retained { Retention::of(&graph) } else { Retention::none() };
+        let paths = shortest_paths(&graph);
+        let analysis_peak = (PEAK.load(Ordering::Relaxed) - before).max(build_peak);
+        let beside_graph = retention.peak_bytes.max(retention.heap_bytes() + paths.peak_bytes);
+        let summary = GraphSummary::of(&graph, 0.0).with_peak(&graph, beside_graph);
+        let nodes = graph.len() as f64;
+        let measured = analysis_peak as f64 / nodes;
+        println!(
+            "{} retained={retained}: {} nodes, {} edges; graph {:.1} B/node reported, {:.1} allocated once built; \
+             peak {:.1} B/node reported, {measured:.1} allocated; building peaked at {:.1} ({:.1} reported)",
+            interp.label,
+            graph.len(),
+            graph.edges_len(),
+            summary.graph_bytes as f64 / nodes,
+            built as f64 / nodes,
+            summary.bytes_per_node,
+            build_peak as f64 / nodes,
+            graph.build_peak_bytes as f64 / nodes,
+        );
+        assert!(graph.len() as u64 > 2 * OBJECTS, "{} nodes", graph.len());
+        let bound = if retained { FULL_BOUND } else { PATHS_BOUND };
+        assert!(summary.bytes_per_node <= bound, "{:.1} B/node, bound {bound}", summary.bytes_per_node);
+        // The structures' count is what the allocator holds at the peak, within 15 %: exact for
+        // the analyses; the build's transients (the untracked table's old and new slots while
+        // it grows) are not all counted.
+        assert!(
+            (measured - summary.bytes_per_node).abs() <= 0.15 * measured,
+            "reported {:.1} B/node, allocated {measured:.1}",
+            summary.bytes_per_node
+        );
+    }
+}

@@ -261,3 +261,48 @@ fn a_threaded_server_under_load_is_sampled_and_its_leak_named() {
     });
     assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
 }
+
+/// `leakspy dump` of a churning target: a pause that catches a list being relinked is taken
+/// again, so every image reads back with the stable types exact, and the dump says how many
+/// pauses it took and that the copy it kept is clean.
+#[test]
+fn dumps_of_a_busy_target_read_back_exact() {
+    let _hog = CpuHog::start();
+    let problems = per_interpreter(2, &|interp| {
+        let mut problems = Vec::new();
+        let target = churn_target(interp);
+        let dir = std::env::temp_dir().join(format!("leakspy-busy-dump-{}", target.pid));
+        let _ = std::fs::create_dir_all(&dir);
+        let image = dir.join("image.zst").to_string_lossy().into_owned();
+        let pid = target.pid.to_string();
+        let (mut pauses, runs) = (0, 5);
+        for i in 0..runs {
+            let report = match run_json(&["dump", &pid, "-o", &image, "--json"]) {
+                Ok(report) => report,
+                Err(e) => {
+                    problems.push(format!("{} dump {i}: {e}", interp.label));
+                    continue;
+                }
+            };
+            pauses += report["pauses"].as_u64().unwrap_or(0);
+            if report["flaws"] != 0 {
+                problems.push(format!(
+                    "{} dump {i}: flaws {} after {} pauses",
+                    interp.label, report["flaws"], report["pauses"]
+                ));
+            }
+            match run_json(&["snapshot", "--core", &image, "--json"]) {
+                Ok(census) => problems.extend(
+                    stable_problems(&census, &target.truth)
+                        .into_iter()
+                        .map(|p| format!("{} image {i}: {p}", interp.label)),
+                ),
+                Err(e) => problems.push(format!("{} image {i}: {e}", interp.label)),
+            }
+        }
+        println!("{}: {runs} dumps took {pauses} pauses", interp.label);
+        let _ = std::fs::remove_dir_all(&dir);
+        problems
+    });
+    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+}

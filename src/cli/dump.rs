@@ -7,11 +7,13 @@
 //! written under a temporary name and renamed over FILE once complete, so a dump that fails
 //! or is killed never leaves a partial FILE.
 
-use super::{TargetArgs, hold_pause_for_tests, open_target};
+use super::{PAUSE_ATTEMPTS, TargetArgs, census_flaws, hold_pause_for_tests, open_target, take_census_with};
 use crate::cpython::binary::WANTED_SYMBOLS;
 use crate::cpython::process::{PythonProcess, read_error};
 use crate::error::LeakspyError;
+use crate::heap::walk::WalkLimits;
 use crate::memory::RemoteMemory;
+use crate::memory::live::LiveProcess;
 use crate::memory::maps::{Mapping, MemoryMap};
 use crate::memory::pause::{CopiedMemory, CopyArena, Pause, PieceKind};
 use crate::memory::proc_info::{has_exited, hostname, rss_bytes};
@@ -74,6 +76,12 @@ pub struct DumpReport {
     pub threads: usize,
     /// Building, compressing and writing the file, after the pause.
     pub write_ms: f64,
+    /// Pauses taken: a copy that showed the target mid-change (a list being relinked, a
+    /// collection under way) was taken again.
+    pub pauses: u32,
+    /// Torn links, broken lists and unreadable objects in the census of the copy written (0:
+    /// clean; `None`: the copy could not be read as a whole).
+    pub flaws: Option<u64>,
 }
 
 /// Zero-filled runs up to this size between two saved pieces of one mapping are written as
@@ -88,6 +96,41 @@ const ZSTD_LEVEL: i32 = 3;
 /// Bytes read per request for the pages read after the pause.
 const READ_PIECE: usize = 1 << 20;
 const PAGE: u64 = 4096;
+
+/// A paused copy and what was read of the target while it was stopped.
+struct Taken<'a> {
+    copy: CopiedMemory<'a>,
+    maps_text: String,
+    threads: Vec<(i32, Registers)>,
+    paused_ms: f64,
+    /// Pauses taken: a copy whose census shows the target mid-change is taken again.
+    pauses: u32,
+    /// What the census of the copy kept shows of a target caught mid-change (0: clean).
+    flaws: u64,
+}
+
+/// One pause: the copy, the mappings and the threads' registers as they were while stopped,
+/// and how long it lasted (not yet checked: no flaws counted).
+fn pause_and_copy(pid: i32, mem: &mut LiveProcess) -> Result<Taken<'_>, LeakspyError> {
+    // The destination, allocated and faulted in while the target still runs.
+    let arena = CopyArena::prepare(mem, &MemoryMap::read(pid).map_err(|_| LeakspyError::ProcessExited { pid })?);
+    let started = Instant::now();
+    let frozen = Pause::freeze(pid).map_err(|e| read_error(pid, e))?;
+    // The mappings as they are while stopped: none can appear or go until the threads run.
+    let maps_text = std::fs::read_to_string(format!("/proc/{pid}/maps"));
+    let copy = match &maps_text {
+        Ok(text) => CopiedMemory::copy(mem, &MemoryMap::parse(text), arena),
+        Err(_) => Err(ReadError::ProcessGone),
+    };
+    // Registers are read while the threads are ours to read (a few microseconds each).
+    let threads = thread_registers(pid);
+    hold_pause_for_tests();
+    drop(frozen);
+    let paused_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let copy = copy.map_err(|e| read_error(pid, e))?;
+    let maps_text = maps_text.map_err(|_| LeakspyError::ProcessExited { pid })?;
+    Ok(Taken { copy, maps_text, threads, paused_ms, pauses: 1, flaws: 0 })
+}
 
 pub fn run(args: DumpArgs) -> Result<(), LeakspyError> {
     let pid = args.target.resolve()?;
@@ -110,23 +153,44 @@ pub fn run(args: DumpArgs) -> Result<(), LeakspyError> {
     let started_at = start_ticks(pid).ok_or(LeakspyError::ProcessExited { pid })?;
     let rss = rss_bytes(pid);
 
-    // The destination, allocated and faulted in while the target still runs.
-    let arena = CopyArena::prepare(&mut mem, &MemoryMap::read(pid).map_err(|_| LeakspyError::ProcessExited { pid })?);
-    let started = Instant::now();
-    let frozen = Pause::freeze(pid).map_err(|e| read_error(pid, e))?;
-    // The mappings as they are while stopped: none can appear or go until the threads run.
-    let maps_text = std::fs::read_to_string(format!("/proc/{pid}/maps"));
-    let copy = match &maps_text {
-        Ok(text) => CopiedMemory::copy(&mut mem, &MemoryMap::parse(text), arena),
-        Err(_) => Err(ReadError::ProcessGone),
-    };
-    // Registers are read while the threads are ours to read (a few microseconds each).
-    let threads = thread_registers(pid);
-    hold_pause_for_tests();
-    drop(frozen);
-    let paused_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let mut copy = copy.map_err(|e| read_error(pid, e))?;
-    let maps_text = maps_text.map_err(|_| LeakspyError::ProcessExited { pid })?;
+    // The copy is checked as a `--pause` census checks its copy: a thread stopped between
+    // the two writes that relink a list, or a collection under way, would leave the image
+    // torn for every later reading, so such a copy is taken again (the next pause falls
+    // elsewhere), up to the pauses a `--pause` census takes; the last one is kept and its
+    // flaws reported.
+    let mut pause = 1;
+    loop {
+        let mut taken = pause_and_copy(pid, &mut mem)?;
+        // A target that died during the pause leaves a copy of a process that no longer
+        // exists; the user asked for a dump of a running one (and its census would read what
+        // is not in the copy from a process that is gone).
+        if has_exited(pid) || start_ticks(pid) != Some(started_at) {
+            return Err(LeakspyError::ProcessExited { pid });
+        }
+        taken.pauses = pause;
+        taken.flaws = match take_census_with(&process, &mut taken.copy, WalkLimits::default(), false) {
+            Ok(census) => census_flaws(&census),
+            Err(e) if e.is_transient() => u64::MAX,
+            Err(e) => return Err(e),
+        };
+        if taken.flaws == 0 || pause == PAUSE_ATTEMPTS {
+            return write_image(&args, &destination, &process, taken, started_at, rss);
+        }
+        pause += 1;
+    }
+}
+
+/// Writes the image of the copy in `taken` (the target runs again).
+fn write_image(
+    args: &DumpArgs,
+    destination: &Destination,
+    process: &PythonProcess,
+    taken: Taken,
+    started_at: u64,
+    rss: Option<u64>,
+) -> Result<(), LeakspyError> {
+    let pid = process.pid;
+    let Taken { mut copy, maps_text, threads, paused_ms, pauses, flaws } = taken;
     let maps = MemoryMap::parse(&maps_text);
     let writing = Instant::now();
 
@@ -137,7 +201,7 @@ pub fn run(args: DumpArgs) -> Result<(), LeakspyError> {
         return Err(LeakspyError::ProcessExited { pid });
     }
     let pieces = saved_pieces(&mut copy, &maps, &maps_text, pid)?;
-    let build_id = build_id(&mut copy, &process, &maps);
+    let build_id = build_id(&mut copy, process, &maps);
     let auxv = std::fs::read(format!("/proc/{pid}/auxv")).unwrap_or_default();
     let stat = ProcStat::read(pid);
     if gone() {
@@ -195,7 +259,7 @@ pub fn run(args: DumpArgs) -> Result<(), LeakspyError> {
     let compressed = !args.no_compress;
     let mut image_bytes = 0;
     let total = layout.total_bytes;
-    write_output_with(&destination, args.mode, &mut |out| {
+    write_output_with(destination, args.mode, &mut |out| {
         let mut counted = Counted { inner: out, bytes: 0 };
         let mut progress = |written: u64| hold_write_for_tests(written, total);
         if compressed {
@@ -215,7 +279,7 @@ pub fn run(args: DumpArgs) -> Result<(), LeakspyError> {
     let report = DumpReport {
         pid,
         python_version: process.version.to_string(),
-        image: if destination == Destination::Stdout { "stdout".into() } else { args.output.display().to_string() },
+        image: if *destination == Destination::Stdout { "stdout".into() } else { args.output.display().to_string() },
         compressed,
         image_bytes,
         core_bytes: total,
@@ -227,8 +291,10 @@ pub fn run(args: DumpArgs) -> Result<(), LeakspyError> {
         segments: layout.segment_count(),
         threads: threads.len(),
         write_ms: writing.elapsed().as_secs_f64() * 1000.0,
+        pauses,
+        flaws: (flaws != u64::MAX).then_some(flaws),
     };
-    print_report(&report, args.json, destination == Destination::Stdout)
+    print_report(&report, args.json, *destination == Destination::Stdout)
 }
 
 fn print_report(report: &DumpReport, json: bool, image_on_stdout: bool) -> Result<(), LeakspyError> {
@@ -249,6 +315,13 @@ fn print_report(report: &DumpReport, json: bool, image_on_stdout: bool) -> Resul
         human_bytes(report.copied_bytes),
         report.write_ms,
     );
+    if report.flaws != Some(0) {
+        eprintln!(
+            "leakspy: warning: every one of {} pauses caught the target mid-change (a list being relinked or a \
+             collection running); the image keeps the last copy, and readings of it may count a few objects less",
+            report.pauses
+        );
+    }
     if json {
         let text = terminal::json(serde_json::to_string_pretty(report).map_err(anyhow::Error::from)?) + "\n";
         if image_on_stdout {

@@ -208,7 +208,7 @@ fn live_census(
 }
 
 /// Pauses taken at most for one `--pause` census.
-const PAUSE_ATTEMPTS: u32 = 4;
+pub(super) const PAUSE_ATTEMPTS: u32 = 4;
 
 /// A census from a copy taken with the target stopped. Nothing changes under the decoding,
 /// but a thread can be stopped between the two writes that relink a list, or while its
@@ -262,7 +262,7 @@ fn paused_census(
 }
 
 /// How much a census shows of a target caught mid-change: 0 for a clean picture.
-fn census_flaws(census: &Census) -> u64 {
+pub(super) fn census_flaws(census: &Census) -> u64 {
     census.torn_links
         + census.broken_lists
         + census.unreadable_objects
@@ -331,7 +331,7 @@ fn graph_memory_warning(target_rss: u64, available: u64) -> Option<String> {
 
 /// The census, and with `all` the heap graph's view of it (untracked objects, sizes,
 /// external references, retained sizes).
-fn take_census_with(
+pub(super) fn take_census_with(
     process: &PythonProcess,
     mem: &mut dyn RemoteMemory,
     limits: WalkLimits,

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::counting::{Counting, LIVE, PEAK};
 use common::*;
 use leakspy::cpython::process::PythonProcess;
 use leakspy::heap::census::take_census;
@@ -16,36 +17,11 @@ use leakspy::memory::live::LiveProcess;
 use leakspy::memory::{ReadError, RemoteMemory};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// Counts live and peak heap bytes, so that a case can check what decoding allocated.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as the caller's.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
-
+// Counts live and peak heap bytes, so that a case can check what decoding allocated.
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 

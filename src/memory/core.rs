@@ -34,10 +34,10 @@ const MAX_LEAKSPY_NOTE: usize = 16 << 20;
 const MAX_DECOMPRESSED: u64 = 64 << 30;
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
-const NT_PRSTATUS: u32 = 1;
-const NT_PRPSINFO: u32 = 3;
-const NT_AUXV: u32 = 6;
-const NT_FILE: u32 = 0x4649_4c45;
+pub const NT_PRSTATUS: u32 = 1;
+pub const NT_PRPSINFO: u32 = 3;
+pub const NT_AUXV: u32 = 6;
+pub const NT_FILE: u32 = 0x4649_4c45;
 /// leakspy's note (owner "LEAKSPY"): see the image format in the README.
 pub const NT_LEAKSPY: u32 = 0x4c53_0001;
 const AT_PHDR: u64 = 3;

@@ -23,12 +23,8 @@ pub const PF_X: u32 = 1;
 pub const PF_W: u32 = 2;
 pub const PF_R: u32 = 4;
 
-pub const NT_PRSTATUS: u32 = 1;
-pub const NT_PRPSINFO: u32 = 3;
-pub const NT_AUXV: u32 = 6;
-pub const NT_FILE: u32 = 0x4649_4c45;
-/// leakspy's own note (owner "LEAKSPY"): a JSON object, see the image format in the README.
-pub const NT_LEAKSPY: u32 = 0x4c53_0001;
+/// The note types, as the reader knows them: what is written is what is read.
+pub use crate::memory::core::{NT_AUXV, NT_FILE, NT_LEAKSPY, NT_PRPSINFO, NT_PRSTATUS};
 
 /// One ELF note.
 pub struct Note {

@@ -7,13 +7,13 @@
 mod common;
 
 use common::counting::{Counting, LIVE, PEAK};
+use common::image::Image;
 use common::*;
 use leakspy::cpython::process::PythonProcess;
 use leakspy::heap::explain::GraphSummary;
 use leakspy::heap::graph::{build, shortest_paths};
 use leakspy::heap::retained::Retention;
 use leakspy::memory::live::LiveProcess;
-use leakspy::memory::{ReadError, RemoteMemory};
 use std::sync::atomic::Ordering;
 
 #[global_allocator]
@@ -26,45 +26,6 @@ const OBJECTS: u64 = 1_000_000;
 const FULL_BOUND: f64 = 84.0;
 /// The same without retained sizes (measured about 58: reading the graph is the peak).
 const PATHS_BOUND: f64 = 62.0;
-
-/// A frozen copy of a process's readable memory.
-struct Image {
-    regions: Vec<(u64, Vec<u8>)>,
-}
-
-impl Image {
-    fn capture(pid: i32, process: &PythonProcess) -> Image {
-        let mut live = LiveProcess::new(pid);
-        let mut regions = Vec::new();
-        for m in process.maps.mappings.iter().filter(|m| m.readable && !m.path.starts_with("[v")) {
-            for run in live.populated_runs(m.start, m.end).unwrap_or_default() {
-                let mut data = vec![0u8; (run.end - run.start) as usize];
-                if let Ok(n) = live.read_bulk(run.start, &mut data) {
-                    data.truncate(n);
-                    regions.push((run.start, data));
-                }
-            }
-        }
-        regions.sort_by_key(|r| r.0);
-        Image { regions }
-    }
-}
-
-impl RemoteMemory for Image {
-    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
-        let unmapped = || ReadError::Unmapped { addr, len: buf.len() };
-        let k = self.regions.partition_point(|(start, _)| *start <= addr).checked_sub(1).ok_or_else(unmapped)?;
-        let (start, data) = &self.regions[k];
-        let offset = (addr - start) as usize;
-        let bytes = data.get(offset..offset + buf.len()).ok_or_else(unmapped)?;
-        buf.copy_from_slice(bytes);
-        Ok(())
-    }
-
-    fn changes_under_reads(&self) -> bool {
-        false
-    }
-}
 
 #[test]
 fn graph_bytes_per_node_stay_under_the_bound_in_both_modes() {

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod counting;
+pub mod image;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};

@@ -164,7 +164,7 @@ pub fn run(args: DumpArgs) -> Result<(), LeakspyError> {
         // A target that died during the pause leaves a copy of a process that no longer
         // exists; the user asked for a dump of a running one (and its census would read what
         // is not in the copy from a process that is gone).
-        if has_exited(pid) || start_ticks(pid) != Some(started_at) {
+        if gone(pid, started_at) {
             return Err(LeakspyError::ProcessExited { pid });
         }
         taken.pauses = pause;
@@ -178,6 +178,11 @@ pub fn run(args: DumpArgs) -> Result<(), LeakspyError> {
         }
         pause += 1;
     }
+}
+
+/// The process that was paused has exited, or its PID is another process's now.
+fn gone(pid: i32, started_at: u64) -> bool {
+    has_exited(pid) || start_ticks(pid) != Some(started_at)
 }
 
 /// Writes the image of the copy in `taken` (the target runs again).
@@ -196,15 +201,14 @@ fn write_image(
 
     // A target that died during the pause leaves a copy of a process that no longer exists;
     // the user asked for a dump of a running one, and the read-only pages are gone with it.
-    let gone = || has_exited(pid) || start_ticks(pid) != Some(started_at);
-    if gone() {
+    if gone(pid, started_at) {
         return Err(LeakspyError::ProcessExited { pid });
     }
     let pieces = saved_pieces(&mut copy, &maps, &maps_text, pid)?;
     let build_id = build_id(&mut copy, process, &maps);
     let auxv = std::fs::read(format!("/proc/{pid}/auxv")).unwrap_or_default();
     let stat = ProcStat::read(pid);
-    if gone() {
+    if gone(pid, started_at) {
         return Err(LeakspyError::ProcessExited { pid });
     }
     let read_only_bytes: u64 = pieces.iter().filter(|p| matches!(p.data, PieceData::Read(_))).map(|p| p.len()).sum();

@@ -416,7 +416,11 @@ fn read_elf(file: &TargetFile, depth: Depth) -> Result<ElfParts, ElfError> {
 }
 
 /// A file static renamed by link-time optimisation (`arenas.lto_priv.0`) under its own name.
+/// Called for every symbol of the binary: names without a dot (most) are not searched.
 fn without_lto_suffix(name: &str) -> &str {
+    if !name.contains('.') {
+        return name;
+    }
     name.split_once(".lto_priv.").map_or(name, |(base, _)| base)
 }
 

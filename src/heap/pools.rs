@@ -73,6 +73,8 @@ pub struct ObjectIndex {
     successors: Vec<u32>,
     type_table: Vec<u64>,
     type_ids: FxHashMap<u64, u16>,
+    /// The type the scan found last, and its id.
+    last_type: Option<(u64, u16)>,
     /// What building it cost and found, for the census and the benchmark.
     pub stats: IndexStats,
 }
@@ -323,11 +325,22 @@ impl ObjectIndex {
         self.slots.push(PoolSlots { first: self.entries.len() as u32, ..PoolSlots::default() });
     }
 
-    /// Drops the pool begun last if nothing was added to it.
+    /// Drops the pool begun last if nothing was added to it, else counts the entries before
+    /// each word of its slot bits.
     fn end_pool(&mut self, pool: u64) {
-        if self.slots.last().is_some_and(|s| s.first as usize == self.entries.len()) {
-            self.slots.pop();
-            self.pools.remove(&pool);
+        match self.slots.last_mut() {
+            Some(s) if s.first as usize == self.entries.len() => {
+                self.slots.pop();
+                self.pools.remove(&pool);
+            }
+            Some(s) => {
+                let mut before = 0u16;
+                for (word, bits) in s.before.iter_mut().zip(s.bits) {
+                    *word = before;
+                    before += bits.count_ones() as u16;
+                }
+            }
+            None => {}
         }
     }
 
@@ -342,25 +355,27 @@ impl ObjectIndex {
     /// Adds a header to the pool begun last; false (nothing added) if it does not fit the
     /// compact form.
     fn push(&mut self, pool: u64, gc: u64, header: IndexedHeader) -> bool {
-        let type_id = match self.type_ids.get(&header.type_addr) {
-            Some(&id) => id,
-            None if self.type_table.len() <= usize::from(u16::MAX) => {
-                let id = self.type_table.len() as u16;
-                self.type_table.push(header.type_addr);
-                self.type_ids.insert(header.type_addr, id);
-                id
-            }
-            None => return false,
+        // Neighbouring blocks are often of one type: the last one found is tried first.
+        let type_id = match self.last_type {
+            Some((addr, id)) if addr == header.type_addr => id,
+            _ => match self.type_ids.get(&header.type_addr) {
+                Some(&id) => id,
+                None if self.type_table.len() <= usize::from(u16::MAX) => {
+                    let id = self.type_table.len() as u16;
+                    self.type_table.push(header.type_addr);
+                    self.type_ids.insert(header.type_addr, id);
+                    id
+                }
+                None => return false,
+            },
         };
+        self.last_type = Some((header.type_addr, type_id));
         let slot = ((gc - pool) >> self.slot_shift) as usize;
         let Some(slots) = self.slots.last_mut() else { return false };
         if header.next > MAX_LINK || header.prev > MAX_LINK || slot >= 64 * slots.bits.len() {
             return false;
         }
         slots.bits[slot / 64] |= 1 << (slot % 64);
-        for word in slot / 64 + 1..slots.before.len() {
-            slots.before[word] += 1;
-        }
         let mut links = [0u8; 12];
         links[..6].copy_from_slice(&header.next.to_le_bytes()[..6]);
         links[6..].copy_from_slice(&header.prev.to_le_bytes()[..6]);

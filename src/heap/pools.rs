@@ -152,9 +152,14 @@ impl ObjectIndex {
         // Entries both threads may still add, shared so that an uneven split wastes none.
         let room = AtomicU64::new(((rss as f64 * MAX_INDEX_FRACTION) as u64 / ENTRY_BYTES).max(1 << 16));
         let total: u64 = runs.iter().map(|r| r.end - r.start).sum();
-        let empty = || ObjectIndex {
+        // Room reserved up front for about as many entries as the bytes hold objects (real
+        // heaps hold one GC object per 150-250 bytes): growing by doubling would copy the
+        // entries and fault their pages in twice. Untouched reserved pages cost nothing.
+        let expected = (total / 128).min(room.load(Ordering::Relaxed)) as usize;
+        let empty = |reserve: usize| ObjectIndex {
             pool_mask: !(pools.pool_size - 1),
             slot_shift: pools.alignment.trailing_zeros(),
+            entries: Vec::with_capacity(reserve),
             ..ObjectIndex::default()
         };
         // Two threads, each scanning half the bytes, where the source can be read from another
@@ -168,12 +173,13 @@ impl ObjectIndex {
             let (room, theirs) = (&room, &theirs);
             let other = pid.map(|pid| {
                 scope.spawn(move || {
-                    let mut index = empty();
+                    let mut index = empty(expected / 2);
                     let mut read = |addr: u64, buf: &mut [u8]| direct_read(pid, addr, buf);
                     index.scan_runs(theirs, layout, pools, room, &mut read).map(|()| index)
                 })
             });
-            let mut index = empty();
+            // This one takes in the other's entries at the end.
+            let mut index = empty(expected);
             let mine = index.scan_runs(&mine, layout, pools, room, &mut |addr, buf| mem.read_bulk(addr, buf));
             (mine.map(|()| index), other.map(|t| t.join().ok().flatten()))
         });

@@ -5,31 +5,13 @@
 
 mod common;
 
+use common::scratch::Scratch;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-
-/// A scratch directory removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("leakspy-core-{tag}-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// gdb's gcore of a (blocked) process into `file`.
 fn gcore(pid: i32, file: &Path) -> Result<(), String> {
@@ -104,9 +86,9 @@ fn differences(a: &BTreeMap<String, (u64, u64, u64, u64)>, b: &BTreeMap<String, 
 fn a_gcore_reads_as_the_paused_process_and_its_own_census_on_every_interpreter() {
     let failures = per_interpreter(2, &|interp| {
         let mut failures = Vec::new();
-        let scratch = Scratch::new("census");
+        let scratch = Scratch::new("core-census");
         let target = Target::start(interp, "census_target.py", &[]);
-        let core = scratch.0.join("target.core");
+        let core = scratch.join("target.core");
         if let Err(e) = gcore(target.pid, &core) {
             return vec![format!("{}: {e}", interp.label)];
         }
@@ -167,12 +149,12 @@ fn a_gcore_reads_as_the_paused_process_and_its_own_census_on_every_interpreter()
 fn why_reads_a_core_as_it_reads_the_process_on_every_interpreter() {
     let failures = per_interpreter(2, &|interp| {
         let mut failures = Vec::new();
-        let scratch = Scratch::new("why");
+        let scratch = Scratch::new("core-why");
         let target = Target::start(interp, "graph_target.py", &[]);
         // The worker thread blocks a moment after the main thread: a core taken while it is
         // still on its way into its wait has its frame mid-call.
         std::thread::sleep(std::time::Duration::from_millis(300));
-        let core = scratch.0.join("graph.core");
+        let core = scratch.join("graph.core");
         if let Err(e) = gcore(target.pid, &core) {
             return vec![format!("{}: {e}", interp.label)];
         }
@@ -206,12 +188,12 @@ fn why_reads_a_core_as_it_reads_the_process_on_every_interpreter() {
 #[test]
 fn a_core_census_goes_to_a_history_with_the_dumped_process_and_every_format() {
     let interp = newest_host_python();
-    let scratch = Scratch::new("history");
+    let scratch = Scratch::new("core-history");
     let target = Target::start(&interp, "census_target.py", &[]);
-    let core = scratch.0.join("a.core");
+    let core = scratch.join("a.core");
     gcore(target.pid, &core).unwrap();
     let core_arg = core.to_string_lossy().into_owned();
-    let history = scratch.0.join("history.jsonl");
+    let history = scratch.join("history.jsonl");
     let out = leakspy(&["snapshot", "--core", &core_arg, "--append", &history.to_string_lossy()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let line = std::fs::read_to_string(&history).unwrap();
@@ -226,7 +208,7 @@ fn a_core_census_goes_to_a_history_with_the_dumped_process_and_every_format() {
         assert!(out.status.success() && !out.stdout.is_empty(), "{format:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
     // The same core compressed with zstd reads the same.
-    let compressed = scratch.0.join("a.core.zst");
+    let compressed = scratch.join("a.core.zst");
     let raw = std::fs::read(&core).unwrap();
     std::fs::write(&compressed, zstd::encode_all(&raw[..], 3).unwrap()).unwrap();
     let plain = json_of(&["snapshot", "--core", &core_arg, "--json"]).unwrap();
@@ -234,7 +216,7 @@ fn a_core_census_goes_to_a_history_with_the_dumped_process_and_every_format() {
     assert_eq!(rows(&plain), rows(&unpacked));
     assert_eq!(unpacked["core"]["compressed"], true);
     // diff of two cores goes through their censuses.
-    let a = scratch.0.join("a.json");
+    let a = scratch.join("a.json");
     std::fs::write(&a, leakspy(&["snapshot", "--core", &core_arg, "--json"]).stdout).unwrap();
     let out = leakspy(&["diff", &a.to_string_lossy(), &a.to_string_lossy()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -255,8 +237,8 @@ fn expect_failure(args: &[&str], code: i32, words: &str) -> Option<String> {
 #[test]
 fn bad_cores_get_one_line_and_their_own_exit_code() {
     let interp = newest_host_python();
-    let scratch = Scratch::new("bad");
-    let dir = &scratch.0;
+    let scratch = Scratch::new("core-bad");
+    let dir = &*scratch;
     let target = Target::start(&interp, "census_target.py", &[]);
     let core = dir.join("good.core");
     gcore(target.pid, &core).unwrap();
@@ -332,15 +314,15 @@ fn a_core_read_where_the_python_binary_moved_away() {
         println!("no Debian python3.X on this machine: skipped");
         return;
     };
-    let scratch = Scratch::new("moved");
-    let (here, there) = (scratch.0.join("here"), scratch.0.join("there"));
+    let scratch = Scratch::new("core-moved");
+    let (here, there) = (scratch.join("here"), scratch.join("there"));
     std::fs::create_dir_all(&here).unwrap();
     std::fs::create_dir_all(&there).unwrap();
     let name = debian.exe.file_name().unwrap().to_owned();
     std::fs::copy(&debian.exe, here.join(&name)).unwrap();
     let copied = Interpreter { label: format!("copy of {}", debian.label), exe: here.join(&name), ..debian.clone() };
     let target = Target::start(&copied, "census_target.py", &[]);
-    let core = scratch.0.join("moved.core");
+    let core = scratch.join("moved.core");
     gcore(target.pid, &core).unwrap();
     let truth = target.truth.clone();
     drop(target);
@@ -363,9 +345,9 @@ fn a_chroot_targets_core_is_read_with_sysroot() {
         println!("no sid chroot at {}: skipped (scripts/setup.sh makes it)", root.display());
         return;
     };
-    let scratch = Scratch::new("sysroot");
+    let scratch = Scratch::new("core-sysroot");
     let target = Target::start(&interp, "census_target.py", &[]);
-    let core = scratch.0.join("chroot.core");
+    let core = scratch.join("chroot.core");
     gcore(target.pid, &core).unwrap();
     let census =
         json_of(&["snapshot", "--core", &core.to_string_lossy(), "--sysroot", &root.to_string_lossy(), "--json"])
@@ -416,8 +398,8 @@ fn a_kernel_core_of_a_target_killed_with_sigabrt() {
     // Every interpreter outside the chroot (whose core would land inside it; its gcore is read
     // with --sysroot above).
     for interp in supported_interpreters().into_iter().filter(|i| i.chroot.is_none()) {
-        let scratch = Scratch::new("kernel");
-        let dir = &scratch.0;
+        let scratch = Scratch::new("core-kernel");
+        let dir = &*scratch;
         let script = dir.join("census_target.py");
         std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/targets/census_target.py"), &script).unwrap();
         let truth_path = dir.join("truth.json");
@@ -564,16 +546,16 @@ fn image_from_gcore(core: &Path, pid: i32, binary: &Path) -> Vec<u8> {
 #[test]
 fn an_image_with_leakspy_note_needs_no_file_of_the_target() {
     let interp = newest_host_python();
-    let scratch = Scratch::new("image");
+    let scratch = Scratch::new("core-image");
     let target = Target::start(&interp, "census_target.py", &[]);
-    let core = scratch.0.join("g.core");
+    let core = scratch.join("g.core");
     gcore(target.pid, &core).unwrap();
     let binary = lib_or_exe(&interp.exe);
-    let image = scratch.0.join("app.image.zst");
+    let image = scratch.join("app.image.zst");
     std::fs::write(&image, zstd::encode_all(&image_from_gcore(&core, target.pid, &binary)[..], 3).unwrap()).unwrap();
     // Files named by the core would be found on this machine: a sysroot with nothing in it
     // shows that none is opened.
-    let empty = scratch.0.join("empty-root");
+    let empty = scratch.join("empty-root");
     std::fs::create_dir_all(&empty).unwrap();
     let census =
         json_of(&["snapshot", "--core", &image.to_string_lossy(), "--sysroot", &empty.to_string_lossy(), "--json"])

@@ -6,17 +6,14 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const NT_LEAKSPY: u32 = 0x4c53_0001;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("leakspy-dump-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch(name: &str) -> scratch::Scratch {
+    scratch::Scratch::new(&format!("dump-{name}"))
 }
 
 fn state(pid: i32) -> char {
@@ -205,7 +202,6 @@ fn check_dump(interp: &Interpreter) -> Vec<String> {
     if !matches!(state(target.pid), 'S' | 'R') || !answers(&mut target) {
         problems.push(format!("{what}: the target does not run on after the dumps"));
     }
-    let _ = std::fs::remove_dir_all(&dir);
     problems
 }
 
@@ -375,7 +371,6 @@ fn check_killed_leakspy(interp: &Interpreter) -> Vec<String> {
     if !answers(&mut target) {
         problems.push(format!("{what}: the target does not answer after leakspy was killed"));
     }
-    let _ = std::fs::remove_dir_all(&dir);
     problems
 }
 
@@ -414,7 +409,6 @@ fn check_killed_target(interp: &Interpreter) -> Vec<String> {
     if !left.is_empty() {
         problems.push(format!("{what}: files left: {left:?}"));
     }
-    let _ = std::fs::remove_dir_all(&dir);
     problems
 }
 
@@ -449,7 +443,6 @@ fn an_existing_file_is_replaced_atomically() {
     assert_eq!(&new[..4], b"\x28\xb5\x2f\xfd", "a zstd frame");
     assert_ne!(std::fs::metadata(&file).unwrap().ino(), old_inode, "renamed over, not rewritten");
     assert_eq!(no_file_left(&dir), vec!["image.zst".to_string()]);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // Round trip: images read back with `--core` (src/memory/core.rs).
@@ -575,7 +568,6 @@ fn check_census_round_trip(interp: &Interpreter) -> Vec<String> {
             problems.extend([a.err(), b.err(), c.err(), d.err()].into_iter().flatten().map(|e| format!("{what}: {e}")))
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     problems
 }
 
@@ -642,7 +634,6 @@ fn check_why_round_trip(interp: &Interpreter) -> Vec<String> {
             (a, b) => problems.extend([a.err(), b.err()].into_iter().flatten().map(|e| format!("{what} {class}: {e}"))),
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     problems
 }
 
@@ -723,7 +714,6 @@ fn check_files_moved_away(interp: &Interpreter) -> Vec<String> {
         Err(e) => problems.push(format!("{what}: with the files moved away: {e}")),
     }
     drop(target);
-    let _ = std::fs::remove_dir_all(&dir);
     problems
 }
 
@@ -748,7 +738,6 @@ fn an_already_stopped_target_is_dumped_and_stays_stopped() {
     Command::new("kill").args(["-CONT", &pid]).status().unwrap();
     let census = json_of(&["snapshot", "--core", &image, "--json"]).unwrap();
     assert_eq!(differences_from_truth(&census, &target.truth), Vec::<String>::new());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `dump` reads a live process: `--core` is refused, and so is a directory that does not exist
@@ -801,7 +790,6 @@ fn an_image_names_the_static_types_of_extension_modules() {
             }
             Err(e) => problems.push(format!("{what}: {e}")),
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
     assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
 }

@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::scratch::Scratch;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -24,24 +25,6 @@ fn tools_dir() -> PathBuf {
 
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(REPO).join("target"))
-}
-
-/// A scratch directory for one test, emptied first and removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("leakspy-install-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create a scratch directory");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -158,7 +141,7 @@ fn pip_wheel_installs_leakspy_into_a_fresh_environment() {
         return;
     }
     let scratch = Scratch::new("wheel");
-    let wheel = build_wheel(&tools, &scratch.0.join("dist"));
+    let wheel = build_wheel(&tools, &scratch.join("dist"));
     let name = wheel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let size = std::fs::metadata(&wheel).map(|m| m.len()).unwrap_or(0);
 
@@ -172,7 +155,7 @@ fn pip_wheel_installs_leakspy_into_a_fresh_environment() {
 
     // A fresh environment of an interpreter present: the wheel puts leakspy in its bin/.
     let python = newest_host_python();
-    let venv = scratch.0.join("venv");
+    let venv = scratch.join("venv");
     run(Command::new(&python.exe).args(["-m", "venv"]).arg(&venv));
     let before = files_under(&venv);
     let pip = venv.join("bin/pip");
@@ -191,24 +174,24 @@ fn pip_wheel_installs_leakspy_into_a_fresh_environment() {
     assert_eq!(after, before, "pip uninstall left files behind");
 
     // pipx and uv install the same wheel as a tool of its own.
-    let pipx_bin = scratch.0.join("pipx-bin");
+    let pipx_bin = scratch.join("pipx-bin");
     run(Command::new(tools.join("bin/pipx"))
         .arg("install")
         .arg(&wheel)
-        .env("PIPX_HOME", scratch.0.join("pipx"))
+        .env("PIPX_HOME", scratch.join("pipx"))
         .env("PIPX_BIN_DIR", &pipx_bin)
-        .env("PIPX_MAN_DIR", scratch.0.join("pipx-man")));
+        .env("PIPX_MAN_DIR", scratch.join("pipx-man")));
     let census = census_by(Command::new(pipx_bin.join("leakspy")), target.pid);
     check_census("pipx install", &census, &target, &reference);
 
-    let uv_bin = scratch.0.join("uv-bin");
+    let uv_bin = scratch.join("uv-bin");
     run(Command::new(tools.join("bin/uv"))
         .args(["tool", "install", "--offline", "--python"])
         .arg(&python.exe)
         .arg(&wheel)
-        .env("UV_TOOL_DIR", scratch.0.join("uv-tools"))
+        .env("UV_TOOL_DIR", scratch.join("uv-tools"))
         .env("UV_TOOL_BIN_DIR", &uv_bin)
-        .env("UV_CACHE_DIR", scratch.0.join("uv-cache"))
+        .env("UV_CACHE_DIR", scratch.join("uv-cache"))
         .env("UV_PYTHON_DOWNLOADS", "never"));
     let census = census_by(Command::new(uv_bin.join("leakspy")), target.pid);
     check_census("uv tool install", &census, &target, &reference);
@@ -220,10 +203,10 @@ fn cargo_install_puts_a_working_leakspy_in_its_root() {
     // The work tree's target directory: what the test build compiled is not compiled again.
     run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["install", "--quiet", "--offline", "--locked", "--path", REPO, "--root"])
-        .arg(&scratch.0)
+        .arg(&*scratch)
         .env("CARGO_TARGET_DIR", target_dir()));
     let (target, reference) = census_target();
-    let census = census_by(Command::new(scratch.0.join("bin/leakspy")), target.pid);
+    let census = census_by(Command::new(scratch.join("bin/leakspy")), target.pid);
     check_census("cargo install", &census, &target, &reference);
 }
 
@@ -270,7 +253,7 @@ fn static_binary_runs_from_an_empty_root() {
 
     // An empty root: the binary and /proc, nothing else (no libc, no /etc, no /tmp).
     let scratch = Scratch::new("static");
-    let root = scratch.0.join("root");
+    let root = scratch.join("root");
     std::fs::create_dir_all(&root).expect("create the empty root");
     std::fs::copy(&binary, root.join("leakspy")).expect("copy the static binary");
     let census = census_by(in_root(&root, "/leakspy"), target.pid);
@@ -311,7 +294,7 @@ fn completions_load_and_man_pages_render() {
         match check {
             Some(argv) if Command::new(argv[0]).arg("--version").output().is_ok() => {
                 let scratch = Scratch::new(shell);
-                let file = scratch.0.join(format!("leakspy.{shell}"));
+                let file = scratch.join(format!("leakspy.{shell}"));
                 std::fs::write(&file, text.as_bytes()).expect("write the completion script");
                 run(Command::new(argv[0]).args(&argv[1..]).arg(&file));
                 println!("{shell}: completion script parses");
@@ -323,12 +306,12 @@ fn completions_load_and_man_pages_render() {
 
     // Every page renders without a warning, with man if present, else with groff.
     let scratch = Scratch::new("man");
-    run(Command::new(LEAKSPY).args(["man", "--dir"]).arg(&scratch.0));
-    let pages = files_under(&scratch.0);
+    run(Command::new(LEAKSPY).args(["man", "--dir"]).arg(&*scratch));
+    let pages = files_under(&*scratch);
     assert!(pages.len() >= 10, "{pages:?}");
     let have_man = Command::new("man").arg("--version").output().is_ok_and(|o| o.status.success());
     for page in &pages {
-        let path = scratch.0.join(page);
+        let path = scratch.join(page);
         let out = if have_man {
             run(Command::new("man")
                 .args(["--warnings=w", "-l"])
@@ -344,5 +327,5 @@ fn completions_load_and_man_pages_render() {
     }
     // The page printed on stdout is the top-level one.
     let out = run(Command::new(LEAKSPY).arg("man"));
-    assert_eq!(Some(out.stdout), std::fs::read(scratch.0.join("leakspy.1")).ok());
+    assert_eq!(Some(out.stdout), std::fs::read(scratch.join("leakspy.1")).ok());
 }

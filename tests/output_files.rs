@@ -7,18 +7,16 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The unprivileged user that plays the other user (nobody, as tests/errors.rs uses).
 const OTHER_UID: u32 = 65534;
 
-fn scratch(name: &str, mode: u32) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("leakspy-files-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+fn scratch(name: &str, mode: u32) -> scratch::Scratch {
+    let dir = scratch::Scratch::new(&format!("files-{name}"));
+    std::fs::set_permissions(&*dir, std::fs::Permissions::from_mode(mode)).unwrap();
     dir
 }
 
@@ -168,8 +166,6 @@ fn planted_links_and_files_in_a_shared_directory_change_nothing() {
 
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root's own file\n", "the victim is untouched");
     assert_eq!(mode_of(&victim), 0o644);
-    std::fs::remove_dir_all(&shared).unwrap();
-    std::fs::remove_dir_all(&private).unwrap();
 }
 
 /// Puts the machine's /dev/null, /dev/stdout and /dev/stderr back if a regression replaced
@@ -253,7 +249,6 @@ fn devices_fifos_and_stdout_are_written_as_they_are() {
     }
     assert!(std::fs::metadata(dir.join("null")).unwrap().file_type().is_char_device());
     assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -317,11 +312,10 @@ fn modes_and_owners_are_kept_and_new_files_are_private() {
     let out = leakspy_within(&["attach", &pid, "--samples", "1", "--json", "--record", s(&record)]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(mode_of(&record), 0o600, "a new record file is 0600");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A small tmpfs, unmounted (and its mount point removed) when dropped.
-struct SmallFs(PathBuf);
+struct SmallFs(scratch::Scratch);
 
 impl SmallFs {
     /// None (with the reason printed) where this test may not mount.
@@ -332,12 +326,10 @@ impl SmallFs {
             Ok(out) if out.status.success() => Some(SmallFs(dir)),
             Ok(out) => {
                 println!("cannot mount a tmpfs here ({}): skipping the full-disk test", stderr_of(&out).trim());
-                let _ = std::fs::remove_dir(&dir);
                 None
             }
             Err(e) => {
                 println!("cannot run mount ({e}): skipping the full-disk test");
-                let _ = std::fs::remove_dir(&dir);
                 None
             }
         }
@@ -346,8 +338,8 @@ impl SmallFs {
 
 impl Drop for SmallFs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir(&self.0);
+        // The mount point itself goes with the scratch directory, after this.
+        let _ = Command::new("umount").arg(&*self.0).status();
     }
 }
 

@@ -19,11 +19,8 @@ use std::process::Command;
 const SAMPLES: &str = "12";
 const INTERVAL: &str = "0.1";
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("leakspy-report-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
+fn scratch(name: &str) -> scratch::Scratch {
+    scratch::Scratch::new(&format!("report-{name}"))
 }
 
 /// HTML's five characters as character references, as the report writes names.

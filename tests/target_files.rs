@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::scratch::Scratch;
 use common::*;
 use leakspy::memory::maps::{Mapping, MemoryMap};
 use leakspy::memory::target_files::{Refusal, TargetFile, TargetFileError, open_in_root, open_mapped};
@@ -14,24 +15,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-/// A directory under /tmp, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("leakspy-files-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Runs `f` on a thread and fails the test if it takes more than `limit`: what this file
 /// checks includes "does not block".
@@ -139,8 +122,8 @@ fn a_hostile_root_cannot_point_leakspy_at_host_files_or_block_it() {
     let exe = interp.exe.to_str().unwrap().to_string();
     assert!(first_mapping(target.pid, &exe).is_some(), "the target maps {exe}");
 
-    let scratch = Scratch::new("hostile-root");
-    let root = scratch.0.join("root");
+    let scratch = Scratch::new("files-hostile-root");
+    let root = scratch.join("root");
     let planted = root.join(interp.exe.strip_prefix("/").unwrap());
     std::fs::create_dir_all(planted.parent().unwrap()).unwrap();
     let open = |root: &Path, exe: &str| -> Result<TargetFile, TargetFileError> {
@@ -205,14 +188,14 @@ fn a_library_replaced_on_disk_is_read_as_mapped() {
         println!("no two pyenv builds with a shared libpython: nothing to check");
         return;
     };
-    let scratch = Scratch::new("replaced");
-    let copy = scratch.0.join(lib.file_name().unwrap());
+    let scratch = Scratch::new("files-replaced");
+    let copy = scratch.join(lib.file_name().unwrap());
     std::fs::copy(&lib, &copy).unwrap();
-    let target = Target::start_with_env(&interp, "census_target.py", &[], &[("LD_LIBRARY_PATH", &scratch.0)]);
+    let target = Target::start_with_env(&interp, "census_target.py", &[], &[("LD_LIBRARY_PATH", &*scratch)]);
     let copy_name = copy.to_str().unwrap();
     assert!(first_mapping(target.pid, copy_name).is_some(), "{}: the target does not map {copy_name}", interp.label);
 
-    let incoming = scratch.0.join("incoming.so");
+    let incoming = scratch.join("incoming.so");
     std::fs::copy(&other, &incoming).unwrap();
     std::fs::rename(&incoming, &copy).unwrap();
     let deleted = format!("{copy_name} (deleted)");

@@ -7,6 +7,7 @@
 
 pub mod counting;
 pub mod image;
+pub mod scratch;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};

@@ -307,7 +307,7 @@ fn completions_load_and_man_pages_render() {
     // Every page renders without a warning, with man if present, else with groff.
     let scratch = Scratch::new("man");
     run(Command::new(LEAKSPY).args(["man", "--dir"]).arg(&*scratch));
-    let pages = files_under(&*scratch);
+    let pages = files_under(&scratch);
     assert!(pages.len() >= 10, "{pages:?}");
     let have_man = Command::new("man").arg("--version").output().is_ok_and(|o| o.status.success());
     for page in &pages {

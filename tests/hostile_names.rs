@@ -10,6 +10,7 @@
 
 mod common;
 
+use common::scratch::Scratch;
 use common::*;
 use serde_json::Value;
 use std::fs::File;
@@ -319,20 +320,10 @@ fn check(interp: &Interpreter, n: usize, scratch: &Path) {
     println!("{label}: no name reached the terminal raw");
 }
 
-/// A directory removed when dropped, also when a check fails.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn hostile_names_reach_no_terminal_raw_on_every_interpreter() {
-    let guard = Scratch(std::env::temp_dir().join(format!("leakspy-hostile-{}", std::process::id())));
-    let scratch = guard.0.clone();
-    std::fs::create_dir_all(&scratch).expect("scratch dir");
+    let guard = Scratch::new("hostile");
+    let scratch = guard.to_path_buf();
     let all = supported_interpreters();
     // Two interpreters at a time: each is a target plus leakspy, mostly waiting.
     for (k, pair) in all.chunks(2).enumerate() {
@@ -356,8 +347,8 @@ fn hostile_names_reach_no_terminal_raw_on_every_interpreter() {
 /// path (read from /proc/PID/maps), escaped.
 #[test]
 fn a_hostile_executable_path_in_an_error_is_escaped() {
-    let guard = Scratch(std::env::temp_dir().join(format!("leakspy-hostile-exe-{}", std::process::id())));
-    let dir = guard.0.clone();
+    let guard = Scratch::new("hostile-exe");
+    let dir = guard.to_path_buf();
     std::fs::create_dir_all(&dir).expect("dir");
     let exe: PathBuf = dir.join("sl\x1b]0;pwned\x07\u{202e}eep");
     std::fs::copy("/bin/sleep", &exe).expect("copy sleep");

@@ -265,12 +265,14 @@ pub enum Query<'a> {
 }
 
 /// The objects asked about while the heap is read, by address: each one's refcount less the
-/// references found to it so far (what is left is held from outside the heap).
+/// references found to it so far (what is left is held from outside the heap). The tracked
+/// instances of a type keep only the count of references found: their refcounts are read
+/// at the end, 4 bytes an instance fewer while the heap is read.
 #[derive(Default)]
 struct Targets {
     /// Tracked instances of the type, sorted, and their counts.
     sorted: Vec<u64>,
-    sorted_left: Vec<u32>,
+    sorted_in: Vec<u32>,
     /// Untracked instances, and objects asked for by address.
     other: FxHashMap<u64, u32>,
     /// Sum of sys.getsizeof over the instances of the type.
@@ -279,15 +281,31 @@ struct Targets {
 }
 
 impl Targets {
-    fn left(&mut self, addr: u64) -> Option<&mut u32> {
+    fn contains(&self, addr: u64) -> bool {
+        self.sorted.binary_search(&addr).is_ok() || self.other.contains_key(&addr)
+    }
+
+    /// Counts a reference to `addr`; false if it is no target.
+    fn count_in(&mut self, addr: u64) -> bool {
         match self.sorted.binary_search(&addr) {
-            Ok(k) => self.sorted_left.get_mut(k),
-            Err(_) => self.other.get_mut(&addr),
+            Ok(k) => self.sorted_in.get_mut(k).map(|n| *n = n.saturating_add(1)).is_some(),
+            Err(_) => self.other.get_mut(&addr).map(|left| *left = left.saturating_sub(1)).is_some(),
+        }
+    }
+
+    /// References to `addr` from outside the heap: its refcount less those found.
+    fn external(&self, mem: &mut dyn RemoteMemory, layout: &Layout, addr: u64) -> u64 {
+        match self.sorted.binary_search(&addr) {
+            Ok(k) => {
+                let rc = mem.read_u64(addr + layout.object.ob_refcnt as u64).map_or(0, |w| mortal_refcount(layout, w));
+                u64::from(rc.saturating_sub(self.sorted_in.get(k).copied().unwrap_or(0)))
+            }
+            Err(_) => u64::from(self.other.get(&addr).copied().unwrap_or(0)),
         }
     }
 
     fn heap_bytes(&self) -> u64 {
-        vec_bytes(&self.sorted) + vec_bytes(&self.sorted_left) + map_bytes(&self.other)
+        vec_bytes(&self.sorted) + vec_bytes(&self.sorted_in) + map_bytes(&self.other)
     }
 }
 
@@ -477,14 +495,21 @@ impl Discovery<'_> {
 
     /// Counts `refs` of the node at `from` (a 3.11+ frame when `from_frame`): references,
     /// references to the targets, weak references to them.
-    fn count(&mut self, mem: &mut dyn RemoteMemory, refs: &[Referent], from_frame: bool, weak: &mut Vec<u64>, from: u64) -> u64 {
+    fn count(
+        &mut self,
+        mem: &mut dyn RemoteMemory,
+        refs: &[Referent],
+        from_frame: bool,
+        weak: &mut Vec<u64>,
+        from: u64,
+    ) -> u64 {
         let mut strong = 0;
         for r in refs {
             if !self.resolve(mem, r.addr) {
                 continue;
             }
             if r.strength == Strength::Weak {
-                if self.targets.left(r.addr).is_some() {
+                if self.targets.contains(r.addr) {
                     weak.push(from);
                 }
                 continue;
@@ -493,8 +518,7 @@ impl Discovery<'_> {
             if !r.owned {
                 continue;
             }
-            if let Some(left) = self.targets.left(r.addr) {
-                *left = left.saturating_sub(1);
+            if self.targets.count_in(r.addr) {
                 if from_frame {
                     self.targets.frame_refs += 1;
                 }
@@ -533,7 +557,7 @@ impl<'p> Reach<'p> {
         };
         {
             let mut walker = Walker::new(layout, limits);
-            let mut found: Vec<(u64, u32)> = Vec::new();
+            let mut found: Vec<u64> = Vec::new();
             for list in states.iter().flat_map(|s| &s.lists) {
                 walker
                     .walk(mem, list.head, &mut |mem, h| {
@@ -546,20 +570,28 @@ impl<'p> Reach<'p> {
                             None => by_address.contains(&h.addr),
                         };
                         if wanted {
-                            found.push((h.addr, mortal_refcount(layout, h.refcnt_word)));
+                            found.push(h.addr);
                         }
                     })
                     .map_err(|e| read_error(process.pid, e))?;
             }
             peak.at(vec_bytes(&tracked) + vec_bytes(&found) + 2 * map_bytes(&type_matches));
-            found.sort_unstable_by_key(|f| f.0);
-            found.dedup_by_key(|f| f.0);
+            found.sort_unstable();
+            found.dedup();
             match query {
                 Query::Type(_) => {
-                    targets.sorted = found.iter().map(|f| f.0).collect();
-                    targets.sorted_left = found.iter().map(|f| f.1).collect();
+                    targets.sorted_in = vec![0; found.len()];
+                    targets.sorted = found;
                 }
-                Query::Addresses(_) => targets.other.extend(found),
+                // Tracked objects asked for by address: their refcount now, counted down.
+                Query::Addresses(_) => {
+                    for addr in found {
+                        let rc = mem
+                            .read_u64(addr + layout.object.ob_refcnt as u64)
+                            .map_or(0, |w| mortal_refcount(layout, w));
+                        targets.other.insert(addr, rc);
+                    }
+                }
             }
         }
         if let Query::Addresses(addrs) = query {
@@ -641,11 +673,12 @@ impl<'p> Reach<'p> {
         let mut refs: Vec<Referent> = Vec::new();
         let mut weak_from: Vec<u64> = Vec::new();
         let mut references = 0u64;
-        let f_locals = d.decode.fields.id("f_locals");
+        let mut refs_bytes = 0u64;
         for frame in frames.iter().filter(|f| f.frame_object.is_none()) {
-            refs.clear();
-            frame_referents(frame, &mut d.decode, f_locals, &mut refs);
-            references += d.count(mem, &refs, true, &mut weak_from, 0);
+            let mut cursor = Cursor::of_frame(frame, &mut d.decode, &mut refs);
+            while cursor.next(mem, &mut refs) {
+                references += d.count(mem, &refs, true, &mut weak_from, 0);
+            }
         }
         let mut header = [0u8; 16];
         let o = &layout.object;
@@ -674,22 +707,37 @@ impl<'p> Reach<'p> {
                     d.targets.size_bytes += size_of_object(mem, layout, addr, &t);
                 }
             }
-            refs.clear();
-            let _ = referents(mem, layout, &mut d.decode, addr, &t, &mut refs);
-            references += d.count(mem, &refs, false, &mut weak_from, addr);
+            let mut cursor = Cursor::start(mem, layout, &mut d.decode, addr, &t, &mut refs);
+            while cursor.next(mem, &mut refs) {
+                references += d.count(mem, &refs, false, &mut weak_from, addr);
+            }
+            refs_bytes = refs_bytes.max(vec_bytes(&refs));
+            if refs.capacity() > 4 * ITEMS_BLOCK as usize {
+                // One large dict's references need not stay allocated for the rest.
+                refs = Vec::new();
+            }
         }
-        peak.at(
-            vec_bytes(&tracked)
-                + d.bits.heap_bytes()
-                + d.rejected.heap_bytes()
-                + d.targets.heap_bytes()
-                + vec_bytes(&weak_from)
-                + vec_bytes(&d.opaque)
-                + (d.pending.capacity() * 8) as u64,
-        );
+        peak.at(refs_bytes
+            + vec_bytes(&tracked)
+            + d.bits.heap_bytes()
+            + d.rejected.heap_bytes()
+            + d.targets.heap_bytes()
+            + vec_bytes(&weak_from)
+            + vec_bytes(&d.opaque)
+            + (d.pending.capacity() * 8) as u64);
         drop(tracked);
-        let Discovery { mut bits, mut types, mut decode, untracked, truncated, mut targets, mut opaque, rejected, pending, .. } =
-            d;
+        let Discovery {
+            mut bits,
+            mut types,
+            mut decode,
+            untracked,
+            truncated,
+            mut targets,
+            mut opaque,
+            rejected,
+            pending,
+            ..
+        } = d;
         drop(rejected);
         drop(pending);
         bits.freeze(stack_frames as u32);
@@ -711,7 +759,7 @@ impl<'p> Reach<'p> {
         let mut sampled = Vec::new();
         let mut top_ids = Vec::new();
         for (n, &addr) in instance_addrs.iter().enumerate() {
-            let external = u64::from(targets.left(addr).copied().unwrap_or(0));
+            let external = targets.external(mem, layout, addr);
             external_refs += external;
             externally_held += u64::from(external > 0);
             let listed = n % step == 0 || n < top;
@@ -741,7 +789,7 @@ impl<'p> Reach<'p> {
             }
         };
         targets.sorted = Vec::new();
-        targets.sorted_left = Vec::new();
+        targets.sorted_in = Vec::new();
         drop(instance_addrs);
         opaque.sort_unstable();
         let found = Found {
@@ -810,10 +858,7 @@ impl<'p> Reach<'p> {
                 }
             })
             .collect();
-        let weak: Vec<u32> = weak_from
-            .iter()
-            .filter_map(|&a| if a == 0 { None } else { bits.id_of(a) })
-            .collect();
+        let weak: Vec<u32> = weak_from.iter().filter_map(|&a| if a == 0 { None } else { bits.id_of(a) }).collect();
         drop(weak_from);
         let mut reach = Reach {
             process,
@@ -885,25 +930,17 @@ impl<'p> Reach<'p> {
         }
     }
 
-    /// Node `i`'s strong references to nodes, in order: (node, the reference, exact).
-    fn strong_edges(&mut self, mem: &mut dyn RemoteMemory, i: u32, refs: &mut Vec<Referent>, out: &mut Vec<(u32, Label)>) {
-        refs.clear();
-        out.clear();
+    /// Starts on node `i`'s references.
+    fn cursor(&mut self, mem: &mut dyn RemoteMemory, i: u32, refs: &mut Vec<Referent>) -> Cursor {
         if i < self.stack_frames {
-            let f_locals = self.decode.fields.id("f_locals");
-            if let Some(frame) = self.frames.get(i as usize) {
-                frame_referents(frame, &mut self.decode, f_locals, refs);
-            }
-        } else {
-            let t = self.type_info(mem, i);
-            let addr = self.addr(i);
-            let _ = referents(mem, &self.process.layout, &mut self.decode, addr, &t, refs);
+            return match self.frames.get(i as usize) {
+                Some(frame) => Cursor::of_frame(frame, &mut self.decode, refs),
+                None => Cursor::Decoded { given: true },
+            };
         }
-        for r in refs.iter().filter(|r| r.strength == Strength::Strong) {
-            if let Some(v) = self.bits.id_of(r.addr) {
-                out.push((v, r.label));
-            }
-        }
+        let t = self.type_info(mem, i);
+        let addr = self.addr(i);
+        Cursor::start(mem, &self.process.layout, &mut self.decode, addr, &t, refs)
     }
 
     fn queued(&self, v: u32) -> bool {
@@ -922,8 +959,8 @@ impl<'p> Reach<'p> {
         let mut queue: VecDeque<u32> = VecDeque::new();
         let mut with_conservative: Vec<u32> = Vec::new();
         let mut refs = Vec::new();
-        let mut edges = Vec::new();
         let mut queue_bytes = 0u64;
+        let mut refs_bytes = 0u64;
         let tiers: [Vec<u32>; 3] = [
             self.roots.iter().filter(|r| matches!(r, Root::Modules { .. })).map(|r| r.node()).collect(),
             self.roots.iter().filter(|r| matches!(r, Root::Frame { .. })).map(|r| r.node()).collect(),
@@ -937,37 +974,51 @@ impl<'p> Reach<'p> {
                 }
             }
             while let Some(u) = queue.pop_front() {
-                self.strong_edges(mem, u, &mut refs, &mut edges);
-                if edges.iter().any(|(_, l)| !l.is_exact()) {
+                let mut cursor = self.cursor(mem, u, &mut refs);
+                let mut conservative = false;
+                while cursor.next(mem, &mut refs) {
+                    for r in refs.iter().filter(|r| r.strength == Strength::Strong) {
+                        let Some(v) = self.bits.id_of(r.addr) else { continue };
+                        if !r.label.is_exact() {
+                            conservative = true;
+                        } else if self.parent[v as usize] == UNREACHED {
+                            self.parent[v as usize] = u;
+                            if self.queued(v) {
+                                queue.push_back(v);
+                            }
+                        }
+                    }
+                }
+                if conservative {
                     with_conservative.push(u);
                 }
-                for &(v, label) in &edges {
-                    if label.is_exact() && self.parent[v as usize] == UNREACHED {
-                        self.parent[v as usize] = u;
+                queue_bytes = queue_bytes.max((queue.capacity() * 4) as u64);
+                refs_bytes = refs_bytes.max(vec_bytes(&refs));
+            }
+        }
+        let mut queue: VecDeque<u32> = with_conservative.into_iter().collect();
+        while let Some(u) = queue.pop_front() {
+            let mut cursor = self.cursor(mem, u, &mut refs);
+            while cursor.next(mem, &mut refs) {
+                for r in refs.iter().filter(|r| r.strength == Strength::Strong) {
+                    let Some(v) = self.bits.id_of(r.addr) else { continue };
+                    if self.parent[v as usize] == UNREACHED {
+                        self.parent[v as usize] = u | CONSERVATIVE;
                         if self.queued(v) {
                             queue.push_back(v);
                         }
                     }
                 }
-                queue_bytes = queue_bytes.max((queue.capacity() * 4) as u64);
-            }
-        }
-        let mut queue: VecDeque<u32> = with_conservative.into_iter().collect();
-        while let Some(u) = queue.pop_front() {
-            self.strong_edges(mem, u, &mut refs, &mut edges);
-            for &(v, _) in &edges {
-                if self.parent[v as usize] == UNREACHED {
-                    self.parent[v as usize] = u | CONSERVATIVE;
-                    if self.queued(v) {
-                        queue.push_back(v);
-                    }
-                }
             }
             queue_bytes = queue_bytes.max((queue.capacity() * 4) as u64);
+            refs_bytes = refs_bytes.max(vec_bytes(&refs));
         }
         self.graph_bytes = self.bits.heap_bytes() + vec_bytes(&self.parent);
-        let beside = map_bytes(&self.types) + vec_bytes(&self.sampled) + vec_bytes(&self.weak) + vec_bytes(&self.opaque);
-        self.peak.at(self.graph_bytes + queue_bytes + beside);
+        let beside =
+            map_bytes(&self.types) + vec_bytes(&self.sampled) + vec_bytes(&self.weak) + vec_bytes(&self.opaque);
+        // The conservative holders are gone before the last queue grows: counted as the
+        // queue that starts from them.
+        self.peak.at(self.graph_bytes + queue_bytes + refs_bytes + beside);
     }
 
     fn parent_of(&self, i: u32) -> Option<(u32, bool)> {
@@ -1006,19 +1057,28 @@ impl<'p> Reach<'p> {
         self.decode.keep_names = true;
         self.decode.new_pass();
         let mut refs = Vec::new();
-        let mut edges = Vec::new();
+        let mut found: Vec<(u32, Label)> = Vec::new();
+        let mut filled: FxHashSet<u32> = FxHashSet::default();
         for from in froms {
             self.decode.names.clear();
-            self.strong_edges(mem, from, &mut refs, &mut edges);
+            found.clear();
+            filled.clear();
             let want = &wanted[&from];
-            for &(v, label) in &edges {
-                if let Some(&conservative) = want.get(&v)
-                    && (conservative || label.is_exact())
-                    && !steps.contains_key(&(from, v))
-                {
-                    let step = self.step_of(mem, label);
-                    steps.insert((from, v), step);
+            let mut cursor = self.cursor(mem, from, &mut refs);
+            while cursor.next(mem, &mut refs) {
+                for r in refs.iter().filter(|r| r.strength == Strength::Strong) {
+                    if let Some(v) = self.bits.id_of(r.addr)
+                        && let Some(&conservative) = want.get(&v)
+                        && (conservative || r.label.is_exact())
+                        && filled.insert(v)
+                    {
+                        found.push((v, r.label));
+                    }
                 }
+            }
+            for &(v, label) in &found {
+                let step = self.step_of(mem, label);
+                steps.insert((from, v), step);
             }
         }
         self.decode.keep_names = false;
@@ -1360,6 +1420,81 @@ fn static_type_roots(
             if d.resolve(mem, addr) {
                 let field = d.decode.fields.id(&format!("{name}.{attr}"));
                 roots.push(RootAt::Interpreter { addr, interpreter, field });
+            }
+        }
+    }
+}
+
+/// Words of a list's or tuple's items read at once: a list of millions would otherwise be
+/// millions of 24-byte `Referent`s at once, more than the rest of the search.
+const ITEMS_BLOCK: u64 = 8192;
+
+/// An object's references, a block at a time: a list's or tuple's items in blocks of
+/// [`ITEMS_BLOCK`], any other object's all at once (decoded by [`referents`]).
+enum Cursor {
+    Items { at: u64, count: u64, next: u64 },
+    Decoded { given: bool },
+}
+
+impl Cursor {
+    /// Starts on the object at `addr` of type `t`; `refs` holds the decoded references of an
+    /// object that is not a list or tuple.
+    fn start(
+        mem: &mut dyn RemoteMemory,
+        layout: &Layout,
+        decode: &mut Decode,
+        addr: u64,
+        t: &TypeInfo,
+        refs: &mut Vec<Referent>,
+    ) -> Cursor {
+        refs.clear();
+        let c = &layout.containers;
+        let items = match t.kind {
+            Kind::List => mem.read_u64(addr + c.list_ob_item as u64).ok(),
+            Kind::Tuple => Some(addr + layout.graph.tuple_ob_item as u64),
+            _ => {
+                // An object freed or rewritten during the read yields no references.
+                let _ = referents(mem, layout, decode, addr, t, refs);
+                return Cursor::Decoded { given: false };
+            }
+        };
+        let count = mem.read_u64(addr + c.ob_size as u64).ok();
+        match (items, count) {
+            // The graph's budget: a torn length or a crafted one reads nothing.
+            (Some(at), Some(count)) if count <= MAX_ITEMS && decode.claim(count * 8) => {
+                Cursor::Items { at, count, next: 0 }
+            }
+            _ => Cursor::Decoded { given: false },
+        }
+    }
+
+    /// The frame's references (3.11+ frames are not objects).
+    fn of_frame(frame: &StackFrame, decode: &mut Decode, refs: &mut Vec<Referent>) -> Cursor {
+        refs.clear();
+        let f_locals = decode.fields.id("f_locals");
+        frame_referents(frame, decode, f_locals, refs);
+        Cursor::Decoded { given: false }
+    }
+
+    /// The next block into `refs`; false when there is no more.
+    fn next(&mut self, mem: &mut dyn RemoteMemory, refs: &mut Vec<Referent>) -> bool {
+        match self {
+            Cursor::Decoded { given } => !std::mem::replace(given, true),
+            Cursor::Items { at, count, next } => {
+                if *next >= *count {
+                    return false;
+                }
+                let n = (*count - *next).min(ITEMS_BLOCK);
+                let Ok(words) = mem.read_words(*at + 8 * *next, n as usize) else { return false };
+                refs.clear();
+                refs.extend(
+                    words
+                        .into_iter()
+                        .enumerate()
+                        .map(|(k, w)| Referent::strong(w, Label::Index((*next + k as u64) as u32), true)),
+                );
+                *next += n;
+                true
             }
         }
     }

@@ -518,10 +518,9 @@ impl Discovery<'_> {
             if !r.owned {
                 continue;
             }
-            if self.targets.count_in(r.addr) {
-                if from_frame {
-                    self.targets.frame_refs += 1;
-                }
+            // Counted first, whoever refers.
+            if self.targets.count_in(r.addr) && from_frame {
+                self.targets.frame_refs += 1;
             }
         }
         strong
@@ -1338,14 +1337,11 @@ impl<'p> Reach<'p> {
                 })
                 .collect();
             let holder_at = wildcard.iter().position(|w| *w).unwrap_or(steps.len().saturating_sub(1));
-            let holder = match first.steps.get(holder_at) {
-                Some(&(node, _)) => Some(Holder {
-                    type_name: self.type_info(mem, node).name.clone(),
-                    address: format!("{:#x}", self.addr(node)),
-                    retained_bytes: 0,
-                }),
-                None => None,
-            };
+            let holder = first.steps.get(holder_at).map(|&(node, _)| Holder {
+                type_name: self.type_info(mem, node).name.clone(),
+                address: format!("{:#x}", self.addr(node)),
+                retained_bytes: 0,
+            });
             let mut path_nodes = Vec::with_capacity(steps.len());
             for n in 0..steps.len() {
                 let distinct: FxHashSet<u32> = members.iter().map(|(_, m)| m.steps[n].0).collect();

@@ -178,7 +178,12 @@ impl NodeBits {
         let within = rank - c.base;
         let word = c.prefix.partition_point(|&p| p <= within).checked_sub(1)?;
         let mut bits = *c.nodes.get(word)?;
-        for _ in 0..within - c.prefix[word] {
+        // Past the last node (an id out of range) the skip is more than a word holds.
+        let skip = within - c.prefix[word];
+        if skip >= 64 {
+            return None;
+        }
+        for _ in 0..skip {
             bits &= bits.wrapping_sub(1);
         }
         (bits != 0).then(|| (c.key << CHUNK_SHIFT) | (((word as u64) * 64 + u64::from(bits.trailing_zeros())) << 3))
@@ -1519,6 +1524,7 @@ mod tests {
         assert_eq!(bits.id_of(0x1010), None);
         assert_eq!(bits.addr_of(2), None);
         assert_eq!(bits.addr_of(3 + sorted.len() as u32), None);
+        assert_eq!(bits.addr_of(u32::MAX), None);
         assert!(bits.is_container(0x7f00_0010_0000) && !bits.is_container(0x1000));
     }
 }

@@ -947,10 +947,6 @@ impl<'p> Reach<'p> {
         Cursor::start(mem, &self.process.layout, &mut self.decode, addr, &t, refs)
     }
 
-    fn queued(&self, v: u32) -> bool {
-        v < self.stack_frames || self.bits.is_container(self.addr(v))
-    }
-
     /// The breadth-first search of [`super::graph::shortest_paths`]: module globals, then the
     /// threads' frames, then the interpreters' roots over exact references, then conservative
     /// ones from every node reached, in the order reached. Only the nodes with a conservative
@@ -987,7 +983,7 @@ impl<'p> Reach<'p> {
                             conservative = true;
                         } else if self.parent[v as usize] == UNREACHED {
                             self.parent[v as usize] = u;
-                            if self.queued(v) {
+                            if self.bits.is_container(r.addr) {
                                 queue.push_back(v);
                             }
                         }
@@ -1008,7 +1004,7 @@ impl<'p> Reach<'p> {
                     let Some(v) = self.bits.id_of(r.addr) else { continue };
                     if self.parent[v as usize] == UNREACHED {
                         self.parent[v as usize] = u | CONSERVATIVE;
-                        if self.queued(v) {
+                        if self.bits.is_container(r.addr) {
                             queue.push_back(v);
                         }
                     }

@@ -927,6 +927,11 @@ impl<'p> Reach<'p> {
             return Rc::new(TypeInfo::synthetic("<frame>".into(), Kind::StackFrame));
         }
         let addr = self.addr(i);
+        self.type_at(mem, addr)
+    }
+
+    /// The type of the object at `addr`.
+    fn type_at(&mut self, mem: &mut dyn RemoteMemory, addr: u64) -> Rc<TypeInfo> {
         let layout = &self.process.layout;
         match mem.read_u64(addr + layout.object.ob_type as u64) {
             Ok(t) => type_of(mem, layout, &mut self.types, &mut self.decode.fields, t),
@@ -942,8 +947,8 @@ impl<'p> Reach<'p> {
                 None => Cursor::Decoded { given: true },
             };
         }
-        let t = self.type_info(mem, i);
         let addr = self.addr(i);
+        let t = self.type_at(mem, addr);
         Cursor::start(mem, &self.process.layout, &mut self.decode, addr, &t, refs)
     }
 
@@ -1269,31 +1274,41 @@ impl<'p> Reach<'p> {
         let is_object = |addr: u64| bits.contains(addr);
         let mut found = opaque_holders(mem, &self.process.layout, &maps, &is_object, &candidates, wanted);
         found.sort_by_key(|f| std::cmp::Reverse(f.1));
-        found
+        let held: Vec<(u32, u64, u64)> =
+            found.into_iter().filter_map(|(addr, count)| Some((self.bits.id_of(addr)?, addr, count))).collect();
+        let ids: Vec<u32> = held.iter().map(|h| h.0).collect();
+        let paths = self.rendered_paths(mem, &ids);
+        held.into_iter()
+            .zip(paths)
+            .map(|((i, addr, count), path)| OpaqueHolder {
+                type_name: self.type_info(mem, i).name.clone(),
+                address: format!("{addr:#x}"),
+                path,
+                count: (count as f64 * scale).round() as u64,
+            })
+            .collect()
+    }
+
+    /// The paths to `nodes` as Python spells them, all read at once: a holder on the way is
+    /// decoded once, not once per path.
+    fn rendered_paths(&mut self, mem: &mut dyn RemoteMemory, nodes: &[u32]) -> Vec<Option<String>> {
+        self.paths(mem, nodes)
             .into_iter()
-            .filter_map(|(addr, count)| {
-                let i = self.bits.id_of(addr)?;
-                Some(OpaqueHolder {
-                    type_name: self.type_info(mem, i).name.clone(),
-                    address: format!("{addr:#x}"),
-                    path: self.rendered_path(mem, i),
-                    count: (count as f64 * scale).round() as u64,
+            .map(|p| {
+                p.map(|p| {
+                    let steps: Vec<Step> = p.steps.into_iter().map(|(_, s)| s).collect();
+                    render(&p.root, &steps, &[])
                 })
             })
             .collect()
     }
 
-    fn rendered_path(&mut self, mem: &mut dyn RemoteMemory, node: u32) -> Option<String> {
-        self.paths(mem, &[node]).pop().flatten().map(|p| {
-            let steps: Vec<Step> = p.steps.into_iter().map(|(_, s)| s).collect();
-            render(&p.root, &steps, &[])
-        })
-    }
-
     fn retainers(&mut self, mem: &mut dyn RemoteMemory, nodes: &[u32]) -> Vec<Retainer> {
+        let paths = self.rendered_paths(mem, nodes);
         nodes
             .iter()
-            .map(|&i| {
+            .zip(paths)
+            .map(|(&i, path)| {
                 let t = self.type_info(mem, i);
                 let addr = self.addr(i);
                 Retainer {
@@ -1301,7 +1316,7 @@ impl<'p> Reach<'p> {
                     type_name: t.name.clone(),
                     size_bytes: size_of_object(mem, &self.process.layout, addr, &t),
                     retained_bytes: 0,
-                    path: self.rendered_path(mem, i),
+                    path,
                     external_refs: self.external_of.get(&i).copied().unwrap_or(0),
                     interpreter: (self.interpreters > 1).then(|| self.interpreter_of(i)).flatten(),
                 }

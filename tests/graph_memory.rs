@@ -12,6 +12,7 @@ use common::*;
 use leakspy::cpython::process::PythonProcess;
 use leakspy::heap::explain::GraphSummary;
 use leakspy::heap::graph::{build, shortest_paths};
+use leakspy::heap::reach::{Query, Reach};
 use leakspy::heap::retained::Retention;
 use leakspy::memory::live::LiveProcess;
 use std::sync::atomic::Ordering;
@@ -26,6 +27,9 @@ const OBJECTS: u64 = 1_000_000;
 const FULL_BOUND: f64 = 84.0;
 /// The same without retained sizes (measured about 58: reading the graph is the peak).
 const PATHS_BOUND: f64 = 62.0;
+/// Paths and counts only, reading references on the fly (`heap::reach`, what `why
+/// --no-retained` runs): the issue's goal.
+const REACH_BOUND: f64 = 16.0;
 
 #[test]
 fn graph_bytes_per_node_stay_under_the_bound_in_both_modes() {
@@ -76,4 +80,36 @@ fn graph_bytes_per_node_stay_under_the_bound_in_both_modes() {
             summary.bytes_per_node
         );
     }
+
+    // Paths only: a parent per node, the nodes as bits over the address space.
+    let before = LIVE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    let mut reach =
+        Reach::read(&process, &mut image, &Query::Type("__main__.Node"), 10_000, 10).expect("paths of the image");
+    let summary = reach.summary(0.0, None);
+    let report = reach.report(&mut image, Some("__main__.Node".into()), summary.clone());
+    let peak = (PEAK.load(Ordering::Relaxed) - before) as f64;
+    let nodes = reach.len() as f64;
+    let measured = peak / nodes;
+    let explanation = report.explanation.expect("an explanation");
+    println!(
+        "{} paths only: {} nodes; structures {:.1} B/node once read, peak {:.1} B/node reported, {measured:.1} allocated; \
+         {} instances, top path {:?}",
+        interp.label,
+        reach.len(),
+        summary.graph_bytes as f64 / nodes,
+        summary.bytes_per_node,
+        explanation.instances,
+        explanation.paths.first().map(|p| (&p.path, p.count)),
+    );
+    assert!(reach.len() as u64 > 2 * OBJECTS, "{} nodes", reach.len());
+    assert_eq!(explanation.instances, OBJECTS);
+    assert_eq!(explanation.paths.first().map(|p| p.count), Some(OBJECTS), "{:?}", explanation.paths);
+    assert!(summary.bytes_per_node <= REACH_BOUND, "{:.1} B/node, bound {REACH_BOUND}", summary.bytes_per_node);
+    assert!(measured <= REACH_BOUND, "{measured:.1} B/node allocated, bound {REACH_BOUND}");
+    assert!(
+        (measured - summary.bytes_per_node).abs() <= 0.15 * measured,
+        "reported {:.1} B/node, allocated {measured:.1}",
+        summary.bytes_per_node
+    );
 }

@@ -158,7 +158,11 @@ fn stable_exact(run: &[&str], out: &Value, truth: &Value) -> Vec<String> {
 fn containers_claiming_memory_never_written_are_not_read() {
     hostile(
         "huge_lists",
-        &[&["why", "PID", "--top", "5", "--json"], &["snapshot", "PID", "--all", "--json"]],
+        &[
+            &["why", "PID", "--top", "5", "--json"],
+            &["why", "PID", "--type", "__main__.LeakspyHostileStable", "--no-retained", "--json"],
+            &["snapshot", "PID", "--all", "--json"],
+        ],
         &stable_exact,
     );
 }
@@ -170,6 +174,7 @@ fn class_namespaces_claiming_millions_of_entries_cost_a_few() {
         &[
             &["snapshot", "PID", "--json"],
             &["why", "PID", "--top", "5", "--json"],
+            &["why", "PID", "--type", "__main__.LeakspyHostileStable", "--no-retained", "--json"],
             &["snapshot", "PID", "--all", "--json"],
         ],
         &stable_exact,
@@ -180,7 +185,11 @@ fn class_namespaces_claiming_millions_of_entries_cost_a_few() {
 fn a_circular_thread_list_is_read_once() {
     hostile(
         "thread_loop",
-        &[&["snapshot", "PID", "--json"], &["why", "PID", "--top", "3", "--json"]],
+        &[
+            &["snapshot", "PID", "--json"],
+            &["why", "PID", "--top", "3", "--json"],
+            &["why", "PID", "--type", "__main__.LeakspyHostileStable", "--no-retained", "--json"],
+        ],
         &|run, out, truth| {
             let mut problems = stable_exact(run, out, truth);
             if run[0] == "snapshot"
@@ -201,7 +210,11 @@ fn a_circular_thread_list_is_read_once() {
 fn a_circular_frame_chain_is_read_once() {
     hostile(
         "frame_loop",
-        &[&["why", "PID", "--top", "3", "--json"], &["snapshot", "PID", "--all", "--json"]],
+        &[
+            &["why", "PID", "--top", "3", "--json"],
+            &["why", "PID", "--type", "__main__.LeakspyHostileStable", "--no-retained", "--json"],
+            &["snapshot", "PID", "--all", "--json"],
+        ],
         &|run, out, truth| {
             let mut problems = stable_exact(run, out, truth);
             let frames = &out["graph"]["frames"];

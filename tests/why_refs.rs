@@ -54,6 +54,25 @@ fn why_json(pid: i32, args: &[&str]) -> Result<Value, String> {
     serde_json::from_slice(&out.stdout).map_err(|e| format!("bad JSON: {e}"))
 }
 
+/// With both modes under test (LEAKSPY_TEST_WHY_MODE unset): where `why --no-retained` on
+/// the same arguments differs from the full mode's `report` in paths and counts.
+fn modes_differ(pid: i32, args: &[&str], report: &Value) -> Option<String> {
+    if std::env::var("LEAKSPY_TEST_WHY_MODE").is_ok() {
+        return None;
+    }
+    let mut paths_args = args.to_vec();
+    paths_args.push("--no-retained");
+    match why_json(pid, &paths_args) {
+        Ok(paths) if without_retained(&paths) == without_retained(report) => None,
+        Ok(paths) => Some(format!(
+            "the modes differ on {args:?}:\nfull  {}\npaths {}",
+            without_retained(report),
+            without_retained(&paths)
+        )),
+        Err(e) => Some(format!("--no-retained {args:?}: {e}")),
+    }
+}
+
 /// What differs between a case's truth and leakspy's report on it.
 fn check_case(name: &str, truth: &Value, report: &Value) -> Vec<String> {
     let mut problems = Vec::new();
@@ -88,7 +107,11 @@ fn check_target(label: &str, target: &Target) -> (Vec<String>, String) {
     for (name, truth) in cases {
         let ty = truth["type"].as_str().unwrap();
         match why_json(target.pid, &["--type", ty]) {
-            Ok(report) => failures.extend(check_case(name, truth, &report).into_iter().map(|p| format!("{label} {p}"))),
+            Ok(report) => {
+                failures.extend(check_case(name, truth, &report).into_iter().map(|p| format!("{label} {p}")));
+                failures
+                    .extend(modes_differ(target.pid, &["--type", ty], &report).map(|p| format!("{label} {name}: {p}")));
+            }
             Err(e) => failures.push(format!("{label} {name}: {e}")),
         }
     }
@@ -97,6 +120,8 @@ fn check_target(label: &str, target: &Target) -> (Vec<String>, String) {
     let opaque = &target.truth["opaque"];
     match why_json(target.pid, &["--type", opaque["type"].as_str().unwrap()]) {
         Ok(report) => {
+            let args = ["--type", opaque["type"].as_str().unwrap()];
+            failures.extend(modes_differ(target.pid, &args, &report).map(|p| format!("{label} Element children: {p}")));
             let found = &report["opaque_holders"][0];
             if found["address"] != opaque["holder"]
                 || found["type"] != opaque["holder_type"]
@@ -113,7 +138,14 @@ fn check_target(label: &str, target: &Target) -> (Vec<String>, String) {
     // The static builtin types' namespaces are reachable from a root on every version
     // (3.12+: the interpreter's own types state), never garbage.
     let statics: Vec<&str> = target.truth["static_dicts"].as_object().unwrap().keys().map(|k| k.as_str()).collect();
-    match why_json(target.pid, &["--address", &statics.join(",")]) {
+    let addresses = statics.join(",");
+    let report = why_json(target.pid, &["--address", &addresses]);
+    if let Ok(report) = &report {
+        failures.extend(
+            modes_differ(target.pid, &["--address", &addresses], report).map(|p| format!("{label} static dicts: {p}")),
+        );
+    }
+    match report {
         Ok(report) if report["unreachable"] == 0 => {}
         Ok(report) => failures.push(format!(
             "{label}: static types' dicts unreachable ({} of {}): {}",

@@ -275,9 +275,9 @@ pub(super) fn census_flaws(census: &Census) -> u64 {
 /// (measured by scripts/bench.sh: 1.3-1.6 on heaps of small objects; a margin on top).
 const GRAPH_BYTES_PER_TARGET_BYTE: f64 = 1.7;
 
-/// A paths-only `why` (no dominator tree, no retained sizes) needs about this share of the
-/// full analysis's memory: the dominator tree's working arrays are the rest of the peak.
-const PATHS_ONLY_SHARE: f64 = 0.6;
+/// A paths-only `why` (no graph kept, references read again: `heap::reach`) needs about this
+/// share of the full analysis's memory (scripts/bench.sh: 0.12-0.21 of its peak RSS).
+const PATHS_ONLY_SHARE: f64 = 0.25;
 /// Memory left to the rest of the machine when deciding whether retained sizes fit.
 const MEMORY_MARGIN: u64 = 256 << 20;
 

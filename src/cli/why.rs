@@ -7,6 +7,7 @@ use crate::cpython::process::{PythonProcess, retry_transient};
 use crate::error::LeakspyError;
 use crate::heap::explain::{Explainer, GraphSummary, Retainer, WhyReport, instances_of_type};
 use crate::heap::graph::{build, shortest_paths};
+use crate::heap::reach::{Query, Reach};
 use crate::heap::retained::Retention;
 use crate::memory::RemoteMemory;
 use crate::output::dot::render_dot;
@@ -98,6 +99,10 @@ fn explain(args: &WhyArgs, process: &PythonProcess, mem: &mut dyn RemoteMemory) 
         Some(_) => {}
         None => warn_if_graph_may_not_fit(process),
     }
+    let format = if args.json { WhyFormat::Json } else { args.format };
+    if skipped.is_some() && (args.type_name.is_some() || !args.address.is_empty()) {
+        return paths_only(args, process, mem, skipped, format);
+    }
     let started = Instant::now();
     let (graph, _) = retry_transient(mem.changes_under_reads(), |_| build(process, mem))?;
     // Dominators first: their working arrays are gone before the paths' are made.
@@ -122,13 +127,42 @@ fn explain(args: &WhyArgs, process: &PythonProcess, mem: &mut dyn RemoteMemory) 
         }
         explainer.report(mem, args.type_name.clone(), &instances, args.sample, args.top, summary)
     };
-    let format = if args.json { WhyFormat::Json } else { args.format };
+    print_report(&report, format, args.paths)
+}
+
+/// Paths and counts only (`--no-retained`, or when the full analysis would not fit): the
+/// references are read again as the search needs them instead of kept (`heap::reach`), a few
+/// bytes a node where the graph takes tens.
+fn paths_only(
+    args: &WhyArgs,
+    process: &PythonProcess,
+    mem: &mut dyn RemoteMemory,
+    skipped: Option<String>,
+    format: WhyFormat,
+) -> Result<(), LeakspyError> {
+    let query = match &args.type_name {
+        Some(name) => Query::Type(name),
+        None => Query::Addresses(&args.address),
+    };
+    let started = Instant::now();
+    let (mut reach, _) =
+        retry_transient(mem.changes_under_reads(), |_| Reach::read(process, mem, &query, args.sample, args.top))?;
+    let missing = args.address.iter().find(|&&a| !reach.is_object(a));
+    if reach.instances() == 0 || missing.is_some() {
+        return Err(not_found(process, args.type_name.as_deref(), missing.copied()));
+    }
+    let summary = reach.summary(started.elapsed().as_secs_f64() * 1000.0, skipped);
+    let report = reach.report(mem, args.type_name.clone(), summary);
+    print_report(&report, format, args.paths)
+}
+
+fn print_report(report: &WhyReport, format: WhyFormat, paths: usize) -> Result<(), LeakspyError> {
     match format {
         WhyFormat::Json => {
-            println!("{}", terminal::json(serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?))
+            println!("{}", terminal::json(serde_json::to_string_pretty(report).map_err(anyhow::Error::from)?))
         }
-        WhyFormat::Dot => print!("{}", render_dot(&report, args.paths)),
-        WhyFormat::Text => print!("{}", render_report(&report, args.paths)),
+        WhyFormat::Dot => print!("{}", render_dot(report, paths)),
+        WhyFormat::Text => print!("{}", render_report(report, paths)),
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod graph_census;
 pub mod holders;
 pub mod memory_use;
 pub mod pools;
+pub mod reach;
 pub mod referents;
 pub mod retained;
 pub mod walk;

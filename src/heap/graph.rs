@@ -25,7 +25,6 @@ use crate::memory::maps::MemoryMap;
 use crate::memory::{ReadError, RemoteMemory, u64_at};
 use crate::text::terminal;
 use rustc_hash::FxHashMap;
-use std::collections::VecDeque;
 use std::ops::Range;
 use std::rc::Rc;
 
@@ -764,26 +763,24 @@ const UNREACHED: u32 = u32::MAX;
 
 pub fn shortest_paths(graph: &HeapGraph) -> Paths {
     let mut parent = vec![(UNREACHED, 0); graph.len()];
+    // The nodes in the order they were reached, which is also the search's queue (`head` is
+    // its front): one array a node, not a queue beside it.
     let mut order: Vec<u32> = Vec::new();
     let tiers = [
         graph.roots.iter().filter(|r| matches!(r, Root::Modules { .. })).collect::<Vec<_>>(),
         graph.roots.iter().filter(|r| matches!(r, Root::Frame { .. })).collect(),
         graph.roots.iter().filter(|r| matches!(r, Root::Interpreter { .. })).collect(),
     ];
-    let mut queue_bytes = 0;
-    let mut bfs = |parent: &mut Vec<(u32, u32)>, order: &mut Vec<u32>, start: usize, conservative: bool| {
-        let mut queue: VecDeque<u32> = order[start..].iter().copied().collect();
-        while let Some(u) = queue.pop_front() {
+    let bfs = |parent: &mut Vec<(u32, u32)>, order: &mut Vec<u32>, mut head: usize, conservative: bool| {
+        while let Some(&u) = order.get(head) {
+            head += 1;
             for (v, label) in graph.edges_of(u) {
                 if parent[v as usize].0 == UNREACHED && (conservative || label.is_exact()) {
                     parent[v as usize] = (u, label.pack());
-                    queue.push_back(v);
                     order.push(v);
                 }
             }
         }
-        // A queue's capacity only grows: at the end it is the most it held.
-        queue_bytes = queue_bytes.max((queue.capacity() * size_of::<u32>()) as u64);
     };
     for tier in tiers {
         let start = order.len();
@@ -796,9 +793,10 @@ pub fn shortest_paths(graph: &HeapGraph) -> Paths {
         }
         bfs(&mut parent, &mut order, start, false);
     }
+    // Everything reached so far, again in order, now following conservative references too.
     bfs(&mut parent, &mut order, 0, true);
     use crate::heap::memory_use::vec_bytes;
-    let peak_bytes = vec_bytes(&parent) + vec_bytes(&order) + queue_bytes;
+    let peak_bytes = vec_bytes(&parent) + vec_bytes(&order);
     Paths { parent, peak_bytes }
 }
 

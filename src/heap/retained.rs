@@ -26,11 +26,13 @@ impl Retention {
             (0..graph.len() as u32)
                 .filter(|&i| graph.refcounts[i as usize] > graph.in_degree[i as usize] && graph.external_refs(i) > 0),
         );
-        let tree = dominator_tree(graph.len(), &roots, |v, out| out.extend(graph.edges_of(v).map(|e| e.0)));
+        let mut tree = dominator_tree(graph.len(), &roots, |v, out| out.extend(graph.edges_of(v).map(|e| e.0)));
         let roots_bytes = vec_bytes(&roots);
         drop(roots);
         let retained = retained_sizes_by(&tree, |v| graph.size(v));
         let peak_bytes = (tree.peak_bytes + roots_bytes).max(tree.heap_bytes() + vec_bytes(&retained));
+        // The order served the sums; what follows needs only the idoms (4 bytes a node).
+        tree.order = Vec::new();
         Retention { tree, retained, peak_bytes }
     }
 

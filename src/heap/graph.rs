@@ -11,6 +11,7 @@
 
 use super::address_set::AddressSet;
 use super::census::refcount;
+use super::compact::Compact;
 use super::memory_use::map_bytes;
 use super::referents::{Decoder, Referent, Strength, referents, type_info};
 pub use super::referents::{Kind, Storage, TypeInfo};
@@ -42,9 +43,6 @@ const MAX_PLAUSIBLE_REFCOUNT: u64 = 1 << 40;
 const STATIC_REFCOUNT: u64 = 1 << 29;
 /// Tracked objects are indexed by 64 KiB chunk of the address space.
 const CHUNK_SHIFT: u32 = 16;
-/// A size that does not fit the 32 bits of [`HeapGraph::size`]'s array: the exact one is in
-/// the overflow map.
-const LARGE_SIZE: u32 = u32::MAX;
 
 /// How a reference is spelled on a path. Names (dict keys, attribute and variable names) are
 /// indices into [`HeapGraph::names`], so that an edge stays 12 bytes.
@@ -148,15 +146,14 @@ pub struct HeapGraph {
     /// Node addresses: 3.11+ frames first (their _PyInterpreterFrame), then the GC-tracked
     /// objects sorted, then untracked objects in the order they were found.
     pub addrs: Vec<u64>,
-    pub type_of: Vec<u32>,
+    /// Index into `types` (two bytes a node: see [`Compact`]).
+    type_of: Compact<u16>,
     /// 0 for immortal objects and frames: none of their references is "external" in any
     /// useful sense.
-    pub refcounts: Vec<u32>,
-    /// What sys.getsizeof reports for each node (0 for frames), in 32 bits: sizes of 4 GiB
-    /// and more are [`LARGE_SIZE`] here and exact in `large_sizes`. Half the bytes of u64 for
-    /// sizes that are almost never that large.
-    sizes: Vec<u32>,
-    large_sizes: FxHashMap<u32, u64>,
+    refcounts: Compact<u16>,
+    /// What sys.getsizeof reports for each node (0 for frames), two bytes a node for sizes
+    /// that are almost never above 64 KiB, the others exact beside them.
+    sizes: Compact<u16>,
     /// Shared so that the builder can hold a node's type while it reads the node.
     pub types: Vec<Rc<TypeInfo>>,
     tracked: Range<usize>,
@@ -173,8 +170,8 @@ pub struct HeapGraph {
     pub weak: Vec<(u32, u32)>,
     /// Interpreters in the process: paths name theirs when there are several.
     pub interpreters: usize,
-    /// References from objects in the graph.
-    pub in_degree: Vec<u32>,
+    /// References from objects in the graph (a byte a node: most have one or two).
+    in_degree: Compact<u8>,
     /// References owned by 3.11+ frames (a local variable, a value on the stack), per node
     /// that has any: few do.
     pub frame_refs: FxHashMap<u32, u32>,
@@ -226,23 +223,22 @@ impl HeapGraph {
 
     /// What sys.getsizeof reports for node `i` (0 for frames).
     pub fn size(&self, i: u32) -> u64 {
-        match self.sizes.get(i as usize) {
-            Some(&LARGE_SIZE) => self.large_sizes.get(&i).copied().unwrap_or(u64::from(LARGE_SIZE)),
-            Some(&s) => u64::from(s),
-            None => 0,
-        }
+        self.sizes.get(i)
     }
 
-    fn push_size(&mut self, size: u64) {
-        let i = self.sizes.len() as u32;
-        grow_by_quarter(&mut self.sizes);
-        match u32::try_from(size) {
-            Ok(s) if s != LARGE_SIZE => self.sizes.push(s),
-            _ => {
-                self.sizes.push(LARGE_SIZE);
-                self.large_sizes.insert(i, size);
-            }
-        }
+    /// Node `i`'s type, an index into `types`.
+    pub fn type_id(&self, i: u32) -> usize {
+        self.type_of.get(i) as usize
+    }
+
+    /// Node `i`'s refcount (0: immortal, or a frame).
+    pub fn refcount(&self, i: u32) -> u64 {
+        self.refcounts.get(i)
+    }
+
+    /// References to node `i` from objects in the graph.
+    pub fn in_degree(&self, i: u32) -> u64 {
+        self.in_degree.get(i)
     }
 
     /// Bytes the graph's own structures hold (capacity, not length: what the allocator gave),
@@ -250,17 +246,16 @@ impl HeapGraph {
     pub fn heap_bytes(&self) -> u64 {
         use crate::heap::memory_use::vec_bytes;
         vec_bytes(&self.addrs)
-            + vec_bytes(&self.type_of)
-            + vec_bytes(&self.refcounts)
-            + vec_bytes(&self.sizes)
-            + map_bytes(&self.large_sizes)
+            + self.type_of.heap_bytes()
+            + self.refcounts.heap_bytes()
+            + self.sizes.heap_bytes()
             + vec_bytes(&self.types)
             + self.untracked.heap_bytes()
             + vec_bytes(&self.untracked_sorted)
             + vec_bytes(&self.offsets)
             + vec_bytes(&self.edges)
             + vec_bytes(&self.weak)
-            + vec_bytes(&self.in_degree)
+            + self.in_degree.heap_bytes()
             + map_bytes(&self.frame_refs)
             + map_bytes(&self.chunk_ranges)
             + vec_bytes(&self.names)
@@ -320,15 +315,14 @@ impl HeapGraph {
     }
 
     pub fn type_info(&self, i: u32) -> &TypeInfo {
-        &self.types[self.type_of[i as usize] as usize]
+        &self.types[self.type_id(i)]
     }
 
     /// Refcount minus the references found in the heap and in frames: held from outside
     /// (native code, the interpreter's own state).
     pub fn external_refs(&self, i: u32) -> u64 {
-        let i = i as usize;
-        let held = u64::from(self.in_degree[i]) + u64::from(self.frame_refs(i as u32));
-        u64::from(self.refcounts[i]).saturating_sub(held)
+        let held = self.in_degree(i) + u64::from(self.frame_refs(i));
+        self.refcount(i).saturating_sub(held)
     }
 }
 
@@ -467,12 +461,9 @@ impl Builder<'_> {
     fn push_node(&mut self, addr: u64, type_id: u32, refcount: u32) -> u32 {
         let g = &mut self.graph;
         grow_by_quarter(&mut g.addrs);
-        grow_by_quarter(&mut g.type_of);
-        grow_by_quarter(&mut g.refcounts);
-        grow_by_quarter(&mut g.in_degree);
         g.addrs.push(addr);
-        g.type_of.push(type_id);
-        g.refcounts.push(refcount);
+        g.type_of.push(u64::from(type_id));
+        g.refcounts.push(u64::from(refcount));
         g.in_degree.push(0);
         g.addrs.len() as u32 - 1
     }
@@ -570,11 +561,10 @@ pub fn build_scoped(
         maps: &maps,
         graph: HeapGraph {
             addrs: Vec::with_capacity(found.len() * 2),
-            type_of: Vec::with_capacity(found.len() * 2),
-            refcounts: Vec::with_capacity(found.len() * 2),
+            type_of: Compact::with_capacity(found.len() * 2),
+            refcounts: Compact::with_capacity(found.len() * 2),
             chunk_ranges: FxHashMap::default(),
-            sizes: Vec::new(),
-            large_sizes: FxHashMap::default(),
+            sizes: Compact::default(),
             types: Vec::new(),
             tracked: stack_frames..stack_frames + found.len(),
             untracked: NodeTable::default(),
@@ -583,7 +573,7 @@ pub fn build_scoped(
             edges: Vec::new(),
             weak: Vec::new(),
             interpreters: 0,
-            in_degree: Vec::with_capacity(found.len() * 2),
+            in_degree: Compact::with_capacity(found.len() * 2),
             frame_refs: FxHashMap::default(),
             names: Vec::new(),
             field_names: Vec::new(),
@@ -650,7 +640,7 @@ pub fn build_scoped(
     }
 
     let mut offsets = Vec::with_capacity(b.graph.addrs.capacity() + 1);
-    b.graph.sizes = Vec::with_capacity(b.graph.addrs.capacity());
+    b.graph.sizes = Compact::with_capacity(b.graph.addrs.capacity());
     // About two references per object in typical heaps; grown by a quarter when short.
     let mut edges: Vec<(u32, u32)> = Vec::with_capacity(b.graph.addrs.capacity() * 2);
     let mut refs: Vec<Referent> = Vec::new();
@@ -660,7 +650,7 @@ pub fn build_scoped(
         grow_by_quarter(&mut offsets);
         offsets.push(edges.len() as u32);
         refs.clear();
-        let t = Rc::clone(&b.graph.types[b.graph.type_of[i] as usize]);
+        let t = Rc::clone(&b.graph.types[b.graph.type_id(i as u32)]);
         let in_scope = !b.graph.is_tracked(i as u32) || scope(i as u32, &t);
         if t.kind == Kind::StackFrame {
             let frame = &frames[b.graph.addrs[i] as usize];
@@ -687,7 +677,7 @@ pub fn build_scoped(
                 shallow_size(mem, layout, b.graph.addrs[i], &class).unwrap_or(0)
             }
         };
-        b.graph.push_size(size);
+        b.graph.sizes.push(size);
         let from_frame = t.kind == Kind::StackFrame;
         for &Referent { addr, label, owned, strength } in &refs {
             if let Some(target) = b.resolve(mem, addr) {
@@ -703,7 +693,7 @@ pub fn build_scoped(
                 if from_frame {
                     *b.graph.frame_refs.entry(target).or_insert(0) += 1;
                 } else {
-                    b.graph.in_degree[target as usize] += 1;
+                    b.graph.in_degree.increment(target);
                 }
             }
         }
@@ -1022,25 +1012,19 @@ pub(crate) mod tests {
         let mut sorted = edges.to_vec();
         sorted.sort_by_key(|e| e.0);
         let mut offsets = Vec::new();
-        let mut in_degree = vec![0; nodes.len()];
+        let mut in_degree: Compact<u8> = nodes.iter().map(|_| 0).collect();
         for v in 0..nodes.len() as u32 {
             offsets.push(sorted.iter().filter(|e| e.0 < v).count() as u32);
         }
         offsets.push(sorted.len() as u32);
         for e in &sorted {
-            in_degree[e.1 as usize] += 1;
+            in_degree.increment(e.1);
         }
         HeapGraph {
             addrs: (0..nodes.len() as u64).map(|i| 0x1000 + 16 * i).collect(),
-            type_of: nodes.iter().map(|n| n.0).collect(),
-            refcounts: nodes.iter().map(|n| n.2).collect(),
-            sizes: nodes.iter().map(|n| u32::try_from(n.1).unwrap_or(LARGE_SIZE)).collect(),
-            large_sizes: nodes
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| n.1 >= u64::from(LARGE_SIZE))
-                .map(|(i, n)| (i as u32, n.1))
-                .collect(),
+            type_of: nodes.iter().map(|n| u64::from(n.0)).collect(),
+            refcounts: nodes.iter().map(|n| u64::from(n.2)).collect(),
+            sizes: nodes.iter().map(|n| n.1).collect(),
             types: types.iter().map(|(name, kind)| Rc::new(TypeInfo::synthetic(name.to_string(), *kind))).collect(),
             tracked: 0..nodes.len(),
             untracked: NodeTable::default(),

@@ -24,7 +24,7 @@ impl Retention {
         // Refcount above the heap's references first (cheap), then frames' share (a lookup).
         roots.extend(
             (0..graph.len() as u32)
-                .filter(|&i| graph.refcounts[i as usize] > graph.in_degree[i as usize] && graph.external_refs(i) > 0),
+                .filter(|&i| graph.refcount(i) > graph.in_degree(i) && graph.external_refs(i) > 0),
         );
         let mut tree = dominator_tree(graph.len(), &roots, |v, out| out.extend(graph.edges_of(v).map(|e| e.0)));
         let roots_bytes = vec_bytes(&roots);
@@ -58,7 +58,7 @@ impl Retention {
 
     /// Per type: the memory freed if every object of the type went.
     pub fn by_type(&self, graph: &HeapGraph) -> Vec<u64> {
-        self.by_group(graph.types.len(), |v| Some(graph.type_of[v] as usize))
+        self.by_group(graph.types.len(), |v| Some(graph.type_id(v as u32)))
     }
 
     /// The memory freed if all of `members` went.

@@ -268,7 +268,7 @@ impl HeapGraph {
     /// nodes by their sorted index: done once the graph is read, before the analyses that
     /// make the peak.
     fn compact(&mut self) {
-        // The arrays' slack goes first, so that the pairs below fit in what it gave back.
+        // The arrays' slack goes first, so that the sorted index below fits in what it gave back.
         self.addrs.shrink_to_fit();
         self.type_of.shrink_to_fit();
         self.refcounts.shrink_to_fit();
@@ -278,18 +278,13 @@ impl HeapGraph {
         self.weak.shrink_to_fit();
         self.in_degree.shrink_to_fit();
         self.names.shrink_to_fit();
-        // Sorted as (address, node) pairs: sorting indices by the address they point to costs
-        // a cache miss per comparison. The pairs' 16 bytes an untracked node are gone before
-        // the analyses.
-        let mut pairs: Vec<(u64, u32)> = Vec::with_capacity(self.untracked.len);
-        let addrs = &self.addrs;
-        pairs.extend(self.untracked.slots.iter().filter(|&&i| i != NodeTable::EMPTY).map(|&i| (addrs[i as usize], i)));
-        // The table and the pairs side by side: part of the build's peak.
-        self.build_peak_bytes =
-            self.build_peak_bytes.max(self.heap_bytes() + crate::heap::memory_use::vec_bytes(&pairs));
+        // The table goes before the sorted index is made: the untracked nodes are the last
+        // ones, so the index needs nothing of it.
         self.untracked = NodeTable::default();
-        pairs.sort_unstable();
-        self.untracked_sorted = pairs.into_iter().map(|(_, i)| i).collect();
+        let first = self.tracked.end.min(self.addrs.len());
+        let (sorted, scratch_bytes) = sort_by_address(&self.addrs, first);
+        self.build_peak_bytes = self.build_peak_bytes.max(self.heap_bytes() + scratch_bytes);
+        self.untracked_sorted = sorted;
     }
 
     pub fn is_tracked(&self, i: u32) -> bool {
@@ -326,7 +321,8 @@ impl HeapGraph {
     }
 }
 
-/// Nodes by address, open addressing over their indices: 4 bytes a slot, at most half full,
+/// Nodes by address, open addressing over their indices: 4 bytes a slot, at most three
+/// quarters full (linear probing over a multiplicative hash of addresses stays short there),
 /// where a map of (address, index) takes 16 bytes an entry plus its slack. The address is
 /// the node's own, in [`HeapGraph::addrs`], so the table need not hold it.
 #[derive(Default)]
@@ -358,17 +354,21 @@ impl NodeTable {
         }
     }
 
-    /// Adds node `i` (its address is `addrs[i]`, not in the table yet).
-    fn insert(&mut self, addrs: &[u64], i: u32) {
-        if (self.len + 1) * 2 > self.slots.len() {
+    /// Adds node `i` (its address is `addrs[i]`, not in the table yet). When the table grows,
+    /// returns the bytes of the old slots, held beside the new ones while they are moved.
+    fn insert(&mut self, addrs: &[u64], i: u32) -> Option<u64> {
+        let mut grew = None;
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
             let size = (self.slots.len() * 2).max(1024);
             let old = std::mem::replace(&mut self.slots, vec![Self::EMPTY; size]);
+            grew = Some(crate::heap::memory_use::vec_bytes(&old));
             for j in old.into_iter().filter(|&j| j != Self::EMPTY) {
                 self.place(addrs, j);
             }
         }
         self.place(addrs, i);
         self.len += 1;
+        grew
     }
 
     fn place(&mut self, addrs: &[u64], i: u32) {
@@ -404,6 +404,8 @@ struct Builder<'a> {
     /// are crafted (or torn), and past this budget their items are not read, so that the
     /// graph costs in proportion to the target's memory, not to what its objects claim.
     claims_left: u64,
+    /// What the edges and offsets being read hold (they join the graph at the end).
+    edges_bytes: u64,
 }
 
 impl Decoder for Builder<'_> {
@@ -503,9 +505,47 @@ impl Builder<'_> {
         let type_id = self.type_id(mem, ob_type);
         let i = self.push_node(addr, type_id, rc);
         let g = &mut self.graph;
-        g.untracked.insert(&g.addrs, i);
+        if let Some(old) = g.untracked.insert(&g.addrs, i) {
+            // The old slots and the new side by side: part of the build's peak.
+            let held = g.heap_bytes() + old + self.rejected.heap_bytes() + self.edges_bytes;
+            g.build_peak_bytes = g.build_peak_bytes.max(held);
+        }
         Some(i)
     }
+}
+
+/// Nodes `first..` sorted by their address, by a least-significant-digit radix sort of their
+/// indices (16-bit digits of the address, as many as the addresses' spread needs): 8 bytes a
+/// node with its scratch array, where sorting (address, node) pairs takes 16 and sorting the
+/// indices with a comparison reads two random addresses per comparison. Also returns the bytes
+/// it held.
+fn sort_by_address(addrs: &[u64], first: usize) -> (Vec<u32>, u64) {
+    let keys = addrs.get(first..).unwrap_or(&[]);
+    let (Some(&low), Some(&high)) = (keys.iter().min(), keys.iter().max()) else { return (Vec::new(), 0) };
+    let bits = 64 - (high - low).leading_zeros();
+    let mut sorted: Vec<u32> = (first as u32..addrs.len() as u32).collect();
+    let mut scratch = vec![0u32; sorted.len()];
+    let held = crate::heap::memory_use::vec_bytes(&sorted) + crate::heap::memory_use::vec_bytes(&scratch);
+    let mut shift = 0;
+    while shift < bits {
+        let digit = |i: u32| ((addrs[i as usize] - low) >> shift) as usize & 0xffff;
+        let mut starts = vec![0u32; 1 << 16];
+        for &k in keys {
+            starts[((k - low) >> shift) as usize & 0xffff] += 1;
+        }
+        let mut total = 0;
+        for s in starts.iter_mut() {
+            (*s, total) = (total, total + *s);
+        }
+        for &i in &sorted {
+            let d = digit(i);
+            scratch[starts[d] as usize] = i;
+            starts[d] += 1;
+        }
+        std::mem::swap(&mut sorted, &mut scratch);
+        shift += 16;
+    }
+    (sorted, held)
 }
 
 /// Makes room for one more element by growing a quarter, not double: the graph's arrays are
@@ -590,6 +630,7 @@ pub fn build_scoped(
         max_nodes: (limits.max_objects as usize).max(found.len() * 4),
         claims_left: CLAIMS_PER_TARGET_BYTE
             * process.rss().unwrap_or_else(|| maps.writable_bytes()).max(MIN_CLAIMS_BASE),
+        edges_bytes: 0,
     };
     let frame_type = b.graph.types.len() as u32;
     b.graph.types.push(Rc::new(TypeInfo::synthetic("<frame>".into(), Kind::StackFrame)));
@@ -678,6 +719,7 @@ pub fn build_scoped(
             }
         };
         b.graph.sizes.push(size);
+        b.edges_bytes = crate::heap::memory_use::vec_bytes(&edges) + crate::heap::memory_use::vec_bytes(&offsets);
         let from_frame = t.kind == Kind::StackFrame;
         for &Referent { addr, label, owned, strength } in &refs {
             if let Some(target) = b.resolve(mem, addr) {

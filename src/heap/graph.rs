@@ -44,8 +44,10 @@ const STATIC_REFCOUNT: u64 = 1 << 29;
 /// Tracked objects are indexed by 64 KiB chunk of the address space.
 const CHUNK_SHIFT: u32 = 16;
 
-/// How a reference is spelled on a path. Names (dict keys, attribute and variable names) are
-/// indices into [`HeapGraph::names`], so that an edge stays 12 bytes.
+/// How a reference is spelled on a path, as the decoding of a referrer gives it. Names (dict
+/// keys, attribute and variable names) are ids the decoder gave out. The graph keeps none of
+/// it per edge (see [`Edge`]): the few steps of the paths that are printed are found again by
+/// decoding their referrers once more ([`Paths::paths`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Label {
     /// `[i]` in a list or tuple.
@@ -75,44 +77,33 @@ impl Label {
     pub fn is_exact(self) -> bool {
         !matches!(self, Label::Field(_))
     }
-
-    /// Four bits of kind, 28 of payload: an edge is then 8 bytes, not 12, which is a tenth of
-    /// the graph's memory. Every payload fits: indices stop at MAX_ITEMS (2^26), offsets at
-    /// MAX_SCAN, name ids at the number of nodes.
-    fn pack(self) -> u32 {
-        let (kind, payload) = match self {
-            Label::Index(n) => (0, n),
-            Label::Key(n) => (1, n),
-            Label::Attr(n) => (2, n),
-            Label::Local(n) => (3, n),
-            Label::Stack => (4, 0),
-            Label::Namespace => (5, 0),
-            Label::Member => (6, 0),
-            Label::DictKey => (9, 0),
-            Label::Named(n) => (7, n),
-            Label::Field(n) => (8, n),
-        };
-        (kind << 28) | (payload & PAYLOAD_MASK)
-    }
-
-    fn unpack(packed: u32) -> Label {
-        let payload = packed & PAYLOAD_MASK;
-        match packed >> 28 {
-            0 => Label::Index(payload),
-            1 => Label::Key(payload),
-            2 => Label::Attr(payload),
-            3 => Label::Local(payload),
-            4 => Label::Stack,
-            5 => Label::Namespace,
-            6 => Label::Member,
-            7 => Label::Named(payload),
-            9 => Label::DictKey,
-            _ => Label::Field(payload),
-        }
-    }
 }
 
-const PAYLOAD_MASK: u32 = (1 << 28) - 1;
+/// An edge is its target's node id, with these flags in the two high bits: 4 bytes an edge,
+/// where the label made it 8. Node ids stay below them ([`MAX_NODES`]).
+const CONSERVATIVE: u32 = 1 << 31;
+/// A reference through a named field (a member, a known field): what `attach`'s holders of
+/// weak reference types count (their callback), not their referent.
+const NAMED: u32 = 1 << 30;
+const TARGET: u32 = NAMED - 1;
+/// Nodes a graph may have: ids and the sentinels stay below the edge flags.
+const MAX_NODES: usize = TARGET as usize - 2;
+
+/// One reference in the graph, without its label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Edge {
+    pub target: u32,
+    /// Not found by the conservative scan: a real field or item.
+    pub exact: bool,
+    /// Through a named field ([`Label::Named`]).
+    pub named: bool,
+}
+
+fn pack_edge(target: u32, label: Label) -> u32 {
+    let exact = if label.is_exact() { 0 } else { CONSERVATIVE };
+    let named = if matches!(label, Label::Named(_)) { NAMED } else { 0 };
+    (target & TARGET) | exact | named
+}
 
 /// Where a path starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,8 +155,11 @@ pub struct HeapGraph {
     untracked_sorted: Vec<u32>,
     /// CSR adjacency: edges of node i are `edges[offsets[i]..offsets[i + 1]]`.
     offsets: Vec<u32>,
-    /// (target, packed label): strong references only.
-    edges: Vec<(u32, u32)>,
+    /// Strong references only, [`Edge`]s packed in 4 bytes.
+    edges: Vec<u32>,
+    /// Namespaces of modules and classes (their `__dict__`): not "largest retainers", they
+    /// hold what their owner does.
+    pub namespaces: Vec<u32>,
     /// Weak references, (referrer, referent): no edge for paths or retained sizes.
     pub weak: Vec<(u32, u32)>,
     /// Interpreters in the process: paths name theirs when there are several.
@@ -178,8 +172,6 @@ pub struct HeapGraph {
     /// Where each 64 KiB chunk's objects start in the sorted tracked addresses, so a lookup
     /// searches a few hundred addresses instead of millions.
     chunk_ranges: FxHashMap<u64, (u32, u32)>,
-    /// Addresses of the str objects that labels name.
-    pub names: Vec<u64>,
     /// Names of fields (members of types, known fields of built-in types).
     pub field_names: Vec<String>,
     pub frames: Vec<StackFrame>,
@@ -258,7 +250,7 @@ impl HeapGraph {
             + self.in_degree.heap_bytes()
             + map_bytes(&self.frame_refs)
             + map_bytes(&self.chunk_ranges)
-            + vec_bytes(&self.names)
+            + vec_bytes(&self.namespaces)
             + vec_bytes(&self.field_names)
             + vec_bytes(&self.frames)
             + vec_bytes(&self.roots)
@@ -277,7 +269,7 @@ impl HeapGraph {
         self.edges.shrink_to_fit();
         self.weak.shrink_to_fit();
         self.in_degree.shrink_to_fit();
-        self.names.shrink_to_fit();
+        self.namespaces.shrink_to_fit();
         // The table goes before the sorted index is made: the untracked nodes are the last
         // ones, so the index needs nothing of it.
         self.untracked = NodeTable::default();
@@ -304,9 +296,13 @@ impl HeapGraph {
         self.edges.len() as u64
     }
 
-    pub fn edges_of(&self, i: u32) -> impl Iterator<Item = (u32, Label)> + '_ {
+    pub fn edges_of(&self, i: u32) -> impl Iterator<Item = Edge> + '_ {
         let range = self.offsets[i as usize] as usize..self.offsets[i as usize + 1] as usize;
-        self.edges[range].iter().map(|&(target, label)| (target, Label::unpack(label)))
+        self.edges[range].iter().map(|&e| Edge {
+            target: e & TARGET,
+            exact: e & CONSERVATIVE == 0,
+            named: e & NAMED != 0,
+        })
     }
 
     pub fn type_info(&self, i: u32) -> &TypeInfo {
@@ -394,7 +390,6 @@ struct Builder<'a> {
     maps: &'a MemoryMap,
     graph: HeapGraph,
     type_index: FxHashMap<u64, u32>,
-    name_index: FxHashMap<u64, u32>,
     field_index: FxHashMap<String, u32>,
     /// Addresses already found not to be objects.
     rejected: AddressSet,
@@ -438,11 +433,9 @@ impl Decoder for Builder<'_> {
         id
     }
 
-    fn name_id(&mut self, addr: u64) -> u32 {
-        *self.name_index.entry(addr).or_insert_with(|| {
-            self.graph.names.push(addr);
-            self.graph.names.len() as u32 - 1
-        })
+    /// Labels are not kept: no name needs an id.
+    fn name_id(&mut self, _addr: u64) -> u32 {
+        0
     }
 }
 
@@ -615,7 +608,7 @@ pub fn build_scoped(
             interpreters: 0,
             in_degree: Compact::with_capacity(found.len() * 2),
             frame_refs: FxHashMap::default(),
-            names: Vec::new(),
+            namespaces: Vec::new(),
             field_names: Vec::new(),
             frames: Vec::new(),
             roots: Vec::new(),
@@ -624,10 +617,9 @@ pub fn build_scoped(
             build_peak_bytes: 0,
         },
         type_index: FxHashMap::default(),
-        name_index: FxHashMap::default(),
         field_index: FxHashMap::default(),
         rejected: AddressSet::default(),
-        max_nodes: (limits.max_objects as usize).max(found.len() * 4),
+        max_nodes: (limits.max_objects as usize).max(found.len() * 4).min(MAX_NODES),
         claims_left: CLAIMS_PER_TARGET_BYTE
             * process.rss().unwrap_or_else(|| maps.writable_bytes()).max(MIN_CLAIMS_BASE),
         edges_bytes: 0,
@@ -683,7 +675,7 @@ pub fn build_scoped(
     let mut offsets = Vec::with_capacity(b.graph.addrs.capacity() + 1);
     b.graph.sizes = Compact::with_capacity(b.graph.addrs.capacity());
     // About two references per object in typical heaps; grown by a quarter when short.
-    let mut edges: Vec<(u32, u32)> = Vec::with_capacity(b.graph.addrs.capacity() * 2);
+    let mut edges: Vec<u32> = Vec::with_capacity(b.graph.addrs.capacity() * 2);
     let mut refs: Vec<Referent> = Vec::new();
     let mut weak: Vec<(u32, u32)> = Vec::new();
     let mut i = 0;
@@ -728,7 +720,10 @@ pub fn build_scoped(
                     continue;
                 }
                 grow_by_quarter(&mut edges);
-                edges.push((target, label.pack()));
+                edges.push(pack_edge(target, label));
+                if label == Label::Namespace && matches!(t.kind, Kind::Module | Kind::Type) {
+                    b.graph.namespaces.push(target);
+                }
                 if !owned {
                     continue;
                 }
@@ -744,7 +739,6 @@ pub fn build_scoped(
     offsets.push(edges.len() as u32);
     let builder_bytes = b.rejected.heap_bytes()
         + map_bytes(&b.type_index)
-        + map_bytes(&b.name_index)
         + map_bytes(&b.field_index)
         + crate::heap::memory_use::vec_bytes(&refs);
     let mut graph = b.graph;
@@ -780,36 +774,43 @@ fn static_type_roots(mem: &mut dyn RemoteMemory, b: &mut Builder, interpreter: i
 }
 
 /// Shortest paths from the roots by breadth-first search: for each node, the node it was
-/// reached from and how. Module globals are searched first, then the threads' frames, both
-/// over exact references; conservative ones (a word that looks like a pointer) are followed
-/// last, only to reach what exact ones do not. So an object held by a global is reported
-/// there even if a running frame also sees it, and a stale word never replaces a real holder.
+/// reached from. Module globals are searched first, then the threads' frames, both over exact
+/// references; conservative ones (a word that looks like a pointer) are followed last, only to
+/// reach what exact ones do not. So an object held by a global is reported there even if a
+/// running frame also sees it, and a stale word never replaces a real holder.
+///
+/// How each step is spelled is not kept (4 bytes a node, not 8): the search took the first
+/// exact reference from the parent (the first reference of any kind, for a node the last pass
+/// reached, marked by [`CONSERVATIVE`] on its parent), and [`Paths::paths`] finds that same
+/// reference again by decoding the parent once more.
 pub struct Paths {
-    /// (node reached from, packed label); a root is its own parent.
-    parent: Vec<(u32, u32)>,
-    /// The most bytes the search held at once (parents, order and queue).
+    /// Node reached from (a root is its own parent), with [`CONSERVATIVE`] when the last pass
+    /// reached it; [`UNREACHED`].
+    parent: Vec<u32>,
+    /// The most bytes the search held at once (parents, and the order that is its queue).
     pub peak_bytes: u64,
 }
 
 const UNREACHED: u32 = u32::MAX;
 
 pub fn shortest_paths(graph: &HeapGraph) -> Paths {
-    let mut parent = vec![(UNREACHED, 0); graph.len()];
+    let mut parent = vec![UNREACHED; graph.len()];
     // The nodes in the order they were reached, which is also the search's queue (`head` is
-    // its front): one array a node, not a queue beside it.
-    let mut order: Vec<u32> = Vec::new();
+    // its front): one array a node, not a queue beside it. At most a node each: allocated once.
+    let mut order: Vec<u32> = Vec::with_capacity(graph.len());
     let tiers = [
         graph.roots.iter().filter(|r| matches!(r, Root::Modules { .. })).collect::<Vec<_>>(),
         graph.roots.iter().filter(|r| matches!(r, Root::Frame { .. })).collect(),
         graph.roots.iter().filter(|r| matches!(r, Root::Interpreter { .. })).collect(),
     ];
-    let bfs = |parent: &mut Vec<(u32, u32)>, order: &mut Vec<u32>, mut head: usize, conservative: bool| {
+    let bfs = |parent: &mut Vec<u32>, order: &mut Vec<u32>, mut head: usize, conservative: bool| {
+        let mark = if conservative { CONSERVATIVE } else { 0 };
         while let Some(&u) = order.get(head) {
             head += 1;
-            for (v, label) in graph.edges_of(u) {
-                if parent[v as usize].0 == UNREACHED && (conservative || label.is_exact()) {
-                    parent[v as usize] = (u, label.pack());
-                    order.push(v);
+            for e in graph.edges_of(u) {
+                if parent[e.target as usize] == UNREACHED && (conservative || e.exact) {
+                    parent[e.target as usize] = u | mark;
+                    order.push(e.target);
                 }
             }
         }
@@ -818,8 +819,8 @@ pub fn shortest_paths(graph: &HeapGraph) -> Paths {
         let start = order.len();
         for root in tier {
             let r = root.node();
-            if parent[r as usize].0 == UNREACHED {
-                parent[r as usize] = (r, 0);
+            if parent[r as usize] == UNREACHED {
+                parent[r as usize] = r;
                 order.push(r);
             }
         }
@@ -830,6 +831,37 @@ pub fn shortest_paths(graph: &HeapGraph) -> Paths {
     use crate::heap::memory_use::vec_bytes;
     let peak_bytes = vec_bytes(&parent) + vec_bytes(&order);
     Paths { parent, peak_bytes }
+}
+
+/// What decoding a referrer again lends [`referents`]: names by their own ids, no budget (the
+/// item counts are still capped per container).
+#[derive(Default)]
+struct StepDecoder {
+    names: Vec<u64>,
+    fields: Vec<String>,
+}
+
+impl Decoder for StepDecoder {
+    fn items(&mut self, mem: &mut dyn RemoteMemory, addr: u64, count: u64) -> Result<Vec<u64>, ReadError> {
+        if count > MAX_ITEMS {
+            return Ok(Vec::new());
+        }
+        mem.read_words(addr, count as usize)
+    }
+
+    fn claim(&mut self, _bytes: u64) -> bool {
+        true
+    }
+
+    fn name_id(&mut self, addr: u64) -> u32 {
+        self.names.push(addr);
+        self.names.len() as u32 - 1
+    }
+
+    fn field_id(&mut self, name: &str) -> u32 {
+        self.fields.push(name.to_string());
+        self.fields.len() as u32 - 1
+    }
 }
 
 /// One step of a path, resolved for printing. The names it holds are the target's, exact;
@@ -881,7 +913,12 @@ impl Paths {
     }
 
     pub fn reached(&self, i: u32) -> bool {
-        self.parent[i as usize].0 != UNREACHED
+        self.parent.get(i as usize).is_some_and(|&p| p != UNREACHED)
+    }
+
+    /// The node `i` was reached from (itself for a root), if it was.
+    pub fn parent_of(&self, i: u32) -> Option<u32> {
+        self.parent.get(i as usize).filter(|&&p| p != UNREACHED).map(|&p| p & TARGET)
     }
 
     /// Per node, the interpreter whose root its path starts from (-1: the runtime's roots),
@@ -892,7 +929,7 @@ impl Paths {
         let mut of = vec![UNKNOWN; graph.len()];
         for root in &graph.roots {
             let r = root.node() as usize;
-            if self.parent[r].0 == root.node() && of[r] == UNKNOWN {
+            if self.parent_of(root.node()) == Some(root.node()) && of[r] == UNKNOWN {
                 of[r] = root.interpreter(graph);
             }
         }
@@ -905,8 +942,8 @@ impl Paths {
                 if known != UNKNOWN {
                     break known;
                 }
-                let from = self.parent[at as usize].0;
-                if from == UNREACHED || from == at || chain.len() > graph.len() {
+                let Some(from) = self.parent_of(at) else { break NONE };
+                if from == at || chain.len() > graph.len() {
                     break NONE;
                 }
                 chain.push(at);
@@ -924,34 +961,106 @@ impl Paths {
 
     /// The path from a root to `i`, or `None` if no root reaches it.
     pub fn path(&self, graph: &HeapGraph, mem: &mut dyn RemoteMemory, layout: &Layout, i: u32) -> Option<Path> {
-        if !self.reached(i) {
-            return None;
+        self.paths(graph, mem, layout, &[i]).pop().flatten()
+    }
+
+    /// The paths to `nodes` (`None` for those no root reaches). Every referrer on them is
+    /// decoded once more, once for all the paths that leave it (a list that holds the
+    /// thousand instances traced is read once), to find how the search's reference to each
+    /// next node is spelled: what is held beside the parents is a step per node on the paths.
+    pub fn paths(
+        &self,
+        graph: &HeapGraph,
+        mem: &mut dyn RemoteMemory,
+        layout: &Layout,
+        nodes: &[u32],
+    ) -> Vec<Option<Path>> {
+        // Per referrer, the nodes it leads to on the paths.
+        let mut wanted: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
+        for &i in nodes {
+            let mut at = i;
+            let mut steps = 0;
+            while let Some(from) = self.parent_of(at).filter(|&from| from != at && steps <= graph.len()) {
+                let next = wanted.entry(from).or_default();
+                if next.contains(&at) {
+                    break;
+                }
+                next.push(at);
+                at = from;
+                steps += 1;
+            }
         }
-        let mut steps = Vec::new();
-        let mut at = i;
-        loop {
-            let (from, packed) = self.parent[at as usize];
-            let label = Label::unpack(packed);
-            if from == at {
+        let mut found: FxHashMap<u32, Step> = FxHashMap::default();
+        for (from, next) in wanted {
+            self.find_steps(graph, mem, layout, from, &next, &mut found);
+        }
+        nodes.iter().map(|&i| self.assemble(graph, i, &found)).collect()
+    }
+
+    /// How the search's references from `from` to each of `next` are spelled, into `found`.
+    fn find_steps(
+        &self,
+        graph: &HeapGraph,
+        mem: &mut dyn RemoteMemory,
+        layout: &Layout,
+        from: u32,
+        next: &[u32],
+        found: &mut FxHashMap<u32, Step>,
+    ) {
+        // By address: whether the first reference of any kind counts (the last pass), or only
+        // the first exact one.
+        let mut by_addr: FxHashMap<u64, (u32, bool)> =
+            next.iter().map(|&v| (graph.addrs[v as usize], (v, self.parent[v as usize] & CONSERVATIVE != 0))).collect();
+        let mut decoder = StepDecoder::default();
+        let mut refs: Vec<Referent> = Vec::new();
+        let info = graph.type_info(from);
+        if info.kind == Kind::StackFrame {
+            if let Some(frame) = graph.frames.get(graph.addrs[from as usize] as usize) {
+                for slot in &frame.slots {
+                    let label = match slot.kind {
+                        SlotKind::Local => Label::Local(decoder.name_id(slot.name)),
+                        SlotKind::Stack => Label::Stack,
+                        SlotKind::FLocals => Label::Named(decoder.field_id("f_locals")),
+                    };
+                    refs.push(Referent::strong(slot.value, label, slot.owned));
+                }
+            }
+        } else {
+            // An object changed since the graph was read yields what it holds now.
+            let _ = referents(mem, layout, &mut decoder, graph.addrs[from as usize], info, &mut refs);
+        }
+        for r in &refs {
+            if by_addr.is_empty() {
                 break;
             }
-            let name = |mem: &mut dyn RemoteMemory, id: u32| name_text(graph, mem, layout, id);
-            let step = match label {
-                Label::Index(n) => Step::Index(n),
-                Label::Key(k) => Step::Key(name(mem, k)),
-                Label::Attr(k) => Step::Attr(name(mem, k)),
-                Label::Local(k) => Step::Local(name(mem, k)),
-                Label::Stack => Step::Stack,
-                Label::Namespace => Step::Namespace,
-                Label::Member => Step::Member,
-                Label::DictKey => Step::DictKey,
-                Label::Named(n) => Step::Named(graph.field_names.get(n as usize).cloned().unwrap_or_default()),
-                Label::Field(o) => Step::Field(o),
-            };
+            if r.strength != Strength::Strong {
+                continue;
+            }
+            if let Some(&(v, any)) = by_addr.get(&r.addr)
+                && (any || r.label.is_exact())
+            {
+                by_addr.remove(&r.addr);
+                found.insert(v, step_of(graph, mem, layout, &decoder, r.label));
+            }
+        }
+        // Not there any more: the target changed since the graph was read.
+        for (_, (v, _)) in by_addr {
+            found.insert(v, Step::Named("<changed since read>".into()));
+        }
+    }
+
+    /// The path to `i` from the steps found.
+    fn assemble(&self, graph: &HeapGraph, i: u32, found: &FxHashMap<u32, Step>) -> Option<Path> {
+        self.parent_of(i)?;
+        let mut steps = Vec::new();
+        let mut at = i;
+        while let Some(from) = self.parent_of(at).filter(|&from| from != at && steps.len() <= 2 * graph.len()) {
+            let step = found.get(&at).cloned().unwrap_or_else(|| Step::Named("<changed since read>".into()));
+            let local = matches!(step, Step::Local(_) | Step::Stack);
             steps.push((from, step));
             // A generator's locals live in its frame: `gen.gi_frame.f_locals['x']`.
             let holder = graph.type_info(from);
-            if holder.kind == Kind::Generator && matches!(label, Label::Local(_) | Label::Stack) {
+            if holder.kind == Kind::Generator && local {
                 let frame_attr = match holder.name.as_str() {
                     "coroutine" => "cr_frame",
                     "async_generator" => "ag_frame",
@@ -966,9 +1075,34 @@ impl Paths {
     }
 }
 
+/// A label of a decoding, as a step: names read from the target.
+fn step_of(
+    graph: &HeapGraph,
+    mem: &mut dyn RemoteMemory,
+    layout: &Layout,
+    decoder: &StepDecoder,
+    label: Label,
+) -> Step {
+    let name = |mem: &mut dyn RemoteMemory, id: u32| match decoder.names.get(id as usize) {
+        Some(&key) => name_text(graph, mem, layout, key),
+        None => "?".into(),
+    };
+    match label {
+        Label::Index(n) => Step::Index(n),
+        Label::Key(k) => Step::Key(name(mem, k)),
+        Label::Attr(k) => Step::Attr(name(mem, k)),
+        Label::Local(k) => Step::Local(name(mem, k)),
+        Label::Stack => Step::Stack,
+        Label::Namespace => Step::Namespace,
+        Label::Member => Step::Member,
+        Label::DictKey => Step::DictKey,
+        Label::Named(n) => Step::Named(decoder.fields.get(n as usize).cloned().unwrap_or_default()),
+        Label::Field(o) => Step::Field(o),
+    }
+}
+
 /// A name a label refers to: the str's text, or `<type>` for a key that is not a str.
-fn name_text(graph: &HeapGraph, mem: &mut dyn RemoteMemory, layout: &Layout, id: u32) -> String {
-    let Some(&key) = graph.names.get(id as usize) else { return "?".into() };
+fn name_text(graph: &HeapGraph, mem: &mut dyn RemoteMemory, layout: &Layout, key: u64) -> String {
     match read_str(mem, layout, key) {
         Ok(Some(s)) => s,
         _ => match graph.index_of(key) {
@@ -1072,13 +1206,20 @@ pub(crate) mod tests {
             untracked: NodeTable::default(),
             untracked_sorted: Vec::new(),
             offsets,
-            edges: sorted.iter().map(|e| (e.1, e.2.pack())).collect(),
+            edges: sorted.iter().map(|e| pack_edge(e.1, e.2)).collect(),
+            namespaces: sorted
+                .iter()
+                .filter(|e| {
+                    e.2 == Label::Namespace
+                        && matches!(types[nodes[e.0 as usize].0 as usize].1, Kind::Module | Kind::Type)
+                })
+                .map(|e| e.1)
+                .collect(),
             weak: Vec::new(),
             interpreters: 1,
             in_degree,
             frame_refs: FxHashMap::default(),
             chunk_ranges: FxHashMap::from_iter([(0, (0, nodes.len() as u32))]),
-            names: Vec::new(),
             field_names: vec!["cell_contents".into()],
             frames: Vec::new(),
             roots: roots.to_vec(),
@@ -1109,8 +1250,8 @@ pub(crate) mod tests {
         let paths = shortest_paths(&g);
         let mut at = 4;
         let mut chain = vec![at];
-        while paths.parent[at as usize].0 != at {
-            at = paths.parent[at as usize].0;
+        while paths.parent_of(at) != Some(at) {
+            at = paths.parent_of(at).unwrap_or(at);
             chain.push(at);
         }
         assert_eq!(chain, vec![4, 3, 2, 1, 0], "module path, exact edges");
@@ -1118,21 +1259,17 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn labels_pack_into_four_bytes_and_back() {
-        let labels = [
-            Label::Index(MAX_ITEMS as u32 - 1),
-            Label::Key(7),
-            Label::Attr(PAYLOAD_MASK),
-            Label::Local(0),
-            Label::Stack,
-            Label::Namespace,
-            Label::Member,
-            Label::DictKey,
-            Label::Named(3),
-            Label::Field(MAX_SCAN as u32 - 8),
-        ];
-        for label in labels {
-            assert_eq!(Label::unpack(label.pack()), label);
+    fn edges_keep_their_target_and_flags_in_four_bytes() {
+        let target = MAX_NODES as u32;
+        for (label, exact, named) in [
+            (Label::Index(MAX_ITEMS as u32 - 1), true, false),
+            (Label::Named(3), true, true),
+            (Label::Field(MAX_SCAN as u32 - 8), false, false),
+            (Label::DictKey, true, false),
+        ] {
+            let g = graph_with(&[("x", Kind::Other)], &[(0, 0, 1), (0, 0, 1)], &[(0, 1, label)], &[]);
+            assert_eq!(g.edges_of(0).collect::<Vec<_>>(), vec![Edge { target: 1, exact, named }]);
+            assert_eq!(pack_edge(target, label) & TARGET, target);
         }
     }
 

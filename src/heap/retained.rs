@@ -6,7 +6,7 @@
 //! container does not free what native code also holds.
 
 use super::dominators::{DominatorTree, SUPER_ROOT, dominator_tree, retained_sizes_by};
-use super::graph::{HeapGraph, Kind, Label};
+use super::graph::{HeapGraph, Kind};
 use super::memory_use::vec_bytes;
 
 pub struct Retention {
@@ -23,10 +23,9 @@ impl Retention {
         let mut roots: Vec<u32> = graph.roots.iter().map(|r| r.node()).collect();
         // Refcount above the heap's references first (cheap), then frames' share (a lookup).
         roots.extend(
-            (0..graph.len() as u32)
-                .filter(|&i| graph.refcount(i) > graph.in_degree(i) && graph.external_refs(i) > 0),
+            (0..graph.len() as u32).filter(|&i| graph.refcount(i) > graph.in_degree(i) && graph.external_refs(i) > 0),
         );
-        let mut tree = dominator_tree(graph.len(), &roots, |v, out| out.extend(graph.edges_of(v).map(|e| e.0)));
+        let mut tree = dominator_tree(graph.len(), &roots, |v, out| out.extend(graph.edges_of(v).map(|e| e.target)));
         let roots_bytes = vec_bytes(&roots);
         drop(roots);
         let retained = retained_sizes_by(&tree, |v| graph.size(v));
@@ -127,11 +126,9 @@ impl Retention {
     /// modules, classes and their namespaces, frames.
     pub fn largest(&self, graph: &HeapGraph, limit: usize) -> Vec<u32> {
         let mut namespace = vec![false; graph.len()];
-        for v in 0..graph.len() as u32 {
-            if matches!(graph.type_info(v).kind, Kind::Module | Kind::Type) {
-                for (to, label) in graph.edges_of(v) {
-                    namespace[to as usize] |= label == Label::Namespace;
-                }
+        for &v in &graph.namespaces {
+            if let Some(n) = namespace.get_mut(v as usize) {
+                *n = true;
             }
         }
         for root in &graph.roots {

@@ -834,14 +834,26 @@ pub fn shortest_paths(graph: &HeapGraph) -> Paths {
 }
 
 /// What decoding a referrer again lends [`referents`]: names by their own ids, no budget (the
-/// item counts are still capped per container).
-#[derive(Default)]
-struct StepDecoder {
+/// item counts are still capped per container). Field ids are the graph's (types' members
+/// were given theirs when the graph was read), new names numbered after them.
+struct StepDecoder<'a> {
     names: Vec<u64>,
-    fields: Vec<String>,
+    field_index: &'a FxHashMap<&'a str, u32>,
+    known_fields: &'a [String],
+    new_fields: Vec<String>,
 }
 
-impl Decoder for StepDecoder {
+impl StepDecoder<'_> {
+    fn field(&self, id: u32) -> String {
+        let known = self.known_fields.len();
+        match (id as usize).checked_sub(known) {
+            None => self.known_fields[id as usize].clone(),
+            Some(k) => self.new_fields.get(k).cloned().unwrap_or_default(),
+        }
+    }
+}
+
+impl Decoder for StepDecoder<'_> {
     fn items(&mut self, mem: &mut dyn RemoteMemory, addr: u64, count: u64) -> Result<Vec<u64>, ReadError> {
         if count > MAX_ITEMS {
             return Ok(Vec::new());
@@ -859,8 +871,11 @@ impl Decoder for StepDecoder {
     }
 
     fn field_id(&mut self, name: &str) -> u32 {
-        self.fields.push(name.to_string());
-        self.fields.len() as u32 - 1
+        if let Some(&id) = self.field_index.get(name) {
+            return id;
+        }
+        self.new_fields.push(name.to_string());
+        (self.known_fields.len() + self.new_fields.len() - 1) as u32
     }
 }
 
@@ -991,8 +1006,16 @@ impl Paths {
             }
         }
         let mut found: FxHashMap<u32, Step> = FxHashMap::default();
+        let field_index: FxHashMap<&str, u32> =
+            graph.field_names.iter().enumerate().map(|(i, name)| (name.as_str(), i as u32)).collect();
         for (from, next) in wanted {
-            self.find_steps(graph, mem, layout, from, &next, &mut found);
+            let mut decoder = StepDecoder {
+                names: Vec::new(),
+                field_index: &field_index,
+                known_fields: &graph.field_names,
+                new_fields: Vec::new(),
+            };
+            self.find_steps(graph, mem, layout, &mut decoder, from, &next, &mut found);
         }
         nodes.iter().map(|&i| self.assemble(graph, i, &found)).collect()
     }
@@ -1003,6 +1026,7 @@ impl Paths {
         graph: &HeapGraph,
         mem: &mut dyn RemoteMemory,
         layout: &Layout,
+        decoder: &mut StepDecoder,
         from: u32,
         next: &[u32],
         found: &mut FxHashMap<u32, Step>,
@@ -1011,7 +1035,6 @@ impl Paths {
         // the first exact one.
         let mut by_addr: FxHashMap<u64, (u32, bool)> =
             next.iter().map(|&v| (graph.addrs[v as usize], (v, self.parent[v as usize] & CONSERVATIVE != 0))).collect();
-        let mut decoder = StepDecoder::default();
         let mut refs: Vec<Referent> = Vec::new();
         let info = graph.type_info(from);
         if info.kind == Kind::StackFrame {
@@ -1027,7 +1050,7 @@ impl Paths {
             }
         } else {
             // An object changed since the graph was read yields what it holds now.
-            let _ = referents(mem, layout, &mut decoder, graph.addrs[from as usize], info, &mut refs);
+            let _ = referents(mem, layout, decoder, graph.addrs[from as usize], info, &mut refs);
         }
         for r in &refs {
             if by_addr.is_empty() {
@@ -1040,7 +1063,7 @@ impl Paths {
                 && (any || r.label.is_exact())
             {
                 by_addr.remove(&r.addr);
-                found.insert(v, step_of(graph, mem, layout, &decoder, r.label));
+                found.insert(v, step_of(graph, mem, layout, decoder, r.label));
             }
         }
         // Not there any more: the target changed since the graph was read.
@@ -1096,7 +1119,7 @@ fn step_of(
         Label::Namespace => Step::Namespace,
         Label::Member => Step::Member,
         Label::DictKey => Step::DictKey,
-        Label::Named(n) => Step::Named(decoder.fields.get(n as usize).cloned().unwrap_or_default()),
+        Label::Named(n) => Step::Named(decoder.field(n)),
         Label::Field(o) => Step::Field(o),
     }
 }

@@ -136,9 +136,9 @@ fn iterative(
     let mut buffer = Vec::new();
     for _ in 0..max_passes {
         let mut changed = false;
-        for k in 1..count {
+        for (k, &v) in vertex.iter().enumerate().skip(1) {
             buffer.clear();
-            successors(vertex[k], &mut buffer);
+            successors(v, &mut buffer);
             for &w in &buffer {
                 let Some(&j) = number.get(w as usize) else { continue };
                 let j = j as usize;

@@ -1015,12 +1015,12 @@ impl Paths {
                 known_fields: &graph.field_names,
                 new_fields: Vec::new(),
             };
-            self.find_steps(graph, mem, layout, &mut decoder, from, &next, &mut found);
+            found.extend(self.find_steps(graph, mem, layout, &mut decoder, from, &next));
         }
         nodes.iter().map(|&i| self.assemble(graph, i, &found)).collect()
     }
 
-    /// How the search's references from `from` to each of `next` are spelled, into `found`.
+    /// How the search's references from `from` to each of `next` are spelled.
     fn find_steps(
         &self,
         graph: &HeapGraph,
@@ -1029,8 +1029,8 @@ impl Paths {
         decoder: &mut StepDecoder,
         from: u32,
         next: &[u32],
-        found: &mut FxHashMap<u32, Step>,
-    ) {
+    ) -> Vec<(u32, Step)> {
+        let mut found = Vec::with_capacity(next.len());
         // By address: whether the first reference of any kind counts (the last pass), or only
         // the first exact one.
         let mut by_addr: FxHashMap<u64, (u32, bool)> =
@@ -1063,13 +1063,14 @@ impl Paths {
                 && (any || r.label.is_exact())
             {
                 by_addr.remove(&r.addr);
-                found.insert(v, step_of(graph, mem, layout, decoder, r.label));
+                found.push((v, step_of(graph, mem, layout, decoder, r.label)));
             }
         }
         // Not there any more: the target changed since the graph was read.
         for (_, (v, _)) in by_addr {
-            found.insert(v, Step::Named("<changed since read>".into()));
+            found.push((v, Step::Named("<changed since read>".into())));
         }
+        found
     }
 
     /// The path to `i` from the steps found.

@@ -25,7 +25,7 @@ use crate::error::LeakspyError;
 use crate::memory::maps::MemoryMap;
 use crate::memory::{ReadError, RemoteMemory, u64_at};
 use crate::text::terminal;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::ops::Range;
 use std::rc::Rc;
 
@@ -992,15 +992,16 @@ impl Paths {
     ) -> Vec<Option<Path>> {
         // Per referrer, the nodes it leads to on the paths.
         let mut wanted: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
+        let mut seen: FxHashSet<u32> = FxHashSet::default();
         for &i in nodes {
             let mut at = i;
             let mut steps = 0;
             while let Some(from) = self.parent_of(at).filter(|&from| from != at && steps <= graph.len()) {
-                let next = wanted.entry(from).or_default();
-                if next.contains(&at) {
+                // The rest of the chain is there already.
+                if !seen.insert(at) {
                     break;
                 }
-                next.push(at);
+                wanted.entry(from).or_default().push(at);
                 at = from;
                 steps += 1;
             }

@@ -683,6 +683,7 @@ pub fn build_scoped(
         grow_by_quarter(&mut offsets);
         offsets.push(edges.len() as u32);
         refs.clear();
+        let mut sequence = None;
         let t = Rc::clone(&b.graph.types[b.graph.type_id(i as u32)]);
         let in_scope = !b.graph.is_tracked(i as u32) || scope(i as u32, &t);
         if t.kind == Kind::StackFrame {
@@ -695,6 +696,9 @@ pub fn build_scoped(
                 };
                 refs.push(Referent::strong(slot.value, label, slot.owned));
             }
+        } else if in_scope && matches!(t.kind, Kind::List | Kind::Tuple) {
+            let addr = b.graph.addrs[i];
+            sequence = sequence_items(mem, layout, &mut b, addr, t.kind);
         } else if in_scope {
             // An object freed or rewritten during the read yields no references, not an error.
             let addr = b.graph.addrs[i];
@@ -734,6 +738,24 @@ pub fn build_scoped(
                 }
             }
         }
+        // A list's or tuple's items, a slice at a time: a list of millions would otherwise be
+        // millions of referents at once (24 bytes each), the build's peak. The same references
+        // as `referents` gives (exact, strong, counted), in the same order.
+        if let Some((items, count)) = sequence {
+            let mut k = 0;
+            while k < count {
+                let len = (count - k).min(SEQUENCE_SLICE);
+                let Ok(words) = mem.read_words(items + 8 * k, len as usize) else { break };
+                for word in words {
+                    if let Some(target) = b.resolve(mem, word) {
+                        grow_by_quarter(&mut edges);
+                        edges.push(pack_edge(target, Label::Index(0)));
+                        b.graph.in_degree.increment(target);
+                    }
+                }
+                k += len;
+            }
+        }
         i += 1;
     }
     offsets.push(edges.len() as u32);
@@ -750,6 +772,26 @@ pub fn build_scoped(
     graph.build_peak_bytes = graph.heap_bytes() + builder_bytes;
     graph.compact();
     Ok(graph)
+}
+
+/// Items of a list or tuple read at once while the graph is built.
+const SEQUENCE_SLICE: u64 = 1 << 14;
+
+/// Where a list's or tuple's items are and how many, if the budget takes them (as
+/// [`Builder::items`] would for [`referents`]); `None` for an unreadable object.
+fn sequence_items(
+    mem: &mut dyn RemoteMemory,
+    layout: &Layout,
+    b: &mut Builder,
+    obj: u64,
+    kind: Kind,
+) -> Option<(u64, u64)> {
+    let count = mem.read_u64(obj + layout.containers.ob_size as u64).ok()?;
+    let items = match kind {
+        Kind::List => mem.read_u64(obj + layout.containers.list_ob_item as u64).ok()?,
+        _ => obj + layout.graph.tuple_ob_item as u64,
+    };
+    (count <= MAX_ITEMS && b.claim(count * 8)).then_some((items, count))
 }
 
 /// 3.12+: the `__dict__` and `__subclasses__` dict the interpreter keeps for each static

@@ -1091,6 +1091,26 @@ impl Paths {
                     refs.push(Referent::strong(slot.value, label, slot.owned));
                 }
             }
+        } else if matches!(info.kind, Kind::List | Kind::Tuple) {
+            // Items are all exact: the first one at each address, read a slice at a time and
+            // matched as words (a list of millions is no referent each).
+            let obj = graph.addrs[from as usize];
+            let count = mem.read_u64(obj + layout.containers.ob_size as u64).unwrap_or(0);
+            let items = match info.kind {
+                Kind::List => mem.read_u64(obj + layout.containers.list_ob_item as u64).unwrap_or(0),
+                _ => obj + layout.graph.tuple_ob_item as u64,
+            };
+            let mut k = 0;
+            while k < count.min(MAX_ITEMS) && !by_addr.is_empty() {
+                let len = (count - k).min(SEQUENCE_SLICE);
+                let Ok(words) = mem.read_words(items + 8 * k, len as usize) else { break };
+                for (n, word) in words.into_iter().enumerate() {
+                    if let Some((v, _)) = by_addr.remove(&word) {
+                        found.push((v, Step::Index((k + n as u64) as u32)));
+                    }
+                }
+                k += len;
+            }
         } else {
             // An object changed since the graph was read yields what it holds now.
             let _ = referents(mem, layout, decoder, graph.addrs[from as usize], info, &mut refs);

@@ -65,6 +65,10 @@ pub fn dominator_tree(node_count: usize, roots: &[u32], successors: impl FnMut(u
 /// two or three (the last one only checks); a crafted shape that needs more costs a pass each.
 const MAX_PASSES: usize = 6;
 
+/// Steps up the tree the iterative algorithm may take per reachable vertex, over all its
+/// passes, before Lengauer-Tarjan takes over: heaps take a few.
+const STEPS_PER_VERTEX: u64 = 64;
+
 /// [`dominator_tree`] with the iterative algorithm allowed `max_passes` passes (tests force
 /// the fallback with 1).
 fn dominator_tree_within(
@@ -134,6 +138,10 @@ fn iterative(
     }
     peak.at(vec_bytes(&number) + vec_bytes(&vertex) + vec_bytes(&idom));
     let mut buffer = Vec::new();
+    // Steps up the tree, all passes together: a walk is as long as the tree is deep, and a deep
+    // tree whose nodes all refer to one object near its top (a linked list of nodes sharing a
+    // value) makes every walk that long, quadratic in one pass. Past this, Lengauer-Tarjan.
+    let mut steps_left = STEPS_PER_VERTEX.saturating_mul(count as u64);
     for _ in 0..max_passes {
         let mut changed = false;
         for (k, &v) in vertex.iter().enumerate().skip(1) {
@@ -151,9 +159,11 @@ fn iterative(
                 while a != b {
                     while a > b {
                         a = idom[a as usize];
+                        steps_left = steps_left.checked_sub(1)?;
                     }
                     while b > a {
                         b = idom[b as usize];
+                        steps_left = steps_left.checked_sub(1)?;
                     }
                 }
                 if a != idom[j] {
@@ -839,6 +849,31 @@ mod tests {
                 assert_eq!(retained_sizes(&tree, &shallow), retained, "case {case}");
             }
         }
+    }
+
+    #[test]
+    fn deep_chain_sharing_one_object_stays_linear() {
+        // A linked list whose every node also refers to one object its head reaches first:
+        // every edge to it is a walk up the whole list, unless the step budget stops it.
+        const N: u32 = 300_000;
+        let shared = N;
+        let successors = |v: u32, out: &mut Vec<u32>| {
+            if v + 1 < N {
+                out.push(v + 1);
+            }
+            if v < N {
+                out.push(shared);
+            }
+        };
+        let started = Instant::now();
+        let tree = dominator_tree(N as usize + 1, &[0], successors);
+        let elapsed = started.elapsed();
+        eprintln!("dominators of a {N}-node chain sharing one object: {elapsed:?}");
+        assert!(elapsed.as_secs() < 20, "{elapsed:?}");
+        assert_eq!(tree.idom[shared as usize], 0);
+        assert!(tree.idom.iter().enumerate().skip(1).take(N as usize - 1).all(|(v, &d)| d as usize == v - 1));
+        let lengauer_tarjan = dominator_tree_within(N as usize + 1, &[0], successors, 0);
+        assert_eq!((tree.idom, tree.order), (lengauer_tarjan.idom, lengauer_tarjan.order));
     }
 
     #[test]

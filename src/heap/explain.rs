@@ -351,8 +351,9 @@ impl Explainer<'_> {
         let (graph, retention) = (self.graph, self.retention);
         let mut groups: FxHashMap<(String, Vec<Step>), Vec<TracedPath>> = FxHashMap::default();
         let mut unreachable = 0u64;
-        for &i in nodes {
-            match self.paths.path(graph, mem, &self.process.layout, i) {
+        let paths = self.paths.paths(graph, mem, &self.process.layout, nodes);
+        for (&i, path) in nodes.iter().zip(paths) {
+            match path {
                 Some(path) => groups.entry(shape(&path)).or_default().push((i, path)),
                 None => unreachable += 1,
             }

@@ -11,6 +11,7 @@
 
 use super::address_set::AddressSet;
 use super::census::refcount;
+use super::compact::Compact;
 use super::memory_use::map_bytes;
 use super::referents::{Decoder, Referent, Strength, referents, type_info};
 pub use super::referents::{Kind, Storage, TypeInfo};
@@ -24,8 +25,7 @@ use crate::error::LeakspyError;
 use crate::memory::maps::MemoryMap;
 use crate::memory::{ReadError, RemoteMemory, u64_at};
 use crate::text::terminal;
-use rustc_hash::FxHashMap;
-use std::collections::VecDeque;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::ops::Range;
 use std::rc::Rc;
 
@@ -43,12 +43,11 @@ const MAX_PLAUSIBLE_REFCOUNT: u64 = 1 << 40;
 const STATIC_REFCOUNT: u64 = 1 << 29;
 /// Tracked objects are indexed by 64 KiB chunk of the address space.
 const CHUNK_SHIFT: u32 = 16;
-/// A size that does not fit the 32 bits of [`HeapGraph::size`]'s array: the exact one is in
-/// the overflow map.
-const LARGE_SIZE: u32 = u32::MAX;
 
-/// How a reference is spelled on a path. Names (dict keys, attribute and variable names) are
-/// indices into [`HeapGraph::names`], so that an edge stays 12 bytes.
+/// How a reference is spelled on a path, as the decoding of a referrer gives it. Names (dict
+/// keys, attribute and variable names) are ids the decoder gave out. The graph keeps none of
+/// it per edge (see [`Edge`]): the few steps of the paths that are printed are found again by
+/// decoding their referrers once more ([`Paths::paths`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Label {
     /// `[i]` in a list or tuple.
@@ -78,44 +77,33 @@ impl Label {
     pub fn is_exact(self) -> bool {
         !matches!(self, Label::Field(_))
     }
-
-    /// Four bits of kind, 28 of payload: an edge is then 8 bytes, not 12, which is a tenth of
-    /// the graph's memory. Every payload fits: indices stop at MAX_ITEMS (2^26), offsets at
-    /// MAX_SCAN, name ids at the number of nodes.
-    fn pack(self) -> u32 {
-        let (kind, payload) = match self {
-            Label::Index(n) => (0, n),
-            Label::Key(n) => (1, n),
-            Label::Attr(n) => (2, n),
-            Label::Local(n) => (3, n),
-            Label::Stack => (4, 0),
-            Label::Namespace => (5, 0),
-            Label::Member => (6, 0),
-            Label::DictKey => (9, 0),
-            Label::Named(n) => (7, n),
-            Label::Field(n) => (8, n),
-        };
-        (kind << 28) | (payload & PAYLOAD_MASK)
-    }
-
-    fn unpack(packed: u32) -> Label {
-        let payload = packed & PAYLOAD_MASK;
-        match packed >> 28 {
-            0 => Label::Index(payload),
-            1 => Label::Key(payload),
-            2 => Label::Attr(payload),
-            3 => Label::Local(payload),
-            4 => Label::Stack,
-            5 => Label::Namespace,
-            6 => Label::Member,
-            7 => Label::Named(payload),
-            9 => Label::DictKey,
-            _ => Label::Field(payload),
-        }
-    }
 }
 
-const PAYLOAD_MASK: u32 = (1 << 28) - 1;
+/// An edge is its target's node id, with these flags in the two high bits: 4 bytes an edge,
+/// where the label made it 8. Node ids stay below them ([`MAX_NODES`]).
+const CONSERVATIVE: u32 = 1 << 31;
+/// A reference through a named field (a member, a known field): what `attach`'s holders of
+/// weak reference types count (their callback), not their referent.
+const NAMED: u32 = 1 << 30;
+const TARGET: u32 = NAMED - 1;
+/// Nodes a graph may have: ids and the sentinels stay below the edge flags.
+const MAX_NODES: usize = TARGET as usize - 2;
+
+/// One reference in the graph, without its label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Edge {
+    pub target: u32,
+    /// Not found by the conservative scan: a real field or item.
+    pub exact: bool,
+    /// Through a named field ([`Label::Named`]).
+    pub named: bool,
+}
+
+fn pack_edge(target: u32, label: Label) -> u32 {
+    let exact = if label.is_exact() { 0 } else { CONSERVATIVE };
+    let named = if matches!(label, Label::Named(_)) { NAMED } else { 0 };
+    (target & TARGET) | exact | named
+}
 
 /// Where a path starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,15 +137,14 @@ pub struct HeapGraph {
     /// Node addresses: 3.11+ frames first (their _PyInterpreterFrame), then the GC-tracked
     /// objects sorted, then untracked objects in the order they were found.
     pub addrs: Vec<u64>,
-    pub type_of: Vec<u32>,
+    /// Index into `types` (two bytes a node: see [`Compact`]).
+    type_of: Compact<u16>,
     /// 0 for immortal objects and frames: none of their references is "external" in any
     /// useful sense.
-    pub refcounts: Vec<u32>,
-    /// What sys.getsizeof reports for each node (0 for frames), in 32 bits: sizes of 4 GiB
-    /// and more are [`LARGE_SIZE`] here and exact in `large_sizes`. Half the bytes of u64 for
-    /// sizes that are almost never that large.
-    sizes: Vec<u32>,
-    large_sizes: FxHashMap<u32, u64>,
+    refcounts: Compact<u16>,
+    /// What sys.getsizeof reports for each node (0 for frames), two bytes a node for sizes
+    /// that are almost never above 64 KiB, the others exact beside them.
+    sizes: Compact<u16>,
     /// Shared so that the builder can hold a node's type while it reads the node.
     pub types: Vec<Rc<TypeInfo>>,
     tracked: Range<usize>,
@@ -168,22 +155,23 @@ pub struct HeapGraph {
     untracked_sorted: Vec<u32>,
     /// CSR adjacency: edges of node i are `edges[offsets[i]..offsets[i + 1]]`.
     offsets: Vec<u32>,
-    /// (target, packed label): strong references only.
-    edges: Vec<(u32, u32)>,
+    /// Strong references only, [`Edge`]s packed in 4 bytes.
+    edges: Vec<u32>,
+    /// Namespaces of modules and classes (their `__dict__`): not "largest retainers", they
+    /// hold what their owner does.
+    pub namespaces: Vec<u32>,
     /// Weak references, (referrer, referent): no edge for paths or retained sizes.
     pub weak: Vec<(u32, u32)>,
     /// Interpreters in the process: paths name theirs when there are several.
     pub interpreters: usize,
-    /// References from objects in the graph.
-    pub in_degree: Vec<u32>,
+    /// References from objects in the graph (a byte a node: most have one or two).
+    in_degree: Compact<u8>,
     /// References owned by 3.11+ frames (a local variable, a value on the stack), per node
     /// that has any: few do.
     pub frame_refs: FxHashMap<u32, u32>,
     /// Where each 64 KiB chunk's objects start in the sorted tracked addresses, so a lookup
     /// searches a few hundred addresses instead of millions.
     chunk_ranges: FxHashMap<u64, (u32, u32)>,
-    /// Addresses of the str objects that labels name.
-    pub names: Vec<u64>,
     /// Names of fields (members of types, known fields of built-in types).
     pub field_names: Vec<String>,
     pub frames: Vec<StackFrame>,
@@ -227,23 +215,22 @@ impl HeapGraph {
 
     /// What sys.getsizeof reports for node `i` (0 for frames).
     pub fn size(&self, i: u32) -> u64 {
-        match self.sizes.get(i as usize) {
-            Some(&LARGE_SIZE) => self.large_sizes.get(&i).copied().unwrap_or(u64::from(LARGE_SIZE)),
-            Some(&s) => u64::from(s),
-            None => 0,
-        }
+        self.sizes.get(i)
     }
 
-    fn push_size(&mut self, size: u64) {
-        let i = self.sizes.len() as u32;
-        grow_by_quarter(&mut self.sizes);
-        match u32::try_from(size) {
-            Ok(s) if s != LARGE_SIZE => self.sizes.push(s),
-            _ => {
-                self.sizes.push(LARGE_SIZE);
-                self.large_sizes.insert(i, size);
-            }
-        }
+    /// Node `i`'s type, an index into `types`.
+    pub fn type_id(&self, i: u32) -> usize {
+        self.type_of.get(i) as usize
+    }
+
+    /// Node `i`'s refcount (0: immortal, or a frame).
+    pub fn refcount(&self, i: u32) -> u64 {
+        self.refcounts.get(i)
+    }
+
+    /// References to node `i` from objects in the graph.
+    pub fn in_degree(&self, i: u32) -> u64 {
+        self.in_degree.get(i)
     }
 
     /// Bytes the graph's own structures hold (capacity, not length: what the allocator gave),
@@ -251,20 +238,19 @@ impl HeapGraph {
     pub fn heap_bytes(&self) -> u64 {
         use crate::heap::memory_use::vec_bytes;
         vec_bytes(&self.addrs)
-            + vec_bytes(&self.type_of)
-            + vec_bytes(&self.refcounts)
-            + vec_bytes(&self.sizes)
-            + map_bytes(&self.large_sizes)
+            + self.type_of.heap_bytes()
+            + self.refcounts.heap_bytes()
+            + self.sizes.heap_bytes()
             + vec_bytes(&self.types)
             + self.untracked.heap_bytes()
             + vec_bytes(&self.untracked_sorted)
             + vec_bytes(&self.offsets)
             + vec_bytes(&self.edges)
             + vec_bytes(&self.weak)
-            + vec_bytes(&self.in_degree)
+            + self.in_degree.heap_bytes()
             + map_bytes(&self.frame_refs)
             + map_bytes(&self.chunk_ranges)
-            + vec_bytes(&self.names)
+            + vec_bytes(&self.namespaces)
             + vec_bytes(&self.field_names)
             + vec_bytes(&self.frames)
             + vec_bytes(&self.roots)
@@ -274,7 +260,7 @@ impl HeapGraph {
     /// nodes by their sorted index: done once the graph is read, before the analyses that
     /// make the peak.
     fn compact(&mut self) {
-        // The arrays' slack goes first, so that the pairs below fit in what it gave back.
+        // The arrays' slack goes first, so that the sorted index below fits in what it gave back.
         self.addrs.shrink_to_fit();
         self.type_of.shrink_to_fit();
         self.refcounts.shrink_to_fit();
@@ -283,19 +269,14 @@ impl HeapGraph {
         self.edges.shrink_to_fit();
         self.weak.shrink_to_fit();
         self.in_degree.shrink_to_fit();
-        self.names.shrink_to_fit();
-        // Sorted as (address, node) pairs: sorting indices by the address they point to costs
-        // a cache miss per comparison. The pairs' 16 bytes an untracked node are gone before
-        // the analyses.
-        let mut pairs: Vec<(u64, u32)> = Vec::with_capacity(self.untracked.len);
-        let addrs = &self.addrs;
-        pairs.extend(self.untracked.slots.iter().filter(|&&i| i != NodeTable::EMPTY).map(|&i| (addrs[i as usize], i)));
-        // The table and the pairs side by side: part of the build's peak.
-        self.build_peak_bytes =
-            self.build_peak_bytes.max(self.heap_bytes() + crate::heap::memory_use::vec_bytes(&pairs));
+        self.namespaces.shrink_to_fit();
+        // The table goes before the sorted index is made: the untracked nodes are the last
+        // ones, so the index needs nothing of it.
         self.untracked = NodeTable::default();
-        pairs.sort_unstable();
-        self.untracked_sorted = pairs.into_iter().map(|(_, i)| i).collect();
+        let first = self.tracked.end.min(self.addrs.len());
+        let (sorted, scratch_bytes) = sort_by_address(&self.addrs, first);
+        self.build_peak_bytes = self.build_peak_bytes.max(self.heap_bytes() + scratch_bytes);
+        self.untracked_sorted = sorted;
     }
 
     pub fn is_tracked(&self, i: u32) -> bool {
@@ -315,25 +296,29 @@ impl HeapGraph {
         self.edges.len() as u64
     }
 
-    pub fn edges_of(&self, i: u32) -> impl Iterator<Item = (u32, Label)> + '_ {
+    pub fn edges_of(&self, i: u32) -> impl Iterator<Item = Edge> + '_ {
         let range = self.offsets[i as usize] as usize..self.offsets[i as usize + 1] as usize;
-        self.edges[range].iter().map(|&(target, label)| (target, Label::unpack(label)))
+        self.edges[range].iter().map(|&e| Edge {
+            target: e & TARGET,
+            exact: e & CONSERVATIVE == 0,
+            named: e & NAMED != 0,
+        })
     }
 
     pub fn type_info(&self, i: u32) -> &TypeInfo {
-        &self.types[self.type_of[i as usize] as usize]
+        &self.types[self.type_id(i)]
     }
 
     /// Refcount minus the references found in the heap and in frames: held from outside
     /// (native code, the interpreter's own state).
     pub fn external_refs(&self, i: u32) -> u64 {
-        let i = i as usize;
-        let held = u64::from(self.in_degree[i]) + u64::from(self.frame_refs(i as u32));
-        u64::from(self.refcounts[i]).saturating_sub(held)
+        let held = self.in_degree(i) + u64::from(self.frame_refs(i));
+        self.refcount(i).saturating_sub(held)
     }
 }
 
-/// Nodes by address, open addressing over their indices: 4 bytes a slot, at most half full,
+/// Nodes by address, open addressing over their indices: 4 bytes a slot, at most three
+/// quarters full (linear probing over a multiplicative hash of addresses stays short there),
 /// where a map of (address, index) takes 16 bytes an entry plus its slack. The address is
 /// the node's own, in [`HeapGraph::addrs`], so the table need not hold it.
 #[derive(Default)]
@@ -365,17 +350,21 @@ impl NodeTable {
         }
     }
 
-    /// Adds node `i` (its address is `addrs[i]`, not in the table yet).
-    fn insert(&mut self, addrs: &[u64], i: u32) {
-        if (self.len + 1) * 2 > self.slots.len() {
+    /// Adds node `i` (its address is `addrs[i]`, not in the table yet). When the table grows,
+    /// returns the bytes of the old slots, held beside the new ones while they are moved.
+    fn insert(&mut self, addrs: &[u64], i: u32) -> Option<u64> {
+        let mut grew = None;
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
             let size = (self.slots.len() * 2).max(1024);
             let old = std::mem::replace(&mut self.slots, vec![Self::EMPTY; size]);
+            grew = Some(crate::heap::memory_use::vec_bytes(&old));
             for j in old.into_iter().filter(|&j| j != Self::EMPTY) {
                 self.place(addrs, j);
             }
         }
         self.place(addrs, i);
         self.len += 1;
+        grew
     }
 
     fn place(&mut self, addrs: &[u64], i: u32) {
@@ -401,7 +390,6 @@ struct Builder<'a> {
     maps: &'a MemoryMap,
     graph: HeapGraph,
     type_index: FxHashMap<u64, u32>,
-    name_index: FxHashMap<u64, u32>,
     field_index: FxHashMap<String, u32>,
     /// Addresses already found not to be objects.
     rejected: AddressSet,
@@ -411,6 +399,8 @@ struct Builder<'a> {
     /// are crafted (or torn), and past this budget their items are not read, so that the
     /// graph costs in proportion to the target's memory, not to what its objects claim.
     claims_left: u64,
+    /// What the edges and offsets being read hold (they join the graph at the end).
+    edges_bytes: u64,
 }
 
 impl Decoder for Builder<'_> {
@@ -443,11 +433,9 @@ impl Decoder for Builder<'_> {
         id
     }
 
-    fn name_id(&mut self, addr: u64) -> u32 {
-        *self.name_index.entry(addr).or_insert_with(|| {
-            self.graph.names.push(addr);
-            self.graph.names.len() as u32 - 1
-        })
+    /// Labels are not kept: no name needs an id.
+    fn name_id(&mut self, _addr: u64) -> u32 {
+        0
     }
 }
 
@@ -468,12 +456,9 @@ impl Builder<'_> {
     fn push_node(&mut self, addr: u64, type_id: u32, refcount: u32) -> u32 {
         let g = &mut self.graph;
         grow_by_quarter(&mut g.addrs);
-        grow_by_quarter(&mut g.type_of);
-        grow_by_quarter(&mut g.refcounts);
-        grow_by_quarter(&mut g.in_degree);
         g.addrs.push(addr);
-        g.type_of.push(type_id);
-        g.refcounts.push(refcount);
+        g.type_of.push(u64::from(type_id));
+        g.refcounts.push(u64::from(refcount));
         g.in_degree.push(0);
         g.addrs.len() as u32 - 1
     }
@@ -513,9 +498,47 @@ impl Builder<'_> {
         let type_id = self.type_id(mem, ob_type);
         let i = self.push_node(addr, type_id, rc);
         let g = &mut self.graph;
-        g.untracked.insert(&g.addrs, i);
+        if let Some(old) = g.untracked.insert(&g.addrs, i) {
+            // The old slots and the new side by side: part of the build's peak.
+            let held = g.heap_bytes() + old + self.rejected.heap_bytes() + self.edges_bytes;
+            g.build_peak_bytes = g.build_peak_bytes.max(held);
+        }
         Some(i)
     }
+}
+
+/// Nodes `first..` sorted by their address, by a least-significant-digit radix sort of their
+/// indices (16-bit digits of the address, as many as the addresses' spread needs): 8 bytes a
+/// node with its scratch array, where sorting (address, node) pairs takes 16 and sorting the
+/// indices with a comparison reads two random addresses per comparison. Also returns the bytes
+/// it held.
+fn sort_by_address(addrs: &[u64], first: usize) -> (Vec<u32>, u64) {
+    let keys = addrs.get(first..).unwrap_or(&[]);
+    let (Some(&low), Some(&high)) = (keys.iter().min(), keys.iter().max()) else { return (Vec::new(), 0) };
+    let bits = 64 - (high - low).leading_zeros();
+    let mut sorted: Vec<u32> = (first as u32..addrs.len() as u32).collect();
+    let mut scratch = vec![0u32; sorted.len()];
+    let held = crate::heap::memory_use::vec_bytes(&sorted) + crate::heap::memory_use::vec_bytes(&scratch);
+    let mut shift = 0;
+    while shift < bits {
+        let digit = |i: u32| ((addrs[i as usize] - low) >> shift) as usize & 0xffff;
+        let mut starts = vec![0u32; 1 << 16];
+        for &k in keys {
+            starts[((k - low) >> shift) as usize & 0xffff] += 1;
+        }
+        let mut total = 0;
+        for s in starts.iter_mut() {
+            (*s, total) = (total, total + *s);
+        }
+        for &i in &sorted {
+            let d = digit(i);
+            scratch[starts[d] as usize] = i;
+            starts[d] += 1;
+        }
+        std::mem::swap(&mut sorted, &mut scratch);
+        shift += 16;
+    }
+    (sorted, held)
 }
 
 /// Makes room for one more element by growing a quarter, not double: the graph's arrays are
@@ -571,11 +594,10 @@ pub fn build_scoped(
         maps: &maps,
         graph: HeapGraph {
             addrs: Vec::with_capacity(found.len() * 2),
-            type_of: Vec::with_capacity(found.len() * 2),
-            refcounts: Vec::with_capacity(found.len() * 2),
+            type_of: Compact::with_capacity(found.len() * 2),
+            refcounts: Compact::with_capacity(found.len() * 2),
             chunk_ranges: FxHashMap::default(),
-            sizes: Vec::new(),
-            large_sizes: FxHashMap::default(),
+            sizes: Compact::default(),
             types: Vec::new(),
             tracked: stack_frames..stack_frames + found.len(),
             untracked: NodeTable::default(),
@@ -584,9 +606,9 @@ pub fn build_scoped(
             edges: Vec::new(),
             weak: Vec::new(),
             interpreters: 0,
-            in_degree: Vec::with_capacity(found.len() * 2),
+            in_degree: Compact::with_capacity(found.len() * 2),
             frame_refs: FxHashMap::default(),
-            names: Vec::new(),
+            namespaces: Vec::new(),
             field_names: Vec::new(),
             frames: Vec::new(),
             roots: Vec::new(),
@@ -595,12 +617,12 @@ pub fn build_scoped(
             build_peak_bytes: 0,
         },
         type_index: FxHashMap::default(),
-        name_index: FxHashMap::default(),
         field_index: FxHashMap::default(),
         rejected: AddressSet::default(),
-        max_nodes: (limits.max_objects as usize).max(found.len() * 4),
+        max_nodes: (limits.max_objects as usize).max(found.len() * 4).min(MAX_NODES),
         claims_left: CLAIMS_PER_TARGET_BYTE
             * process.rss().unwrap_or_else(|| maps.writable_bytes()).max(MIN_CLAIMS_BASE),
+        edges_bytes: 0,
     };
     let frame_type = b.graph.types.len() as u32;
     b.graph.types.push(Rc::new(TypeInfo::synthetic("<frame>".into(), Kind::StackFrame)));
@@ -651,9 +673,9 @@ pub fn build_scoped(
     }
 
     let mut offsets = Vec::with_capacity(b.graph.addrs.capacity() + 1);
-    b.graph.sizes = Vec::with_capacity(b.graph.addrs.capacity());
+    b.graph.sizes = Compact::with_capacity(b.graph.addrs.capacity());
     // About two references per object in typical heaps; grown by a quarter when short.
-    let mut edges: Vec<(u32, u32)> = Vec::with_capacity(b.graph.addrs.capacity() * 2);
+    let mut edges: Vec<u32> = Vec::with_capacity(b.graph.addrs.capacity() * 2);
     let mut refs: Vec<Referent> = Vec::new();
     let mut weak: Vec<(u32, u32)> = Vec::new();
     let mut i = 0;
@@ -661,7 +683,8 @@ pub fn build_scoped(
         grow_by_quarter(&mut offsets);
         offsets.push(edges.len() as u32);
         refs.clear();
-        let t = Rc::clone(&b.graph.types[b.graph.type_of[i] as usize]);
+        let mut sequence = None;
+        let t = Rc::clone(&b.graph.types[b.graph.type_id(i as u32)]);
         let in_scope = !b.graph.is_tracked(i as u32) || scope(i as u32, &t);
         if t.kind == Kind::StackFrame {
             let frame = &frames[b.graph.addrs[i] as usize];
@@ -673,6 +696,9 @@ pub fn build_scoped(
                 };
                 refs.push(Referent::strong(slot.value, label, slot.owned));
             }
+        } else if in_scope && matches!(t.kind, Kind::List | Kind::Tuple) {
+            let addr = b.graph.addrs[i];
+            sequence = sequence_items(mem, layout, &mut b, addr, t.kind);
         } else if in_scope {
             // An object freed or rewritten during the read yields no references, not an error.
             let addr = b.graph.addrs[i];
@@ -688,7 +714,8 @@ pub fn build_scoped(
                 shallow_size(mem, layout, b.graph.addrs[i], &class).unwrap_or(0)
             }
         };
-        b.graph.push_size(size);
+        b.graph.sizes.push(size);
+        b.edges_bytes = crate::heap::memory_use::vec_bytes(&edges) + crate::heap::memory_use::vec_bytes(&offsets);
         let from_frame = t.kind == Kind::StackFrame;
         for &Referent { addr, label, owned, strength } in &refs {
             if let Some(target) = b.resolve(mem, addr) {
@@ -697,15 +724,36 @@ pub fn build_scoped(
                     continue;
                 }
                 grow_by_quarter(&mut edges);
-                edges.push((target, label.pack()));
+                edges.push(pack_edge(target, label));
+                if label == Label::Namespace && matches!(t.kind, Kind::Module | Kind::Type) {
+                    b.graph.namespaces.push(target);
+                }
                 if !owned {
                     continue;
                 }
                 if from_frame {
                     *b.graph.frame_refs.entry(target).or_insert(0) += 1;
                 } else {
-                    b.graph.in_degree[target as usize] += 1;
+                    b.graph.in_degree.increment(target);
                 }
+            }
+        }
+        // A list's or tuple's items, a slice at a time: a list of millions would otherwise be
+        // millions of referents at once (24 bytes each), the build's peak. The same references
+        // as `referents` gives (exact, strong, counted), in the same order.
+        if let Some((items, count)) = sequence {
+            let mut k = 0;
+            while k < count {
+                let len = (count - k).min(SEQUENCE_SLICE);
+                let Ok(words) = mem.read_words(items + 8 * k, len as usize) else { break };
+                for word in words {
+                    if let Some(target) = b.resolve(mem, word) {
+                        grow_by_quarter(&mut edges);
+                        edges.push(pack_edge(target, Label::Index(0)));
+                        b.graph.in_degree.increment(target);
+                    }
+                }
+                k += len;
             }
         }
         i += 1;
@@ -713,7 +761,6 @@ pub fn build_scoped(
     offsets.push(edges.len() as u32);
     let builder_bytes = b.rejected.heap_bytes()
         + map_bytes(&b.type_index)
-        + map_bytes(&b.name_index)
         + map_bytes(&b.field_index)
         + crate::heap::memory_use::vec_bytes(&refs);
     let mut graph = b.graph;
@@ -725,6 +772,26 @@ pub fn build_scoped(
     graph.build_peak_bytes = graph.heap_bytes() + builder_bytes;
     graph.compact();
     Ok(graph)
+}
+
+/// Items of a list or tuple read at once while the graph is built.
+const SEQUENCE_SLICE: u64 = 1 << 14;
+
+/// Where a list's or tuple's items are and how many, if the budget takes them (as
+/// [`Builder::items`] would for [`referents`]); `None` for an unreadable object.
+fn sequence_items(
+    mem: &mut dyn RemoteMemory,
+    layout: &Layout,
+    b: &mut Builder,
+    obj: u64,
+    kind: Kind,
+) -> Option<(u64, u64)> {
+    let count = mem.read_u64(obj + layout.containers.ob_size as u64).ok()?;
+    let items = match kind {
+        Kind::List => mem.read_u64(obj + layout.containers.list_ob_item as u64).ok()?,
+        _ => obj + layout.graph.tuple_ob_item as u64,
+    };
+    (count <= MAX_ITEMS && b.claim(count * 8)).then_some((items, count))
 }
 
 /// 3.12+: the `__dict__` and `__subclasses__` dict the interpreter keeps for each static
@@ -749,57 +816,109 @@ fn static_type_roots(mem: &mut dyn RemoteMemory, b: &mut Builder, interpreter: i
 }
 
 /// Shortest paths from the roots by breadth-first search: for each node, the node it was
-/// reached from and how. Module globals are searched first, then the threads' frames, both
-/// over exact references; conservative ones (a word that looks like a pointer) are followed
-/// last, only to reach what exact ones do not. So an object held by a global is reported
-/// there even if a running frame also sees it, and a stale word never replaces a real holder.
+/// reached from. Module globals are searched first, then the threads' frames, both over exact
+/// references; conservative ones (a word that looks like a pointer) are followed last, only to
+/// reach what exact ones do not. So an object held by a global is reported there even if a
+/// running frame also sees it, and a stale word never replaces a real holder.
+///
+/// How each step is spelled is not kept (4 bytes a node, not 8): the search took the first
+/// exact reference from the parent (the first reference of any kind, for a node the last pass
+/// reached, marked by [`CONSERVATIVE`] on its parent), and [`Paths::paths`] finds that same
+/// reference again by decoding the parent once more.
 pub struct Paths {
-    /// (node reached from, packed label); a root is its own parent.
-    parent: Vec<(u32, u32)>,
-    /// The most bytes the search held at once (parents, order and queue).
+    /// Node reached from (a root is its own parent), with [`CONSERVATIVE`] when the last pass
+    /// reached it; [`UNREACHED`].
+    parent: Vec<u32>,
+    /// The most bytes the search held at once (parents, and the order that is its queue).
     pub peak_bytes: u64,
 }
 
 const UNREACHED: u32 = u32::MAX;
 
 pub fn shortest_paths(graph: &HeapGraph) -> Paths {
-    let mut parent = vec![(UNREACHED, 0); graph.len()];
-    let mut order: Vec<u32> = Vec::new();
+    let mut parent = vec![UNREACHED; graph.len()];
+    // The nodes in the order they were reached, which is also the search's queue (`head` is
+    // its front): one array a node, not a queue beside it. At most a node each: allocated once.
+    let mut order: Vec<u32> = Vec::with_capacity(graph.len());
     let tiers = [
         graph.roots.iter().filter(|r| matches!(r, Root::Modules { .. })).collect::<Vec<_>>(),
         graph.roots.iter().filter(|r| matches!(r, Root::Frame { .. })).collect(),
         graph.roots.iter().filter(|r| matches!(r, Root::Interpreter { .. })).collect(),
     ];
-    let mut queue_bytes = 0;
-    let mut bfs = |parent: &mut Vec<(u32, u32)>, order: &mut Vec<u32>, start: usize, conservative: bool| {
-        let mut queue: VecDeque<u32> = order[start..].iter().copied().collect();
-        while let Some(u) = queue.pop_front() {
-            for (v, label) in graph.edges_of(u) {
-                if parent[v as usize].0 == UNREACHED && (conservative || label.is_exact()) {
-                    parent[v as usize] = (u, label.pack());
-                    queue.push_back(v);
-                    order.push(v);
+    let bfs = |parent: &mut Vec<u32>, order: &mut Vec<u32>, mut head: usize, conservative: bool| {
+        let mark = if conservative { CONSERVATIVE } else { 0 };
+        while let Some(&u) = order.get(head) {
+            head += 1;
+            for e in graph.edges_of(u) {
+                if parent[e.target as usize] == UNREACHED && (conservative || e.exact) {
+                    parent[e.target as usize] = u | mark;
+                    order.push(e.target);
                 }
             }
         }
-        // A queue's capacity only grows: at the end it is the most it held.
-        queue_bytes = queue_bytes.max((queue.capacity() * size_of::<u32>()) as u64);
     };
     for tier in tiers {
         let start = order.len();
         for root in tier {
             let r = root.node();
-            if parent[r as usize].0 == UNREACHED {
-                parent[r as usize] = (r, 0);
+            if parent[r as usize] == UNREACHED {
+                parent[r as usize] = r;
                 order.push(r);
             }
         }
         bfs(&mut parent, &mut order, start, false);
     }
+    // Everything reached so far, again in order, now following conservative references too.
     bfs(&mut parent, &mut order, 0, true);
     use crate::heap::memory_use::vec_bytes;
-    let peak_bytes = vec_bytes(&parent) + vec_bytes(&order) + queue_bytes;
+    let peak_bytes = vec_bytes(&parent) + vec_bytes(&order);
     Paths { parent, peak_bytes }
+}
+
+/// What decoding a referrer again lends [`referents`]: names by their own ids, no budget (the
+/// item counts are still capped per container). Field ids are the graph's (types' members
+/// were given theirs when the graph was read), new names numbered after them.
+struct StepDecoder<'a> {
+    names: Vec<u64>,
+    field_index: &'a FxHashMap<&'a str, u32>,
+    known_fields: &'a [String],
+    new_fields: Vec<String>,
+}
+
+impl StepDecoder<'_> {
+    fn field(&self, id: u32) -> String {
+        let known = self.known_fields.len();
+        match (id as usize).checked_sub(known) {
+            None => self.known_fields[id as usize].clone(),
+            Some(k) => self.new_fields.get(k).cloned().unwrap_or_default(),
+        }
+    }
+}
+
+impl Decoder for StepDecoder<'_> {
+    fn items(&mut self, mem: &mut dyn RemoteMemory, addr: u64, count: u64) -> Result<Vec<u64>, ReadError> {
+        if count > MAX_ITEMS {
+            return Ok(Vec::new());
+        }
+        mem.read_words(addr, count as usize)
+    }
+
+    fn claim(&mut self, _bytes: u64) -> bool {
+        true
+    }
+
+    fn name_id(&mut self, addr: u64) -> u32 {
+        self.names.push(addr);
+        self.names.len() as u32 - 1
+    }
+
+    fn field_id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.field_index.get(name) {
+            return id;
+        }
+        self.new_fields.push(name.to_string());
+        (self.known_fields.len() + self.new_fields.len() - 1) as u32
+    }
 }
 
 /// One step of a path, resolved for printing. The names it holds are the target's, exact;
@@ -851,7 +970,12 @@ impl Paths {
     }
 
     pub fn reached(&self, i: u32) -> bool {
-        self.parent[i as usize].0 != UNREACHED
+        self.parent.get(i as usize).is_some_and(|&p| p != UNREACHED)
+    }
+
+    /// The node `i` was reached from (itself for a root), if it was.
+    pub fn parent_of(&self, i: u32) -> Option<u32> {
+        self.parent.get(i as usize).filter(|&&p| p != UNREACHED).map(|&p| p & TARGET)
     }
 
     /// Per node, the interpreter whose root its path starts from (-1: the runtime's roots),
@@ -862,7 +986,7 @@ impl Paths {
         let mut of = vec![UNKNOWN; graph.len()];
         for root in &graph.roots {
             let r = root.node() as usize;
-            if self.parent[r].0 == root.node() && of[r] == UNKNOWN {
+            if self.parent_of(root.node()) == Some(root.node()) && of[r] == UNKNOWN {
                 of[r] = root.interpreter(graph);
             }
         }
@@ -875,8 +999,8 @@ impl Paths {
                 if known != UNKNOWN {
                     break known;
                 }
-                let from = self.parent[at as usize].0;
-                if from == UNREACHED || from == at || chain.len() > graph.len() {
+                let Some(from) = self.parent_of(at) else { break NONE };
+                if from == at || chain.len() > graph.len() {
                     break NONE;
                 }
                 chain.push(at);
@@ -894,34 +1018,136 @@ impl Paths {
 
     /// The path from a root to `i`, or `None` if no root reaches it.
     pub fn path(&self, graph: &HeapGraph, mem: &mut dyn RemoteMemory, layout: &Layout, i: u32) -> Option<Path> {
-        if !self.reached(i) {
-            return None;
+        self.paths(graph, mem, layout, &[i]).pop().flatten()
+    }
+
+    /// The paths to `nodes` (`None` for those no root reaches). Every referrer on them is
+    /// decoded once more, once for all the paths that leave it (a list that holds the
+    /// thousand instances traced is read once), to find how the search's reference to each
+    /// next node is spelled: what is held beside the parents is a step per node on the paths.
+    pub fn paths(
+        &self,
+        graph: &HeapGraph,
+        mem: &mut dyn RemoteMemory,
+        layout: &Layout,
+        nodes: &[u32],
+    ) -> Vec<Option<Path>> {
+        // Per referrer, the nodes it leads to on the paths.
+        let mut wanted: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
+        let mut seen: FxHashSet<u32> = FxHashSet::default();
+        for &i in nodes {
+            let mut at = i;
+            let mut steps = 0;
+            while let Some(from) = self.parent_of(at).filter(|&from| from != at && steps <= graph.len()) {
+                // The rest of the chain is there already.
+                if !seen.insert(at) {
+                    break;
+                }
+                wanted.entry(from).or_default().push(at);
+                at = from;
+                steps += 1;
+            }
         }
-        let mut steps = Vec::new();
-        let mut at = i;
-        loop {
-            let (from, packed) = self.parent[at as usize];
-            let label = Label::unpack(packed);
-            if from == at {
+        let mut found: FxHashMap<u32, Step> = FxHashMap::default();
+        let field_index: FxHashMap<&str, u32> =
+            graph.field_names.iter().enumerate().map(|(i, name)| (name.as_str(), i as u32)).collect();
+        for (from, next) in wanted {
+            let mut decoder = StepDecoder {
+                names: Vec::new(),
+                field_index: &field_index,
+                known_fields: &graph.field_names,
+                new_fields: Vec::new(),
+            };
+            found.extend(self.find_steps(graph, mem, layout, &mut decoder, from, &next));
+        }
+        nodes.iter().map(|&i| self.assemble(graph, i, &found)).collect()
+    }
+
+    /// How the search's references from `from` to each of `next` are spelled.
+    fn find_steps(
+        &self,
+        graph: &HeapGraph,
+        mem: &mut dyn RemoteMemory,
+        layout: &Layout,
+        decoder: &mut StepDecoder,
+        from: u32,
+        next: &[u32],
+    ) -> Vec<(u32, Step)> {
+        let mut found = Vec::with_capacity(next.len());
+        // By address: whether the first reference of any kind counts (the last pass), or only
+        // the first exact one.
+        let mut by_addr: FxHashMap<u64, (u32, bool)> =
+            next.iter().map(|&v| (graph.addrs[v as usize], (v, self.parent[v as usize] & CONSERVATIVE != 0))).collect();
+        let mut refs: Vec<Referent> = Vec::new();
+        let info = graph.type_info(from);
+        if info.kind == Kind::StackFrame {
+            if let Some(frame) = graph.frames.get(graph.addrs[from as usize] as usize) {
+                for slot in &frame.slots {
+                    let label = match slot.kind {
+                        SlotKind::Local => Label::Local(decoder.name_id(slot.name)),
+                        SlotKind::Stack => Label::Stack,
+                        SlotKind::FLocals => Label::Named(decoder.field_id("f_locals")),
+                    };
+                    refs.push(Referent::strong(slot.value, label, slot.owned));
+                }
+            }
+        } else if matches!(info.kind, Kind::List | Kind::Tuple) {
+            // Items are all exact: the first one at each address, read a slice at a time and
+            // matched as words (a list of millions is no referent each).
+            let obj = graph.addrs[from as usize];
+            let count = mem.read_u64(obj + layout.containers.ob_size as u64).unwrap_or(0);
+            let items = match info.kind {
+                Kind::List => mem.read_u64(obj + layout.containers.list_ob_item as u64).unwrap_or(0),
+                _ => obj + layout.graph.tuple_ob_item as u64,
+            };
+            let mut k = 0;
+            while k < count.min(MAX_ITEMS) && !by_addr.is_empty() {
+                let len = (count - k).min(SEQUENCE_SLICE);
+                let Ok(words) = mem.read_words(items + 8 * k, len as usize) else { break };
+                for (n, word) in words.into_iter().enumerate() {
+                    if let Some((v, _)) = by_addr.remove(&word) {
+                        found.push((v, Step::Index((k + n as u64) as u32)));
+                    }
+                }
+                k += len;
+            }
+        } else {
+            // An object changed since the graph was read yields what it holds now.
+            let _ = referents(mem, layout, decoder, graph.addrs[from as usize], info, &mut refs);
+        }
+        for r in &refs {
+            if by_addr.is_empty() {
                 break;
             }
-            let name = |mem: &mut dyn RemoteMemory, id: u32| name_text(graph, mem, layout, id);
-            let step = match label {
-                Label::Index(n) => Step::Index(n),
-                Label::Key(k) => Step::Key(name(mem, k)),
-                Label::Attr(k) => Step::Attr(name(mem, k)),
-                Label::Local(k) => Step::Local(name(mem, k)),
-                Label::Stack => Step::Stack,
-                Label::Namespace => Step::Namespace,
-                Label::Member => Step::Member,
-                Label::DictKey => Step::DictKey,
-                Label::Named(n) => Step::Named(graph.field_names.get(n as usize).cloned().unwrap_or_default()),
-                Label::Field(o) => Step::Field(o),
-            };
+            if r.strength != Strength::Strong {
+                continue;
+            }
+            if let Some(&(v, any)) = by_addr.get(&r.addr)
+                && (any || r.label.is_exact())
+            {
+                by_addr.remove(&r.addr);
+                found.push((v, step_of(graph, mem, layout, decoder, r.label)));
+            }
+        }
+        // Not there any more: the target changed since the graph was read.
+        for (_, (v, _)) in by_addr {
+            found.push((v, Step::Named("<changed since read>".into())));
+        }
+        found
+    }
+
+    /// The path to `i` from the steps found.
+    fn assemble(&self, graph: &HeapGraph, i: u32, found: &FxHashMap<u32, Step>) -> Option<Path> {
+        self.parent_of(i)?;
+        let mut steps = Vec::new();
+        let mut at = i;
+        while let Some(from) = self.parent_of(at).filter(|&from| from != at && steps.len() <= 2 * graph.len()) {
+            let step = found.get(&at).cloned().unwrap_or_else(|| Step::Named("<changed since read>".into()));
+            let local = matches!(step, Step::Local(_) | Step::Stack);
             steps.push((from, step));
             // A generator's locals live in its frame: `gen.gi_frame.f_locals['x']`.
             let holder = graph.type_info(from);
-            if holder.kind == Kind::Generator && matches!(label, Label::Local(_) | Label::Stack) {
+            if holder.kind == Kind::Generator && local {
                 let frame_attr = match holder.name.as_str() {
                     "coroutine" => "cr_frame",
                     "async_generator" => "ag_frame",
@@ -936,9 +1162,34 @@ impl Paths {
     }
 }
 
+/// A label of a decoding, as a step: names read from the target.
+fn step_of(
+    graph: &HeapGraph,
+    mem: &mut dyn RemoteMemory,
+    layout: &Layout,
+    decoder: &StepDecoder,
+    label: Label,
+) -> Step {
+    let name = |mem: &mut dyn RemoteMemory, id: u32| match decoder.names.get(id as usize) {
+        Some(&key) => name_text(graph, mem, layout, key),
+        None => "?".into(),
+    };
+    match label {
+        Label::Index(n) => Step::Index(n),
+        Label::Key(k) => Step::Key(name(mem, k)),
+        Label::Attr(k) => Step::Attr(name(mem, k)),
+        Label::Local(k) => Step::Local(name(mem, k)),
+        Label::Stack => Step::Stack,
+        Label::Namespace => Step::Namespace,
+        Label::Member => Step::Member,
+        Label::DictKey => Step::DictKey,
+        Label::Named(n) => Step::Named(decoder.field(n)),
+        Label::Field(o) => Step::Field(o),
+    }
+}
+
 /// A name a label refers to: the str's text, or `<type>` for a key that is not a str.
-fn name_text(graph: &HeapGraph, mem: &mut dyn RemoteMemory, layout: &Layout, id: u32) -> String {
-    let Some(&key) = graph.names.get(id as usize) else { return "?".into() };
+fn name_text(graph: &HeapGraph, mem: &mut dyn RemoteMemory, layout: &Layout, key: u64) -> String {
     match read_str(mem, layout, key) {
         Ok(Some(s)) => s,
         _ => match graph.index_of(key) {
@@ -1024,37 +1275,38 @@ pub(crate) mod tests {
         let mut sorted = edges.to_vec();
         sorted.sort_by_key(|e| e.0);
         let mut offsets = Vec::new();
-        let mut in_degree = vec![0; nodes.len()];
+        let mut in_degree: Compact<u8> = nodes.iter().map(|_| 0).collect();
         for v in 0..nodes.len() as u32 {
             offsets.push(sorted.iter().filter(|e| e.0 < v).count() as u32);
         }
         offsets.push(sorted.len() as u32);
         for e in &sorted {
-            in_degree[e.1 as usize] += 1;
+            in_degree.increment(e.1);
         }
         HeapGraph {
             addrs: (0..nodes.len() as u64).map(|i| 0x1000 + 16 * i).collect(),
-            type_of: nodes.iter().map(|n| n.0).collect(),
-            refcounts: nodes.iter().map(|n| n.2).collect(),
-            sizes: nodes.iter().map(|n| u32::try_from(n.1).unwrap_or(LARGE_SIZE)).collect(),
-            large_sizes: nodes
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| n.1 >= u64::from(LARGE_SIZE))
-                .map(|(i, n)| (i as u32, n.1))
-                .collect(),
+            type_of: nodes.iter().map(|n| u64::from(n.0)).collect(),
+            refcounts: nodes.iter().map(|n| u64::from(n.2)).collect(),
+            sizes: nodes.iter().map(|n| n.1).collect(),
             types: types.iter().map(|(name, kind)| Rc::new(TypeInfo::synthetic(name.to_string(), *kind))).collect(),
             tracked: 0..nodes.len(),
             untracked: NodeTable::default(),
             untracked_sorted: Vec::new(),
             offsets,
-            edges: sorted.iter().map(|e| (e.1, e.2.pack())).collect(),
+            edges: sorted.iter().map(|e| pack_edge(e.1, e.2)).collect(),
+            namespaces: sorted
+                .iter()
+                .filter(|e| {
+                    e.2 == Label::Namespace
+                        && matches!(types[nodes[e.0 as usize].0 as usize].1, Kind::Module | Kind::Type)
+                })
+                .map(|e| e.1)
+                .collect(),
             weak: Vec::new(),
             interpreters: 1,
             in_degree,
             frame_refs: FxHashMap::default(),
             chunk_ranges: FxHashMap::from_iter([(0, (0, nodes.len() as u32))]),
-            names: Vec::new(),
             field_names: vec!["cell_contents".into()],
             frames: Vec::new(),
             roots: roots.to_vec(),
@@ -1085,8 +1337,8 @@ pub(crate) mod tests {
         let paths = shortest_paths(&g);
         let mut at = 4;
         let mut chain = vec![at];
-        while paths.parent[at as usize].0 != at {
-            at = paths.parent[at as usize].0;
+        while paths.parent_of(at) != Some(at) {
+            at = paths.parent_of(at).unwrap_or(at);
             chain.push(at);
         }
         assert_eq!(chain, vec![4, 3, 2, 1, 0], "module path, exact edges");
@@ -1094,21 +1346,17 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn labels_pack_into_four_bytes_and_back() {
-        let labels = [
-            Label::Index(MAX_ITEMS as u32 - 1),
-            Label::Key(7),
-            Label::Attr(PAYLOAD_MASK),
-            Label::Local(0),
-            Label::Stack,
-            Label::Namespace,
-            Label::Member,
-            Label::DictKey,
-            Label::Named(3),
-            Label::Field(MAX_SCAN as u32 - 8),
-        ];
-        for label in labels {
-            assert_eq!(Label::unpack(label.pack()), label);
+    fn edges_keep_their_target_and_flags_in_four_bytes() {
+        let target = MAX_NODES as u32;
+        for (label, exact, named) in [
+            (Label::Index(MAX_ITEMS as u32 - 1), true, false),
+            (Label::Named(3), true, true),
+            (Label::Field(MAX_SCAN as u32 - 8), false, false),
+            (Label::DictKey, true, false),
+        ] {
+            let g = graph_with(&[("x", Kind::Other)], &[(0, 0, 1), (0, 0, 1)], &[(0, 1, label)], &[]);
+            assert_eq!(g.edges_of(0).collect::<Vec<_>>(), vec![Edge { target: 1, exact, named }]);
+            assert_eq!(pack_edge(target, label) & TARGET, target);
         }
     }
 

@@ -34,9 +34,9 @@ pub fn apply_graph(census: &mut Census, graph: &HeapGraph, started: Instant) {
         let add = |field: &mut Option<u64>, n: u64| *field = Some(field.unwrap_or(0) + n);
         row.count += 1;
         // Mortal objects have a refcount of at least 1; 0 marks an immortal one.
-        match graph.refcounts[i as usize] {
+        match graph.refcount(i) {
             0 => row.immortal += 1,
-            n => row.refcount_sum += u64::from(n),
+            n => row.refcount_sum += n,
         }
         add(&mut row.untracked, u64::from(!graph.is_tracked(i)));
         add(&mut row.size_bytes, graph.size(i));

@@ -7,7 +7,7 @@
 //! [`READS_PER_TYPE`] instances of each type asked about; the graph's per-node arrays are kept
 //! for every tracked object (about 40 bytes each) but edges only for those read.
 
-use super::graph::{HeapGraph, Label, TypeInfo, build_scoped};
+use super::graph::{HeapGraph, TypeInfo, build_scoped};
 use crate::cpython::objects::{base_chain, type_name};
 use crate::cpython::process::PythonProcess;
 use crate::error::LeakspyError;
@@ -139,8 +139,9 @@ fn count_holds(
     for &node in selected {
         let Some(a) = type_of(node) else { continue };
         held_here.clear();
-        for (target, label) in graph.edges_of(node) {
-            if target == node || (weak.contains(&a) && !matches!(label, Label::Named(_))) {
+        for edge in graph.edges_of(node) {
+            let target = edge.target;
+            if target == node || (weak.contains(&a) && !edge.named) {
                 continue;
             }
             let Some(b) = type_of(target) else { continue };
@@ -200,6 +201,7 @@ fn weak_holders(
 mod tests {
     use super::*;
     use crate::heap::graph::Kind;
+    use crate::heap::graph::Label;
     use crate::heap::graph::tests::graph_with;
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod address_set;
 pub mod census;
+pub mod compact;
 pub mod details;
 pub mod dominators;
 pub mod explain;

@@ -6,7 +6,7 @@
 //! container does not free what native code also holds.
 
 use super::dominators::{DominatorTree, SUPER_ROOT, dominator_tree, retained_sizes_by};
-use super::graph::{HeapGraph, Kind, Label};
+use super::graph::{HeapGraph, Kind};
 use super::memory_use::vec_bytes;
 
 pub struct Retention {
@@ -23,14 +23,15 @@ impl Retention {
         let mut roots: Vec<u32> = graph.roots.iter().map(|r| r.node()).collect();
         // Refcount above the heap's references first (cheap), then frames' share (a lookup).
         roots.extend(
-            (0..graph.len() as u32)
-                .filter(|&i| graph.refcounts[i as usize] > graph.in_degree[i as usize] && graph.external_refs(i) > 0),
+            (0..graph.len() as u32).filter(|&i| graph.refcount(i) > graph.in_degree(i) && graph.external_refs(i) > 0),
         );
-        let tree = dominator_tree(graph.len(), &roots, |v, out| out.extend(graph.edges_of(v).map(|e| e.0)));
+        let mut tree = dominator_tree(graph.len(), &roots, |v, out| out.extend(graph.edges_of(v).map(|e| e.target)));
         let roots_bytes = vec_bytes(&roots);
         drop(roots);
         let retained = retained_sizes_by(&tree, |v| graph.size(v));
         let peak_bytes = (tree.peak_bytes + roots_bytes).max(tree.heap_bytes() + vec_bytes(&retained));
+        // The order served the sums; what follows needs only the idoms (4 bytes a node).
+        tree.order = Vec::new();
         Retention { tree, retained, peak_bytes }
     }
 
@@ -56,7 +57,7 @@ impl Retention {
 
     /// Per type: the memory freed if every object of the type went.
     pub fn by_type(&self, graph: &HeapGraph) -> Vec<u64> {
-        self.by_group(graph.types.len(), |v| Some(graph.type_of[v] as usize))
+        self.by_group(graph.types.len(), |v| Some(graph.type_id(v as u32)))
     }
 
     /// The memory freed if all of `members` went.
@@ -125,11 +126,9 @@ impl Retention {
     /// modules, classes and their namespaces, frames.
     pub fn largest(&self, graph: &HeapGraph, limit: usize) -> Vec<u32> {
         let mut namespace = vec![false; graph.len()];
-        for v in 0..graph.len() as u32 {
-            if matches!(graph.type_info(v).kind, Kind::Module | Kind::Type) {
-                for (to, label) in graph.edges_of(v) {
-                    namespace[to as usize] |= label == Label::Namespace;
-                }
+        for &v in &graph.namespaces {
+            if let Some(n) = namespace.get_mut(v as usize) {
+                *n = true;
             }
         }
         for root in &graph.roots {

@@ -188,6 +188,93 @@ pub struct Explanation {
 /// A path and the object it leads to.
 type TracedPath = (u32, Path);
 
+/// What grouping paths needs to know of a node on them.
+pub(super) struct NodeFacts {
+    pub type_name: String,
+    pub address: u64,
+    /// 0 where retained sizes are not computed.
+    pub retained_bytes: u64,
+}
+
+/// `paths` (to `nodes`, in order; `None` where no root reaches the node) grouped by shape (the
+/// varying index or key as `*`), each path standing for `scale` objects, most first; and how
+/// many no root reaches. Both `why` modes group with this, so their lines are the same.
+pub(super) fn group_paths(
+    nodes: &[u32],
+    paths: Vec<Option<Path>>,
+    scale: f64,
+    facts: &mut dyn FnMut(u32) -> NodeFacts,
+) -> (Vec<PathGroup>, u64) {
+    let mut groups: FxHashMap<(String, Vec<Step>), Vec<TracedPath>> = FxHashMap::default();
+    let mut unreachable = 0u64;
+    for (&i, path) in nodes.iter().zip(paths) {
+        match path {
+            Some(path) => groups.entry(shape(&path)).or_default().push((i, path)),
+            None => unreachable += 1,
+        }
+    }
+    let mut path_groups: Vec<PathGroup> = groups
+        .into_values()
+        .map(|members| {
+            let (first_node, first) = &members[0];
+            let steps: Vec<Step> = first.steps.iter().map(|(_, s)| s.clone()).collect();
+            // The object a step reaches: the next step's origin, or the path's end.
+            let reached = |node: u32, p: &Path, n: usize| p.steps.get(n + 1).map_or(node, |s| s.0);
+            // A step varies where its text does, and where an entry of a collection whose
+            // text names no entry (a set member, a dict key object, a value under a key that
+            // is not a str) reaches different objects.
+            let wildcard: Vec<bool> = (0..steps.len())
+                .map(|n| {
+                    let entry = matches!(&steps[n], Step::Member | Step::DictKey)
+                        || matches!(&steps[n], Step::Key(k) if k.starts_with('<'));
+                    members.iter().any(|(node, m)| {
+                        m.steps[n].1 != first.steps[n].1
+                            || (entry && reached(*node, m, n) != reached(*first_node, first, n))
+                    })
+                })
+                .collect();
+            // The container: where the paths of the group start to differ (or the last holder).
+            let holder_at = wildcard.iter().position(|w| *w).unwrap_or(steps.len().saturating_sub(1));
+            let holder = first.steps.get(holder_at).map(|&(node, _)| {
+                let f = facts(node);
+                Holder {
+                    type_name: f.type_name,
+                    address: format!("{:#x}", f.address),
+                    retained_bytes: f.retained_bytes,
+                }
+            });
+            // Per step, the distinct objects the traced paths leave from; past the first step
+            // that varies they are a sample of the instances' holders, scaled up.
+            let nodes = (0..steps.len())
+                .map(|n| {
+                    let distinct: FxHashSet<u32> = members.iter().map(|(_, m)| m.steps[n].0).collect();
+                    let factor = if n > holder_at { scale } else { 1.0 };
+                    let retained: u64 = distinct.iter().map(|&v| facts(v).retained_bytes).sum();
+                    PathNode {
+                        type_name: facts(first.steps[n].0).type_name,
+                        objects: (distinct.len() as f64 * factor).round() as u64,
+                        retained_bytes: (retained as f64 * factor).round() as u64,
+                    }
+                })
+                .collect();
+            PathGroup {
+                path: render(&first.root, &steps, &wildcard),
+                count: (members.len() as f64 * scale).round() as u64,
+                steps: steps
+                    .iter()
+                    .zip(&wildcard)
+                    .map(|(s, w)| if *w { "[*]".to_string() } else { s.text() })
+                    .collect(),
+                holder: holder.filter(|h| !h.type_name.starts_with('<')),
+                root: first.root.clone(),
+                nodes,
+            }
+        })
+        .collect();
+    path_groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
+    (path_groups, unreachable)
+}
+
 /// What the explanations are made from: the graph, its shortest paths and retained sizes.
 pub struct Explainer<'a> {
     pub graph: &'a HeapGraph,
@@ -349,72 +436,12 @@ impl Explainer<'_> {
     /// for `scale` objects, most first; and how many no root reaches.
     fn group_paths(&self, mem: &mut dyn RemoteMemory, nodes: &[u32], scale: f64) -> (Vec<PathGroup>, u64) {
         let (graph, retention) = (self.graph, self.retention);
-        let mut groups: FxHashMap<(String, Vec<Step>), Vec<TracedPath>> = FxHashMap::default();
-        let mut unreachable = 0u64;
         let paths = self.paths.paths(graph, mem, &self.process.layout, nodes);
-        for (&i, path) in nodes.iter().zip(paths) {
-            match path {
-                Some(path) => groups.entry(shape(&path)).or_default().push((i, path)),
-                None => unreachable += 1,
-            }
-        }
-        let mut path_groups: Vec<PathGroup> = groups
-            .into_values()
-            .map(|members| {
-                let (first_node, first) = &members[0];
-                let steps: Vec<Step> = first.steps.iter().map(|(_, s)| s.clone()).collect();
-                // The object a step reaches: the next step's origin, or the path's end.
-                let reached = |node: u32, p: &Path, n: usize| p.steps.get(n + 1).map_or(node, |s| s.0);
-                // A step varies where its text does, and where an entry of a collection whose
-                // text names no entry (a set member, a dict key object, a value under a key
-                // that is not a str) reaches different objects.
-                let wildcard: Vec<bool> = (0..steps.len())
-                    .map(|n| {
-                        let entry = matches!(&steps[n], Step::Member | Step::DictKey)
-                            || matches!(&steps[n], Step::Key(k) if k.starts_with('<'));
-                        members.iter().any(|(node, m)| {
-                            m.steps[n].1 != first.steps[n].1
-                                || (entry && reached(*node, m, n) != reached(*first_node, first, n))
-                        })
-                    })
-                    .collect();
-                // The container: where the paths of the group start to differ (or the last holder).
-                let holder_at = wildcard.iter().position(|w| *w).unwrap_or(steps.len().saturating_sub(1));
-                let holder = first.steps.get(holder_at).map(|(node, _)| Holder {
-                    type_name: graph.type_info(*node).name.clone(),
-                    address: format!("{:#x}", graph.addrs[*node as usize]),
-                    retained_bytes: retention.retained_of(*node),
-                });
-                // Per step, the distinct objects the traced paths leave from; past the first
-                // step that varies they are a sample of the instances' holders, scaled up.
-                let nodes = (0..steps.len())
-                    .map(|n| {
-                        let distinct: FxHashSet<u32> = members.iter().map(|(_, m)| m.steps[n].0).collect();
-                        let factor = if n > holder_at { scale } else { 1.0 };
-                        let retained: u64 = distinct.iter().map(|&v| retention.retained_of(v)).sum();
-                        PathNode {
-                            type_name: graph.type_info(first.steps[n].0).name.clone(),
-                            objects: (distinct.len() as f64 * factor).round() as u64,
-                            retained_bytes: (retained as f64 * factor).round() as u64,
-                        }
-                    })
-                    .collect();
-                PathGroup {
-                    path: render(&first.root, &steps, &wildcard),
-                    count: (members.len() as f64 * scale).round() as u64,
-                    steps: steps
-                        .iter()
-                        .zip(&wildcard)
-                        .map(|(s, w)| if *w { "[*]".to_string() } else { s.text() })
-                        .collect(),
-                    holder: holder.filter(|h| !h.type_name.starts_with('<')),
-                    root: first.root.clone(),
-                    nodes,
-                }
-            })
-            .collect();
-        path_groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
-        (path_groups, unreachable)
+        group_paths(nodes, paths, scale, &mut |node| NodeFacts {
+            type_name: graph.type_info(node).name.clone(),
+            address: graph.addrs[node as usize],
+            retained_bytes: retention.retained_of(node),
+        })
     }
 
     fn retainers(&self, mem: &mut dyn RemoteMemory, nodes: &[u32]) -> Vec<Retainer> {

@@ -23,7 +23,7 @@
 
 use super::address_set::AddressSet;
 use super::census::refcount;
-use super::explain::{Explanation, GraphSummary, Holder, OpaqueHolder, PathGroup, PathNode, Retainer, WhyReport};
+use super::explain::{Explanation, GraphSummary, NodeFacts, OpaqueHolder, PathGroup, Retainer, WhyReport, group_paths};
 use super::graph::{Kind, Label, MAX_ITEMS, Path, Root, Step, Storage, TypeInfo, render};
 use super::memory_use::{Peak, map_bytes, vec_bytes};
 use super::referents::{Decoder, Referent, Strength, opaque_holders, referents, type_info};
@@ -1324,80 +1324,16 @@ impl<'p> Reach<'p> {
             .collect()
     }
 
-    /// The paths to `nodes` grouped by shape, as `Explainer::group_paths` groups them (with
-    /// no retained sizes), most first; and how many no root reaches.
+    /// The paths to `nodes` grouped by shape as the full mode groups them (with no retained
+    /// sizes), most first; and how many no root reaches.
     fn group_paths(&mut self, mem: &mut dyn RemoteMemory, nodes: &[u32], scale: f64) -> (Vec<PathGroup>, u64) {
-        type Traced = (u32, Path);
-        let mut groups: FxHashMap<(String, Vec<Step>), Vec<Traced>> = FxHashMap::default();
-        let mut unreachable = 0u64;
         let paths = self.paths(mem, nodes);
-        for (&i, path) in nodes.iter().zip(paths) {
-            match path {
-                Some(path) => groups.entry(shape(&path)).or_default().push((i, path)),
-                None => unreachable += 1,
-            }
-        }
-        let mut path_groups: Vec<PathGroup> = Vec::with_capacity(groups.len());
-        for members in groups.into_values() {
-            let (first_node, first) = &members[0];
-            let steps: Vec<Step> = first.steps.iter().map(|(_, s)| s.clone()).collect();
-            let reached = |node: u32, p: &Path, n: usize| p.steps.get(n + 1).map_or(node, |s| s.0);
-            let wildcard: Vec<bool> = (0..steps.len())
-                .map(|n| {
-                    let entry = matches!(&steps[n], Step::Member | Step::DictKey)
-                        || matches!(&steps[n], Step::Key(k) if k.starts_with('<'));
-                    members.iter().any(|(node, m)| {
-                        m.steps[n].1 != first.steps[n].1
-                            || (entry && reached(*node, m, n) != reached(*first_node, first, n))
-                    })
-                })
-                .collect();
-            let holder_at = wildcard.iter().position(|w| *w).unwrap_or(steps.len().saturating_sub(1));
-            let holder = first.steps.get(holder_at).map(|&(node, _)| Holder {
-                type_name: self.type_info(mem, node).name.clone(),
-                address: format!("{:#x}", self.addr(node)),
-                retained_bytes: 0,
-            });
-            let mut path_nodes = Vec::with_capacity(steps.len());
-            for n in 0..steps.len() {
-                let distinct: FxHashSet<u32> = members.iter().map(|(_, m)| m.steps[n].0).collect();
-                let factor = if n > holder_at { scale } else { 1.0 };
-                path_nodes.push(PathNode {
-                    type_name: self.type_info(mem, first.steps[n].0).name.clone(),
-                    objects: (distinct.len() as f64 * factor).round() as u64,
-                    retained_bytes: 0,
-                });
-            }
-            path_groups.push(PathGroup {
-                path: render(&first.root, &steps, &wildcard),
-                count: (members.len() as f64 * scale).round() as u64,
-                steps: steps
-                    .iter()
-                    .zip(&wildcard)
-                    .map(|(s, w)| if *w { "[*]".to_string() } else { s.text() })
-                    .collect(),
-                holder: holder.filter(|h| !h.type_name.starts_with('<')),
-                root: first.root.clone(),
-                nodes: path_nodes,
-            });
-        }
-        path_groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
-        (path_groups, unreachable)
-    }
-}
-
-/// Steps with the varying part taken out: paths with the same shape are one line.
-fn shape(path: &Path) -> (String, Vec<Step>) {
-    let steps = path
-        .steps
-        .iter()
-        .map(|(_, s)| match s {
-            Step::Index(_) => Step::Index(0),
-            Step::Key(_) => Step::Key(String::new()),
-            other => other.clone(),
+        group_paths(nodes, paths, scale, &mut |node| NodeFacts {
+            type_name: self.type_info(mem, node).name.clone(),
+            address: self.addr(node),
+            retained_bytes: 0,
         })
-        .collect();
-    (path.root.clone(), steps)
+    }
 }
 
 /// A 3.11+ frame's references: its locals, value stack and `f_locals`.

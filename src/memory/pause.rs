@@ -25,6 +25,13 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Threads may start while we stop the others: list them again, this many times at most.
 const MAX_THREAD_ROUNDS: usize = 10;
 
+/// Timing of the pause's phases on stderr, when LEAKSPY_PAUSE_TRACE is set (for benchmarks).
+pub fn trace(what: &str, since: Instant) {
+    if std::env::var_os("LEAKSPY_PAUSE_TRACE").is_some() {
+        eprintln!("pause-trace {what}: {:.3} ms", since.elapsed().as_secs_f64() * 1000.0);
+    }
+}
+
 /// Every thread of a process, stopped until this is dropped.
 pub struct Pause {
     stopped: Vec<i32>,
@@ -52,6 +59,9 @@ pub fn thread_ids(pid: i32) -> Option<Vec<i32>> {
 }
 
 impl Pause {
+    /// Stops every thread: all are seized and interrupted first, then all waited for, so the
+    /// stops happen together and the target's first stopped thread waits for no other's
+    /// round trip.
     pub fn freeze(pid: i32) -> Result<Pause, ReadError> {
         let mut pause = Pause { stopped: Vec::new() };
         for _ in 0..MAX_THREAD_ROUNDS {
@@ -60,9 +70,13 @@ impl Pause {
             if new.is_empty() {
                 return Ok(pause);
             }
+            let mut interrupted = Vec::with_capacity(new.len());
             for tid in new {
                 match ptrace(libc::PTRACE_SEIZE, tid).and_then(|_| ptrace(libc::PTRACE_INTERRUPT, tid)) {
-                    Ok(()) => pause.stopped.push(tid),
+                    Ok(()) => {
+                        pause.stopped.push(tid);
+                        interrupted.push(tid);
+                    }
                     // The thread ended meanwhile.
                     Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue,
                     Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {
@@ -73,34 +87,43 @@ impl Pause {
                     }
                     Err(e) => return Err(ReadError::Io(e)),
                 }
-                pause.wait_stopped(tid)?;
             }
+            wait_stopped(&mut interrupted)?;
         }
         Ok(pause)
     }
+}
 
-    /// Waits, bounded, for the interrupt to stop `tid` (or for it to report a stop it was
-    /// already in, such as SIGSTOP).
-    fn wait_stopped(&self, tid: i32) -> Result<(), ReadError> {
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
+/// Waits, bounded, for the interrupts to stop every thread of `tids` (or for each to report a
+/// stop it was already in, such as SIGSTOP). Polled, not blocking: a thread in
+/// uninterruptible sleep must not hang leakspy. The poll is short because a stop usually
+/// takes microseconds, and every one of them is spent with the target stopped.
+fn wait_stopped(tids: &mut Vec<i32>) -> Result<(), ReadError> {
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    loop {
+        let mut failed = None;
+        tids.retain(|&tid| {
             let mut status = 0;
             // SAFETY: waitpid writes only to `status`.
             let rc = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
-            if rc == tid {
-                return Ok(());
-            }
             if rc == -1 {
                 let e = std::io::Error::last_os_error();
-                return if e.raw_os_error() == Some(libc::ECHILD) { Ok(()) } else { Err(ReadError::Io(e)) };
+                if e.raw_os_error() != Some(libc::ECHILD) {
+                    failed = Some(e);
+                }
             }
-            if Instant::now() > deadline {
-                return Err(ReadError::Io(std::io::Error::other(format!(
-                    "thread {tid} did not stop within {STOP_TIMEOUT:?} (uninterruptible sleep?)"
-                ))));
-            }
-            std::thread::sleep(Duration::from_micros(200));
+            rc == 0
+        });
+        if let Some(e) = failed {
+            return Err(ReadError::Io(e));
         }
+        let Some(&tid) = tids.first() else { return Ok(()) };
+        if Instant::now() > deadline {
+            return Err(ReadError::Io(std::io::Error::other(format!(
+                "thread {tid} did not stop within {STOP_TIMEOUT:?} (uninterruptible sleep?)"
+            ))));
+        }
+        std::thread::sleep(Duration::from_micros(20));
     }
 }
 
@@ -171,27 +194,100 @@ const PARALLEL_ABOVE: usize = 8 << 20;
 /// target still runs: faulting in a destination page by page inside the pause cost as much as
 /// the copy itself. Sized from what the target had written just before, with room for growth;
 /// a copy that needs more grows it, inside the pause.
+///
+/// Also what the target had written just before, per mapping (/proc/PID/pagemap, read before
+/// the stop): inside the pause only the pages not populated then are looked up again, a
+/// tenth of the pagemap read on a dense heap.
 pub struct CopyArena {
     bytes: Vec<u8>,
+    known: Vec<Known>,
+}
+
+/// A mapping copied in a pause and the runs of pages populated in it before the stop.
+struct Known {
+    mapping: Mapping,
+    /// Sorted, within the mapping; `None` where pagemap could not be read.
+    runs: Option<Vec<Range<u64>>>,
 }
 
 impl CopyArena {
     pub fn prepare(live: &mut LiveProcess, maps: &MemoryMap) -> CopyArena {
-        let written: u64 = maps
+        let known: Vec<Known> = maps
             .mappings
             .iter()
             .filter(|m| copied_in_pause(m))
-            .map(|m| match live.populated_runs(m.start, m.end) {
+            .map(|m| Known { mapping: m.clone(), runs: live.populated_runs(m.start, m.end) })
+            .collect();
+        let written: u64 = known
+            .iter()
+            .map(|k| match &k.runs {
                 Some(runs) => runs.iter().map(|r| r.end - r.start).sum(),
-                None => m.end - m.start,
+                None => k.mapping.end - k.mapping.start,
             })
             .sum();
         let len = (written + written / 8 + (1 << 20)) as usize;
         let mut bytes = Vec::with_capacity(len);
         // Written, not only allocated: a fresh allocation is untouched zero pages.
         bytes.resize(len, 1u8);
-        CopyArena { bytes }
+        CopyArena { bytes, known }
     }
+}
+
+/// The pages of `m` populated now, with the target stopped: those populated before the
+/// stop, plus whatever pagemap says of the rest now (a page can be populated between the
+/// look before and the stop, never while stopped). A known page the target released since
+/// (MADV_DONTNEED, a mapping replaced by one alike) is read all the same: it reads as what
+/// it now holds, zeros or the file's bytes. Known runs count only from a mapping of the
+/// same file at the same file offsets (or both anonymous), whatever its bounds now: a heap
+/// that grew or merged with a neighbour keeps what was learnt of it.
+fn populated_now(known: &[Known], live: &mut LiveProcess, m: &Mapping) -> Vec<Range<u64>> {
+    let k = known.partition_point(|k| k.mapping.end <= m.start);
+    let same = |k: &&Known| {
+        k.mapping.path == m.path
+            && (!m.is_file() || k.mapping.offset.wrapping_sub(k.mapping.start) == m.offset.wrapping_sub(m.start))
+    };
+    let known: Vec<Range<u64>> = known[k..]
+        .iter()
+        .take_while(|k| k.mapping.start < m.end)
+        .filter(same)
+        .flat_map(|k| k.runs.iter().flatten())
+        .filter_map(|r| {
+            let clipped = r.start.max(m.start)..r.end.min(m.end);
+            (clipped.start < clipped.end).then_some(clipped)
+        })
+        .collect();
+    // The rest, looked up now; where pagemap cannot be read, copied whole.
+    let mut found = Vec::new();
+    let mut look = |from: u64, to: u64| {
+        found.extend(live.populated_runs(from, to).unwrap_or_else(|| std::iter::once(from..to).collect()))
+    };
+    let mut at = m.start;
+    for r in &known {
+        if r.start > at {
+            look(at, r.start);
+        }
+        at = r.end;
+    }
+    if at < m.end {
+        look(at, m.end);
+    }
+    merge_runs(known, found)
+}
+
+/// The union of two sorted lists of disjoint runs (disjoint from each other too), as a sorted
+/// list with touching runs joined.
+fn merge_runs(a: Vec<Range<u64>>, b: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    let mut all = a;
+    all.extend(b);
+    all.sort_unstable_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(all.len());
+    for r in all {
+        match out.last_mut() {
+            Some(last) if last.end >= r.start => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
 }
 
 /// Private writable mappings are copied; the rest is read from the process (see above).
@@ -211,7 +307,8 @@ impl<'a> CopiedMemory<'a> {
     /// Copies what the target wrote of its private writable mappings, into `arena`, on two
     /// threads when there is enough to copy. Call with the target stopped.
     pub fn copy(live: &'a mut LiveProcess, maps: &MemoryMap, arena: CopyArena) -> Result<CopiedMemory<'a>, ReadError> {
-        let mut arena = arena.bytes;
+        let t0 = Instant::now();
+        let CopyArena { bytes: mut arena, known } = arena;
         // What goes where: every readable mapping, its written runs as jobs into the arena.
         let mut layout: Vec<(Range<u64>, Option<Job>, Contents)> = Vec::new();
         let mut used = 0usize;
@@ -221,7 +318,7 @@ impl<'a> CopiedMemory<'a> {
                 continue;
             }
             let unwritten = || if m.is_file() { Contents::Live } else { Contents::Zeros };
-            let runs = live.populated_runs(m.start, m.end).unwrap_or_else(|| std::iter::once(m.start..m.end).collect());
+            let runs = populated_now(&known, live, m);
             let mut at = m.start;
             for run in runs {
                 if run.start > at {
@@ -244,7 +341,10 @@ impl<'a> CopiedMemory<'a> {
             arena.resize(used, 0);
         }
         let jobs: Vec<Job> = layout.iter().filter_map(|(_, job, _)| *job).collect();
+        trace("layout (pagemap)", t0);
+        let t1 = Instant::now();
         let read = copy_jobs(live, &jobs, &mut arena[..used])?;
+        trace("copy_jobs", t1);
         // Regions: the copied parts of each job as read (a short read leaves a hole), the
         // rest as laid out.
         let mut regions = Vec::with_capacity(layout.len());
@@ -299,8 +399,15 @@ fn copy_jobs(live: &mut LiveProcess, jobs: &[Job], dest: &mut [u8]) -> Result<Ve
     };
     let base = second[0].at;
     let (a, b) = std::thread::scope(|scope| {
-        let other = scope.spawn(|| run(second, dest_second, base));
+        let other = scope.spawn(|| {
+            let t = Instant::now();
+            let r = run(second, dest_second, base);
+            trace("  copy thread 2", t);
+            r
+        });
+        let t = Instant::now();
         let mine = run(first, dest_first, 0);
+        trace("  copy thread 1", t);
         (mine, other.join().unwrap_or_else(|_| Err(ReadError::Io(std::io::Error::other("copy thread panicked")))))
     });
     let mut out = a?;
@@ -464,5 +571,63 @@ mod tests {
         drop(copy);
         // SAFETY: unmaps the mapping made above, which nothing else refers to.
         unsafe { libc::munmap(base as *mut libc::c_void, len) };
+    }
+
+    /// Pagemap is read before the stop and only its gaps again inside the pause: a page the
+    /// target writes between the two is copied all the same, one it released meanwhile reads
+    /// as the zeros it now holds, and a mapping that grew (here: one that merged with a new
+    /// neighbour) keeps its known pages and has its new part looked up.
+    #[test]
+    fn pages_written_after_the_look_before_the_stop_are_copied() {
+        let page = PAGE_SIZE as usize;
+        let len = 64 * page;
+        // SAFETY: a fresh private anonymous mapping of `len` bytes, unmapped below; only its
+        // own pages are written or released, through the pointer mmap returned.
+        let base = unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            p as *mut u8
+        };
+        let addr = base as u64;
+        let mapping = |start: u64, end: u64| Mapping {
+            start,
+            end,
+            readable: true,
+            writable: true,
+            shared: false,
+            offset: 0,
+            path: String::new(),
+        };
+        // SAFETY (each write below): within the mapping above.
+        unsafe {
+            *(base as *mut u64) = 0x1111;
+            *(base.add(10 * page) as *mut u64) = 0x2222;
+        }
+        let mut live = LiveProcess::new(std::process::id() as i32);
+        // Looked at as two pages of a mapping half as long.
+        let before = MemoryMap { mappings: vec![mapping(addr, addr + len as u64 / 2)] };
+        let arena = CopyArena::prepare(&mut live, &before);
+        unsafe {
+            *(base.add(5 * page) as *mut u64) = 0x3333;
+            *(base.add(40 * page) as *mut u64) = 0x4444;
+            libc::madvise(base.add(10 * page).cast(), page, libc::MADV_DONTNEED);
+        }
+        let now = MemoryMap { mappings: vec![mapping(addr, addr + len as u64)] };
+        let mut copy = CopiedMemory::copy(&mut live, &now, arena).unwrap();
+        assert_eq!(copy.read_u64(addr).unwrap(), 0x1111);
+        assert_eq!(copy.read_u64(addr + 5 * PAGE_SIZE).unwrap(), 0x3333, "written after the look");
+        assert_eq!(copy.read_u64(addr + 40 * PAGE_SIZE).unwrap(), 0x4444, "in the part that grew");
+        assert_eq!(copy.read_u64(addr + 10 * PAGE_SIZE).unwrap(), 0, "released after the look");
+        assert_eq!(copy.read_u64(addr + 20 * PAGE_SIZE).unwrap(), 0, "never written");
+        drop(copy);
+        // SAFETY: unmaps the mapping made above, which nothing else refers to.
+        unsafe { libc::munmap(base.cast(), len) };
     }
 }

@@ -375,19 +375,14 @@ impl<'a> CopiedMemory<'a> {
 /// (address, arena offset, length), in job order.
 fn copy_jobs(live: &mut LiveProcess, jobs: &[Job], dest: &mut [u8]) -> Result<Vec<(u64, usize, usize)>, ReadError> {
     let total: usize = jobs.iter().map(|j| j.len).sum();
-    let split = jobs.iter().scan(0, |sum, j| {
-        *sum += j.len;
-        Some(*sum)
-    });
-    let half = split.take_while(|&sum| sum * 2 < total).count() + 1;
     let pid = live.pid();
-    if total < PARALLEL_ABOVE || half >= jobs.len() || !live.reads_directly() {
+    if total < PARALLEL_ABOVE || !live.reads_directly() {
         return jobs.iter().try_fold(Vec::new(), |mut out, job| {
             copy_job(job, &mut dest[job.at..job.at + job.len], &mut |addr, buf| live.read_bulk(addr, buf), &mut out)?;
             Ok(out)
         });
     }
-    let (first, second) = jobs.split_at(half);
+    let (first, second) = halves(jobs, total);
     let (dest_first, dest_second) = dest.split_at_mut(second[0].at);
     let run = |jobs: &[Job], dest: &mut [u8], base: usize| -> Result<Vec<(u64, usize, usize)>, ReadError> {
         let mut out = Vec::new();
@@ -401,18 +396,38 @@ fn copy_jobs(live: &mut LiveProcess, jobs: &[Job], dest: &mut [u8]) -> Result<Ve
     let (a, b) = std::thread::scope(|scope| {
         let other = scope.spawn(|| {
             let t = Instant::now();
-            let r = run(second, dest_second, base);
+            let r = run(&second, dest_second, base);
             trace("  copy thread 2", t);
             r
         });
         let t = Instant::now();
-        let mine = run(first, dest_first, 0);
+        let mine = run(&first, dest_first, 0);
         trace("  copy thread 1", t);
         (mine, other.join().unwrap_or_else(|_| Err(ReadError::Io(std::io::Error::other("copy thread panicked")))))
     });
     let mut out = a?;
     out.extend(b?);
     Ok(out)
+}
+
+/// The jobs cut in two lists of equal bytes (to the page), the job at the middle cut in two:
+/// both threads copy for the same time, and the pause lasts as long as the slower one.
+/// `total` is their sum, at least two pages; neither list is empty.
+fn halves(jobs: &[Job], total: usize) -> (Vec<Job>, Vec<Job>) {
+    let half = total / 2 / PAGE_SIZE as usize * PAGE_SIZE as usize;
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    let mut sum = 0;
+    for job in jobs {
+        let take = half.saturating_sub(sum).min(job.len);
+        if take > 0 {
+            first.push(Job { len: take, ..*job });
+        }
+        if take < job.len {
+            second.push(Job { addr: job.addr + take as u64, at: job.at + take, len: job.len - take });
+        }
+        sum += job.len;
+    }
+    (first, second)
 }
 
 /// Copies one job with `read`; a page that cannot be read (a file mapping past the file's end)

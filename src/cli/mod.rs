@@ -228,17 +228,12 @@ fn paused_census(
         let arena = CopyArena::prepare(mem, &MemoryMap::read(pid).map_err(|_| LeakspyError::ProcessExited { pid })?);
         let started = Instant::now();
         let frozen = Pause::freeze(pid).map_err(|e| read_error(pid, e))?;
-        crate::memory::pause::trace("freeze", started);
-        let t = Instant::now();
         // The mappings as they are while stopped: none can appear or go until the threads run.
-        let copy = MemoryMap::read(pid).map_err(|_| ReadError::ProcessGone).and_then(|maps| {
-            crate::memory::pause::trace("maps", t);
-            CopiedMemory::copy(mem, &maps, arena)
-        });
+        let copy = MemoryMap::read(pid)
+            .map_err(|_| ReadError::ProcessGone)
+            .and_then(|maps| CopiedMemory::copy(mem, &maps, arena));
         hold_pause_for_tests();
-        let t = Instant::now();
         drop(frozen);
-        crate::memory::pause::trace("resume", t);
         let paused_ms = started.elapsed().as_secs_f64() * 1000.0;
         let mut copy = copy.map_err(|e| read_error(pid, e))?;
         let bytes_copied = copy.bytes_copied;

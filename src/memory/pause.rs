@@ -25,13 +25,6 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Threads may start while we stop the others: list them again, this many times at most.
 const MAX_THREAD_ROUNDS: usize = 10;
 
-/// Timing of the pause's phases on stderr, when LEAKSPY_PAUSE_TRACE is set (for benchmarks).
-pub fn trace(what: &str, since: Instant) {
-    if std::env::var_os("LEAKSPY_PAUSE_TRACE").is_some() {
-        eprintln!("pause-trace {what}: {:.3} ms", since.elapsed().as_secs_f64() * 1000.0);
-    }
-}
-
 /// Every thread of a process, stopped until this is dropped.
 pub struct Pause {
     stopped: Vec<i32>,
@@ -307,7 +300,6 @@ impl<'a> CopiedMemory<'a> {
     /// Copies what the target wrote of its private writable mappings, into `arena`, on two
     /// threads when there is enough to copy. Call with the target stopped.
     pub fn copy(live: &'a mut LiveProcess, maps: &MemoryMap, arena: CopyArena) -> Result<CopiedMemory<'a>, ReadError> {
-        let t0 = Instant::now();
         let CopyArena { bytes: mut arena, known } = arena;
         // What goes where: every readable mapping, its written runs as jobs into the arena.
         let mut layout: Vec<(Range<u64>, Option<Job>, Contents)> = Vec::new();
@@ -341,10 +333,7 @@ impl<'a> CopiedMemory<'a> {
             arena.resize(used, 0);
         }
         let jobs: Vec<Job> = layout.iter().filter_map(|(_, job, _)| *job).collect();
-        trace("layout (pagemap)", t0);
-        let t1 = Instant::now();
         let read = copy_jobs(live, &jobs, &mut arena[..used])?;
-        trace("copy_jobs", t1);
         // Regions: the copied parts of each job as read (a short read leaves a hole), the
         // rest as laid out.
         let mut regions = Vec::with_capacity(layout.len());
@@ -394,15 +383,8 @@ fn copy_jobs(live: &mut LiveProcess, jobs: &[Job], dest: &mut [u8]) -> Result<Ve
     };
     let base = second[0].at;
     let (a, b) = std::thread::scope(|scope| {
-        let other = scope.spawn(|| {
-            let t = Instant::now();
-            let r = run(&second, dest_second, base);
-            trace("  copy thread 2", t);
-            r
-        });
-        let t = Instant::now();
+        let other = scope.spawn(|| run(&second, dest_second, base));
         let mine = run(&first, dest_first, 0);
-        trace("  copy thread 1", t);
         (mine, other.join().unwrap_or_else(|_| Err(ReadError::Io(std::io::Error::other("copy thread panicked")))))
     });
     let mut out = a?;
@@ -590,8 +572,9 @@ mod tests {
 
     /// Pagemap is read before the stop and only its gaps again inside the pause: a page the
     /// target writes between the two is copied all the same, one it released meanwhile reads
-    /// as the zeros it now holds, and a mapping that grew (here: one that merged with a new
-    /// neighbour) keeps its known pages and has its new part looked up.
+    /// as the zeros it now holds, and a mapping that grew (a heap's brk, a neighbour merged
+    /// into it; here: looked at when half as long) keeps its known pages and has its new part
+    /// looked up.
     #[test]
     fn pages_written_after_the_look_before_the_stop_are_copied() {
         let page = PAGE_SIZE as usize;

@@ -676,7 +676,7 @@ mod tests {
             }],
         };
         let mut live = LiveProcess::new(std::process::id() as i32);
-        live.read_bulk(addr, &mut [0u8; 8]).unwrap();
+        live.read_bulk(addr + 10 * PAGE_SIZE, &mut [0u8; 8]).unwrap();
         assert!(live.reads_directly(), "process_vm_readv works here: the two-thread path runs");
         let arena = CopyArena::prepare(&mut live, &maps);
         let mut copy = CopiedMemory::copy(&mut live, &maps, arena).unwrap();

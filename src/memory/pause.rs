@@ -360,8 +360,8 @@ impl<'a> CopiedMemory<'a> {
 }
 
 /// Runs the jobs (whose destinations lie one after the other in `dest`, which starts at arena
-/// offset 0), on two threads when worth it; returns the pieces read as (address, arena
-/// offset, length), in job order.
+/// offset 0), split over two threads by bytes when worth it; returns the pieces read as
+/// (address, arena offset, length), in job order.
 fn copy_jobs(live: &mut LiveProcess, jobs: &[Job], dest: &mut [u8]) -> Result<Vec<(u64, usize, usize)>, ReadError> {
     let total: usize = jobs.iter().map(|j| j.len).sum();
     let pid = live.pid();
@@ -371,54 +371,45 @@ fn copy_jobs(live: &mut LiveProcess, jobs: &[Job], dest: &mut [u8]) -> Result<Ve
             Ok(out)
         });
     }
-    // Shared work, not halves: the thread started for the copy ran 10-15 % slower than the
-    // one that starts it (measured on a 1M-object heap), so equal halves left one core idle
-    // for the last few milliseconds. Each thread takes the next slice until none is left.
-    let queue = std::sync::Mutex::new(slices(jobs, dest));
-    let run = || -> Result<Vec<(u64, usize, usize)>, ReadError> {
+    let (first, second) = halves(jobs, total);
+    let (dest_first, dest_second) = dest.split_at_mut(second[0].at);
+    let run = |jobs: &[Job], dest: &mut [u8], base: usize| -> Result<Vec<(u64, usize, usize)>, ReadError> {
         let mut out = Vec::new();
-        loop {
-            let next = queue.lock().map_err(|_| ReadError::Io(std::io::Error::other("copy thread panicked")))?.next();
-            let Some((job, dest)) = next else { return Ok(out) };
-            copy_job(&job, dest, &mut |addr, buf| direct_read(pid, addr, buf), &mut out)?;
+        for job in jobs {
+            let at = job.at - base;
+            copy_job(job, &mut dest[at..at + job.len], &mut |addr, buf| direct_read(pid, addr, buf), &mut out)?;
         }
+        Ok(out)
     };
+    let base = second[0].at;
     let (a, b) = std::thread::scope(|scope| {
-        let other = scope.spawn(run);
-        let mine = run();
+        let other = scope.spawn(|| run(&second, dest_second, base));
+        let mine = run(&first, dest_first, 0);
         (mine, other.join().unwrap_or_else(|_| Err(ReadError::Io(std::io::Error::other("copy thread panicked")))))
     });
     let mut out = a?;
     out.extend(b?);
-    out.sort_unstable_by_key(|&(_, at, _)| at);
     Ok(out)
 }
 
-/// Bytes copied per slice when two threads share the copy: small enough that the last one
-/// leaves the other core idle for well under a millisecond, large enough that taking one
-/// costs nothing next to copying it.
-const SLICE: usize = 2 << 20;
-
-/// The jobs cut in slices of at most `SLICE` bytes, each with its part of `dest`.
-fn slices<'d>(jobs: &[Job], dest: &'d mut [u8]) -> impl Iterator<Item = (Job, &'d mut [u8])> + Send + 'd {
-    let mut pieces = Vec::new();
+/// The jobs cut in two lists of equal bytes (to the page), the job at the middle cut in two:
+/// both threads copy for the same time, and the pause lasts as long as the slower one.
+/// `total` is their sum, at least two pages; neither list is empty.
+fn halves(jobs: &[Job], total: usize) -> (Vec<Job>, Vec<Job>) {
+    let half = total / 2 / PAGE_SIZE as usize * PAGE_SIZE as usize;
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    let mut sum = 0;
     for job in jobs {
-        let mut done = 0;
-        while done < job.len {
-            let len = (job.len - done).min(SLICE);
-            pieces.push(Job { addr: job.addr + done as u64, at: job.at + done, len });
-            done += len;
+        let take = half.saturating_sub(sum).min(job.len);
+        if take > 0 {
+            first.push(Job { len: take, ..*job });
         }
+        if take < job.len {
+            second.push(Job { addr: job.addr + take as u64, at: job.at + take, len: job.len - take });
+        }
+        sum += job.len;
     }
-    let mut rest = dest;
-    let mut offset = 0;
-    pieces.into_iter().map(move |piece| {
-        let (_, tail) = std::mem::take(&mut rest).split_at_mut(piece.at - offset);
-        let (mine, tail) = tail.split_at_mut(piece.len);
-        rest = tail;
-        offset = piece.at + piece.len;
-        (piece, mine)
-    })
+    (first, second)
 }
 
 /// Copies one job with `read`; a page that cannot be read (a file mapping past the file's end)

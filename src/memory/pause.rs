@@ -393,8 +393,10 @@ fn copy_jobs(live: &mut LiveProcess, jobs: &[Job], dest: &mut [u8]) -> Result<Ve
 }
 
 /// The jobs cut in two lists of equal bytes (to the page), the job at the middle cut in two:
-/// both threads copy for the same time, and the pause lasts as long as the slower one.
-/// `total` is their sum, at least two pages; neither list is empty.
+/// the pause lasts as long as the slower thread. (Both threads taking 2 MiB slices from one
+/// queue balanced them better but copied slower: 27.3 against 25.2 ms for 151 MiB, likely
+/// each thread's reads no longer running through memory in order.) `total` is their sum, at
+/// least two pages; neither list is empty.
 fn halves(jobs: &[Job], total: usize) -> (Vec<Job>, Vec<Job>) {
     let half = total / 2 / PAGE_SIZE as usize * PAGE_SIZE as usize;
     let (mut first, mut second) = (Vec::new(), Vec::new());

@@ -6,6 +6,7 @@ scaling with heap size, and the slowdown `leakspy attach` causes. Run through sc
                      [--slowdown-seconds 10] [--no-slowdown]
 """
 import argparse
+import ctypes
 import json
 import os
 import platform
@@ -274,6 +275,55 @@ def populated_copy(pid, chunk=16 << 20):
     return time.perf_counter() - t0, copied
 
 
+class _Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+def populated_copy_parallel(pid, threads=2):
+    """The floor of the copy `--pause` makes: the populated pages (pagemap, not timed) read by
+    process_vm_readv (one copy, where /proc/PID/mem copies twice) on `threads` threads, each
+    reading half the bytes into its own part of one destination faulted in beforehand, as
+    leakspy's arena is. ctypes releases the GIL, so the threads copy at once."""
+    runs = []
+    for lo, hi, _ in writable_mappings(pid):
+        runs += populated_runs(pid, lo, hi)
+    total = sum(hi - lo for lo, hi in runs)
+    if total == 0:
+        return 1e-9, 0
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.process_vm_readv.restype = ctypes.c_ssize_t
+    dest = (ctypes.c_char * total)()
+    ctypes.memset(dest, 1, total)  # faulted in, like leakspy's arena before the stop
+    base = ctypes.addressof(dest)
+    # Runs cut into `threads` parts of equal bytes (to the page), in batches of IOV_MAX.
+    share = (total // threads + 4095) // 4096 * 4096
+    parts, at = [[] for _ in range(threads)], 0
+    for lo, hi in runs:
+        while lo < hi:
+            k = min(at // share, threads - 1)
+            n = min(hi - lo, (k + 1) * share - at) if k < threads - 1 else hi - lo
+            parts[k].append((lo, at, n))
+            lo, at = lo + n, at + n
+    copied = [0] * threads
+
+    def work(k):
+        for i in range(0, len(parts[k]), 1024):
+            batch = parts[k][i:i + 1024]
+            local = (_Iovec * len(batch))(*[(base + off, n) for _, off, n in batch])
+            remote = (_Iovec * len(batch))(*[(addr, n) for addr, _, n in batch])
+            got = libc.process_vm_readv(pid, local, len(batch), remote, len(batch), 0)
+            copied[k] += max(got, 0)
+    # The iovec arrays are built in the threads, but they are small next to the copy.
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(1, threads)]
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    work(0)
+    for w in workers:
+        w.join()
+    return time.perf_counter() - t0, sum(copied)
+
+
 def writable_rss_kb(pid):
     """Resident memory of the writable mappings (smaps): what a reader cannot avoid reading."""
     total, writable = 0, False
@@ -314,10 +364,12 @@ def bench_size(leakspy, interp, size, runs, graph_only=False):
             wall, census, peak = run_leakspy(leakspy, ["snapshot", str(pid), "--json"])
             if graph_only:
                 copy_s, copied, paused, floor_s, floor_bytes = 1e-9, 0, {"paused_ms": 0}, 1e-9, 0
+                floor2_s = 1e-9
             else:
                 copy_s, copied = raw_copy(pid)
                 _, paused, _ = run_leakspy(leakspy, ["snapshot", str(pid), "--pause", "--json"])
                 floor_s, floor_bytes = populated_copy(pid)
+                floor2_s, _ = populated_copy_parallel(pid)
             # The heap graph: `why` (graph, paths, dominators), `why --no-retained` (paths and
             # counts only) and `snapshot --all`.
             why_wall, why, why_peak = run_leakspy(leakspy, ["why", str(pid), "--type", "__main__.Slotted", "--json"])
@@ -345,7 +397,8 @@ def bench_size(leakspy, interp, size, runs, graph_only=False):
                          reads=census.get("io", {}).get("reads", 0), bytes_read=census.get("io", {}).get("bytes_read", 0),
                          wrss_kb=wrss, x_wrss=census.get("io", {}).get("bytes_read", 0) / 1024 / max(wrss, 1),
                          paused_ms=paused["paused_ms"], paused_bytes=paused.get("paused_bytes", 0),
-                         floor_ms=floor_s * 1000, floor_bytes=floor_bytes, x_floor=paused["paused_ms"] / (floor_s * 1000)))
+                         floor_ms=floor_s * 1000, floor_bytes=floor_bytes, x_floor=paused["paused_ms"] / (floor_s * 1000),
+                         floor2_ms=floor2_s * 1000, x_floor2=paused["paused_ms"] / (floor2_s * 1000)))
     return {k: (statistics.median(r[k] for r in rows) if k != "python" else rows[0][k]) for k in rows[0]}
 
 
@@ -363,6 +416,7 @@ def bench_real(leakspy, interp, env, scale, runs):
             wall, census, peak = run_leakspy(leakspy, ["snapshot", str(pid), "--json"])
             _, paused, _ = run_leakspy(leakspy, ["snapshot", str(pid), "--pause", "--json"])
             floor_s, floor_bytes = populated_copy(pid)
+            floor2_s, _ = populated_copy_parallel(pid)
         finally:
             stop(p)
         io = census.get("io", {})
@@ -371,7 +425,8 @@ def bench_real(leakspy, interp, env, scale, runs):
                          bytes_read=io.get("bytes_read", 0), wrss_kb=wrss,
                          x_wrss=io.get("bytes_read", 0) / 1024 / max(wrss, 1), peak_kb=peak, rss_kb=rss,
                          x_rss=peak / rss, paused_ms=paused["paused_ms"], floor_ms=floor_s * 1000,
-                         x_floor=paused["paused_ms"] / (floor_s * 1000), paused_bytes=paused.get("paused_bytes", 0)))
+                         x_floor=paused["paused_ms"] / (floor_s * 1000), paused_bytes=paused.get("paused_bytes", 0),
+                         floor2_ms=floor2_s * 1000, x_floor2=paused["paused_ms"] / (floor2_s * 1000)))
     return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
 
 
@@ -548,27 +603,33 @@ def main():
                 per("all_wall"), per("all_peak_kb"), per("why_wall"), per("why_peak_kb")))
     out += ["", "What a snapshot reads (counted in leakspy's memory layer) against the target's writable resident "
             "memory, and `--pause` against the floor of a paused copy (the pages the target wrote, per pagemap, "
-            "read once through /proc/PID/mem; measured in the same run):", "",
+            "read once through /proc/PID/mem; measured in the same run) and against the two-thread floor (the same "
+            "pages read by process_vm_readv on two threads into a destination faulted in beforehand, as `--pause` "
+            "copies):", "",
             "| interpreter | objects | reads | bytes read | writable RSS | × writable RSS | --pause stopped | "
-            "copied | populated-copy floor | × floor |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "copied | populated-copy floor | × floor | two-thread floor | × floor (2 threads) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label, r in rows:
         if r is None:
             continue
-        out.append("| %s | %s | %s | %s | %s | %.2f | %.1f ms | %s | %.1f ms | %.2f |" % (
+        out.append("| %s | %s | %s | %s | %s | %.2f | %.1f ms | %s | %.1f ms | %.2f | %.1f ms | %.2f |" % (
             label, format(int(r["objects"]), ","), format(int(r["reads"]), ","), mb(r["bytes_read"] / 1024),
-            mb(r["wrss_kb"]), r["x_wrss"], r["paused_ms"], mb(r["paused_bytes"] / 1024), r["floor_ms"], r["x_floor"]))
+            mb(r["wrss_kb"]), r["x_wrss"], r["paused_ms"], mb(r["paused_bytes"] / 1024), r["floor_ms"], r["x_floor"],
+            r["floor2_ms"], r["x_floor2"]))
     if real:
         out += ["", "A heap made by real libraries (scripts/bench_real_target.py: pandas frames with object columns, "
                 "an SQLAlchemy session with thousands of related objects, pydantic models, the ASTs of the standard "
                 "library; churn between the parts scatters the lists over the arenas):", "",
                 "| interpreter | objects | types | in-process census | leakspy snapshot | × census | reads | bytes read "
-                "| × writable RSS | leakspy peak RSS | target RSS | × target RSS | --pause stopped | × floor |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                "| × writable RSS | leakspy peak RSS | target RSS | × target RSS | --pause stopped | × floor "
+                "| × floor (2 threads) |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for label, r in real:
-            out.append("| %s | %s | %d | %.3f s | %.3f s | %.2f | %s | %s | %.2f | %s | %s | %.2f | %.1f ms | %.2f |" % (
+            out.append("| %s | %s | %d | %.3f s | %.3f s | %.2f | %s | %s | %.2f | %s | %s | %.2f | %.1f ms | %.2f "
+                       "| %.2f |" % (
                 label, format(int(r["objects"]), ","), r["types"], r["census_s"], r["wall"], r["x_census"],
                 format(int(r["reads"]), ","), mb(r["bytes_read"] / 1024), r["x_wrss"], mb(r["peak_kb"]),
-                mb(r["rss_kb"]), r["x_rss"], r["paused_ms"], r["x_floor"]))
+                mb(r["rss_kb"]), r["x_rss"], r["paused_ms"], r["x_floor"], r["x_floor2"]))
     out += [""]
     for label, pct, off, on, samples in slow:
         out.append("- Slowdown of the CPU-bound target (%s objects resident) under `leakspy attach --interval 1`, "

@@ -92,8 +92,9 @@ impl LiveProcess {
     fn for_each_page(&mut self, start: u64, end: u64, visit: &mut dyn FnMut(u64, bool) -> bool) -> Option<()> {
         let pid = self.pid;
         let file = self.pagemap.get_or_insert_with(|| File::open(format!("/proc/{pid}/pagemap")).ok()).as_ref()?;
-        let mut entries = vec![0u8; 8 * 4096];
         let (mut page, last) = (start / PAGE_SIZE, end.div_ceil(PAGE_SIZE));
+        // No larger than the range: a paused copy looks up hundreds of small gaps.
+        let mut entries = vec![0u8; 8 * (last.saturating_sub(page) as usize).min(4096)];
         while page < last {
             let n = ((last - page) as usize).min(entries.len() / 8);
             file.read_exact_at(&mut entries[..8 * n], page * 8).ok()?;

@@ -273,17 +273,21 @@ impl<'a> Walker<'a> {
             // Mid-update: the object is still a live object on a GC list, so it is counted.
             self.stats.torn_links += 1;
         }
-        let object = current + g.size as u64;
-        visit(mem, ObjectHeader { addr: object, type_addr: header.type_addr, refcnt_word: header.refcnt_word });
-        self.budget = self.budget.saturating_sub(1);
-        if self.budget == 0 {
-            self.stats.truncated = true;
-        }
         if back_off == g.prev
             && header.from_index
             && let (Some(index), Some(entry)) = (self.index, header.entry)
         {
             self.hint = index.successor(entry).map(|successor| (forward & !FLAG_BITS, successor));
+            // The next object's entry is fetched into the cache while this one is counted.
+            if let Some((_, Some(successor))) = self.hint {
+                index.prefetch(successor);
+            }
+        }
+        let object = current + g.size as u64;
+        visit(mem, ObjectHeader { addr: object, type_addr: header.type_addr, refcnt_word: header.refcnt_word });
+        self.budget = self.budget.saturating_sub(1);
+        if self.budget == 0 {
+            self.stats.truncated = true;
         }
         Ok(Step::Next(forward & !FLAG_BITS))
     }

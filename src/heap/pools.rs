@@ -30,7 +30,7 @@ const SCAN_PIECE: usize = 2 << 20;
 const PARALLEL_ABOVE: u64 = 32 << 20;
 /// The index holds at most this many bytes per byte of the target's resident memory, so
 /// that leakspy stays a fraction of the process it reads.
-const MAX_INDEX_FRACTION: f64 = 0.12;
+const MAX_INDEX_FRACTION: f64 = 0.16;
 /// Bytes per entry (the index's arrays: the header and its successor).
 const ENTRY_BYTES: u64 = 22;
 /// A successor that is not in the index.
@@ -67,6 +67,9 @@ pub struct ObjectIndex {
     pools: FxHashMap<u64, u32>,
     slots: Vec<PoolSlots>,
     entries: Vec<Entry>,
+    /// The entries the other scanning thread found, numbered after `entries`: taken over as
+    /// they are, not copied, which would hold both copies at once at leakspy's peak.
+    more_entries: Vec<Entry>,
     /// Per entry, the entry its `next` link leads to (`NOT_INDEXED` if none): found for all
     /// entries at once, in address order and on both cores, so that a walk along the lists
     /// goes from entry to entry without looking each address up.
@@ -178,8 +181,7 @@ impl ObjectIndex {
                     index.scan_runs(theirs, layout, pools, room, &mut read).map(|()| index)
                 })
             });
-            // This one takes in the other's entries at the end.
-            let mut index = empty(expected);
+            let mut index = empty(if pid.is_some() { expected / 2 } else { expected });
             let mine = index.scan_runs(&mine, layout, pools, room, &mut |addr, buf| mem.read_bulk(addr, buf));
             (mine.map(|()| index), other.map(|t| t.join().ok().flatten()))
         });
@@ -198,12 +200,12 @@ impl ObjectIndex {
     /// each other, so the processor overlaps their cache misses, which a walk (each address
     /// known only once the previous object is read) cannot.
     fn link_successors(&mut self, parallel: bool) {
-        let mut successors = vec![NOT_INDEXED; self.entries.len()];
+        let mut successors = vec![NOT_INDEXED; self.len()];
         let this = &*self;
         let fill = |first: usize, out: &mut [u32]| {
             for (k, successor) in out.iter_mut().enumerate() {
-                let next = this.entries[first + k].link(0) & !GC_LINK_FLAG_BITS;
-                *successor = this.entry_of(next).unwrap_or(NOT_INDEXED);
+                let Some(entry) = this.entry((first + k) as u32) else { continue };
+                *successor = this.entry_of(entry.link(0) & !GC_LINK_FLAG_BITS).unwrap_or(NOT_INDEXED);
             }
         };
         let half = if parallel { successors.len() / 2 } else { successors.len() };
@@ -279,10 +281,11 @@ impl ObjectIndex {
         let (first_slot, first_entry) = (self.slots.len() as u32, self.entries.len() as u32);
         self.pools.extend(other.pools.into_iter().map(|(pool, slot)| (pool, slot + first_slot)));
         self.slots.extend(other.slots.into_iter().map(|s| PoolSlots { first: s.first + first_entry, ..s }));
-        self.entries.extend(other.entries.into_iter().map(|e| Entry {
-            type_id: type_ids[usize::from(u16::from_le_bytes(e.type_id))].unwrap_or(0).to_le_bytes(),
-            ..e
-        }));
+        let mut more = other.entries;
+        for e in &mut more {
+            e.type_id = type_ids[usize::from(u16::from_le_bytes(e.type_id))].unwrap_or(0).to_le_bytes();
+        }
+        self.more_entries = more;
         self.stats.bytes_scanned += other.stats.bytes_scanned;
         self.stats.reads += other.stats.reads;
         self.stats.reads_elsewhere += other.stats.reads;
@@ -307,7 +310,7 @@ impl ObjectIndex {
     /// the current one so.
     pub fn prefetch(&self, k: u32) {
         #[cfg(target_arch = "x86_64")]
-        if let (Some(entry), Some(successor)) = (self.entries.get(k as usize), self.successors.get(k as usize)) {
+        if let (Some(entry), Some(successor)) = (self.entry(k), self.successors.get(k as usize)) {
             use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
             // SAFETY: a prefetch only hints the cache; both pointers are into our own slices.
             unsafe {
@@ -318,7 +321,7 @@ impl ObjectIndex {
     }
 
     pub fn header(&self, k: u32) -> Option<IndexedHeader> {
-        let entry = self.entries.get(k as usize)?;
+        let entry = self.entry(k)?;
         Some(IndexedHeader {
             next: entry.link(0),
             prev: entry.link(6),
@@ -366,11 +369,19 @@ impl ObjectIndex {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.more_entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
+    }
+
+    fn entry(&self, k: u32) -> Option<&Entry> {
+        let k = k as usize;
+        match k.checked_sub(self.entries.len()) {
+            None => self.entries.get(k),
+            Some(more) => self.more_entries.get(more),
+        }
     }
 
     /// Adds a header to the pool begun last; false (nothing added) if it does not fit the

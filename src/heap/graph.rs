@@ -23,7 +23,7 @@ use crate::cpython::process::{PythonProcess, read_error};
 use crate::cpython::sizes::{SizeClass, shallow_size};
 use crate::error::LeakspyError;
 use crate::memory::maps::MemoryMap;
-use crate::memory::{ReadError, RemoteMemory, u64_at};
+use crate::memory::{RemoteMemory, u64_at};
 use crate::text::terminal;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::ops::Range;
@@ -413,14 +413,6 @@ impl Decoder for Builder<'_> {
         }
         self.claims_left -= bytes;
         true
-    }
-
-    /// A container's item array of `count` words, if the budget allows.
-    fn items(&mut self, mem: &mut dyn RemoteMemory, addr: u64, count: u64) -> Result<Vec<u64>, ReadError> {
-        if count > MAX_ITEMS || !self.claim(count * 8) {
-            return Ok(Vec::new());
-        }
-        mem.read_words(addr, count as usize)
     }
 
     fn field_id(&mut self, name: &str) -> u32 {
@@ -896,13 +888,6 @@ impl StepDecoder<'_> {
 }
 
 impl Decoder for StepDecoder<'_> {
-    fn items(&mut self, mem: &mut dyn RemoteMemory, addr: u64, count: u64) -> Result<Vec<u64>, ReadError> {
-        if count > MAX_ITEMS {
-            return Ok(Vec::new());
-        }
-        mem.read_words(addr, count as usize)
-    }
-
     fn claim(&mut self, _bytes: u64) -> bool {
         true
     }

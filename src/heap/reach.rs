@@ -35,7 +35,7 @@ use crate::cpython::process::{PythonProcess, read_error};
 use crate::cpython::sizes::{SizeClass, shallow_size};
 use crate::error::LeakspyError;
 use crate::memory::maps::MemoryMap;
-use crate::memory::{ReadError, RemoteMemory, u64_at};
+use crate::memory::{RemoteMemory, u64_at};
 use crate::text::terminal;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::VecDeque;
@@ -241,13 +241,6 @@ impl Decoder for Decode {
         }
         self.claims_left -= bytes;
         true
-    }
-
-    fn items(&mut self, mem: &mut dyn RemoteMemory, addr: u64, count: u64) -> Result<Vec<u64>, ReadError> {
-        if count > MAX_ITEMS || !self.claim(count * 8) {
-            return Ok(Vec::new());
-        }
-        mem.read_words(addr, count as usize)
     }
 
     fn name_id(&mut self, addr: u64) -> u32 {

@@ -253,7 +253,12 @@ pub fn opaque_holders(
 /// (so that crafted lengths cost nothing) and the ids of names.
 pub(super) trait Decoder {
     /// A container's item array of `count` words, empty if the budget does not allow it.
-    fn items(&mut self, mem: &mut dyn RemoteMemory, addr: u64, count: u64) -> Result<Vec<u64>, ReadError>;
+    fn items(&mut self, mem: &mut dyn RemoteMemory, addr: u64, count: u64) -> Result<Vec<u64>, ReadError> {
+        if count > MAX_ITEMS || !self.claim(count * 8) {
+            return Ok(Vec::new());
+        }
+        mem.read_words(addr, count as usize)
+    }
     /// Takes `bytes` out of the budget; false when they do not fit.
     fn claim(&mut self, bytes: u64) -> bool;
     /// The id of a name (a str object's address) for labels.

@@ -461,21 +461,11 @@ mod tests {
         // 8 MiB reserved, one page written: what a crafted or torn length over an untouched
         // mapping looks like.
         let len = 8 << 20;
-        // SAFETY: a fresh private anonymous mapping, unmapped below; only its first page is
-        // written, through the pointer mmap returned.
-        let base = unsafe {
-            let p = libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            assert_ne!(p, libc::MAP_FAILED);
-            *(p as *mut u8) = 7;
-            p as u64
-        };
+        // Unmapped below; only its first page is written.
+        let p = crate::memory::anonymous_pages(len);
+        // SAFETY: the first byte of the mapping just made.
+        unsafe { *p = 7 };
+        let base = p as u64;
         let mut mem = LiveProcess::new(std::process::id() as i32);
         assert_eq!(mem.populated(base, PAGE_SIZE), Some(true));
         assert_eq!(mem.populated(base, len as u64), Some(false));

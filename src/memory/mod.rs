@@ -211,3 +211,22 @@ pub fn u32_at(buf: &[u8], offset: usize) -> u32 {
     b.copy_from_slice(&buf[offset..offset + 4]);
     u32::from_le_bytes(b)
 }
+
+/// A fresh private anonymous mapping of `len` bytes, for tests that need memory of their own
+/// with pages written or left untouched; the test unmaps it.
+#[cfg(test)]
+pub(crate) fn anonymous_pages(len: usize) -> *mut u8 {
+    // SAFETY: a new mapping, at an address the kernel picks: nothing else is touched.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    p.cast()
+}

@@ -581,20 +581,8 @@ mod tests {
     fn pages_written_after_the_look_before_the_stop_are_copied() {
         let page = PAGE_SIZE as usize;
         let len = 64 * page;
-        // SAFETY: a fresh private anonymous mapping of `len` bytes, unmapped below; only its
-        // own pages are written or released, through the pointer mmap returned.
-        let base = unsafe {
-            let p = libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            assert_ne!(p, libc::MAP_FAILED);
-            p as *mut u8
-        };
+        // Unmapped below; only its own pages are written or released.
+        let base = crate::memory::anonymous_pages(len);
         let addr = base as u64;
         let mapping = |start: u64, end: u64| Mapping {
             start,
@@ -637,20 +625,8 @@ mod tests {
     fn two_threads_copy_every_written_page_to_its_place() {
         let page = PAGE_SIZE as usize;
         let len = 6000 * page;
-        // SAFETY: a fresh private anonymous mapping of `len` bytes, unmapped below; only its
-        // own pages are written, through the pointer mmap returned.
-        let base = unsafe {
-            let p = libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            assert_ne!(p, libc::MAP_FAILED);
-            p as *mut u8
-        };
+        // Unmapped below; only its own pages are written or released.
+        let base = crate::memory::anonymous_pages(len);
         let written = |k: usize| k % 1000 >= 10;
         for k in (0..6000).filter(|&k| written(k)) {
             // SAFETY: page k of the mapping above.

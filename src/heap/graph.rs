@@ -1186,12 +1186,23 @@ fn name_text(graph: &HeapGraph, mem: &mut dyn RemoteMemory, layout: &Layout, key
 
 /// How a root is written at the start of a path, the target's names escaped.
 pub fn root_text(graph: &HeapGraph, node: u32) -> String {
-    let root = graph.roots.iter().find(|r| r.node() == node);
-    match root {
-        Some(Root::Frame { frame, .. }) => match graph.frames.get(*frame as usize) {
+    describe_root(&graph.roots, &graph.frames, &graph.field_names, graph.interpreters > 1, node)
+}
+
+/// How the root at `node` (among `roots`) is written, with the frames and field names the
+/// roots refer to; `several`: the target has more than one interpreter, so each is named.
+pub(super) fn describe_root(
+    roots: &[Root],
+    frames: &[StackFrame],
+    field_names: &[String],
+    several: bool,
+    node: u32,
+) -> String {
+    match roots.iter().find(|r| r.node() == node) {
+        Some(Root::Frame { frame, .. }) => match frames.get(*frame as usize) {
             Some(f) => format!(
                 "{}<frame {}() of thread {} ({}:{})>",
-                if graph.interpreters > 1 { format!("<interpreter {}> ", f.interpreter) } else { String::new() },
+                if several { format!("<interpreter {}> ", f.interpreter) } else { String::new() },
                 terminal::name(&f.function),
                 f.thread,
                 terminal::name(&f.file),
@@ -1200,15 +1211,13 @@ pub fn root_text(graph: &HeapGraph, node: u32) -> String {
             None => "<frame>".into(),
         },
         Some(Root::Interpreter { interpreter, field, .. }) => {
-            let name = graph.field_names.get(*field as usize).map_or_else(|| "?".into(), |n| terminal::name(n));
+            let name = field_names.get(*field as usize).map_or_else(|| "?".into(), |n| terminal::name(n));
             match interpreter {
                 -1 => format!("<runtime {name}>"),
                 id => format!("<interpreter {id} {name}>"),
             }
         }
-        Some(Root::Modules { interpreter, .. }) if graph.interpreters > 1 => {
-            format!("<interpreter {interpreter}> sys.modules")
-        }
+        Some(Root::Modules { interpreter, .. }) if several => format!("<interpreter {interpreter}> sys.modules"),
         _ => "sys.modules".into(),
     }
 }

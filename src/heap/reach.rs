@@ -24,7 +24,7 @@
 use super::address_set::AddressSet;
 use super::census::refcount;
 use super::explain::{Explanation, GraphSummary, NodeFacts, OpaqueHolder, PathGroup, Retainer, WhyReport, group_paths};
-use super::graph::{Kind, Label, MAX_ITEMS, Path, Root, Step, Storage, TypeInfo, render};
+use super::graph::{Kind, Label, MAX_ITEMS, Path, Root, Step, Storage, TypeInfo, describe_root, render};
 use super::memory_use::{Peak, map_bytes, vec_bytes};
 use super::referents::{Decoder, Referent, Strength, opaque_holders, referents, type_info};
 use super::walk::{WalkLimits, Walker};
@@ -36,7 +36,6 @@ use crate::cpython::sizes::{SizeClass, shallow_size};
 use crate::error::LeakspyError;
 use crate::memory::maps::MemoryMap;
 use crate::memory::{RemoteMemory, u64_at};
-use crate::text::terminal;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -1139,32 +1138,9 @@ impl<'p> Reach<'p> {
         }
     }
 
-    /// How a root is written at the start of a path (as [`super::graph::root_text`]).
+    /// How a root is written at the start of a path (as the full mode writes it).
     fn root_text(&self, node: u32) -> String {
-        let several = self.interpreters > 1;
-        match self.roots.iter().find(|r| r.node() == node) {
-            Some(Root::Frame { frame, .. }) => match self.frames.get(*frame as usize) {
-                Some(f) => format!(
-                    "{}<frame {}() of thread {} ({}:{})>",
-                    if several { format!("<interpreter {}> ", f.interpreter) } else { String::new() },
-                    terminal::name(&f.function),
-                    f.thread,
-                    terminal::name(&f.file),
-                    f.first_line
-                ),
-                None => "<frame>".into(),
-            },
-            Some(Root::Interpreter { interpreter, field, .. }) => {
-                let name =
-                    self.decode.fields.names.get(*field as usize).map_or_else(|| "?".into(), |n| terminal::name(n));
-                match interpreter {
-                    -1 => format!("<runtime {name}>"),
-                    id => format!("<interpreter {id} {name}>"),
-                }
-            }
-            Some(Root::Modules { interpreter, .. }) if several => format!("<interpreter {interpreter}> sys.modules"),
-            _ => "sys.modules".into(),
-        }
+        describe_root(&self.roots, &self.frames, &self.decode.fields.names, self.interpreters > 1, node)
     }
 
     /// The interpreter whose root node `i`'s path starts from.

@@ -517,6 +517,24 @@ fn dump_into(dir: &Path, pid: i32) -> Result<String, String> {
     Ok(image)
 }
 
+/// Dumps `pid` into `dir` once the target has settled: `probe` (a reading of the live target,
+/// timings left out) gives the same before and after the dump. A target's threads may still be
+/// settling into their blocking calls when it says READY (on 3.14 a lazily interned string
+/// appeared between a dump and the `--pause` snapshot after it); up to five tries.
+fn dump_settled(dir: &Path, pid: i32, probe: impl Fn() -> Result<Value, String>) -> Result<String, String> {
+    std::thread::sleep(Duration::from_millis(300));
+    let mut image = String::new();
+    for _ in 0..5 {
+        let before = probe();
+        image = dump_into(dir, pid)?;
+        if before.is_ok() && before == probe() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(image)
+}
+
 /// The census of the image equals the target's own census and `snapshot --pause` of the same
 /// target, type by type; `snapshot --all` gives the same types with the same sizes.
 fn check_census_round_trip(interp: &Interpreter) -> Vec<String> {
@@ -524,7 +542,11 @@ fn check_census_round_trip(interp: &Interpreter) -> Vec<String> {
     let dir = scratch(&format!("round-{}", what.replace(['/', ' '], "_")));
     let target = Target::start(interp, "census_target.py", &[]);
     let pid = target.pid.to_string();
-    let image = match dump_into(&dir, target.pid) {
+    let paused_types = || {
+        json_of(&["snapshot", &pid, "--pause", "--all", "--json"])
+            .map(|all| serde_json::json!([all["types"], all["graph"]["size_bytes"]]))
+    };
+    let image = match dump_settled(&dir, target.pid, paused_types) {
         Ok(image) => image,
         Err(e) => return vec![format!("{what}: {e}")],
     };
@@ -601,22 +623,10 @@ fn check_why_round_trip(interp: &Interpreter) -> Vec<String> {
             report
         })
     };
-    // The target's threads may still be settling into their blocking calls when it says
-    // READY: the image kept is one taken while the live heap graph read the same before and
-    // after.
-    std::thread::sleep(Duration::from_millis(300));
-    let mut image = String::new();
-    for _ in 0..5 {
-        let before = why(&[&pid], first);
-        image = match dump_into(&dir, target.pid) {
-            Ok(image) => image,
-            Err(e) => return vec![format!("{what}: {e}")],
-        };
-        if before.is_ok() && before == why(&[&pid], first) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let image = match dump_settled(&dir, target.pid, || why(&[&pid], first)) {
+        Ok(image) => image,
+        Err(e) => return vec![format!("{what}: {e}")],
+    };
     for class in &classes {
         match (why(&["--core", &image], class), why(&[&pid], class)) {
             (Ok(core), Ok(live)) => {

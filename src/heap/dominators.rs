@@ -84,15 +84,7 @@ fn dominator_tree_within(
         tree.peak_bytes = tree.peak_bytes.max(peak.0);
         return tree;
     };
-    let mut idom = vec![UNREACHABLE; node_count];
-    peak.at(vec_bytes(&vertex) + vec_bytes(&idom_by_number) + vec_bytes(&idom));
-    for (&v, &d) in vertex.iter().zip(&idom_by_number).skip(1) {
-        idom[v as usize] = if d == 0 { SUPER_ROOT } else { vertex[d as usize] };
-    }
-    // Reverse postorder puts every node after its DFS ancestors, and a dominator is one of those.
-    let mut order = vertex;
-    order.remove(0);
-    DominatorTree { idom, order, peak_bytes: peak.0 }
+    tree_from_numbering(node_count, vertex, idom_by_number, peak)
 }
 
 /// The iterative algorithm of Cooper, Harvey and Kennedy ("A simple, fast dominance
@@ -262,13 +254,18 @@ fn lengauer_tarjan_tree(
     let lists = vec_bytes(&vertex) + predecessors.heap_bytes();
     let idom_by_number = lengauer_tarjan(parent, &predecessors, &mut |bytes| peak.at(lists + bytes));
     drop(predecessors);
+    tree_from_numbering(node_count, vertex, idom_by_number, peak)
+}
 
+/// The tree by node id, from both algorithms' result by DFS number (`vertex[n]` is the node
+/// numbered n, number 0 the super-root). The numbering (preorder or reverse postorder) puts
+/// every node after its DFS ancestors, and a dominator is always one of those: it is the order.
+fn tree_from_numbering(node_count: usize, vertex: Vec<u32>, idom_by_number: Vec<u32>, mut peak: Peak) -> DominatorTree {
     let mut idom = vec![UNREACHABLE; node_count];
     peak.at(vec_bytes(&vertex) + vec_bytes(&idom_by_number) + vec_bytes(&idom));
     for (&v, &d) in vertex.iter().zip(&idom_by_number).skip(1) {
         idom[v as usize] = if d == 0 { SUPER_ROOT } else { vertex[d as usize] };
     }
-    // Preorder puts every node after its DFS ancestors, and a dominator is always one of those.
     let mut order = vertex;
     order.remove(0);
     DominatorTree { idom, order, peak_bytes: peak.0 }

@@ -606,7 +606,6 @@ mod tests {
     use super::*;
     use crate::cpython::layout::candidate_layouts;
     use crate::memory::ReadError;
-    use crate::memory::maps::Mapping;
 
     const BASE: u64 = 0x7f00_0000_0000;
 
@@ -661,17 +660,7 @@ mod tests {
         // Pool 0 is noise that must not pass: a size class whose last offset does not fit.
         put32(&mut image, BASE + p.szidx as u64, 3);
         put32(&mut image, BASE + p.maxnextoffset as u64, 1234);
-        let maps = MemoryMap {
-            mappings: vec![Mapping {
-                start: BASE,
-                end: BASE + image.len() as u64,
-                readable: true,
-                writable: true,
-                shared: false,
-                offset: 0,
-                path: String::new(),
-            }],
-        };
+        let maps = MemoryMap::anonymous(BASE, BASE + image.len() as u64);
         let index = ObjectIndex::build(&mut Image(image), &layout, &maps, 1 << 30).unwrap();
         assert_eq!(index.stats.pools, 1);
         for k in [0, 1, 3] {

@@ -46,6 +46,15 @@ impl MemoryMap {
         MemoryMap { mappings }
     }
 
+    /// One private writable anonymous mapping from `start` to `end`: the map tests give
+    /// memory of their own (see [`crate::memory::anonymous_pages`]).
+    #[cfg(test)]
+    pub(crate) fn anonymous(start: u64, end: u64) -> MemoryMap {
+        let writable =
+            Mapping { start, end, readable: true, writable: true, shared: false, offset: 0, path: String::new() };
+        MemoryMap { mappings: vec![writable] }
+    }
+
     pub fn read(pid: i32) -> std::io::Result<MemoryMap> {
         Ok(MemoryMap::parse(&std::fs::read_to_string(format!("/proc/{pid}/maps"))?))
     }

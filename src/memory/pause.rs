@@ -519,7 +519,6 @@ impl RemoteMemory for CopiedMemory<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::maps::Mapping;
 
     /// A mapping of 2.5 GiB of which two pages were written, one past 2 GiB: the copy holds
     /// exactly those pages (the kernel's 2 GiB limit on one read does not cut it short), and
@@ -543,17 +542,7 @@ mod tests {
             *((p as *mut u8).add(9 << 28) as *mut u64) = 0x2222;
             p as u64
         };
-        let maps = MemoryMap {
-            mappings: vec![Mapping {
-                start: base,
-                end: base + len as u64,
-                readable: true,
-                writable: true,
-                shared: false,
-                offset: 0,
-                path: String::new(),
-            }],
-        };
+        let maps = MemoryMap::anonymous(base, base + len as u64);
         let mut live = LiveProcess::new(std::process::id() as i32);
         let arena = CopyArena::prepare(&mut live, &maps);
         let mut copy = CopiedMemory::copy(&mut live, &maps, arena).unwrap();
@@ -584,15 +573,6 @@ mod tests {
         // Unmapped below; only its own pages are written or released.
         let base = crate::memory::anonymous_pages(len);
         let addr = base as u64;
-        let mapping = |start: u64, end: u64| Mapping {
-            start,
-            end,
-            readable: true,
-            writable: true,
-            shared: false,
-            offset: 0,
-            path: String::new(),
-        };
         // SAFETY (each write below): within the mapping above.
         unsafe {
             *(base as *mut u64) = 0x1111;
@@ -600,14 +580,14 @@ mod tests {
         }
         let mut live = LiveProcess::new(std::process::id() as i32);
         // Looked at as two pages of a mapping half as long.
-        let before = MemoryMap { mappings: vec![mapping(addr, addr + len as u64 / 2)] };
+        let before = MemoryMap::anonymous(addr, addr + len as u64 / 2);
         let arena = CopyArena::prepare(&mut live, &before);
         unsafe {
             *(base.add(5 * page) as *mut u64) = 0x3333;
             *(base.add(40 * page) as *mut u64) = 0x4444;
             libc::madvise(base.add(10 * page).cast(), page, libc::MADV_DONTNEED);
         }
-        let now = MemoryMap { mappings: vec![mapping(addr, addr + len as u64)] };
+        let now = MemoryMap::anonymous(addr, addr + len as u64);
         let mut copy = CopiedMemory::copy(&mut live, &now, arena).unwrap();
         assert_eq!(copy.read_u64(addr).unwrap(), 0x1111);
         assert_eq!(copy.read_u64(addr + 5 * PAGE_SIZE).unwrap(), 0x3333, "written after the look");
@@ -633,17 +613,7 @@ mod tests {
             unsafe { *(base.add(k * page) as *mut u64) = k as u64 + 1 };
         }
         let addr = base as u64;
-        let maps = MemoryMap {
-            mappings: vec![Mapping {
-                start: addr,
-                end: addr + len as u64,
-                readable: true,
-                writable: true,
-                shared: false,
-                offset: 0,
-                path: String::new(),
-            }],
-        };
+        let maps = MemoryMap::anonymous(addr, addr + len as u64);
         let mut live = LiveProcess::new(std::process::id() as i32);
         live.read_bulk(addr + 10 * PAGE_SIZE, &mut [0u8; 8]).unwrap();
         assert!(live.reads_directly(), "process_vm_readv works here: the two-thread path runs");

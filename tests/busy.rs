@@ -29,14 +29,6 @@ fn churn_target(interp: &Interpreter) -> Target {
     Target::start(interp, "churn_target.py", &["3"])
 }
 
-fn run_json(args: &[&str]) -> Result<Value, String> {
-    let out = leakspy(args);
-    if !out.status.success() {
-        return Err(format!("exit {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr).trim_end()));
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("bad JSON: {e}"))
-}
-
 /// Checks the stable types of a census against the target's truth.
 fn stable_problems(census: &Value, truth: &Value) -> Vec<String> {
     let stable = truth["stable"].as_object().expect("stable types in truth");
@@ -64,7 +56,7 @@ fn stress(what: &str, runs: usize, args: &Args, check: &Check) {
         for i in 0..runs {
             let args = args(&pid);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            match run_json(&args) {
+            match leakspy_json(&args) {
                 Err(e) => {
                     failed += 1;
                     problems.push(format!("{} {what} {i}: {e}", interp.label));
@@ -277,7 +269,7 @@ fn dumps_of_a_busy_target_read_back_exact() {
         let pid = target.pid.to_string();
         let (mut pauses, runs) = (0, 5);
         for i in 0..runs {
-            let report = match run_json(&["dump", &pid, "-o", &image, "--json"]) {
+            let report = match leakspy_json(&["dump", &pid, "-o", &image, "--json"]) {
                 Ok(report) => report,
                 Err(e) => {
                     problems.push(format!("{} dump {i}: {e}", interp.label));
@@ -291,7 +283,7 @@ fn dumps_of_a_busy_target_read_back_exact() {
                     interp.label, report["flaws"], report["pauses"]
                 ));
             }
-            match run_json(&["snapshot", "--core", &image, "--json"]) {
+            match leakspy_json(&["snapshot", "--core", &image, "--json"]) {
                 Ok(census) => problems.extend(
                     stable_problems(&census, &target.truth)
                         .into_iter()

@@ -26,19 +26,6 @@ fn gcore(pid: i32, file: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn json_of(args: &[&str]) -> Result<Value, String> {
-    let out = leakspy(args);
-    if !out.status.success() {
-        return Err(format!(
-            "leakspy {}: exit {:?}: {}",
-            args.join(" "),
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("bad JSON: {e}"))
-}
-
 /// type -> (count, refcount_sum, size_bytes, untracked) of a census.
 fn rows(census: &Value) -> BTreeMap<String, (u64, u64, u64, u64)> {
     census["types"]
@@ -89,18 +76,22 @@ fn a_gcore_reads_as_the_paused_process_and_its_own_census_on_every_interpreter()
         let scratch = Scratch::new("core-census");
         let target = Target::start(interp, "census_target.py", &[]);
         let core = scratch.join("target.core");
-        if let Err(e) = gcore(target.pid, &core) {
+        let pid = target.pid.to_string();
+        let paused_all = || {
+            leakspy_json(&["snapshot", &pid, "--pause", "--all", "--json"])
+                .map(|all| serde_json::json!([all["types"], all["graph"]["size_bytes"]]))
+        };
+        if let Err(e) = capture_settled(paused_all, || gcore(target.pid, &core)) {
             return vec![format!("{}: {e}", interp.label)];
         }
         let core_arg = core.to_string_lossy().into_owned();
-        let pid = target.pid.to_string();
         let started = std::time::Instant::now();
-        let from_core = match json_of(&["snapshot", "--core", &core_arg, "--json"]) {
+        let from_core = match leakspy_json(&["snapshot", "--core", &core_arg, "--json"]) {
             Ok(c) => c,
             Err(e) => return vec![format!("{}: {e}", interp.label)],
         };
         let read_ms = started.elapsed().as_millis();
-        let paused = match json_of(&["snapshot", &pid, "--pause", "--json"]) {
+        let paused = match leakspy_json(&["snapshot", &pid, "--pause", "--json"]) {
             Ok(c) => c,
             Err(e) => return vec![format!("{}: {e}", interp.label)],
         };
@@ -118,8 +109,8 @@ fn a_gcore_reads_as_the_paused_process_and_its_own_census_on_every_interpreter()
         }
         // --all: sizes, untracked objects, per type.
         match (
-            json_of(&["snapshot", "--core", &core_arg, "--all", "--json"]),
-            json_of(&["snapshot", &pid, "--pause", "--all", "--json"]),
+            leakspy_json(&["snapshot", "--core", &core_arg, "--all", "--json"]),
+            leakspy_json(&["snapshot", &pid, "--pause", "--all", "--json"]),
         ) {
             (Ok(all_core), Ok(all_paused)) => {
                 for d in differences(&rows(&all_paused), &rows(&all_core)) {
@@ -162,8 +153,8 @@ fn why_reads_a_core_as_it_reads_the_process_on_every_interpreter() {
         let pid = target.pid.to_string();
         for class in target.truth["classes"].as_object().unwrap().keys() {
             let (live, offline) = match (
-                json_of(&["why", &pid, "--type", class, "--json"]),
-                json_of(&["why", "--core", &core_arg, "--type", class, "--json"]),
+                leakspy_json(&["why", &pid, "--type", class, "--json"]),
+                leakspy_json(&["why", "--core", &core_arg, "--type", class, "--json"]),
             ) {
                 (Ok(l), Ok(o)) => (l, o),
                 (l, o) => {
@@ -211,8 +202,8 @@ fn a_core_census_goes_to_a_history_with_the_dumped_process_and_every_format() {
     let compressed = scratch.join("a.core.zst");
     let raw = std::fs::read(&core).unwrap();
     std::fs::write(&compressed, zstd::encode_all(&raw[..], 3).unwrap()).unwrap();
-    let plain = json_of(&["snapshot", "--core", &core_arg, "--json"]).unwrap();
-    let unpacked = json_of(&["snapshot", "--core", &compressed.to_string_lossy(), "--json"]).unwrap();
+    let plain = leakspy_json(&["snapshot", "--core", &core_arg, "--json"]).unwrap();
+    let unpacked = leakspy_json(&["snapshot", "--core", &compressed.to_string_lossy(), "--json"]).unwrap();
     assert_eq!(rows(&plain), rows(&unpacked));
     assert_eq!(unpacked["core"]["compressed"], true);
     // diff of two cores goes through their censuses.
@@ -333,7 +324,7 @@ fn a_core_read_where_the_python_binary_moved_away() {
         panic!("{problem}");
     }
     let moved = there.join(&name).to_string_lossy().into_owned();
-    let census = json_of(&["snapshot", "--core", &core_arg, "--python-binary", &moved, "--json"]).unwrap();
+    let census = leakspy_json(&["snapshot", "--core", &core_arg, "--python-binary", &moved, "--json"]).unwrap();
     let diffs = against_truth(&truth, &census);
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
 }
@@ -350,7 +341,7 @@ fn a_chroot_targets_core_is_read_with_sysroot() {
     let core = scratch.join("chroot.core");
     gcore(target.pid, &core).unwrap();
     let census =
-        json_of(&["snapshot", "--core", &core.to_string_lossy(), "--sysroot", &root.to_string_lossy(), "--json"])
+        leakspy_json(&["snapshot", "--core", &core.to_string_lossy(), "--sysroot", &root.to_string_lossy(), "--json"])
             .unwrap();
     let diffs = against_truth(&target.truth, &census);
     assert!(diffs.is_empty(), "{}: {}", interp.label, diffs.join("\n"));
@@ -437,7 +428,7 @@ fn a_kernel_core_of_a_target_killed_with_sigabrt() {
             );
             continue;
         };
-        match json_of(&["snapshot", "--core", &core.to_string_lossy(), "--json"]) {
+        match leakspy_json(&["snapshot", "--core", &core.to_string_lossy(), "--json"]) {
             Ok(census) => {
                 println!("{}: kernel core {} read", interp.label, core.display());
                 failures.extend(against_truth(&truth, &census).into_iter().map(|d| format!("{}: {d}", interp.label)))
@@ -557,9 +548,15 @@ fn an_image_with_leakspy_note_needs_no_file_of_the_target() {
     // shows that none is opened.
     let empty = scratch.join("empty-root");
     std::fs::create_dir_all(&empty).unwrap();
-    let census =
-        json_of(&["snapshot", "--core", &image.to_string_lossy(), "--sysroot", &empty.to_string_lossy(), "--json"])
-            .unwrap();
+    let census = leakspy_json(&[
+        "snapshot",
+        "--core",
+        &image.to_string_lossy(),
+        "--sysroot",
+        &empty.to_string_lossy(),
+        "--json",
+    ])
+    .unwrap();
     let diffs = against_truth(&target.truth, &census);
     assert!(diffs.is_empty(), "{}: {}", interp.label, diffs.join("\n"));
     assert_eq!(census["core"]["kind"], "leakspy image");

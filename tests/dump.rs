@@ -499,38 +499,12 @@ fn differences_from_truth(census: &Value, truth: &Value) -> Vec<String> {
     problems
 }
 
-fn json_of(args: &[&str]) -> Result<Value, String> {
-    let out = leakspy(args);
-    if !out.status.success() {
-        return Err(format!("{args:?}: exit {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr)));
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("{args:?}: bad JSON: {e}"))
-}
-
 /// Dumps `pid` into `dir`; the image's path.
 fn dump_into(dir: &Path, pid: i32) -> Result<String, String> {
     let image = dir.join("image.zst").to_string_lossy().into_owned();
     let out = leakspy(&["dump", &pid.to_string(), "-o", &image]);
     if !out.status.success() {
         return Err(format!("dump: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    Ok(image)
-}
-
-/// Dumps `pid` into `dir` once the target has settled: `probe` (a reading of the live target,
-/// timings left out) gives the same before and after the dump. A target's threads may still be
-/// settling into their blocking calls when it says READY (on 3.14 a lazily interned string
-/// appeared between a dump and the `--pause` snapshot after it); up to five tries.
-fn dump_settled(dir: &Path, pid: i32, probe: impl Fn() -> Result<Value, String>) -> Result<String, String> {
-    std::thread::sleep(Duration::from_millis(300));
-    let mut image = String::new();
-    for _ in 0..5 {
-        let before = probe();
-        image = dump_into(dir, pid)?;
-        if before.is_ok() && before == probe() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
     }
     Ok(image)
 }
@@ -543,19 +517,19 @@ fn check_census_round_trip(interp: &Interpreter) -> Vec<String> {
     let target = Target::start(interp, "census_target.py", &[]);
     let pid = target.pid.to_string();
     let paused_types = || {
-        json_of(&["snapshot", &pid, "--pause", "--all", "--json"])
+        leakspy_json(&["snapshot", &pid, "--pause", "--all", "--json"])
             .map(|all| serde_json::json!([all["types"], all["graph"]["size_bytes"]]))
     };
-    let image = match dump_settled(&dir, target.pid, paused_types) {
+    let image = match capture_settled(paused_types, || dump_into(&dir, target.pid)) {
         Ok(image) => image,
         Err(e) => return vec![format!("{what}: {e}")],
     };
     let mut problems = Vec::new();
     let results = (
-        json_of(&["snapshot", "--core", &image, "--json"]),
-        json_of(&["snapshot", &pid, "--pause", "--json"]),
-        json_of(&["snapshot", "--core", &image, "--all", "--json"]),
-        json_of(&["snapshot", &pid, "--pause", "--all", "--json"]),
+        leakspy_json(&["snapshot", "--core", &image, "--json"]),
+        leakspy_json(&["snapshot", &pid, "--pause", "--json"]),
+        leakspy_json(&["snapshot", "--core", &image, "--all", "--json"]),
+        leakspy_json(&["snapshot", &pid, "--pause", "--all", "--json"]),
     );
     match results {
         (Ok(core), Ok(paused), Ok(core_all), Ok(paused_all)) => {
@@ -615,7 +589,7 @@ fn check_why_round_trip(interp: &Interpreter) -> Vec<String> {
         let mut args = vec!["why"];
         args.extend_from_slice(source);
         args.extend_from_slice(&["--type", class, "--json"]);
-        json_of(&args).map(|mut report| {
+        leakspy_json(&args).map(|mut report| {
             if let Some(graph) = report["graph"].as_object_mut() {
                 graph.remove("ms");
                 graph.remove("duration_ms");
@@ -623,7 +597,7 @@ fn check_why_round_trip(interp: &Interpreter) -> Vec<String> {
             report
         })
     };
-    let image = match dump_settled(&dir, target.pid, || why(&[&pid], first)) {
+    let image = match capture_settled(|| why(&[&pid], first), || dump_into(&dir, target.pid)) {
         Ok(image) => image,
         Err(e) => return vec![format!("{what}: {e}")],
     };
@@ -717,7 +691,7 @@ fn check_files_moved_away(interp: &Interpreter) -> Vec<String> {
     };
     let gone = dir.join("moved-away");
     std::fs::rename(&copy, &gone).unwrap();
-    match json_of(&["snapshot", "--core", &image, "--json"]) {
+    match leakspy_json(&["snapshot", "--core", &image, "--json"]) {
         Ok(census) => {
             problems.extend(differences_from_truth(&census, &target.truth).into_iter().map(|p| format!("{what}: {p}")))
         }
@@ -746,7 +720,7 @@ fn an_already_stopped_target_is_dumped_and_stays_stopped() {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(state(target.pid), 'T', "leakspy must not resume a process the user stopped");
     Command::new("kill").args(["-CONT", &pid]).status().unwrap();
-    let census = json_of(&["snapshot", "--core", &image, "--json"]).unwrap();
+    let census = leakspy_json(&["snapshot", "--core", &image, "--json"]).unwrap();
     assert_eq!(differences_from_truth(&census, &target.truth), Vec::<String>::new());
 }
 
@@ -778,10 +752,12 @@ fn an_image_names_the_static_types_of_extension_modules() {
         let target = python.start("image_numpy_target.py", &[]);
         // Arrays are not tracked by the collector: the heap graph (--all) counts them.
         let pid = target.pid.to_string();
-        let censuses = dump_into(&dir, target.pid).and_then(|image| {
+        let paused_types =
+            || leakspy_json(&["snapshot", &pid, "--pause", "--all", "--json"]).map(|c| c["types"].clone());
+        let censuses = capture_settled(paused_types, || dump_into(&dir, target.pid)).and_then(|image| {
             Ok((
-                json_of(&["snapshot", "--core", &image, "--all", "--json"])?,
-                json_of(&["snapshot", &pid, "--pause", "--all", "--json"])?,
+                leakspy_json(&["snapshot", "--core", &image, "--all", "--json"])?,
+                leakspy_json(&["snapshot", &pid, "--pause", "--all", "--json"])?,
             ))
         });
         match censuses {

@@ -247,13 +247,45 @@ pub fn leakspy(args: &[&str]) -> Output {
     Command::new(LEAKSPY).args(args).output().expect("run leakspy")
 }
 
+/// Runs leakspy with `args` (which ask for `--json`) and parses what it printed; a failure as
+/// one line naming the command, its exit code and its stderr.
+pub fn leakspy_json(args: &[&str]) -> Result<Value, String> {
+    let out = leakspy(args);
+    if !out.status.success() {
+        return Err(format!(
+            "leakspy {}: exit {:?}: {}",
+            args.join(" "),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("leakspy {}: bad JSON: {e}", args.join(" ")))
+}
+
 /// Runs `leakspy snapshot PID --json` and parses the census.
 pub fn snapshot_json(pid: i32) -> Result<Value, String> {
-    let out = leakspy(&["snapshot", &pid.to_string(), "--json"]);
-    if !out.status.success() {
-        return Err(format!("exit {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr)));
+    leakspy_json(&["snapshot", &pid.to_string(), "--json"])
+}
+
+/// Runs `capture` (a dump, a gcore) once the target has settled: `probe`, a reading of the live
+/// target without timings, gives the same before and after it. A target's threads may still be
+/// settling into their blocking calls when it says READY (a 3.14 target interned a string
+/// between a dump and the `--pause` snapshot after it); up to five tries, the last capture kept.
+pub fn capture_settled<T>(
+    probe: impl Fn() -> Result<Value, String>,
+    mut capture: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    std::thread::sleep(Duration::from_millis(300));
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let before = probe();
+        let captured = capture()?;
+        if tries == 5 || (before.is_ok() && before == probe()) {
+            return Ok(captured);
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("bad JSON: {e}"))
 }
 
 /// The oldest and the newest interpreter present: the two ends of the layouts we support.

@@ -43,6 +43,16 @@ impl AddressSet {
         true
     }
 
+    /// Whether `addr` was added (unaligned addresses never are).
+    pub fn contains(&self, addr: u64) -> bool {
+        let bit = ((addr & ((1 << CHUNK_SHIFT) - 1)) >> GRANULE_SHIFT) as usize;
+        addr & ((1 << GRANULE_SHIFT) - 1) == 0
+            && self
+                .chunks
+                .get(&(addr >> CHUNK_SHIFT))
+                .is_some_and(|bitmap| bitmap[bit / 64] & (1u64 << (bit % 64)) != 0)
+    }
+
     pub fn len(&self) -> u64 {
         self.len
     }
@@ -66,5 +76,7 @@ mod tests {
         assert!(!set.insert(0x1008));
         assert!(set.insert(0x1010));
         assert!(!set.insert(0x1001), "unaligned addresses are refused");
+        assert!(set.contains(0x7fff_ffff_fff0) && set.contains(0x1010) && set.contains(0x10_0000));
+        assert!(!set.contains(0x1018) && !set.contains(0x1001) && !set.contains(0x20_0000));
     }
 }

@@ -37,6 +37,7 @@ use crate::error::LeakspyError;
 use crate::memory::maps::MemoryMap;
 use crate::memory::{RemoteMemory, u64_at};
 use rustc_hash::{FxHashMap, FxHashSet};
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
@@ -82,7 +83,13 @@ struct NodeBits {
     len: u64,
     /// The id of the first address (the 3.11+ frames come before).
     first_id: u32,
+    /// The chunk and word of the last id turned into an address: the search takes ids in
+    /// about the order of their addresses, so the next one is most often a few words on.
+    last_found: Cell<(usize, usize)>,
 }
+
+/// Words `addr_of` steps forward from the last one found before it searches instead.
+const WORDS_STEPPED: usize = 16;
 
 fn locate(addr: u64) -> (u64, usize, u64) {
     let bit = ((addr & ((1 << CHUNK_SHIFT) - 1)) >> GRANULE_SHIFT) as usize;
@@ -172,10 +179,33 @@ impl NodeBits {
 
     fn addr_of(&self, id: u32) -> Option<u64> {
         let rank = id.checked_sub(self.first_id)?;
-        let k = self.chunks.partition_point(|c| c.base <= rank).checked_sub(1)?;
+        let (last_chunk, last_word) = self.last_found.get();
+        let in_chunk = |k: usize| {
+            self.chunks.get(k).is_some_and(|c| c.base <= rank)
+                && self.chunks.get(k + 1).is_none_or(|next| next.base > rank)
+        };
+        let k = match in_chunk(last_chunk) {
+            true => last_chunk,
+            false => self.chunks.partition_point(|c| c.base <= rank).checked_sub(1)?,
+        };
         let c = &self.chunks[k];
         let within = rank - c.base;
-        let word = c.prefix.partition_point(|&p| p <= within).checked_sub(1)?;
+        // The last word whose count of nodes before it is at most `within`.
+        let mut word = if k == last_chunk && c.prefix.get(last_word).is_some_and(|&p| p <= within) {
+            last_word
+        } else {
+            c.prefix.partition_point(|&p| p <= within).checked_sub(1)?
+        };
+        let mut stepped = 0;
+        while c.prefix.get(word + 1).is_some_and(|&p| p <= within) {
+            stepped += 1;
+            if stepped > WORDS_STEPPED {
+                word += c.prefix[word..].partition_point(|&p| p <= within) - 1;
+                break;
+            }
+            word += 1;
+        }
+        self.last_found.set((k, word));
         let mut bits = *c.nodes.get(word)?;
         // Past the last node (an id out of range) the skip is more than a word holds.
         let skip = within - c.prefix[word];
@@ -275,15 +305,42 @@ struct Targets {
     /// Sum of sys.getsizeof over the instances of the type.
     size_bytes: u64,
     frame_refs: u64,
+    /// Every target's address, as bits: nearly all references are to other objects, and one
+    /// bitmap word turns each of those away where the binary search and the hash probe cost
+    /// several cache misses.
+    marked: AddressSet,
 }
 
 impl Targets {
+    /// The tracked instances of the type, sorted.
+    fn set_tracked(&mut self, sorted: Vec<u64>) {
+        for &addr in &sorted {
+            self.marked.insert(addr);
+        }
+        self.sorted_in = vec![0; sorted.len()];
+        self.sorted = sorted;
+    }
+
+    /// An untracked instance, or an object asked for by address, with its refcount.
+    fn insert_other(&mut self, addr: u64, refcount: u32) {
+        self.marked.insert(addr);
+        self.other.insert(addr, refcount);
+    }
+
+    /// False when `addr` is certainly no target (an unaligned one is looked up).
+    fn may_be(&self, addr: u64) -> bool {
+        addr & 7 != 0 || self.marked.contains(addr)
+    }
+
     fn contains(&self, addr: u64) -> bool {
-        self.sorted.binary_search(&addr).is_ok() || self.other.contains_key(&addr)
+        self.may_be(addr) && (self.sorted.binary_search(&addr).is_ok() || self.other.contains_key(&addr))
     }
 
     /// Counts a reference to `addr`; false if it is no target.
     fn count_in(&mut self, addr: u64) -> bool {
+        if !self.may_be(addr) {
+            return false;
+        }
         match self.sorted.binary_search(&addr) {
             Ok(k) => self.sorted_in.get_mut(k).map(|n| *n = n.saturating_add(1)).is_some(),
             Err(_) => self.other.get_mut(&addr).map(|left| *left = left.saturating_sub(1)).is_some(),
@@ -302,7 +359,7 @@ impl Targets {
     }
 
     fn heap_bytes(&self) -> u64 {
-        vec_bytes(&self.sorted) + vec_bytes(&self.sorted_in) + map_bytes(&self.other)
+        vec_bytes(&self.sorted) + vec_bytes(&self.sorted_in) + map_bytes(&self.other) + self.marked.heap_bytes()
     }
 }
 
@@ -481,9 +538,11 @@ impl Discovery<'_> {
         }
         let rc = mortal_refcount(self.layout, word);
         if self.is_target_type(&t) {
-            self.targets.other.insert(addr, rc);
+            self.targets.insert_other(addr, rc);
             self.targets.size_bytes += size_of_object(mem, self.layout, addr, &t);
-        } else if let Some(left) = self.targets.other.get_mut(&addr) {
+        } else if self.targets.may_be(addr)
+            && let Some(left) = self.targets.other.get_mut(&addr)
+        {
             // Asked for by address.
             *left = rc;
         }
@@ -575,24 +634,23 @@ impl<'p> Reach<'p> {
             found.sort_unstable();
             found.dedup();
             match query {
-                Query::Type(_) => {
-                    targets.sorted_in = vec![0; found.len()];
-                    targets.sorted = found;
-                }
+                Query::Type(_) => targets.set_tracked(found),
                 // Tracked objects asked for by address: their refcount now, counted down.
                 Query::Addresses(_) => {
                     for addr in found {
                         let rc = mem
                             .read_u64(addr + layout.object.ob_refcnt as u64)
                             .map_or(0, |w| mortal_refcount(layout, w));
-                        targets.other.insert(addr, rc);
+                        targets.insert_other(addr, rc);
                     }
                 }
             }
         }
         if let Query::Addresses(addrs) = query {
             for &a in *addrs {
-                targets.other.entry(a).or_insert(0);
+                if !targets.other.contains_key(&a) {
+                    targets.insert_other(a, 0);
+                }
             }
         }
         tracked.sort_unstable();
@@ -699,7 +757,7 @@ impl<'p> Reach<'p> {
                 if t.storage == Storage::Opaque {
                     d.opaque.push((addr, t.basicsize));
                 }
-                if d.is_target_type(&t) || d.targets.other.contains_key(&addr) {
+                if d.is_target_type(&t) || (d.targets.may_be(addr) && d.targets.other.contains_key(&addr)) {
                     d.targets.size_bytes += size_of_object(mem, layout, addr, &t);
                 }
             }
@@ -1442,5 +1500,39 @@ mod tests {
         assert_eq!(bits.addr_of(3 + sorted.len() as u32), None);
         assert_eq!(bits.addr_of(u32::MAX), None);
         assert!(bits.is_container(0x7f00_0010_0000) && !bits.is_container(0x1000));
+    }
+
+    /// `addr_of` starts from the last address it found: ids asked for in address order, in
+    /// reverse, in long jumps and at random give the same addresses as a fresh search.
+    #[test]
+    fn addresses_of_ids_in_any_order() {
+        let mut bits = NodeBits::default();
+        // Dense runs, sparse ones and empty words, over three chunks.
+        let addrs: Vec<u64> = (0..3u64)
+            .flat_map(|chunk| {
+                let kept = |k: &u64| (k % 7 < 3 && !(5000..8000).contains(k)) || k % 1000 == 999;
+                (0..20_000u64).filter(kept).map(move |k| (chunk << 30) + 0x10_0000 + k * 24)
+            })
+            .collect();
+        for &a in &addrs {
+            assert!(bits.insert(a, false));
+        }
+        bits.freeze(2);
+        let n = addrs.len() as u32;
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let random = (0..5000).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % u64::from(n)) as u32
+        });
+        let orders: Vec<Vec<u32>> =
+            vec![(0..n).collect(), (0..n).rev().collect(), (0..n).step_by(997).collect(), random.collect()];
+        for order in orders {
+            for k in order {
+                assert_eq!(bits.addr_of(2 + k), Some(addrs[k as usize]), "id {}", 2 + k);
+            }
+        }
+        assert_eq!(bits.addr_of(2 + n), None);
     }
 }

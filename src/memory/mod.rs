@@ -39,6 +39,8 @@ const CHECK_POPULATED_ABOVE: u64 = 1 << 20;
 /// No single object claims more than this (16 GiB): a list of two billion items.
 const MAX_CLAIMED_BYTES: u64 = 1 << 34;
 const CLAIMED_PIECE: usize = 1 << 20;
+/// Word arrays up to this long are read into a buffer on the stack.
+const SMALL_WORDS: usize = 64;
 
 impl ReadError {
     /// True if the target's data could not be trusted at this moment (a stale or corrupt
@@ -141,9 +143,14 @@ pub trait RemoteMemory {
                 what: "an array the target wrote (its length is torn or crafted)",
             });
         }
+        if len <= CLAIMED_PIECE as u64 {
+            let mut out = vec![0u8; len as usize];
+            self.read(addr, &mut out)?;
+            return Ok(out);
+        }
         // Grown piece by piece as reads succeed: where the source cannot tell which pages are
         // populated, a false length costs one piece, not an allocation of the claimed size.
-        let mut out = Vec::with_capacity((len as usize).min(CLAIMED_PIECE));
+        let mut out = Vec::with_capacity(CLAIMED_PIECE);
         let mut piece = vec![0u8; (len as usize).min(CLAIMED_PIECE)];
         while (out.len() as u64) < len {
             let n = ((len - out.len() as u64) as usize).min(CLAIMED_PIECE);
@@ -156,7 +163,16 @@ pub trait RemoteMemory {
     /// `count` consecutive 64-bit words (pointers of an item array, a frame's slots), `count`
     /// as the target claims it (see `read_claimed`).
     fn read_words(&mut self, addr: u64, count: usize) -> Result<Vec<u64>, ReadError> {
-        let raw = self.read_claimed(addr, (count as u64).saturating_mul(8))?;
+        // Most arrays are a few words (a tuple, a small dict's entries, a block of a list's
+        // items): read on the stack, so that the words are the only allocation.
+        let mut small = [0u8; SMALL_WORDS * 8];
+        let raw = match small.get_mut(..count.saturating_mul(8)) {
+            Some(bytes) => {
+                self.read(addr, bytes)?;
+                &*bytes
+            }
+            None => &self.read_claimed(addr, (count as u64).saturating_mul(8))?,
+        };
         Ok(raw.chunks_exact(8).map(|w| u64_at(w, 0)).collect())
     }
 

@@ -332,6 +332,20 @@ impl Targets {
         addr & 7 != 0 || self.marked.contains(addr)
     }
 
+    /// What is left of the refcount of `addr`, when it is an untracked instance or an object
+    /// asked for by address.
+    fn other_mut(&mut self, addr: u64) -> Option<&mut u32> {
+        if !self.may_be(addr) {
+            return None;
+        }
+        self.other.get_mut(&addr)
+    }
+
+    /// Whether `addr` is an untracked instance or an object asked for by address.
+    fn is_other(&self, addr: u64) -> bool {
+        self.may_be(addr) && self.other.contains_key(&addr)
+    }
+
     fn contains(&self, addr: u64) -> bool {
         self.may_be(addr) && (self.sorted.binary_search(&addr).is_ok() || self.other.contains_key(&addr))
     }
@@ -343,7 +357,7 @@ impl Targets {
         }
         match self.sorted.binary_search(&addr) {
             Ok(k) => self.sorted_in.get_mut(k).map(|n| *n = n.saturating_add(1)).is_some(),
-            Err(_) => self.other.get_mut(&addr).map(|left| *left = left.saturating_sub(1)).is_some(),
+            Err(_) => self.other_mut(addr).map(|left| *left = left.saturating_sub(1)).is_some(),
         }
     }
 
@@ -540,9 +554,7 @@ impl Discovery<'_> {
         if self.is_target_type(&t) {
             self.targets.insert_other(addr, rc);
             self.targets.size_bytes += size_of_object(mem, self.layout, addr, &t);
-        } else if self.targets.may_be(addr)
-            && let Some(left) = self.targets.other.get_mut(&addr)
-        {
+        } else if let Some(left) = self.targets.other_mut(addr) {
             // Asked for by address.
             *left = rc;
         }
@@ -757,7 +769,7 @@ impl<'p> Reach<'p> {
                 if t.storage == Storage::Opaque {
                     d.opaque.push((addr, t.basicsize));
                 }
-                if d.is_target_type(&t) || (d.targets.may_be(addr) && d.targets.other.contains_key(&addr)) {
+                if d.is_target_type(&t) || d.targets.is_other(addr) {
                     d.targets.size_bytes += size_of_object(mem, layout, addr, &t);
                 }
             }
@@ -786,7 +798,7 @@ impl<'p> Reach<'p> {
             mut decode,
             untracked,
             truncated,
-            mut targets,
+            targets,
             mut opaque,
             rejected,
             pending,
@@ -842,8 +854,8 @@ impl<'p> Reach<'p> {
                 sum
             }
         };
-        targets.sorted = Vec::new();
-        targets.sorted_in = Vec::new();
+        let frame_refs = targets.frame_refs;
+        drop(targets);
         drop(instance_addrs);
         opaque.sort_unstable();
         let found = Found {
@@ -863,7 +875,7 @@ impl<'p> Reach<'p> {
             sampled,
             top: top_ids,
             size_bytes,
-            frame_refs: targets.frame_refs,
+            frame_refs,
             external_refs,
             externally_held,
             external_of,

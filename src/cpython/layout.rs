@@ -165,6 +165,17 @@ pub struct GcLayout {
     pub stats: Option<GcStatsLayout>,
 }
 
+impl GcLayout {
+    /// The heads of the GC lists of the GC state at `state`, with their generation's name:
+    /// each generation's, then the permanent one (3.7+).
+    pub fn list_heads(&self, state: u64) -> impl Iterator<Item = (String, u64)> + '_ {
+        let head = move |at: usize| state + (at + self.generation_head) as u64;
+        (0..self.generation_count)
+            .map(move |i| (i.to_string(), head(self.generations + i * self.generation_size)))
+            .chain(self.permanent_generation.map(|off| ("permanent".to_string(), head(off))))
+    }
+}
+
 /// Per-generation collection statistics (gc.get_stats()): where the entry of each generation
 /// is, and the counters' offsets in an entry.
 #[derive(Debug, Clone)]

@@ -413,14 +413,15 @@ impl PythonProcess {
         Ok((found, None))
     }
 
-    /// A cheap check that `addr` holds an interpreter state: its GC list heads link back
-    /// (3.9+, where the GC state is inside the interpreter), else its first thread points back
-    /// at it. Freed or half-built memory passes neither.
+    /// A cheap check that `addr` holds an interpreter state: one of its GC list heads links
+    /// back (3.9+, where the GC state is inside the interpreter), else its first thread points
+    /// back at it. Freed or half-built memory passes neither. Any list will do: a busy target
+    /// relinks the youngest generation's head with every allocation and collection, and a
+    /// read of it alone failed five times running under churn; the older ones rarely move.
     fn looks_like_interpreter(&self, mem: &mut dyn RemoteMemory, addr: u64) -> Result<bool, ReadError> {
         let l = &self.layout;
         if let GcLocation::Interpreter(off) = l.gc.location {
-            let head = addr + (off + l.gc.generations + l.gc.generation_head) as u64;
-            return Ok(self.links_back(mem, head));
+            return Ok(l.gc.list_heads(addr + off as u64).any(|(_, head)| self.links_back(mem, head)));
         }
         let first = mem.read_u64(addr + l.interp.threads_head as u64)?;
         Ok(first == 0 || mem.read_u64(first + l.interp.tstate_interp as u64)? == addr)
@@ -506,20 +507,8 @@ impl PythonProcess {
         };
         let mut states = Vec::new();
         for (interpreter_id, state) in bases {
-            let mut lists: Vec<GcList> = (0..gc.generation_count)
-                .map(|i| GcList {
-                    generation: i.to_string(),
-                    interpreter_id,
-                    head: state + (gc.generations + i * gc.generation_size + gc.generation_head) as u64,
-                })
-                .collect();
-            if let Some(off) = gc.permanent_generation {
-                lists.push(GcList {
-                    generation: "permanent".into(),
-                    interpreter_id,
-                    head: state + (off + gc.generation_head) as u64,
-                });
-            }
+            let lists: Vec<GcList> =
+                gc.list_heads(state).map(|(generation, head)| GcList { generation, interpreter_id, head }).collect();
             let collecting_flag = gc.collecting.map(|off| state + off as u64).or(collecting_global);
             let collecting = match collecting_flag {
                 Some(addr) => mem.read_u32(addr).map_err(|e| read_error(self.pid, e))? != 0,

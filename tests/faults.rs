@@ -179,6 +179,23 @@ fn a_torn_interpreter_read_is_made_again() {
     }
 }
 
+/// A busy target relinks its youngest generation's list head with every allocation and
+/// collection: read wrong in every read, the interpreter is still listed (its older lists
+/// link back), where it once made a dump refuse the target as a layout mismatch.
+#[test]
+fn a_young_list_head_torn_in_every_read_still_lists_the_interpreter() {
+    for interp in supported_interpreters() {
+        let s = Setup::new(&interp);
+        let mut live = LiveProcess::new(s.target.pid);
+        let states = s.process.gc_states(&mut live, std::slice::from_ref(&s.interp)).unwrap();
+        let young = states[0].lists[0].head;
+        let mut mem = s.faulty(vec![Fault::lasting(young..young + 16, GARBAGE)]);
+        let listed = s.process.interpreters(&mut mem).unwrap_or_else(|e| panic!("{}: {e}", interp.label));
+        assert_eq!(listed.interpreters[0].addr, s.interp.addr, "{}", interp.label);
+        assert_eq!(listed.skipped, 0, "{}", interp.label);
+    }
+}
+
 #[test]
 fn a_layout_that_differs_in_every_read_is_still_refused() {
     for interp in supported_interpreters() {

@@ -16,7 +16,7 @@ use super::memory_use::map_bytes;
 use super::referents::{Decoder, Referent, Strength, referents, type_info};
 pub use super::referents::{Kind, Storage, TypeInfo};
 use super::walk::{WalkLimits, Walker};
-use crate::cpython::frames::{SlotKind, StackFrame, thread_stacks};
+use crate::cpython::frames::{StackFrame, thread_stacks};
 use crate::cpython::layout::{Layout, ObjectLayout};
 use crate::cpython::objects::{read_str, type_name};
 use crate::cpython::process::{PythonProcess, read_error};
@@ -679,15 +679,7 @@ pub fn build_scoped(
         let t = Rc::clone(&b.graph.types[b.graph.type_id(i as u32)]);
         let in_scope = !b.graph.is_tracked(i as u32) || scope(i as u32, &t);
         if t.kind == Kind::StackFrame {
-            let frame = &frames[b.graph.addrs[i] as usize];
-            for slot in &frame.slots {
-                let label = match slot.kind {
-                    SlotKind::Local => Label::Local(b.name_id(slot.name)),
-                    SlotKind::Stack => Label::Stack,
-                    SlotKind::FLocals => Label::Named(b.field_id("f_locals")),
-                };
-                refs.push(Referent::strong(slot.value, label, slot.owned));
-            }
+            b.frame_referents(&frames[b.graph.addrs[i] as usize], &mut refs);
         } else if in_scope && matches!(t.kind, Kind::List | Kind::Tuple) {
             let addr = b.graph.addrs[i];
             sequence = sequence_items(mem, layout, &mut b, addr, t.kind);
@@ -1067,14 +1059,7 @@ impl Paths {
         let info = graph.type_info(from);
         if info.kind == Kind::StackFrame {
             if let Some(frame) = graph.frames.get(graph.addrs[from as usize] as usize) {
-                for slot in &frame.slots {
-                    let label = match slot.kind {
-                        SlotKind::Local => Label::Local(decoder.name_id(slot.name)),
-                        SlotKind::Stack => Label::Stack,
-                        SlotKind::FLocals => Label::Named(decoder.field_id("f_locals")),
-                    };
-                    refs.push(Referent::strong(slot.value, label, slot.owned));
-                }
+                decoder.frame_referents(frame, &mut refs);
             }
         } else if matches!(info.kind, Kind::List | Kind::Tuple) {
             // Items are all exact: the first one at each address, read a slice at a time and

@@ -28,7 +28,7 @@ use super::graph::{Kind, Label, MAX_ITEMS, Path, Root, Step, Storage, TypeInfo, 
 use super::memory_use::{Peak, map_bytes, vec_bytes};
 use super::referents::{Decoder, Referent, Strength, opaque_holders, referents, type_info};
 use super::walk::{WalkLimits, Walker};
-use crate::cpython::frames::{SlotKind, StackFrame, thread_stacks};
+use crate::cpython::frames::{StackFrame, thread_stacks};
 use crate::cpython::layout::Layout;
 use crate::cpython::objects::{read_str, type_name};
 use crate::cpython::process::{PythonProcess, read_error};
@@ -1375,18 +1375,6 @@ impl<'p> Reach<'p> {
     }
 }
 
-/// A 3.11+ frame's references: its locals, value stack and `f_locals`.
-fn frame_referents(frame: &StackFrame, decode: &mut Decode, f_locals: u32, out: &mut Vec<Referent>) {
-    for slot in &frame.slots {
-        let label = match slot.kind {
-            SlotKind::Local => Label::Local(decode.name_id(slot.name)),
-            SlotKind::Stack => Label::Stack,
-            SlotKind::FLocals => Label::Named(f_locals),
-        };
-        out.push(Referent::strong(slot.value, label, slot.owned));
-    }
-}
-
 /// 3.12+: the static builtin types' `__dict__` and `__subclasses__`, as the graph's build
 /// finds them.
 fn static_type_roots(
@@ -1458,8 +1446,7 @@ impl Cursor {
     /// The frame's references (3.11+ frames are not objects).
     fn of_frame(frame: &StackFrame, decode: &mut Decode, refs: &mut Vec<Referent>) -> Cursor {
         refs.clear();
-        let f_locals = decode.fields.id("f_locals");
-        frame_referents(frame, decode, f_locals, refs);
+        decode.frame_referents(frame, refs);
         Cursor::Decoded { given: false }
     }
 

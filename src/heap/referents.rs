@@ -20,7 +20,7 @@
 
 use super::graph::{Label, MAX_ITEMS};
 use super::pools::allocation_extent;
-use crate::cpython::frames::{SlotKind, generator_frame_slots, object_frame_slots};
+use crate::cpython::frames::{SlotKind, StackFrame, generator_frame_slots, object_frame_slots};
 use crate::cpython::layout::{FrameLayout, InstanceAttributes, Layout, ManagedValues, field_name};
 use crate::cpython::objects::{base_chain, dict_entries, keys_entries, split_values, type_name};
 use crate::cpython::sizes::{SizeRule, size_rule};
@@ -265,6 +265,18 @@ pub(super) trait Decoder {
     fn name_id(&mut self, addr: u64) -> u32;
     /// The id of a field's name.
     fn field_id(&mut self, name: &str) -> u32;
+
+    /// A 3.11+ frame's references, into `out`: its locals, value stack and `f_locals`.
+    fn frame_referents(&mut self, frame: &StackFrame, out: &mut Vec<Referent>) {
+        for slot in &frame.slots {
+            let label = match slot.kind {
+                SlotKind::Local => Label::Local(self.name_id(slot.name)),
+                SlotKind::Stack => Label::Stack,
+                SlotKind::FLocals => Label::Named(self.field_id("f_locals")),
+            };
+            out.push(Referent::strong(slot.value, label, slot.owned));
+        }
+    }
 }
 
 /// Whether a reference keeps its referent alive.

@@ -473,6 +473,82 @@ pub fn allocation_extent(mem: &mut dyn RemoteMemory, layout: &Layout, addr: u64)
     (size >= 32 && size.is_multiple_of(16) && size <= MAX_CHUNK).then_some(size - 8)
 }
 
+/// Where, in pymalloc's pools, an object can start, for an address that only a word found in
+/// memory says is an object (a conservative scan's, or a stale or torn reference's): objects
+/// start at a block (or a GC header, or a pre-header and a GC header, into one), in the part
+/// of the pool handed out so far, and a block whose first word links to another of its pool is
+/// on the free list. Without this, a pointer into the middle of a block reads the bytes there
+/// as an object: a heap type's `tp_name` points at its name's characters, and whatever
+/// follows them in the next block (a list's item array starting with a type) made a
+/// `time.struct_time` of 80 MB; a freed str, its refcount now the free list's link, counted
+/// with that link's low half as its refcount. Addresses outside pools (malloc's, static
+/// objects) pass: nothing here tells their starts.
+pub struct ObjectStarts {
+    scanners: Vec<Scanner>,
+    /// Offsets in a block where an object may start.
+    offsets: Vec<u64>,
+    /// Per pool read: its block size and the end of its carved blocks, or None (not a pool in
+    /// use, or unreadable).
+    pools: FxHashMap<u64, Option<(u64, u64)>>,
+    /// The pool of the address asked about last: addresses come in runs in one pool.
+    last: Option<(u64, Option<(u64, u64)>)>,
+}
+
+/// A pool's header is 48 bytes on 64-bit builds.
+const MAX_POOL_HEADER: usize = 64;
+
+impl ObjectStarts {
+    pub fn new(layout: &Layout) -> ObjectStarts {
+        let Some(p) = &layout.pools else {
+            return ObjectStarts { scanners: Vec::new(), offsets: Vec::new(), pools: FxHashMap::default(), last: None };
+        };
+        // 3.6 and 3.7 builds differ in their blocks' alignment (see `allocation_extent`).
+        let mut scanners = vec![Scanner::new(layout, p)];
+        if p.alignment != 16 {
+            scanners.push(Scanner::new(layout, &PoolLayout { alignment: 16, ..p.clone() }));
+        }
+        let mut offsets = vec![0];
+        offsets.extend(scanners[0].gc_starts.iter().map(|&skip| skip + scanners[0].gc_head_size as u64));
+        ObjectStarts { scanners, offsets, pools: FxHashMap::default(), last: None }
+    }
+
+    /// Whether an object may start at `addr`, whose first word (at the block's start when it
+    /// is the object's) is `first_word`.
+    pub fn allows(&mut self, mem: &mut dyn RemoteMemory, addr: u64, first_word: u64) -> bool {
+        let Some(scanner) = self.scanners.first() else { return true };
+        let (pool_size, header_size) = (scanner.pool_size, scanner.header_size);
+        let pool = addr & !(pool_size - 1);
+        let used = match self.last {
+            Some((last, used)) if last == pool => used,
+            _ => {
+                let scanners = &self.scanners;
+                let used = *self.pools.entry(pool).or_insert_with(|| {
+                    let mut header = [0u8; MAX_POOL_HEADER];
+                    let header = header.get_mut(..header_size as usize)?;
+                    mem.read(pool, header).ok()?;
+                    scanners.iter().find_map(|s| {
+                        let size = s.used_pool(header, pool)?;
+                        Some((size, u64::from(u32_at(header, s.nextoffset)).min(pool_size)))
+                    })
+                });
+                self.last = Some((pool, used));
+                used
+            }
+        };
+        let Some((block_size, carved)) = used else { return true };
+        let Some(offset) = (addr - pool).checked_sub(header_size) else { return false };
+        let within = offset % block_size;
+        let block = pool + header_size + offset - within;
+        let free_link = first_word == 0 || (pool + header_size..pool + pool_size).contains(&first_word);
+        block - pool < carved && self.offsets.contains(&within) && !(within == 0 && free_link)
+    }
+
+    /// Bytes held by the pools looked at.
+    pub fn heap_bytes(&self) -> u64 {
+        (self.pools.capacity() * 32) as u64
+    }
+}
+
 /// What the scan needs to know of this interpreter's layout, precomputed.
 struct Scanner {
     pool_size: u64,
@@ -680,5 +756,35 @@ mod tests {
         assert_eq!(index.successor(entry(3)), Some(None));
         assert_eq!(index.header(entry(1)), index.get(block(1)));
         assert_eq!(index.successor(99), None, "not an entry");
+    }
+
+    #[test]
+    fn objects_start_only_at_blocks_in_use_of_a_pool() {
+        for layout in [candidate_layouts(14, 0).unwrap().remove(0), candidate_layouts(7, 0).unwrap().remove(0)] {
+            let p = layout.pools.clone().unwrap();
+            let gc = layout.gc_head.size as u64;
+            let mut image = vec![0u8; 2 * p.pool_size as usize];
+            // Pool 1: 48-byte blocks, four carved, block 2 freed (the end of the free list)
+            // and block 1 freed before it (its link leads to block 2).
+            let pool = BASE + p.pool_size;
+            let size = 48u64;
+            put32(&mut image, pool + p.szidx as u64, (size / p.alignment - 1) as u32);
+            put32(&mut image, pool + p.maxnextoffset as u64, (p.pool_size - size) as u32);
+            put32(&mut image, pool + p.nextoffset as u64, (p.header_size + 4 * size) as u32);
+            put32(&mut image, pool + p.count as u64, 2);
+            let block = |k: u64| pool + p.header_size + k * size;
+            put(&mut image, pool + p.freeblock as u64, block(1));
+            put(&mut image, block(1), block(2));
+            let mut mem = Image(image);
+            let mut starts = ObjectStarts::new(&layout);
+            let mut allows = |addr: u64, first_word: u64| starts.allows(&mut mem, addr, first_word);
+            assert!(allows(block(0), 1), "a block's start, a refcount first");
+            assert!(allows(block(3) + gc, block(0)), "a GC object after its header");
+            assert!(!allows(block(0) + 40, 1), "inside a block: a str's characters");
+            assert!(!allows(block(1), block(2)), "on the free list: its first word a link");
+            assert!(!allows(block(4), 1), "not carved yet");
+            assert!(!allows(pool + 8, 1), "the pool's header");
+            assert!(allows(BASE + 64, 1), "not a pool: nothing known");
+        }
     }
 }

@@ -26,6 +26,7 @@ use super::census::refcount;
 use super::explain::{Explanation, GraphSummary, NodeFacts, OpaqueHolder, PathGroup, Retainer, WhyReport, group_paths};
 use super::graph::{Kind, Label, MAX_ITEMS, Path, Root, Step, Storage, TypeInfo, describe_root, render};
 use super::memory_use::{Peak, map_bytes, vec_bytes};
+use super::pools::ObjectStarts;
 use super::referents::{Decoder, Referent, Strength, opaque_holders, referents, type_info};
 use super::walk::{WalkLimits, Walker};
 use crate::cpython::frames::{StackFrame, thread_stacks};
@@ -458,6 +459,7 @@ struct Discovery<'a> {
     maps: &'a MemoryMap,
     bits: NodeBits,
     rejected: AddressSet,
+    starts: ObjectStarts,
     /// Types of the tracked objects and of objects accepted since: an untracked candidate's
     /// type must be one of them, or an instance of a metatype (as in the graph's build).
     accepted: FxHashSet<u64>,
@@ -538,6 +540,9 @@ impl Discovery<'_> {
                 return false;
             }
             self.accepted.insert(ob_type);
+        }
+        if !self.starts.allows(mem, addr, word) {
+            return false;
         }
         let t = self.type_of(mem, ob_type);
         let container = t.kind != Kind::Leaf;
@@ -677,6 +682,7 @@ impl<'p> Reach<'p> {
             maps: &maps,
             bits: NodeBits::default(),
             rejected: AddressSet::default(),
+            starts: ObjectStarts::new(layout),
             accepted,
             types: FxHashMap::default(),
             decode: Decode {
@@ -787,6 +793,7 @@ impl<'p> Reach<'p> {
             + vec_bytes(&tracked)
             + d.bits.heap_bytes()
             + d.rejected.heap_bytes()
+            + d.starts.heap_bytes()
             + d.targets.heap_bytes()
             + vec_bytes(&weak_from)
             + vec_bytes(&d.opaque)
@@ -801,10 +808,12 @@ impl<'p> Reach<'p> {
             targets,
             mut opaque,
             rejected,
+            starts,
             pending,
             ..
         } = d;
         drop(rejected);
+        drop(starts);
         drop(pending);
         bits.freeze(stack_frames as u32);
 

@@ -215,6 +215,32 @@ def sized_objects():
 SIZED = sized_objects()
 
 
+class Neighbour(object):
+    pass
+
+
+def named_beside_a_type(classes):
+    """Classes whose names' characters fill a pymalloc block, each name followed (nearly
+    always) by the item array of a list whose first item is the Neighbour type, the next
+    block of the same size. A class's tp_name points at its name's characters: a reader that
+    takes the word found there for an object reads a Neighbour (the characters its refcount,
+    which 3.14 reads from the low half alone, where they look plausible). Neighbour has no
+    instance but these phantoms, so `snapshot --all` must count none."""
+    header = sys.getsizeof("") - 1
+    alignment = 16 if sys.version_info >= (3, 8) else 8
+    block = (header + 8 + alignment - 1) // alignment * alignment
+    digits = block - header - 2  # the name's length fills the block with its NUL
+    held = []
+    for i in range(classes):
+        name = ("N%0" + str(digits) + "d") % i
+        items = [Neighbour] * (block // 8)
+        held.append((type(name, (object,), {}), items))
+    return held
+
+
+NEIGHBOURS = named_beside_a_type(300)
+
+
 def type_label(t):
     module = getattr(t, "__module__", "builtins")
     qualname = getattr(t, "__qualname__", t.__name__)

@@ -189,7 +189,8 @@ fn snapshot_all_counts_untracked_objects_on_every_interpreter() {
         // Neighbour: words inside other objects that read as one).
         for (name, row) in &ours {
             if exact(name) && !target.truth["census"].as_object().is_some_and(|c| c.contains_key(*name)) {
-                failures.push(format!("{} {name}: leakspy counts {} the target does not have", interp.label, row["count"]));
+                failures
+                    .push(format!("{} {name}: leakspy counts {} the target does not have", interp.label, row["count"]));
             }
         }
         for marker in ["float", "bytes", "int", "str"] {

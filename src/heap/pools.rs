@@ -707,6 +707,26 @@ mod tests {
         image[at..at + 4].copy_from_slice(&word.to_le_bytes());
     }
 
+    /// The header of a pool in use at `pool`: blocks of `size`, `carved` of them handed out
+    /// so far, `count` in use, the free list starting at `free`. Returns its blocks' address.
+    fn put_pool(
+        image: &mut [u8],
+        p: &PoolLayout,
+        pool: u64,
+        size: u64,
+        carved: u64,
+        count: u32,
+        free: u64,
+    ) -> impl Fn(u64) -> u64 + use<> {
+        put32(image, pool + p.szidx as u64, (size / p.alignment - 1) as u32);
+        put32(image, pool + p.maxnextoffset as u64, (p.pool_size - size) as u32);
+        put32(image, pool + p.nextoffset as u64, (p.header_size + carved * size) as u32);
+        put32(image, pool + p.count as u64, count);
+        put(image, pool + p.freeblock as u64, free);
+        let first = pool + p.header_size;
+        move |k| first + k * size
+    }
+
     #[test]
     fn pools_are_found_and_their_gc_blocks_indexed_free_ones_not() {
         let layout = candidate_layouts(11, 7).unwrap().remove(0);
@@ -715,12 +735,7 @@ mod tests {
         // Pool 1 (the second pool-size run): 64-byte blocks, five handed out, block 2 freed.
         let pool = BASE + p.pool_size;
         let size = 64u64;
-        put32(&mut image, pool + p.szidx as u64, (size / p.alignment - 1) as u32);
-        put32(&mut image, pool + p.maxnextoffset as u64, (p.pool_size - size) as u32);
-        put32(&mut image, pool + p.nextoffset as u64, (p.header_size + 5 * size) as u32);
-        put32(&mut image, pool + p.count as u64, 4);
-        let block = |k: u64| pool + p.header_size + k * size;
-        put(&mut image, pool + p.freeblock as u64, block(2));
+        let block = put_pool(&mut image, &p, pool, size, 5, 4, pool + p.header_size + 2 * size);
         let ty = 0x5555_0000_1000;
         for k in 0..5 {
             // A GC head linked to the next block, then refcount and type.
@@ -768,12 +783,7 @@ mod tests {
             // and block 1 freed before it (its link leads to block 2).
             let pool = BASE + p.pool_size;
             let size = 48u64;
-            put32(&mut image, pool + p.szidx as u64, (size / p.alignment - 1) as u32);
-            put32(&mut image, pool + p.maxnextoffset as u64, (p.pool_size - size) as u32);
-            put32(&mut image, pool + p.nextoffset as u64, (p.header_size + 4 * size) as u32);
-            put32(&mut image, pool + p.count as u64, 2);
-            let block = |k: u64| pool + p.header_size + k * size;
-            put(&mut image, pool + p.freeblock as u64, block(1));
+            let block = put_pool(&mut image, &p, pool, size, 4, 2, pool + p.header_size + size);
             put(&mut image, block(1), block(2));
             let mut mem = Image(image);
             let mut starts = ObjectStarts::new(&layout);

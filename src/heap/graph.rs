@@ -476,7 +476,7 @@ impl Builder<'_> {
         let o = &self.layout.object;
         mem.read(addr, &mut header).ok()?;
         let word = u64_at(&header, o.ob_refcnt);
-        if !matches!(refcount(o, word), Some(1..MAX_PLAUSIBLE_REFCOUNT) | None) {
+        if !plausible_refcount(o, word) {
             return None;
         }
         let rc = mortal_refcount(o, word);
@@ -548,8 +548,13 @@ fn grow_by_quarter<T>(v: &mut Vec<T>) {
 
 /// The refcount of a mortal object; 0 for immortal and static ones, whose references are
 /// never "external" in any useful sense.
-fn mortal_refcount(layout: &ObjectLayout, word: u64) -> u32 {
+pub(super) fn mortal_refcount(layout: &ObjectLayout, word: u64) -> u32 {
     refcount(layout, word).filter(|&n| n < STATIC_REFCOUNT).unwrap_or(0) as u32
+}
+
+/// Whether `word` may be a live object's refcount (immortal, or a count neither 0 nor huge).
+pub(super) fn plausible_refcount(layout: &ObjectLayout, word: u64) -> bool {
+    matches!(refcount(layout, word), Some(1..MAX_PLAUSIBLE_REFCOUNT) | None)
 }
 
 /// Reads the whole graph: walks the GC lists, reads every thread's frames, then every node's

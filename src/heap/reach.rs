@@ -22,9 +22,11 @@
 //! references rather than an error.
 
 use super::address_set::AddressSet;
-use super::census::refcount;
 use super::explain::{Explanation, GraphSummary, NodeFacts, OpaqueHolder, PathGroup, Retainer, WhyReport, group_paths};
-use super::graph::{Kind, Label, MAX_ITEMS, Path, Root, Step, Storage, TypeInfo, describe_root, render};
+use super::graph::{
+    Kind, Label, MAX_ITEMS, Path, Root, Step, Storage, TypeInfo, describe_root, mortal_refcount, plausible_refcount,
+    render,
+};
 use super::memory_use::{Peak, map_bytes, vec_bytes};
 use super::pools::ObjectStarts;
 use super::referents::{Decoder, Referent, Strength, opaque_holders, referents, type_info};
@@ -51,10 +53,6 @@ const WORDS_PER_CHUNK: usize = 1 << (CHUNK_SHIFT - GRANULE_SHIFT - 6);
 /// As in the graph's build: item arrays may add up to this many times the target's memory.
 const CLAIMS_PER_TARGET_BYTE: u64 = 4;
 const MIN_CLAIMS_BASE: u64 = 64 << 20;
-/// A refcount above this is not an object's header.
-const MAX_PLAUSIBLE_REFCOUNT: u64 = 1 << 40;
-/// 3.11's statically allocated objects' refcount (999,999,999): not a count.
-const STATIC_REFCOUNT: u64 = 1 << 29;
 /// Parents are node ids below 2^31; the top bit marks a node reached only through a
 /// conservative reference (the last search), whose path may then take any reference.
 const CONSERVATIVE: u32 = 1 << 31;
@@ -366,7 +364,9 @@ impl Targets {
     fn external(&self, mem: &mut dyn RemoteMemory, layout: &Layout, addr: u64) -> u64 {
         match self.sorted.binary_search(&addr) {
             Ok(k) => {
-                let rc = mem.read_u64(addr + layout.object.ob_refcnt as u64).map_or(0, |w| mortal_refcount(layout, w));
+                let rc = mem
+                    .read_u64(addr + layout.object.ob_refcnt as u64)
+                    .map_or(0, |w| mortal_refcount(&layout.object, w));
                 u64::from(rc.saturating_sub(self.sorted_in.get(k).copied().unwrap_or(0)))
             }
             Err(_) => u64::from(self.other.get(&addr).copied().unwrap_or(0)),
@@ -475,11 +475,6 @@ struct Discovery<'a> {
     opaque: Vec<(u64, u64)>,
 }
 
-/// The refcount of a mortal object; 0 for immortal and static ones.
-fn mortal_refcount(layout: &Layout, word: u64) -> u32 {
-    refcount(&layout.object, word).filter(|&n| n < STATIC_REFCOUNT).unwrap_or(0) as u32
-}
-
 fn type_of(
     mem: &mut dyn RemoteMemory,
     layout: &Layout,
@@ -530,7 +525,7 @@ impl Discovery<'_> {
             return false;
         }
         let word = u64_at(&header, o.ob_refcnt);
-        if !matches!(refcount(o, word), Some(1..MAX_PLAUSIBLE_REFCOUNT) | None) {
+        if !plausible_refcount(o, word) {
             return false;
         }
         let ob_type = u64_at(&header, o.ob_type);
@@ -555,7 +550,7 @@ impl Discovery<'_> {
         if t.storage == Storage::Opaque {
             self.opaque.push((addr, t.basicsize));
         }
-        let rc = mortal_refcount(self.layout, word);
+        let rc = mortal_refcount(&self.layout.object, word);
         if self.is_target_type(&t) {
             self.targets.insert_other(addr, rc);
             self.targets.size_bytes += size_of_object(mem, self.layout, addr, &t);
@@ -657,7 +652,7 @@ impl<'p> Reach<'p> {
                     for addr in found {
                         let rc = mem
                             .read_u64(addr + layout.object.ob_refcnt as u64)
-                            .map_or(0, |w| mortal_refcount(layout, w));
+                            .map_or(0, |w| mortal_refcount(&layout.object, w));
                         targets.insert_other(addr, rc);
                     }
                 }

@@ -151,7 +151,7 @@ pub trait RemoteMemory {
         // Grown piece by piece as reads succeed: where the source cannot tell which pages are
         // populated, a false length costs one piece, not an allocation of the claimed size.
         let mut out = Vec::with_capacity(CLAIMED_PIECE);
-        let mut piece = vec![0u8; (len as usize).min(CLAIMED_PIECE)];
+        let mut piece = vec![0u8; CLAIMED_PIECE];
         while (out.len() as u64) < len {
             let n = ((len - out.len() as u64) as usize).min(CLAIMED_PIECE);
             self.read(addr + out.len() as u64, &mut piece[..n])?;

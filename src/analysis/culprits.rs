@@ -34,6 +34,11 @@ use serde::Serialize;
 /// fraction's denominator) to a whole number or simple fraction of its suspect's rate to be
 /// grouped with it by growth alone.
 const FRACTION_TOLERANCE: f64 = 0.1;
+/// Two suspects a container follows this nearly as well fit it equally: an ORM's mapped
+/// instances and their instance states grow one for one, and a sample taken between the
+/// making of one and of the other moves each fit by a few thousandths; the program's own
+/// class then takes the container, not whichever the sampling favoured.
+const TIED_FIT: f64 = FRACTION_TOLERANCE / 4.0;
 /// ...and the fitted line through its counts against the suspect's must leave scatter of at
 /// most this fraction of the part's growth: the two grew together, sample by sample.
 const MAX_UNEXPLAINED: f64 = 0.25;
@@ -233,12 +238,13 @@ pub fn group(members: Vec<Member>, links: &[Link]) -> Vec<Suspect> {
             let Some(error) = follows(&members[x], &members[p]) else { continue };
             let better = match choice {
                 None => true,
-                Some((q, e)) => error
-                    .total_cmp(&e)
-                    .then_with(|| prefer_program(name(p), name(q)))
-                    .then_with(|| rate(q).total_cmp(&rate(p)))
-                    .then_with(|| name(p).cmp(name(q)))
-                    .is_lt(),
+                Some((q, e)) => {
+                    (if (error - e).abs() <= TIED_FIT { std::cmp::Ordering::Equal } else { error.total_cmp(&e) })
+                        .then_with(|| prefer_program(name(p), name(q)))
+                        .then_with(|| rate(q).total_cmp(&rate(p)))
+                        .then_with(|| name(p).cmp(name(q)))
+                        .is_lt()
+                }
             };
             if better {
                 choice = Some((p, error));
@@ -596,6 +602,27 @@ mod tests {
         assert_eq!(grouped.len(), 1, "{grouped:?}");
         let dict = grouped[0].parts.iter().find(|p| p.name == "dict").unwrap();
         assert_eq!((dict.per_instance, dict.of.as_deref()), (3.0, None));
+    }
+
+    #[test]
+    fn containers_following_the_program_s_class_and_a_library_s_equally_go_to_the_program_s() {
+        // `trend` of an ORM leak (no graph): the instance states grow as the mapped instances,
+        // which a sample taken between the two puts a little behind. The containers follow
+        // both; the bound method is the state's by its __self__.
+        let members = vec![
+            member("__main__.Invoice", 9.98, 0.0),
+            member("sqlalchemy.orm.state.InstanceState", 10.0, 0.0),
+            member("dict", 30.0, 0.0),
+            member("set", 10.0, 0.0),
+            member("weakref.ReferenceType", 10.0, 0.0),
+            member("method", 10.0, 0.0),
+        ];
+        let links =
+            [Link { holder: "method".into(), held: "sqlalchemy.orm.state.InstanceState".into(), evidence: "__self__" }];
+        let grouped = group(members, &links);
+        assert_eq!(grouped[0].name, "__main__.Invoice", "{grouped:?}");
+        let parts: Vec<&str> = grouped[0].parts.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(parts, ["dict", "set", "weakref.ReferenceType"]);
     }
 
     #[test]

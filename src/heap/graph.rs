@@ -13,7 +13,7 @@ use super::address_set::AddressSet;
 use super::census::refcount;
 use super::compact::Compact;
 use super::memory_use::map_bytes;
-use super::pools::ObjectStarts;
+use super::pools::Allocations;
 use super::referents::{Decoder, Referent, Strength, referents, type_info};
 pub use super::referents::{Kind, Storage, TypeInfo};
 use super::walk::{WalkLimits, Walker};
@@ -394,7 +394,7 @@ struct Builder<'a> {
     field_index: FxHashMap<String, u32>,
     /// Addresses already found not to be objects.
     rejected: AddressSet,
-    starts: ObjectStarts,
+    starts: Allocations,
     max_nodes: usize,
     /// Bytes that containers' item arrays may still take. Each real array is the target's
     /// own memory, read once; containers whose sizes add up to far more than the target holds
@@ -621,7 +621,7 @@ pub fn build_scoped(
         type_index: FxHashMap::default(),
         field_index: FxHashMap::default(),
         rejected: AddressSet::default(),
-        starts: ObjectStarts::new(layout),
+        starts: Allocations::new(layout),
         max_nodes: (limits.max_objects as usize).max(found.len() * 4).min(MAX_NODES),
         claims_left: CLAIMS_PER_TARGET_BYTE
             * process.rss().unwrap_or_else(|| maps.writable_bytes()).max(MIN_CLAIMS_BASE),

@@ -441,49 +441,17 @@ fn split_runs(
     (first, rest)
 }
 
-/// Largest malloc chunk taken for a plausible one by [`allocation_extent`].
+/// Largest malloc chunk taken for a plausible one by [`Allocations::extent`].
 const MAX_CHUNK: u64 = 64 << 20;
 
-/// How many bytes from `addr` to the end of the allocation it is in, when that can be told:
-/// a block of a pymalloc pool in use (the pool's header says the block size), or a glibc
-/// malloc chunk (the size word before it, 16-aligned and plausible). `None` otherwise:
-/// memory whose extent is not known is not searched.
-pub fn allocation_extent(mem: &mut dyn RemoteMemory, layout: &Layout, addr: u64) -> Option<u64> {
-    if let Some(p) = &layout.pools {
-        let pool = addr & !(p.pool_size - 1);
-        let mut header = vec![0u8; p.header_size as usize];
-        if addr >= pool + p.header_size && mem.read(pool, &mut header).is_ok() {
-            // 3.6 and 3.7 builds differ in their blocks' alignment (8, or 16 where the 3.8
-            // change was backported, as in pyenv's 3.6.15 and 3.7.16): a pool is a pool under
-            // either, its header says which.
-            for alignment in [p.alignment, 16] {
-                let scanner = Scanner::new(layout, &PoolLayout { alignment, ..p.clone() });
-                if let Some(size) = scanner.used_pool(&header, pool) {
-                    let block = pool + p.header_size + (addr - pool - p.header_size) / size * size;
-                    return Some(block + size - addr);
-                }
-            }
-        }
-    }
-    if !addr.is_multiple_of(16) {
-        return None;
-    }
-    let word = mem.read_u64(addr - 8).ok()?;
-    let size = word & !7;
-    (size >= 32 && size.is_multiple_of(16) && size <= MAX_CHUNK).then_some(size - 8)
-}
-
-/// Where, in pymalloc's pools, an object can start, for an address that only a word found in
-/// memory says is an object (a conservative scan's, or a stale or torn reference's): objects
-/// start at a block (or a GC header, or a pre-header and a GC header, into one), in the part
-/// of the pool handed out so far, and a block whose first word links to another of its pool is
-/// on the free list. Without this, a pointer into the middle of a block reads the bytes there
-/// as an object: a heap type's `tp_name` points at its name's characters, and whatever
-/// follows them in the next block (a list's item array starting with a type) made a
-/// `time.struct_time` of 80 MB; a freed str, its refcount now the free list's link, counted
-/// with that link's low half as its refcount. Addresses outside pools (malloc's, static
-/// objects) pass: nothing here tells their starts.
-pub struct ObjectStarts {
+/// What pymalloc's pools (and malloc's chunk headers) say of an address that only a word
+/// found in memory says is an object (a conservative scan's, or a stale or torn reference's):
+/// where objects start, and how far the allocation it is in goes. Each pool's header is read
+/// once.
+pub struct Allocations {
+    /// The interpreter's pool layout, and the other block alignment of 3.6 and 3.7 builds
+    /// (8, or 16 where the 3.8 change was backported, as in pyenv's 3.6.15 and 3.7.16): a pool
+    /// is a pool under either, its header says which.
     scanners: Vec<Scanner>,
     /// Offsets in a block where an object may start.
     offsets: Vec<u64>,
@@ -497,50 +465,80 @@ pub struct ObjectStarts {
 /// A pool's header is 48 bytes on 64-bit builds.
 const MAX_POOL_HEADER: usize = 64;
 
-impl ObjectStarts {
-    pub fn new(layout: &Layout) -> ObjectStarts {
-        let Some(p) = &layout.pools else {
-            return ObjectStarts { scanners: Vec::new(), offsets: Vec::new(), pools: FxHashMap::default(), last: None };
-        };
-        // 3.6 and 3.7 builds differ in their blocks' alignment (see `allocation_extent`).
-        let mut scanners = vec![Scanner::new(layout, p)];
-        if p.alignment != 16 {
-            scanners.push(Scanner::new(layout, &PoolLayout { alignment: 16, ..p.clone() }));
-        }
+impl Allocations {
+    pub fn new(layout: &Layout) -> Allocations {
+        let mut scanners = Vec::new();
         let mut offsets = vec![0];
-        offsets.extend(scanners[0].gc_starts.iter().map(|&skip| skip + scanners[0].gc_head_size as u64));
-        ObjectStarts { scanners, offsets, pools: FxHashMap::default(), last: None }
+        if let Some(p) = &layout.pools {
+            scanners.push(Scanner::new(layout, p));
+            if p.alignment != 16 {
+                scanners.push(Scanner::new(layout, &PoolLayout { alignment: 16, ..p.clone() }));
+            }
+            offsets.extend(scanners[0].gc_starts.iter().map(|&skip| skip + scanners[0].gc_head_size as u64));
+        }
+        Allocations { scanners, offsets, pools: FxHashMap::default(), last: None }
+    }
+
+    /// The pool `addr` would be in, and its block size and carved end if it is one in use.
+    fn pool(&mut self, mem: &mut dyn RemoteMemory, addr: u64) -> Option<(u64, Option<(u64, u64)>)> {
+        let scanner = self.scanners.first()?;
+        let (pool_size, header_size) = (scanner.pool_size, scanner.header_size);
+        let pool = addr & !(pool_size - 1);
+        if let Some((last, used)) = self.last
+            && last == pool
+        {
+            return Some((pool, used));
+        }
+        let scanners = &self.scanners;
+        let used = *self.pools.entry(pool).or_insert_with(|| {
+            let mut header = [0u8; MAX_POOL_HEADER];
+            let header = header.get_mut(..header_size as usize)?;
+            mem.read(pool, header).ok()?;
+            scanners.iter().find_map(|s| {
+                let size = s.used_pool(header, pool)?;
+                Some((size, u64::from(u32_at(header, s.nextoffset)).min(pool_size)))
+            })
+        });
+        self.last = Some((pool, used));
+        Some((pool, used))
     }
 
     /// Whether an object may start at `addr`, whose first word (at the block's start when it
-    /// is the object's) is `first_word`.
+    /// is the object's) is `first_word`. In a pool in use: at a block (or a GC header's end,
+    /// or past a pre-header and a GC header), in the part handed out so far, and not on the
+    /// free list (a block whose first word links to another of its pool). Without this, a
+    /// pointer into the middle of a block reads the bytes there as an object: a heap type's
+    /// `tp_name` points at its name's characters, and whatever follows them in the next block
+    /// (a list's item array starting with a type) made a `time.struct_time` of 80 MB; a freed
+    /// str, its refcount now the free list's link, counted with that link's low half as its
+    /// refcount. Addresses outside pools (malloc's, static objects) pass: nothing here tells
+    /// their starts.
     pub fn allows(&mut self, mem: &mut dyn RemoteMemory, addr: u64, first_word: u64) -> bool {
-        let Some(scanner) = self.scanners.first() else { return true };
-        let (pool_size, header_size) = (scanner.pool_size, scanner.header_size);
-        let pool = addr & !(pool_size - 1);
-        let used = match self.last {
-            Some((last, used)) if last == pool => used,
-            _ => {
-                let scanners = &self.scanners;
-                let used = *self.pools.entry(pool).or_insert_with(|| {
-                    let mut header = [0u8; MAX_POOL_HEADER];
-                    let header = header.get_mut(..header_size as usize)?;
-                    mem.read(pool, header).ok()?;
-                    scanners.iter().find_map(|s| {
-                        let size = s.used_pool(header, pool)?;
-                        Some((size, u64::from(u32_at(header, s.nextoffset)).min(pool_size)))
-                    })
-                });
-                self.last = Some((pool, used));
-                used
-            }
-        };
-        let Some((block_size, carved)) = used else { return true };
+        let Some((pool, Some((block_size, carved)))) = self.pool(mem, addr) else { return true };
+        let (pool_size, header_size) = (self.scanners[0].pool_size, self.scanners[0].header_size);
         let Some(offset) = (addr - pool).checked_sub(header_size) else { return false };
         let within = offset % block_size;
         let block = pool + header_size + offset - within;
         let free_link = first_word == 0 || (pool + header_size..pool + pool_size).contains(&first_word);
         block - pool < carved && self.offsets.contains(&within) && !(within == 0 && free_link)
+    }
+
+    /// How many bytes from `addr` to the end of the allocation it is in, when that can be
+    /// told: a block of a pymalloc pool in use (the pool's header says the block size), or a
+    /// glibc malloc chunk (the size word before it, 16-aligned and plausible). `None`
+    /// otherwise: memory whose extent is not known is not searched.
+    pub fn extent(&mut self, mem: &mut dyn RemoteMemory, addr: u64) -> Option<u64> {
+        if let Some((pool, Some((size, _)))) = self.pool(mem, addr)
+            && let Some(offset) = (addr - pool).checked_sub(self.scanners[0].header_size)
+        {
+            return Some(size - offset % size);
+        }
+        if !addr.is_multiple_of(16) {
+            return None;
+        }
+        let word = mem.read_u64(addr - 8).ok()?;
+        let size = word & !7;
+        (size >= 32 && size.is_multiple_of(16) && size <= MAX_CHUNK).then_some(size - 8)
     }
 
     /// Bytes held by the pools looked at.
@@ -774,7 +772,7 @@ mod tests {
     }
 
     #[test]
-    fn objects_start_only_at_blocks_in_use_of_a_pool() {
+    fn objects_start_only_at_blocks_in_use_of_a_pool_and_extend_to_their_end() {
         for layout in [candidate_layouts(14, 0).unwrap().remove(0), candidate_layouts(7, 0).unwrap().remove(0)] {
             let p = layout.pools.clone().unwrap();
             let gc = layout.gc_head.size as u64;
@@ -786,8 +784,8 @@ mod tests {
             let block = put_pool(&mut image, &p, pool, size, 4, 2, pool + p.header_size + size);
             put(&mut image, block(1), block(2));
             let mut mem = Image(image);
-            let mut starts = ObjectStarts::new(&layout);
-            let mut allows = |addr: u64, first_word: u64| starts.allows(&mut mem, addr, first_word);
+            let mut allocations = Allocations::new(&layout);
+            let mut allows = |addr: u64, first_word: u64| allocations.allows(&mut mem, addr, first_word);
             assert!(allows(block(0), 1), "a block's start, a refcount first");
             assert!(allows(block(3) + gc, block(0)), "a GC object after its header");
             assert!(!allows(block(0) + 40, 1), "inside a block: a str's characters");
@@ -795,6 +793,12 @@ mod tests {
             assert!(!allows(block(4), 1), "not carved yet");
             assert!(!allows(pool + 8, 1), "the pool's header");
             assert!(allows(BASE + 64, 1), "not a pool: nothing known");
+            // The extent of an allocation: to its block's end in a pool; unknown in the header
+            // of a pool or outside one without a plausible malloc chunk size before it.
+            assert_eq!(allocations.extent(&mut mem, block(0) + 40), Some(8));
+            assert_eq!(allocations.extent(&mut mem, block(3)), Some(size));
+            assert_eq!(allocations.extent(&mut mem, pool + 8), None);
+            assert_eq!(allocations.extent(&mut mem, BASE + 64), None);
         }
     }
 }

@@ -28,7 +28,7 @@ use super::graph::{
     render,
 };
 use super::memory_use::{Peak, map_bytes, vec_bytes};
-use super::pools::ObjectStarts;
+use super::pools::Allocations;
 use super::referents::{Decoder, Referent, Strength, opaque_holders, referents, type_info};
 use super::walk::{WalkLimits, Walker};
 use crate::cpython::frames::{StackFrame, thread_stacks};
@@ -459,7 +459,7 @@ struct Discovery<'a> {
     maps: &'a MemoryMap,
     bits: NodeBits,
     rejected: AddressSet,
-    starts: ObjectStarts,
+    starts: Allocations,
     /// Types of the tracked objects and of objects accepted since: an untracked candidate's
     /// type must be one of them, or an instance of a metatype (as in the graph's build).
     accepted: FxHashSet<u64>,
@@ -677,7 +677,7 @@ impl<'p> Reach<'p> {
             maps: &maps,
             bits: NodeBits::default(),
             rejected: AddressSet::default(),
-            starts: ObjectStarts::new(layout),
+            starts: Allocations::new(layout),
             accepted,
             types: FxHashMap::default(),
             decode: Decode {

@@ -19,7 +19,7 @@
 //! and to them (an object's weak reference list) are no reference at all.
 
 use super::graph::{Label, MAX_ITEMS};
-use super::pools::allocation_extent;
+use super::pools::Allocations;
 use crate::cpython::frames::{SlotKind, StackFrame, generator_frame_slots, object_frame_slots};
 use crate::cpython::layout::{FrameLayout, InstanceAttributes, Layout, ManagedValues, field_name};
 use crate::cpython::objects::{base_chain, dict_entries, keys_entries, split_values, type_name};
@@ -203,6 +203,7 @@ pub fn opaque_holders(
 ) -> Vec<(u64, u64)> {
     let mut budget = OPAQUE_BYTES_TOTAL;
     let mut out = Vec::new();
+    let mut allocations = Allocations::new(layout);
     for &(obj, size) in candidates {
         if budget == 0 {
             break;
@@ -233,7 +234,7 @@ pub fn opaque_holders(
                         && !is_object(word)
                         && maps.is_readable(word, 8)
                         && seen.insert(word)
-                        && let Some(extent) = allocation_extent(mem, layout, word)
+                        && let Some(extent) = allocations.extent(mem, word)
                     {
                         next.push((word, extent.min(OPAQUE_BUFFER_BYTES)));
                     }

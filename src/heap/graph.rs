@@ -394,7 +394,7 @@ struct Builder<'a> {
     field_index: FxHashMap<String, u32>,
     /// Addresses already found not to be objects.
     rejected: AddressSet,
-    starts: Allocations,
+    allocations: Allocations,
     max_nodes: usize,
     /// Bytes that containers' item arrays may still take. Each real array is the target's
     /// own memory, read once; containers whose sizes add up to far more than the target holds
@@ -489,7 +489,7 @@ impl Builder<'_> {
                 return None;
             }
         }
-        if !self.starts.allows(mem, addr, word) {
+        if !self.allocations.allows(mem, addr, word) {
             return None;
         }
         let type_id = self.type_id(mem, ob_type);
@@ -497,7 +497,8 @@ impl Builder<'_> {
         let g = &mut self.graph;
         if let Some(old) = g.untracked.insert(&g.addrs, i) {
             // The old slots and the new side by side: part of the build's peak.
-            let held = g.heap_bytes() + old + self.rejected.heap_bytes() + self.starts.heap_bytes() + self.edges_bytes;
+            let held =
+                g.heap_bytes() + old + self.rejected.heap_bytes() + self.allocations.heap_bytes() + self.edges_bytes;
             g.build_peak_bytes = g.build_peak_bytes.max(held);
         }
         Some(i)
@@ -621,7 +622,7 @@ pub fn build_scoped(
         type_index: FxHashMap::default(),
         field_index: FxHashMap::default(),
         rejected: AddressSet::default(),
-        starts: Allocations::new(layout),
+        allocations: Allocations::new(layout),
         max_nodes: (limits.max_objects as usize).max(found.len() * 4).min(MAX_NODES),
         claims_left: CLAIMS_PER_TARGET_BYTE
             * process.rss().unwrap_or_else(|| maps.writable_bytes()).max(MIN_CLAIMS_BASE),
@@ -755,7 +756,7 @@ pub fn build_scoped(
     }
     offsets.push(edges.len() as u32);
     let builder_bytes = b.rejected.heap_bytes()
-        + b.starts.heap_bytes()
+        + b.allocations.heap_bytes()
         + map_bytes(&b.type_index)
         + map_bytes(&b.field_index)
         + crate::heap::memory_use::vec_bytes(&refs);

@@ -459,7 +459,7 @@ struct Discovery<'a> {
     maps: &'a MemoryMap,
     bits: NodeBits,
     rejected: AddressSet,
-    starts: Allocations,
+    allocations: Allocations,
     /// Types of the tracked objects and of objects accepted since: an untracked candidate's
     /// type must be one of them, or an instance of a metatype (as in the graph's build).
     accepted: FxHashSet<u64>,
@@ -536,7 +536,7 @@ impl Discovery<'_> {
             }
             self.accepted.insert(ob_type);
         }
-        if !self.starts.allows(mem, addr, word) {
+        if !self.allocations.allows(mem, addr, word) {
             return false;
         }
         let t = self.type_of(mem, ob_type);
@@ -677,7 +677,7 @@ impl<'p> Reach<'p> {
             maps: &maps,
             bits: NodeBits::default(),
             rejected: AddressSet::default(),
-            starts: Allocations::new(layout),
+            allocations: Allocations::new(layout),
             accepted,
             types: FxHashMap::default(),
             decode: Decode {
@@ -788,7 +788,7 @@ impl<'p> Reach<'p> {
             + vec_bytes(&tracked)
             + d.bits.heap_bytes()
             + d.rejected.heap_bytes()
-            + d.starts.heap_bytes()
+            + d.allocations.heap_bytes()
             + d.targets.heap_bytes()
             + vec_bytes(&weak_from)
             + vec_bytes(&d.opaque)
@@ -803,12 +803,12 @@ impl<'p> Reach<'p> {
             targets,
             mut opaque,
             rejected,
-            starts,
+            allocations,
             pending,
             ..
         } = d;
         drop(rejected);
-        drop(starts);
+        drop(allocations);
         drop(pending);
         bits.freeze(stack_frames as u32);
 

@@ -457,6 +457,25 @@ impl Builder<'_> {
         g.addrs.len() as u32 - 1
     }
 
+    /// Whether `addr`, not a type seen yet, is one: an instance of a metatype seen, or of a
+    /// metatype whose own type is one. numpy's dtype classes are instances of `_DTypeMeta`,
+    /// which no object met before may have had as its type: with only the first check, a
+    /// dtype singleton met first was not an object (and stayed rejected).
+    fn is_type(&mut self, mem: &mut dyn RemoteMemory, addr: u64) -> bool {
+        let at = self.layout.object.ob_type as u64;
+        let is_metatype =
+            |b: &Self, t: u64| b.type_index.get(&t).is_some_and(|&id| b.graph.types[id as usize].kind == Kind::Type);
+        let Ok(meta) = mem.read_u64(addr + at) else { return false };
+        if is_metatype(self, meta) {
+            return true;
+        }
+        if !mem.read_u64(meta + at).is_ok_and(|meta_type| is_metatype(self, meta_type)) {
+            return false;
+        }
+        let meta_id = self.type_id(mem, meta);
+        self.graph.types[meta_id as usize].kind == Kind::Type
+    }
+
     /// The node at `addr`, adding it if it is an object not seen yet.
     fn resolve(&mut self, mem: &mut dyn RemoteMemory, addr: u64) -> Option<u32> {
         if let Some(i) = self.graph.index_of(addr) {
@@ -481,13 +500,8 @@ impl Builder<'_> {
         }
         let rc = mortal_refcount(o, word);
         let ob_type = u64_at(&header, o.ob_type);
-        if !self.type_index.contains_key(&ob_type) {
-            // Not a type seen yet: accept it only if it is itself an instance of a metatype.
-            let meta = mem.read_u64(ob_type + o.ob_type as u64).ok()?;
-            let meta_id = *self.type_index.get(&meta)?;
-            if self.graph.types[meta_id as usize].kind != Kind::Type {
-                return None;
-            }
+        if !self.type_index.contains_key(&ob_type) && !self.is_type(mem, ob_type) {
+            return None;
         }
         if !self.allocations.allows(mem, addr, word) {
             return None;

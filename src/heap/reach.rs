@@ -506,6 +506,21 @@ impl Discovery<'_> {
         self.query_type.as_deref() == Some(t.name.as_str())
     }
 
+    /// Whether `addr`, not a type accepted yet, is one (as in the graph's build): an instance
+    /// of a metatype accepted, or of a metatype whose own type is one.
+    fn is_type(&mut self, mem: &mut dyn RemoteMemory, addr: u64) -> bool {
+        let at = self.layout.object.ob_type as u64;
+        let Ok(meta) = mem.read_u64(addr + at) else { return false };
+        if !self.accepted.contains(&meta) {
+            let Ok(meta_type) = mem.read_u64(meta + at) else { return false };
+            if !self.accepted.contains(&meta_type) || self.type_of(mem, meta_type).kind != Kind::Type {
+                return false;
+            }
+            self.accepted.insert(meta);
+        }
+        self.type_of(mem, meta).kind == Kind::Type
+    }
+
     /// Whether `addr` is a node, adding it if it is an object not seen yet (the checks of the
     /// graph's build: a readable header, a plausible refcount, a known type).
     fn resolve(&mut self, mem: &mut dyn RemoteMemory, addr: u64) -> bool {
@@ -530,8 +545,7 @@ impl Discovery<'_> {
         }
         let ob_type = u64_at(&header, o.ob_type);
         if !self.accepted.contains(&ob_type) {
-            let Ok(meta) = mem.read_u64(ob_type + o.ob_type as u64) else { return false };
-            if !self.accepted.contains(&meta) || self.type_of(mem, meta).kind != Kind::Type {
+            if !self.is_type(mem, ob_type) {
                 return false;
             }
             self.accepted.insert(ob_type);
